@@ -1,0 +1,139 @@
+//! The executor trait and the request/outcome types shared by every executor.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::error::ExecError;
+use crate::process::ProcessExecutor;
+
+/// The fence of an attempt: every result names the attempt it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttemptId {
+    pub run: u64,
+    pub step: String,
+    pub item: u32,
+    pub attempt: u32,
+}
+
+/// A `process:` step after templating: what to exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// argv; `argv[0]` is looked up on `PATH`.
+    pub argv: Vec<String>,
+}
+
+/// The executor-specific part of an attempt. Adding an executor adds a variant here, an
+/// implementation of [`Executor`] and a field in the engine's step spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecSpec {
+    Process(ProcessSpec),
+}
+
+impl ExecSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecSpec::Process(_) => "process",
+        }
+    }
+}
+
+/// Everything an executor needs to carry out one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRequest {
+    pub id: AttemptId,
+    pub spec: ExecSpec,
+    /// Variables added to the engine's own environment.
+    pub env: BTreeMap<String, String>,
+    pub workdir: PathBuf,
+    /// Where the step may write a JSON object of outputs (`SLUICE_OUTPUTS`).
+    pub outputs_file: PathBuf,
+}
+
+/// Which stream a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Lines the engine itself writes into the step log.
+    System,
+}
+
+/// Where an executor reports what happens while an attempt runs.
+pub trait AttemptSink: Send + Sync {
+    /// A chunk of output, in the order it was read from its stream.
+    fn log(&self, stream: LogStream, chunk: &[u8]);
+    /// The attempt's OS process started (its process group id equals `pid`).
+    fn started(&self, pid: u32);
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub result: Result<(), ExecError>,
+    /// The JSON object the step wrote as its outputs (empty when it wrote none).
+    pub outputs: serde_json::Map<String, Value>,
+    pub exit_code: Option<i32>,
+}
+
+/// A request to stop a running attempt: terminate, then kill after `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillSignal {
+    pub grace: Duration,
+}
+
+/// The engine's side of a kill request; the executor watches the other side.
+#[derive(Debug)]
+pub struct KillSwitch {
+    tx: watch::Sender<Option<KillSignal>>,
+}
+
+impl KillSwitch {
+    pub fn new() -> (Self, watch::Receiver<Option<KillSignal>>) {
+        let (tx, rx) = watch::channel(None);
+        (Self { tx }, rx)
+    }
+    pub fn kill(&self, grace: Duration) {
+        let _ = self.tx.send(Some(KillSignal { grace }));
+    }
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One kind of executor. Implementations run the work and report its outcome; retries,
+/// timeouts and tracing are the engine's job.
+pub trait Executor: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    fn execute(
+        &self,
+        request: AttemptRequest,
+        sink: Arc<dyn AttemptSink>,
+        kill: watch::Receiver<Option<KillSignal>>,
+    ) -> BoxFuture<AttemptOutcome>;
+}
+
+/// The executors this engine can dispatch to, one per [`ExecSpec`] variant.
+#[derive(Clone)]
+pub struct ExecutorSet {
+    process: Arc<ProcessExecutor>,
+}
+
+impl Default for ExecutorSet {
+    fn default() -> Self {
+        Self { process: Arc::new(ProcessExecutor::default()) }
+    }
+}
+
+impl ExecutorSet {
+    pub fn for_spec(&self, spec: &ExecSpec) -> &dyn Executor {
+        match spec {
+            ExecSpec::Process(_) => self.process.as_ref(),
+        }
+    }
+}
