@@ -1,0 +1,241 @@
+//! Admission control: which queued tasks may start, given a global limit, per-run limits and
+//! the resource pools (cpu slots, memory, gpus). Highest priority first, then first come.
+//!
+//! Pure like the run machine: the driver enqueues, polls for grants and releases.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+
+use super::{ResourceRequest, StepIx};
+
+/// The size of the pools and the global limit on running attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub slots: u32,
+    pub cpu: u32,
+    pub memory: u64,
+    pub gpu: u32,
+}
+
+impl Capacity {
+    /// Whether a request could ever fit in these pools.
+    pub fn can_fit(&self, r: &ResourceRequest) -> bool {
+        r.cpu <= self.cpu && r.memory <= self.memory && r.gpu <= self.gpu
+    }
+
+    /// Why a request can never fit, as a sentence.
+    pub fn misfit(&self, r: &ResourceRequest) -> Option<String> {
+        if r.cpu > self.cpu {
+            Some(format!("the step asks for {} cpu slots but the pool has {}", r.cpu, self.cpu))
+        } else if r.memory > self.memory {
+            Some(format!("the step asks for {} bytes of memory but the pool has {}", r.memory, self.memory))
+        } else if r.gpu > self.gpu {
+            Some(format!("the step asks for {} GPUs but the pool has {}", r.gpu, self.gpu))
+        } else {
+            None
+        }
+    }
+}
+
+/// Permission for one task to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub run: u64,
+    pub step: StepIx,
+    pub item: u32,
+}
+
+type Key = (Reverse<i32>, u64, StepIx, u32);
+
+#[derive(Debug, Default)]
+struct RunQueue {
+    limit: Option<u32>,
+    running: u32,
+    queue: BTreeSet<Key>,
+    entries: HashMap<(StepIx, u32), (Key, ResourceRequest)>,
+    held: HashMap<(StepIx, u32), ResourceRequest>,
+}
+
+/// The admission controller shared by every run the driver executes.
+#[derive(Debug)]
+pub struct Admission {
+    capacity: Capacity,
+    used: ResourceRequest,
+    running: u32,
+    seq: u64,
+    runs: HashMap<u64, RunQueue>,
+}
+
+impl Admission {
+    pub fn new(capacity: Capacity) -> Self {
+        Self { capacity, used: ResourceRequest::default(), running: 0, seq: 0, runs: HashMap::new() }
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    /// Sets a run's own limit on running attempts (its pipeline's `concurrency`).
+    pub fn set_run_limit(&mut self, run: u64, limit: Option<u32>) {
+        self.runs.entry(run).or_default().limit = limit;
+    }
+
+    pub fn enqueue(&mut self, run: u64, step: StepIx, item: u32, priority: i32, req: ResourceRequest) {
+        let q = self.runs.entry(run).or_default();
+        if q.entries.contains_key(&(step, item)) || q.held.contains_key(&(step, item)) {
+            return;
+        }
+        self.seq += 1;
+        let key = (Reverse(priority), self.seq, step, item);
+        q.queue.insert(key);
+        q.entries.insert((step, item), (key, req));
+    }
+
+    pub fn withdraw(&mut self, run: u64, step: StepIx, item: u32) {
+        if let Some(q) = self.runs.get_mut(&run)
+            && let Some((key, _)) = q.entries.remove(&(step, item))
+        {
+            q.queue.remove(&key);
+        }
+    }
+
+    /// Returns a task's resources to the pools.
+    pub fn release(&mut self, run: u64, step: StepIx, item: u32) {
+        if let Some(q) = self.runs.get_mut(&run)
+            && let Some(r) = q.held.remove(&(step, item))
+        {
+            q.running -= 1;
+            self.running -= 1;
+            self.used.cpu -= r.cpu;
+            self.used.memory -= r.memory;
+            self.used.gpu -= r.gpu;
+        }
+    }
+
+    /// Forgets a finished run (its tasks must have been released or withdrawn).
+    pub fn forget_run(&mut self, run: u64) {
+        if self.runs.get(&run).is_some_and(|q| q.held.is_empty()) {
+            self.runs.remove(&run);
+        }
+    }
+
+    /// Tasks queued that can never fit the pools: the driver rejects them.
+    pub fn take_misfits(&mut self) -> Vec<(Grant, String)> {
+        let cap = self.capacity;
+        let mut out = Vec::new();
+        for (run, q) in &mut self.runs {
+            let bad: Vec<_> =
+                q.entries.iter().filter_map(|(k, (_, r))| cap.misfit(r).map(|why| (*k, why))).collect();
+            for ((step, item), why) in bad {
+                if let Some((key, _)) = q.entries.remove(&(step, item)) {
+                    q.queue.remove(&key);
+                }
+                out.push((Grant { run: *run, step, item }, why));
+            }
+        }
+        out
+    }
+
+    fn fits(&self, r: &ResourceRequest) -> bool {
+        self.used.cpu + r.cpu <= self.capacity.cpu
+            && self.used.memory + r.memory <= self.capacity.memory
+            && self.used.gpu + r.gpu <= self.capacity.gpu
+    }
+
+    /// Grants as many queued tasks as the limits and pools allow, best first.
+    pub fn poll(&mut self) -> Vec<Grant> {
+        let mut grants = Vec::new();
+        // Runs whose best remaining task does not fit are passed over for this poll, so a
+        // big task waits without blocking smaller ones of other runs.
+        let mut blocked: Vec<u64> = Vec::new();
+        while self.running < self.capacity.slots {
+            let mut best: Option<(Key, u64)> = None;
+            for (run, q) in &self.runs {
+                if blocked.contains(run) || q.limit.is_some_and(|l| q.running >= l) {
+                    continue;
+                }
+                if let Some(head) = q.queue.first()
+                    && best.is_none_or(|(b, _)| *head < b)
+                {
+                    best = Some((*head, *run));
+                }
+            }
+            let Some((key, run)) = best else { break };
+            let (_, _, step, item) = key;
+            let req = self.runs[&run].entries[&(step, item)].1;
+            if !self.fits(&req) {
+                blocked.push(run);
+                continue;
+            }
+            let q = self.runs.get_mut(&run).expect("run queue exists");
+            q.queue.remove(&key);
+            q.entries.remove(&(step, item));
+            q.held.insert((step, item), req);
+            q.running += 1;
+            self.running += 1;
+            self.used.cpu += req.cpu;
+            self.used.memory += req.memory;
+            self.used.gpu += req.gpu;
+            grants.push(Grant { run, step, item });
+        }
+        grants
+    }
+
+    pub fn running(&self) -> u32 {
+        self.running
+    }
+
+    pub fn queued(&self) -> usize {
+        self.runs.values().map(|q| q.queue.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(cpu: u32, gpu: u32) -> ResourceRequest {
+        ResourceRequest { cpu, memory: 0, gpu }
+    }
+
+    #[test]
+    fn priority_then_fifo_within_limits() {
+        let mut a = Admission::new(Capacity { slots: 2, cpu: 10, memory: 100, gpu: 0 });
+        a.enqueue(1, 0, 0, 0, req(1, 0));
+        a.enqueue(1, 1, 0, 5, req(1, 0));
+        a.enqueue(1, 2, 0, 0, req(1, 0));
+        let g = a.poll();
+        assert_eq!(g.iter().map(|g| g.step).collect::<Vec<_>>(), vec![1, 0]);
+        assert!(a.poll().is_empty(), "global limit of 2");
+        a.release(1, 1, 0);
+        assert_eq!(a.poll()[0].step, 2);
+    }
+
+    #[test]
+    fn pools_and_run_limits() {
+        let mut a = Admission::new(Capacity { slots: 10, cpu: 2, memory: 100, gpu: 1 });
+        a.set_run_limit(7, Some(1));
+        a.enqueue(7, 0, 0, 0, req(1, 0));
+        a.enqueue(7, 1, 0, 0, req(1, 0));
+        a.enqueue(8, 0, 0, 0, req(1, 1));
+        a.enqueue(8, 1, 0, 0, req(1, 1));
+        let g = a.poll();
+        assert_eq!(g.len(), 2, "run 7 limited to 1, run 8 gets the only gpu: {g:?}");
+        assert_eq!(a.poll().len(), 0);
+        a.release(8, 0, 0);
+        let g = a.poll();
+        assert_eq!(g, vec![Grant { run: 8, step: 1, item: 0 }]);
+    }
+
+    #[test]
+    fn misfits_and_withdraw() {
+        let mut a = Admission::new(Capacity { slots: 10, cpu: 2, memory: 100, gpu: 0 });
+        a.enqueue(1, 0, 0, 0, req(1, 1));
+        a.enqueue(1, 1, 0, 0, req(1, 0));
+        a.withdraw(1, 1, 0);
+        let m = a.take_misfits();
+        assert_eq!(m.len(), 1);
+        assert!(m[0].1.contains("GPUs"));
+        assert_eq!(a.queued(), 0);
+    }
+}

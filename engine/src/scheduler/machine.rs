@@ -1,0 +1,715 @@
+//! The run state machine: `(state, event, now) -> (state', actions)` for one run.
+//!
+//! Events are what happened (an attempt finished, a timer fired, a user cancelled); actions
+//! are what the driver must do next (queue a task, execute an attempt, arm a timer, kill).
+//! The driver persists every event before applying it, so replaying a run's event log into a
+//! fresh machine rebuilds exactly the same state.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::state::{RunState, StepState, TaskState};
+use super::{CoreStep, Millis, ResourceRequest, StepIx};
+use crate::spec::TriggerRule;
+
+/// What `when:`/`map:` evaluation decided for a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum PrepareOutcome {
+    /// Run one attempt.
+    Run,
+    /// Run one attempt per item.
+    Map { items: Vec<Value> },
+    /// `when:` was false.
+    Skip { reason: String },
+    /// The condition or the list could not be evaluated.
+    Error { message: String },
+}
+
+/// How an attempt ended, as reported by its executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Outcome {
+    Succeeded {
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+    },
+    Failed {
+        retryable: bool,
+        message: String,
+    },
+    TimedOut {
+        message: String,
+    },
+    Cancelled {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// The backoff delay before the next attempt is over.
+    Retry,
+    /// The attempt's deadline.
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillReason {
+    Timeout,
+    Cancel,
+    Interrupt,
+}
+
+/// An input to the machine. These are what the run's event log stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Event {
+    Start,
+    Prepared {
+        step: StepIx,
+        outcome: PrepareOutcome,
+    },
+    /// The admission controller gave the task its resources: start an attempt.
+    Admitted {
+        step: StepIx,
+        item: u32,
+    },
+    /// The task can never get its resources here.
+    Rejected {
+        step: StepIx,
+        item: u32,
+        reason: String,
+    },
+    Finished {
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        outcome: Outcome,
+    },
+    Timer {
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        kind: TimerKind,
+    },
+    Cancel,
+    /// Graceful shutdown: stop starting attempts, let running ones stop, keep the rest.
+    Interrupt,
+    /// A new engine process takes over: attempts that were running are lost and run again.
+    Resume,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Prepare { step: StepIx },
+    Enqueue { step: StepIx, item: u32, priority: i32, resources: ResourceRequest },
+    Withdraw { step: StepIx, item: u32 },
+    Release { step: StepIx, item: u32 },
+    Execute { step: StepIx, item: u32, attempt: u32 },
+    ArmTimer { step: StepIx, item: u32, attempt: u32, kind: TimerKind, at: Millis },
+    Kill { step: StepIx, item: u32, attempt: u32, reason: KillReason },
+    StepChanged { step: StepIx, state: StepState },
+    RunChanged { state: RunState },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Task {
+    state: TaskState,
+    /// The number of the latest attempt (attempts count from 1).
+    attempts: u32,
+    retries_used: u32,
+}
+
+/// A read-only view of a task for drivers and reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskView {
+    pub state: TaskState,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    state: Option<StepState>,
+    preparing: bool,
+    tasks: Vec<Task>,
+    up_done: u32,
+    up_succeeded: u32,
+    up_failed: u32,
+    up_skipped: u32,
+}
+
+impl Slot {
+    fn state(&self) -> StepState {
+        self.state.unwrap_or(StepState::Pending)
+    }
+}
+
+/// The state machine of one run.
+#[derive(Debug, Clone)]
+pub struct RunMachine {
+    steps: Arc<Vec<CoreStep>>,
+    seed: u64,
+    state: RunState,
+    slots: Vec<Slot>,
+    unfinished: usize,
+    running: usize,
+    invalid_transitions: u64,
+}
+
+impl RunMachine {
+    /// A machine for a new run; `seed` makes retry jitter reproducible for this run.
+    pub fn new(steps: Arc<Vec<CoreStep>>, seed: u64) -> Self {
+        let n = steps.len();
+        Self {
+            steps,
+            seed,
+            state: RunState::Pending,
+            slots: vec![Slot::default(); n],
+            unfinished: n,
+            running: 0,
+            invalid_transitions: 0,
+        }
+    }
+
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+
+    pub fn step_state(&self, step: StepIx) -> StepState {
+        self.slots.get(step as usize).map_or(StepState::Pending, Slot::state)
+    }
+
+    pub fn tasks(&self, step: StepIx) -> Vec<TaskView> {
+        self.slots
+            .get(step as usize)
+            .map(|s| s.tasks.iter().map(|t| TaskView { state: t.state, attempts: t.attempts }).collect())
+            .unwrap_or_default()
+    }
+
+    /// The attempts currently running, as (step, item, attempt).
+    pub fn running_attempts(&self) -> Vec<(StepIx, u32, u32)> {
+        let mut out = Vec::new();
+        for (s, slot) in self.slots.iter().enumerate() {
+            for (i, t) in slot.tasks.iter().enumerate() {
+                if let TaskState::Running { attempt, .. } = t.state {
+                    out.push((s as StepIx, i as u32, attempt));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Transitions the machine refused because they were not in the lifecycle (always 0
+    /// unless there is a bug; property tests check it).
+    pub fn invalid_transitions(&self) -> u64 {
+        self.invalid_transitions
+    }
+
+    /// Applies one event at time `now` and returns what the driver must do.
+    pub fn apply(&mut self, event: &Event, now: Millis) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Start => self.on_start(&mut out),
+            Event::Prepared { step, outcome } => self.on_prepared(*step, outcome, &mut out),
+            Event::Admitted { step, item } => self.on_admitted(*step, *item, now, &mut out),
+            Event::Rejected { step, item, .. } => self.on_rejected(*step, *item, &mut out),
+            Event::Finished { step, item, attempt, outcome } => {
+                self.on_finished(*step, *item, *attempt, outcome, now, &mut out)
+            }
+            Event::Timer { step, item, attempt, kind } => {
+                self.on_timer(*step, *item, *attempt, *kind, now, &mut out)
+            }
+            Event::Cancel => self.on_cancel(&mut out),
+            Event::Interrupt => self.on_interrupt(&mut out),
+            Event::Resume => self.on_resume(&mut out),
+        }
+        out
+    }
+
+    fn set_run(&mut self, next: RunState, out: &mut Vec<Action>) {
+        if self.state == next {
+            return;
+        }
+        match self.state.transition(next) {
+            Ok(s) => {
+                self.state = s;
+                out.push(Action::RunChanged { state: s });
+            }
+            Err(_) => self.invalid_transitions += 1,
+        }
+    }
+
+    fn set_step(&mut self, step: StepIx, next: StepState, out: &mut Vec<Action>) -> bool {
+        let slot = &mut self.slots[step as usize];
+        let cur = slot.state();
+        if cur == next {
+            return false;
+        }
+        if !cur.can_become(next) {
+            self.invalid_transitions += 1;
+            return false;
+        }
+        slot.state = Some(next);
+        out.push(Action::StepChanged { step, state: next });
+        true
+    }
+
+    fn set_task(&mut self, step: StepIx, item: u32, next: TaskState) {
+        let task = &mut self.slots[step as usize].tasks[item as usize];
+        if task.state.can_become(next) {
+            if matches!(task.state, TaskState::Running { .. }) {
+                self.running -= 1;
+            }
+            if matches!(next, TaskState::Running { .. }) {
+                self.running += 1;
+            }
+            task.state = next;
+        } else {
+            self.invalid_transitions += 1;
+        }
+    }
+
+    fn task(&self, step: StepIx, item: u32) -> Option<Task> {
+        self.slots.get(step as usize)?.tasks.get(item as usize).copied()
+    }
+
+    fn on_start(&mut self, out: &mut Vec<Action>) {
+        if self.state != RunState::Pending {
+            return;
+        }
+        self.set_run(RunState::Running, out);
+        for ix in 0..self.steps.len() {
+            if self.steps[ix].upstream.is_empty() {
+                self.become_ready(ix as StepIx, out);
+            }
+        }
+        self.maybe_finish(out);
+    }
+
+    fn become_ready(&mut self, step: StepIx, out: &mut Vec<Action>) {
+        if !self.set_step(step, StepState::Ready, out) {
+            return;
+        }
+        if self.steps[step as usize].prepare {
+            self.slots[step as usize].preparing = true;
+            if self.state == RunState::Running {
+                out.push(Action::Prepare { step });
+            }
+        } else {
+            self.create_tasks(step, 1, out);
+        }
+    }
+
+    fn create_tasks(&mut self, step: StepIx, n: usize, out: &mut Vec<Action>) {
+        let slot = &mut self.slots[step as usize];
+        slot.preparing = false;
+        slot.tasks = vec![Task { state: TaskState::Queued, attempts: 0, retries_used: 0 }; n];
+        if n == 0 {
+            self.finish_step(step, StepState::Succeeded, out);
+            return;
+        }
+        if self.state == RunState::Running {
+            let cs = &self.steps[step as usize];
+            for item in 0..n as u32 {
+                out.push(Action::Enqueue { step, item, priority: cs.priority, resources: cs.resources });
+            }
+        }
+    }
+
+    fn on_prepared(&mut self, step: StepIx, outcome: &PrepareOutcome, out: &mut Vec<Action>) {
+        let Some(slot) = self.slots.get(step as usize) else { return };
+        if !slot.preparing || slot.state() != StepState::Ready || !self.is_active() {
+            return;
+        }
+        match outcome {
+            PrepareOutcome::Run => self.create_tasks(step, 1, out),
+            PrepareOutcome::Map { items } => self.create_tasks(step, items.len(), out),
+            PrepareOutcome::Skip { .. } => {
+                self.slots[step as usize].preparing = false;
+                self.finish_step(step, StepState::Skipped, out);
+            }
+            PrepareOutcome::Error { .. } => {
+                self.slots[step as usize].preparing = false;
+                self.finish_step(step, StepState::Failed, out);
+            }
+        }
+    }
+
+    fn on_admitted(&mut self, step: StepIx, item: u32, now: Millis, out: &mut Vec<Action>) {
+        let ok = self.state == RunState::Running
+            && self.task(step, item).is_some_and(|t| t.state == TaskState::Queued);
+        if !ok {
+            // The admission controller granted a slot this run cannot use: give it back.
+            out.push(Action::Release { step, item });
+            return;
+        }
+        let attempt = self.slots[step as usize].tasks[item as usize].attempts + 1;
+        self.slots[step as usize].tasks[item as usize].attempts = attempt;
+        self.set_task(step, item, TaskState::Running { attempt, since: now });
+        out.push(Action::Execute { step, item, attempt });
+        if let Some(t) = self.steps[step as usize].timeout_ms {
+            let at = now.saturating_add(t as i64);
+            out.push(Action::ArmTimer { step, item, attempt, kind: TimerKind::Timeout, at });
+        }
+        self.refresh_step(step, out);
+    }
+
+    fn on_rejected(&mut self, step: StepIx, item: u32, out: &mut Vec<Action>) {
+        if !self.is_active() || self.task(step, item).is_none_or(|t| t.state != TaskState::Queued) {
+            return;
+        }
+        self.set_task(step, item, TaskState::Failed);
+        self.refresh_step(step, out);
+    }
+
+    fn is_active(&self) -> bool {
+        matches!(self.state, RunState::Running | RunState::Interrupting)
+    }
+
+    fn on_finished(
+        &mut self,
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        outcome: &Outcome,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
+        let current = self
+            .task(step, item)
+            .is_some_and(|t| matches!(t.state, TaskState::Running { attempt: a, .. } if a == attempt));
+        if !current || !self.is_active() {
+            return; // a stale or duplicate result: fenced off
+        }
+        out.push(Action::Release { step, item });
+        if self.state == RunState::Interrupting && !matches!(outcome, Outcome::Succeeded { .. }) {
+            // Stopped by the shutdown: not the step's fault; it runs again on resume.
+            self.set_task(step, item, TaskState::Queued);
+        } else {
+            match outcome {
+                Outcome::Succeeded { .. } => self.set_task(step, item, TaskState::Succeeded),
+                Outcome::Failed { retryable, .. } => {
+                    self.fail_task(step, item, attempt, TaskState::Failed, *retryable, now, out)
+                }
+                Outcome::TimedOut { .. } => {
+                    self.fail_task(step, item, attempt, TaskState::TimedOut, true, now, out)
+                }
+                Outcome::Cancelled { .. } => {
+                    self.fail_task(step, item, attempt, TaskState::Failed, true, now, out)
+                }
+            }
+        }
+        self.refresh_step(step, out);
+        self.maybe_interrupted(out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fail_task(
+        &mut self,
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        terminal: TaskState,
+        retryable: bool,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
+        let policy = self.steps[step as usize].retry;
+        let task = self.slots[step as usize].tasks[item as usize];
+        if retryable && task.retries_used < policy.count {
+            let entropy =
+                splitmix(self.seed ^ ((step as u64) << 40) ^ ((item as u64) << 20) ^ attempt as u64);
+            let at = now.saturating_add(policy.delay(task.retries_used, entropy) as i64);
+            self.slots[step as usize].tasks[item as usize].retries_used += 1;
+            self.set_task(step, item, TaskState::Retrying { attempt, at });
+            out.push(Action::ArmTimer { step, item, attempt, kind: TimerKind::Retry, at });
+        } else {
+            self.set_task(step, item, terminal);
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        kind: TimerKind,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(task) = self.task(step, item) else { return };
+        match kind {
+            TimerKind::Retry => {
+                let due = matches!(task.state, TaskState::Retrying { attempt: a, .. } if a == attempt);
+                if due && self.state == RunState::Running {
+                    self.set_task(step, item, TaskState::Queued);
+                    let cs = &self.steps[step as usize];
+                    out.push(Action::Enqueue { step, item, priority: cs.priority, resources: cs.resources });
+                    self.refresh_step(step, out);
+                }
+            }
+            TimerKind::Timeout => {
+                let running = matches!(task.state, TaskState::Running { attempt: a, .. } if a == attempt);
+                if running && self.state == RunState::Running {
+                    out.push(Action::Kill { step, item, attempt, reason: KillReason::Timeout });
+                    out.push(Action::Release { step, item });
+                    self.fail_task(step, item, attempt, TaskState::TimedOut, true, now, out);
+                    self.refresh_step(step, out);
+                }
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, out: &mut Vec<Action>) {
+        if self.state.is_terminal() {
+            return;
+        }
+        for s in 0..self.slots.len() {
+            let step = s as StepIx;
+            if self.slots[s].state().is_terminal() {
+                continue;
+            }
+            for i in 0..self.slots[s].tasks.len() {
+                let item = i as u32;
+                let task = self.slots[s].tasks[i];
+                match task.state {
+                    TaskState::Running { attempt, .. } => {
+                        out.push(Action::Kill { step, item, attempt, reason: KillReason::Cancel });
+                        out.push(Action::Release { step, item });
+                    }
+                    TaskState::Queued => out.push(Action::Withdraw { step, item }),
+                    _ => {}
+                }
+                if !task.state.is_terminal() {
+                    self.set_task(step, item, TaskState::Cancelled);
+                }
+            }
+            self.slots[s].preparing = false;
+            self.set_step(step, StepState::Cancelled, out);
+            self.unfinished -= 1;
+        }
+        self.set_run(RunState::Cancelled, out);
+    }
+
+    fn on_interrupt(&mut self, out: &mut Vec<Action>) {
+        if self.state != RunState::Running {
+            return;
+        }
+        self.set_run(RunState::Interrupting, out);
+        for (s, slot) in self.slots.iter().enumerate() {
+            for (i, task) in slot.tasks.iter().enumerate() {
+                let (step, item) = (s as StepIx, i as u32);
+                match task.state {
+                    TaskState::Running { attempt, .. } => {
+                        out.push(Action::Kill { step, item, attempt, reason: KillReason::Interrupt })
+                    }
+                    TaskState::Queued => out.push(Action::Withdraw { step, item }),
+                    _ => {}
+                }
+            }
+        }
+        self.maybe_interrupted(out);
+    }
+
+    fn maybe_interrupted(&mut self, out: &mut Vec<Action>) {
+        if self.state == RunState::Interrupting && self.running == 0 {
+            self.set_run(RunState::Interrupted, out);
+        }
+    }
+
+    fn on_resume(&mut self, out: &mut Vec<Action>) {
+        if !matches!(self.state, RunState::Running | RunState::Interrupting | RunState::Interrupted) {
+            return;
+        }
+        self.set_run(RunState::Running, out);
+        for s in 0..self.slots.len() {
+            let step = s as StepIx;
+            if self.slots[s].state().is_terminal() {
+                continue;
+            }
+            if self.slots[s].preparing {
+                out.push(Action::Prepare { step });
+            }
+            let cs = &self.steps[s];
+            let (priority, resources) = (cs.priority, cs.resources);
+            for i in 0..self.slots[s].tasks.len() {
+                let item = i as u32;
+                let task = self.slots[s].tasks[i];
+                match task.state {
+                    TaskState::Running { .. } => {
+                        // Lost with the previous engine process: run it again, not counted
+                        // as a retry.
+                        self.set_task(step, item, TaskState::Queued);
+                        out.push(Action::Enqueue { step, item, priority, resources });
+                    }
+                    TaskState::Queued => out.push(Action::Enqueue { step, item, priority, resources }),
+                    TaskState::Retrying { attempt, at } => {
+                        out.push(Action::ArmTimer { step, item, attempt, kind: TimerKind::Retry, at })
+                    }
+                    _ => {}
+                }
+            }
+            self.refresh_step(step, out);
+        }
+    }
+
+    /// Recomputes a step's state from its tasks.
+    fn refresh_step(&mut self, step: StepIx, out: &mut Vec<Action>) {
+        let slot = &self.slots[step as usize];
+        if slot.state().is_terminal() || slot.tasks.is_empty() {
+            return;
+        }
+        let mut any = [false; 7];
+        for t in &slot.tasks {
+            let k = match t.state {
+                TaskState::Queued => 0,
+                TaskState::Running { .. } => 1,
+                TaskState::Retrying { .. } => 2,
+                TaskState::Succeeded => 3,
+                TaskState::Failed => 4,
+                TaskState::TimedOut => 5,
+                TaskState::Cancelled => 6,
+            };
+            any[k] = true;
+        }
+        let all_terminal = !any[0] && !any[1] && !any[2];
+        if all_terminal {
+            let state = if any[4] {
+                StepState::Failed
+            } else if any[5] {
+                StepState::TimedOut
+            } else if any[6] {
+                StepState::Cancelled
+            } else {
+                StepState::Succeeded
+            };
+            self.finish_step(step, state, out);
+        } else {
+            let state = if any[1] {
+                StepState::Running
+            } else if any[2] {
+                StepState::Retrying
+            } else {
+                StepState::Ready
+            };
+            self.set_step(step, state, out);
+        }
+    }
+
+    /// Moves a step to a terminal state and propagates to its downstream steps.
+    fn finish_step(&mut self, step: StepIx, state: StepState, out: &mut Vec<Action>) {
+        let mut work = vec![(step, state)];
+        while let Some((s, state)) = work.pop() {
+            if !self.set_step(s, state, out) {
+                continue;
+            }
+            self.unfinished -= 1;
+            let steps = self.steps.clone();
+            for &d in &steps[s as usize].downstream {
+                let slot = &mut self.slots[d as usize];
+                slot.up_done += 1;
+                match state {
+                    StepState::Succeeded => slot.up_succeeded += 1,
+                    StepState::Skipped => slot.up_skipped += 1,
+                    s if s.is_failure() => slot.up_failed += 1,
+                    _ => {}
+                }
+                if slot.state() != StepState::Pending {
+                    continue;
+                }
+                match self.rule_decision(d) {
+                    Some(Decision::Run) => self.become_ready(d, out),
+                    Some(Decision::Finish(st)) => work.push((d, st)),
+                    None => {}
+                }
+            }
+        }
+        self.maybe_finish(out);
+    }
+
+    fn rule_decision(&self, step: StepIx) -> Option<Decision> {
+        let slot = &self.slots[step as usize];
+        let n = self.steps[step as usize].upstream.len() as u32;
+        let all_done = slot.up_done == n;
+        match self.steps[step as usize].rule {
+            TriggerRule::AllSuccess => {
+                if slot.up_failed > 0 {
+                    Some(Decision::Finish(StepState::UpstreamFailed))
+                } else if all_done && slot.up_skipped > 0 {
+                    Some(Decision::Finish(StepState::Skipped))
+                } else if all_done {
+                    Some(Decision::Run)
+                } else {
+                    None
+                }
+            }
+            TriggerRule::AllDone => all_done.then_some(Decision::Run),
+            TriggerRule::OneSuccess => {
+                if slot.up_succeeded > 0 {
+                    Some(Decision::Run)
+                } else if all_done && slot.up_skipped == n {
+                    Some(Decision::Finish(StepState::Skipped))
+                } else if all_done {
+                    Some(Decision::Finish(StepState::UpstreamFailed))
+                } else {
+                    None
+                }
+            }
+            TriggerRule::OneFailed => {
+                if slot.up_failed > 0 {
+                    Some(Decision::Run)
+                } else if all_done {
+                    Some(Decision::Finish(StepState::Skipped))
+                } else {
+                    None
+                }
+            }
+            TriggerRule::NoneFailed => {
+                if slot.up_failed > 0 {
+                    Some(Decision::Finish(StepState::UpstreamFailed))
+                } else if all_done {
+                    Some(Decision::Run)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn maybe_finish(&mut self, out: &mut Vec<Action>) {
+        if self.unfinished == 0 && self.is_active() {
+            let failed = self.slots.iter().any(|s| s.state().is_failure());
+            self.set_run(if failed { RunState::Failed } else { RunState::Succeeded }, out);
+        }
+    }
+}
+
+enum Decision {
+    Run,
+    Finish(StepState),
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -1,0 +1,354 @@
+//! Reading a spec file into a JSON value plus a map from every node to its line and column.
+//!
+//! YAML goes through yaml-rust2's event parser, which reports positions; JSON is parsed by
+//! serde_json (strict JSON, exact error positions) and, being YAML too, located the same way.
+//! Both formats then share one deserialization and one set of error messages.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A position in a spec file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NodeLoc {
+    key: Option<Location>,
+    value: Location,
+}
+
+/// Where each node of a parsed file came from, by JSON pointer (`/steps/train/needs/0`).
+#[derive(Debug, Default, Clone)]
+pub struct SourceMap {
+    nodes: HashMap<String, NodeLoc>,
+}
+
+impl SourceMap {
+    /// The location of the value at `pointer`, or of its nearest located ancestor.
+    pub fn value(&self, pointer: &str) -> Location {
+        self.lookup(pointer, false)
+    }
+
+    /// The location of the key naming the value at `pointer` (for unknown or duplicate keys).
+    pub fn key(&self, pointer: &str) -> Location {
+        self.lookup(pointer, true)
+    }
+
+    fn lookup(&self, pointer: &str, key: bool) -> Location {
+        let mut p = pointer;
+        loop {
+            if let Some(n) = self.nodes.get(p) {
+                return if key { n.key.unwrap_or(n.value) } else { n.value };
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return Location { line: 1, column: 1 },
+            }
+        }
+    }
+}
+
+/// Appends one segment to a JSON pointer.
+pub fn push_pointer(base: &str, segment: &str) -> String {
+    let mut p = String::with_capacity(base.len() + segment.len() + 1);
+    p.push_str(base);
+    p.push('/');
+    for c in segment.chars() {
+        match c {
+            '~' => p.push_str("~0"),
+            '/' => p.push_str("~1"),
+            c => p.push(c),
+        }
+    }
+    p
+}
+
+/// A problem found while reading the file itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntaxError {
+    pub location: Location,
+    pub message: String,
+}
+
+/// The file's format, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    pub fn from_path(path: &std::path::Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// Parses `text`; on success also returns non-fatal problems (duplicate keys).
+pub fn parse(text: &str, format: Format) -> Result<(Value, SourceMap, Vec<SyntaxError>), SyntaxError> {
+    match format {
+        Format::Json => {
+            let value: Value = serde_json::from_str(text).map_err(|e| SyntaxError {
+                location: Location { line: e.line().max(1), column: e.column().max(1) },
+                message: format!("invalid JSON: {}", strip_position(&e.to_string())),
+            })?;
+            let (map, dups) = match parse_yaml(text) {
+                Ok((_, map, dups)) => (map, dups),
+                Err(_) => (SourceMap::default(), Vec::new()),
+            };
+            Ok((value, map, dups))
+        }
+        Format::Yaml => parse_yaml(text),
+    }
+}
+
+fn strip_position(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+fn parse_yaml(text: &str) -> Result<(Value, SourceMap, Vec<SyntaxError>), SyntaxError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|e| SyntaxError {
+        location: loc(e.marker()),
+        message: format!("invalid YAML: {}", e.info()),
+    })?;
+    if let Some(err) = builder.error {
+        return Err(err);
+    }
+    let value = builder.root.unwrap_or(Value::Null);
+    Ok((value, SourceMap { nodes: builder.nodes }, builder.duplicates))
+}
+
+fn loc(m: &Marker) -> Location {
+    Location { line: m.line().max(1), column: m.col() + 1 }
+}
+
+enum Frame {
+    Seq { items: Vec<Value>, pointer: String, anchor: usize },
+    Map { map: Map<String, Value>, pointer: String, anchor: usize, key: Option<(String, Location)> },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    root: Option<Value>,
+    nodes: HashMap<String, NodeLoc>,
+    anchors: HashMap<usize, Value>,
+    duplicates: Vec<SyntaxError>,
+    error: Option<SyntaxError>,
+}
+
+impl Builder {
+    /// The pointer and key location the next node will have; `None` when it is a mapping key.
+    fn next_slot(&self) -> Option<(String, Option<Location>)> {
+        match self.stack.last() {
+            None => Some((String::new(), None)),
+            Some(Frame::Seq { items, pointer, .. }) => {
+                Some((push_pointer(pointer, &items.len().to_string()), None))
+            }
+            Some(Frame::Map { key: None, .. }) => None,
+            Some(Frame::Map { key: Some((k, kloc)), pointer, .. }) => {
+                Some((push_pointer(pointer, k), Some(*kloc)))
+            }
+        }
+    }
+
+    fn complete(&mut self, value: Value, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map { map, key, pointer, .. }) => {
+                if let Some((k, kloc)) = key.take() {
+                    if map.contains_key(&k) {
+                        self.duplicates.push(SyntaxError {
+                            location: kloc,
+                            message: format!("duplicate key `{k}` in `{}`", display_pointer(pointer)),
+                        });
+                    }
+                    map.insert(k, value);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, mark: Marker, message: &str) {
+        if self.error.is_none() {
+            self.error = Some(SyntaxError { location: loc(&mark), message: message.to_string() });
+        }
+    }
+}
+
+/// A pointer as people write paths: `steps.train.needs[0]`.
+pub fn display_pointer(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    if out.is_empty() { "the top level".to_string() } else { out }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => match self.next_slot() {
+                None => {
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        *key = Some((text, loc(&mark)));
+                    }
+                }
+                Some((pointer, key)) => {
+                    self.nodes.insert(pointer, NodeLoc { key, value: loc(&mark) });
+                    let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                    let value = if style != TScalarStyle::Plain || is_str_tag {
+                        Value::String(text)
+                    } else {
+                        resolve_plain(text)
+                    };
+                    self.complete(value, anchor);
+                }
+            },
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                let Some((pointer, key)) = self.next_slot() else {
+                    return self.fail(mark, "a list or map cannot be a mapping key");
+                };
+                self.nodes.insert(pointer.clone(), NodeLoc { key, value: loc(&mark) });
+                if matches!(ev, Event::SequenceStart(..)) {
+                    self.stack.push(Frame::Seq { items: Vec::new(), pointer, anchor });
+                } else {
+                    self.stack.push(Frame::Map { map: Map::new(), pointer, anchor, key: None });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq { items, anchor, .. }) => self.complete(Value::Array(items), anchor),
+                Some(Frame::Map { map, anchor, .. }) => self.complete(Value::Object(map), anchor),
+                None => {}
+            },
+            Event::Alias(id) => match self.next_slot() {
+                None => self.fail(mark, "an alias cannot be a mapping key"),
+                Some((pointer, key)) => {
+                    self.nodes.insert(pointer, NodeLoc { key, value: loc(&mark) });
+                    let value = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
+                    self.complete(value, 0);
+                }
+            },
+            Event::DocumentStart
+            | Event::DocumentEnd
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::Nothing => {}
+        }
+    }
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn resolve_plain(text: String) -> Value {
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let t = text.as_str();
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = t.parse::<i64>() {
+            return Value::Number(i.into());
+        }
+        if let Ok(u) = t.trim_start_matches('+').parse::<u64>() {
+            return Value::Number(u.into());
+        }
+    }
+    if let Some(hex) = t.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
+    }
+    if let Some(oct) = t.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Number(i.into());
+    }
+    let looks_float = digits.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits.bytes().any(|b| b.is_ascii_digit());
+    if looks_float
+        && let Ok(f) = t.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_values_and_locations() {
+        let text = "name: x\nsteps:\n  a:\n    needs: [b, 'c']\n    n: 3\n    f: 0.5\n    t: true\n    z: ~\n    s: \"3\"\n";
+        let (v, map, dups) = parse(text, Format::Yaml).unwrap();
+        assert!(dups.is_empty());
+        assert_eq!(v["steps"]["a"]["n"], 3);
+        assert_eq!(v["steps"]["a"]["f"], 0.5);
+        assert_eq!(v["steps"]["a"]["t"], true);
+        assert!(v["steps"]["a"]["z"].is_null());
+        assert_eq!(v["steps"]["a"]["s"], "3");
+        assert_eq!(map.key("/steps/a"), Location { line: 3, column: 3 });
+        assert_eq!(map.value("/steps/a/needs/1"), Location { line: 4, column: 16 });
+        assert_eq!(map.key("/steps/a/n"), Location { line: 5, column: 5 });
+        assert_eq!(map.value("/steps/a/missing/deeper"), map.value("/steps/a"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported() {
+        let (_, _, dups) = parse("a: 1\nb: 2\na: 3\n", Format::Yaml).unwrap();
+        assert_eq!(dups.len(), 1);
+        assert_eq!(dups[0].location, Location { line: 3, column: 1 });
+        let (_, _, dups) = parse("{\"a\": 1,\n \"a\": 2}", Format::Json).unwrap();
+        assert_eq!(dups[0].location.line, 2);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("a: [1, 2\nb: 3\n", Format::Yaml).unwrap_err();
+        assert!(e.message.starts_with("invalid YAML"), "{}", e.message);
+        let e = parse("{\"a\": 1,,}", Format::Json).unwrap_err();
+        assert_eq!(e.location, Location { line: 1, column: 9 });
+    }
+
+    #[test]
+    fn anchors_and_aliases() {
+        let (v, _, _) = parse("x: &e {A: 1}\ny: *e\n", Format::Yaml).unwrap();
+        assert_eq!(v["y"]["A"], 1);
+    }
+
+    #[test]
+    fn pointers_display_as_paths() {
+        assert_eq!(display_pointer("/steps/a/needs/0"), "steps.a.needs[0]");
+        assert_eq!(display_pointer(""), "the top level");
+    }
+}
