@@ -3,7 +3,7 @@
 //! The same types serve YAML and JSON, generate the JSON Schema (`sluice schema`) and define
 //! the DAG's content hash. Validation beyond types lives in `compile`.
 
-pub(crate) mod source;
+pub mod source;
 mod units;
 
 use std::collections::BTreeMap;

@@ -215,8 +215,16 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, anchor, tag) => match self.next_slot() {
                 None => {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
-                        *key = Some((text, loc(&mark)));
+                    let key_loc = loc(&mark);
+                    if let Some(Frame::Map { key, pointer, map, .. }) = self.stack.last_mut() {
+                        // A block map's own mark lies after its first key; point at the key.
+                        if map.is_empty()
+                            && let Some(n) = self.nodes.get_mut(pointer.as_str())
+                            && (key_loc.line, key_loc.column) < (n.value.line, n.value.column)
+                        {
+                            n.value = key_loc;
+                        }
+                        *key = Some((text, key_loc));
                     }
                 }
                 Some((pointer, key)) => {

@@ -1,0 +1,385 @@
+//! Checks beyond types: executors, ids, needs, cycles, params, templates and references.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value;
+
+use super::Diagnostic;
+use crate::scheduler::StepIx;
+use crate::spec::source::{SourceMap, push_pointer};
+use crate::spec::{EXECUTOR_KEYS, ParamType, Pipeline, Step};
+use crate::template;
+
+/// Upstream and downstream adjacency by step index.
+pub(super) struct Graph {
+    pub upstream: Vec<Vec<StepIx>>,
+    pub downstream: Vec<Vec<StepIx>>,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    map: &'a SourceMap,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn at(&mut self, pointer: &str, message: String) {
+        self.diags.push(Diagnostic::new(self.file, self.map.value(pointer), message));
+    }
+    fn at_key(&mut self, pointer: &str, message: String) {
+        self.diags.push(Diagnostic::new(self.file, self.map.key(pointer), message));
+    }
+}
+
+fn step_pointer(id: &str) -> String {
+    push_pointer("/steps", id)
+}
+
+pub(super) fn check(spec: &Pipeline, map: &SourceMap, file: &Path, diags: &mut Vec<Diagnostic>) -> Graph {
+    let mut cx = Ctx { file, map, diags };
+    if spec.name.trim().is_empty() {
+        cx.at("/name", "the pipeline's `name` is empty".into());
+    }
+    if spec.steps.is_empty() {
+        cx.at("/steps", "the pipeline has no steps".into());
+    }
+    if spec.concurrency == Some(0) {
+        cx.at("/concurrency", "`concurrency` must be at least 1".into());
+    }
+    check_params(spec, &mut cx);
+    let index: HashMap<&str, StepIx> =
+        spec.steps.keys().enumerate().map(|(i, k)| (k.as_str(), i as StepIx)).collect();
+    let n = spec.steps.len();
+    let mut graph = Graph { upstream: vec![Vec::new(); n], downstream: vec![Vec::new(); n] };
+    for (ix, (id, step)) in spec.steps.iter().enumerate() {
+        let sp = step_pointer(id);
+        if !valid_id(id) {
+            cx.at_key(&sp, format!("step id `{id}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
+        }
+        check_executor(id, step, &sp, &mut cx);
+        check_retries_and_limits(step, &sp, &mut cx);
+        let mut seen = HashSet::new();
+        for (i, need) in step.needs.iter().enumerate() {
+            let np = push_pointer(&push_pointer(&sp, "needs"), &i.to_string());
+            match index.get(need.as_str()) {
+                None => cx.at(
+                    &np,
+                    format!(
+                        "step `{id}` needs `{need}`, which is not a step of this pipeline{}",
+                        suggest(need, index.keys().copied())
+                    ),
+                ),
+                Some(_) if !seen.insert(need.as_str()) => {
+                    cx.at(&np, format!("step `{id}` lists `{need}` in `needs` twice"))
+                }
+                Some(&up) => {
+                    graph.upstream[ix].push(up);
+                    graph.downstream[up as usize].push(ix as StepIx);
+                }
+            }
+        }
+        for (i, out) in step.outputs.iter().enumerate() {
+            if !valid_id(out) {
+                let op = push_pointer(&push_pointer(&sp, "outputs"), &i.to_string());
+                cx.at(&op, format!("output name `{out}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
+            }
+        }
+    }
+    let acyclic = check_cycles(spec, &graph, &mut cx);
+    if acyclic {
+        check_templates(spec, &index, &graph, &mut cx);
+    }
+    graph
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    candidates
+        .filter(|c| strsim(name, c) <= 2)
+        .min_by_key(|c| strsim(name, c))
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn check_params(spec: &Pipeline, cx: &mut Ctx) {
+    for (name, p) in &spec.params {
+        let pp = push_pointer("/params", name);
+        if !valid_id(name) || name.contains('-') {
+            cx.at_key(&pp, format!("parameter name `{name}` must start with a letter or `_` and hold only letters, digits and `_`"));
+        }
+        if let Some(default) = &p.default
+            && let Err(why) = check_param_value(p.kind, default)
+        {
+            cx.at(&push_pointer(&pp, "default"), format!("the default of parameter `{name}` {why}"));
+        }
+    }
+}
+
+/// Whether a JSON value has a parameter's type.
+pub(crate) fn check_param_value(kind: ParamType, v: &Value) -> Result<(), String> {
+    let ok = match kind {
+        ParamType::String => v.is_string(),
+        ParamType::Number => v.is_number(),
+        ParamType::Integer => v.is_i64() || v.is_u64(),
+        ParamType::Boolean => v.is_boolean(),
+        ParamType::List => v.is_array(),
+        ParamType::Object => v.is_object(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be of type {}, but it is {v}",
+            serde_json::to_string(&kind).unwrap_or_default().trim_matches('"')
+        ))
+    }
+}
+
+fn check_executor(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
+    let keys = step.executor_keys();
+    match keys.as_slice() {
+        [] => cx.at_key(
+            sp,
+            format!(
+                "step `{id}` says nothing to run: give it one of {}",
+                EXECUTOR_KEYS.iter().map(|k| format!("`{k}:`")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        [_] => {}
+        many => cx.at_key(
+            sp,
+            format!(
+                "step `{id}` has {} executor blocks ({}); a step runs exactly one",
+                many.len(),
+                many.join(", ")
+            ),
+        ),
+    }
+    if let Some(p) = &step.process {
+        let pp = push_pointer(sp, "process");
+        match (&p.command, &p.shell) {
+            (None, None) => cx
+                .at(&pp, format!("step `{id}`: `process:` needs `command:` (a list) or `shell:` (a script)")),
+            (Some(_), Some(_)) => {
+                cx.at(&pp, format!("step `{id}`: `process:` takes `command:` or `shell:`, not both"))
+            }
+            (Some(c), None) if c.is_empty() => {
+                cx.at(&push_pointer(&pp, "command"), format!("step `{id}`: `command:` is empty"))
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_retries_and_limits(step: &Step, sp: &str, cx: &mut Ctx) {
+    if let Some(r) = &step.retries
+        && let Some(j) = r.jitter
+        && !(0.0..=1.0).contains(&j)
+    {
+        cx.at(
+            &push_pointer(&push_pointer(sp, "retries"), "jitter"),
+            format!("`jitter` must be between 0 and 1, not {j}"),
+        );
+    }
+    if let Some(t) = step.timeout
+        && t.0.is_zero()
+    {
+        cx.at(&push_pointer(sp, "timeout"), "`timeout` must be longer than zero".into());
+    }
+    if let Some(m) = &step.map
+        && !(m.is_array() || m.is_string())
+    {
+        cx.at(&push_pointer(sp, "map"), "`map` must be a list or an expression that gives one".into());
+    }
+}
+
+/// Reports every cycle (as a path `a -> b -> a`); returns whether the graph is acyclic.
+fn check_cycles(spec: &Pipeline, graph: &Graph, cx: &mut Ctx) -> bool {
+    let n = graph.upstream.len();
+    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(n, n);
+    let nodes: Vec<NodeIndex> = (0..n).map(|_| g.add_node(())).collect();
+    for (d, ups) in graph.upstream.iter().enumerate() {
+        for &u in ups {
+            g.add_edge(nodes[u as usize], nodes[d], ());
+        }
+    }
+    let ids: Vec<&String> = spec.steps.keys().collect();
+    let mut acyclic = true;
+    for scc in tarjan_scc(&g) {
+        let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        acyclic = false;
+        let members: HashSet<NodeIndex> = scc.iter().copied().collect();
+        let start = *scc.iter().min().expect("non-empty component");
+        let mut path = vec![start];
+        let mut on_path: HashSet<NodeIndex> = [start].into();
+        // Walk edges inside the component until a node repeats: that closes a cycle.
+        let mut cur = start;
+        let cycle = loop {
+            let next = g
+                .neighbors(cur)
+                .filter(|m| members.contains(m))
+                .min()
+                .expect("a component node has an edge inside it");
+            if on_path.contains(&next) {
+                let from = path.iter().position(|p| *p == next).unwrap_or(0);
+                let mut c: Vec<NodeIndex> = path[from..].to_vec();
+                c.push(next);
+                break c;
+            }
+            path.push(next);
+            on_path.insert(next);
+            cur = next;
+        };
+        let text: Vec<&str> = cycle.iter().map(|i| ids[i.index()].as_str()).collect();
+        cx.at_key(&step_pointer(text[0]), format!("steps form a cycle: {}", text.join(" -> ")));
+    }
+    acyclic
+}
+
+fn check_templates(spec: &Pipeline, index: &HashMap<&str, StepIx>, graph: &Graph, cx: &mut Ctx) {
+    let env = template::environment();
+    for (ix, (id, step)) in spec.steps.iter().enumerate() {
+        let sp = step_pointer(id);
+        let mut fields: Vec<(String, &str, bool)> = Vec::new();
+        if let Some(p) = &step.process {
+            let pp = push_pointer(&sp, "process");
+            if let Some(cmd) = &p.command {
+                for (i, a) in cmd.iter().enumerate() {
+                    fields.push((push_pointer(&push_pointer(&pp, "command"), &i.to_string()), a, false));
+                }
+            }
+            if let Some(s) = &p.shell {
+                fields.push((push_pointer(&pp, "shell"), s, false));
+            }
+        }
+        for (k, v) in step.env.iter().chain(spec.defaults.env.iter()) {
+            fields.push((push_pointer(&push_pointer(&sp, "env"), k), v, false));
+        }
+        if let Some(w) = &step.workdir {
+            fields.push((push_pointer(&sp, "workdir"), w, false));
+        }
+        if let Some(w) = &step.when {
+            fields.push((push_pointer(&sp, "when"), w, true));
+        }
+        if let Some(Value::String(m)) = &step.map {
+            fields.push((push_pointer(&sp, "map"), m, true));
+        }
+        for (pointer, text, expression) in fields {
+            if !expression && !template::is_template(text) {
+                continue;
+            }
+            match template::references(&env, text, expression) {
+                Err(e) => cx.at(&pointer, format!("step `{id}`: bad template: {e}")),
+                Ok(refs) => {
+                    for r in refs {
+                        if let Err(why) = check_reference(spec, index, graph, ix as StepIx, step, &r) {
+                            cx.at(&pointer, format!("step `{id}`: {why}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_reference(
+    spec: &Pipeline,
+    index: &HashMap<&str, StepIx>,
+    graph: &Graph,
+    me: StepIx,
+    step: &Step,
+    reference: &str,
+) -> Result<(), String> {
+    let parts: Vec<&str> = reference.split('.').collect();
+    match parts[0] {
+        "params" => match parts.get(1) {
+            Some(p) if !spec.params.contains_key(*p) => Err(format!(
+                "the template reads `params.{p}`, but the pipeline has no parameter `{p}`{}",
+                suggest(p, spec.params.keys().map(String::as_str))
+            )),
+            _ => Ok(()),
+        },
+        "run" => match parts.get(1) {
+            Some(f) if !["id", "name", "dag"].contains(f) => {
+                Err(format!("the template reads `run.{f}`; runs have `id`, `name` and `dag`"))
+            }
+            _ => Ok(()),
+        },
+        "item" if step.map.is_none() => Err("the template reads `item`, but the step has no `map:`".into()),
+        "item" => Ok(()),
+        "steps" => {
+            let Some(other) = parts.get(1) else { return Ok(()) };
+            let Some(&up) = index.get(other) else {
+                return Err(format!(
+                    "the template reads `steps.{other}`, which is not a step of this pipeline"
+                ));
+            };
+            if !is_ancestor(graph, up, me) {
+                return Err(format!(
+                    "the template reads `steps.{other}`, but `{other}` is not upstream of this step (add it to `needs`)"
+                ));
+            }
+            match (parts.get(2), parts.get(3)) {
+                (Some(&"outputs"), Some(name)) => {
+                    let declared = &spec.steps[*other].outputs;
+                    if !declared.is_empty()
+                        && !declared.iter().any(|d| d == name)
+                        && spec.steps[*other].map.is_none()
+                    {
+                        return Err(format!(
+                            "the template reads `steps.{other}.outputs.{name}`, but `{other}` declares only {}",
+                            declared.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                    Ok(())
+                }
+                (Some(&"outputs") | Some(&"state") | None, _) => Ok(()),
+                (Some(f), _) => {
+                    Err(format!("the template reads `steps.{other}.{f}`; steps have `outputs` and `state`"))
+                }
+            }
+        }
+        other => Err(format!(
+            "the template reads `{other}`, which is not defined; templates see `params`, `steps`, `run` and `item`"
+        )),
+    }
+}
+
+fn is_ancestor(graph: &Graph, candidate: StepIx, of: StepIx) -> bool {
+    let mut stack = graph.upstream[of as usize].clone();
+    let mut seen = HashSet::new();
+    while let Some(s) = stack.pop() {
+        if s == candidate {
+            return true;
+        }
+        if seen.insert(s) {
+            stack.extend(graph.upstream[s as usize].iter().copied());
+        }
+    }
+    false
+}
