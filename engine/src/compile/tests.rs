@@ -73,10 +73,11 @@ steps:
     )
     .unwrap_err();
     let text: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
-    assert_eq!(errs.len(), 3, "{text:#?}");
+    assert_eq!(errs.len(), 4, "{text:#?}");
     assert!(text[0].starts_with("t.yaml:6:23: steps.a.retries.count: wrong type"), "{text:#?}");
     assert!(text[1].starts_with("t.yaml:7:5: unknown field `colour`"), "{text:#?}");
-    assert!(text[2].starts_with("t.yaml:11:14: steps.b.timeout: `soon` is not a duration"), "{text:#?}");
+    assert!(text[2].starts_with("t.yaml:10:13: step `b` needs `nope`"), "{text:#?}");
+    assert!(text[3].starts_with("t.yaml:11:14: steps.b.timeout: `soon` is not a duration"), "{text:#?}");
 }
 
 #[test]
