@@ -5,3 +5,4 @@ pub mod compile;
 pub mod scheduler;
 pub mod spec;
 pub mod template;
+pub mod store;

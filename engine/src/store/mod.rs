@@ -1,0 +1,232 @@
+//! The sled store: DAG versions, runs, each run's append-only event log, step logs and the
+//! OS processes of running attempts. Everything a run needs to resume lives here.
+//!
+//! Writes are buffered by sled; [`Store::flush`] makes them durable. The driver flushes once
+//! per batch of events (group commit) before it acts on any of them.
+
+mod records;
+
+use std::path::{Path, PathBuf};
+
+pub use records::{DagRecord, EventRecord, FORMAT_VERSION, LogChunk, ProcRecord, RunRecord};
+
+use crate::scheduler::StepIx;
+use sluice_worker::LogStream;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the data folder {0} is in use by another sluice process; wait for it to finish or use another --data-dir")]
+    Locked(PathBuf),
+    #[error("cannot open the data folder {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("a stored {what} could not be decoded: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("no run {0} in this data folder")]
+    NoRun(u64),
+    #[error("no DAG version {0} in this data folder")]
+    NoDag(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the data folder's database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+    dags: sled::Tree,
+    runs: sled::Tree,
+    events: sled::Tree,
+    logs: sled::Tree,
+    procs: sled::Tree,
+}
+
+fn run_key(run: u64) -> [u8; 8] {
+    run.to_be_bytes()
+}
+
+fn event_key(run: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&run.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn task_prefix(run: u64, step: StepIx, item: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(28);
+    k.extend_from_slice(&run.to_be_bytes());
+    k.extend_from_slice(&step.to_be_bytes());
+    k.extend_from_slice(&item.to_be_bytes());
+    k
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        let db = sled::Config::new().path(dir.join("db")).flush_every_ms(None).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked(dir.to_path_buf())
+            }
+            e => StoreError::Open { path: dir.to_path_buf(), source: e },
+        })?;
+        Ok(Store {
+            dags: db.open_tree("dags")?,
+            runs: db.open_tree("runs")?,
+            events: db.open_tree("events")?,
+            logs: db.open_tree("logs")?,
+            procs: db.open_tree("procs")?,
+            dir: dir.to_path_buf(),
+            db,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes every write so far durable (one fsync for the whole batch).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn put_dag(&self, dag: &DagRecord) -> Result<()> {
+        if !self.dags.contains_key(dag.hash.as_bytes())? {
+            self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
+        }
+        Ok(())
+    }
+
+    pub fn dag(&self, hash: &str) -> Result<DagRecord> {
+        let bytes = self.dags.get(hash.as_bytes())?.ok_or_else(|| StoreError::NoDag(hash.to_string()))?;
+        decode("DAG version", &bytes)
+    }
+
+    /// A new run id, larger than every earlier one.
+    pub fn next_run_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    pub fn put_run(&self, run: &RunRecord) -> Result<()> {
+        self.runs.insert(run_key(run.id), encode(run))?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: u64) -> Result<RunRecord> {
+        let bytes = self.runs.get(run_key(id))?.ok_or(StoreError::NoRun(id))?;
+        decode("run", &bytes)
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        self.runs.iter().rev().map(|kv| decode("run", &kv?.1)).collect()
+    }
+
+    pub fn append_event(&self, run: u64, record: &EventRecord) -> Result<()> {
+        self.events.insert(event_key(run, record.seq), encode(record))?;
+        Ok(())
+    }
+
+    /// A run's event log in order.
+    pub fn events(&self, run: u64) -> Result<Vec<EventRecord>> {
+        self.events.scan_prefix(run_key(run)).map(|kv| decode("event", &kv?.1)).collect()
+    }
+
+    /// Appends a chunk of an attempt's log. `seq` orders the chunks of one attempt.
+    pub fn append_log(&self, run: u64, step: StepIx, item: u32, attempt: u32, seq: u64, stream: LogStream, chunk: &[u8]) -> Result<()> {
+        let mut key = task_prefix(run, step, item);
+        key.extend_from_slice(&attempt.to_be_bytes());
+        key.extend_from_slice(&seq.to_be_bytes());
+        let mut value = Vec::with_capacity(chunk.len() + 1);
+        value.push(match stream {
+            LogStream::Stdout => b'o',
+            LogStream::Stderr => b'e',
+            LogStream::System => b's',
+        });
+        value.extend_from_slice(chunk);
+        self.logs.insert(key, value)?;
+        Ok(())
+    }
+
+    /// The log chunks of one step of a run (every item and attempt), in order.
+    pub fn logs(&self, run: u64, step: StepIx) -> Result<Vec<LogChunk>> {
+        let mut prefix = run_key(run).to_vec();
+        prefix.extend_from_slice(&step.to_be_bytes());
+        let mut out = Vec::new();
+        for kv in self.logs.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            if k.len() != 28 || v.is_empty() {
+                return Err(StoreError::Corrupt { what: "log chunk", detail: "bad key or value length".into() });
+            }
+            let item = u32::from_be_bytes(k[12..16].try_into().expect("4 bytes"));
+            let attempt = u32::from_be_bytes(k[16..20].try_into().expect("4 bytes"));
+            let stream = match v[0] {
+                b'o' => LogStream::Stdout,
+                b'e' => LogStream::Stderr,
+                _ => LogStream::System,
+            };
+            out.push(LogChunk { item, attempt, stream, data: v[1..].to_vec() });
+        }
+        Ok(out)
+    }
+
+    pub fn put_proc(&self, run: u64, rec: &ProcRecord) -> Result<()> {
+        self.procs.insert(task_prefix(run, rec.step, rec.item), encode(rec))?;
+        Ok(())
+    }
+
+    pub fn remove_proc(&self, run: u64, step: StepIx, item: u32) -> Result<()> {
+        self.procs.remove(task_prefix(run, step, item))?;
+        Ok(())
+    }
+
+    /// The processes recorded for a run's running attempts.
+    pub fn procs(&self, run: u64) -> Result<Vec<ProcRecord>> {
+        self.procs.scan_prefix(run_key(run)).map(|kv| decode("process record", &kv?.1)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Event, RunState};
+
+    #[test]
+    fn round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let id = s.next_run_id().unwrap();
+            s.put_run(&RunRecord::new(id, "p", "abc", serde_json::Map::new(), "manual", 3, 10)).unwrap();
+            for seq in 0..3 {
+                s.append_event(id, &EventRecord { v: FORMAT_VERSION, seq, at: seq as i64, event: Event::Start }).unwrap();
+            }
+            s.append_log(id, 1, 0, 1, 0, LogStream::Stdout, b"hello ").unwrap();
+            s.append_log(id, 1, 0, 1, 1, LogStream::Stderr, b"world").unwrap();
+            s.flush().unwrap();
+            assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked(_))));
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let runs = s.runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].state, RunState::Pending);
+        assert_eq!(s.events(runs[0].id).unwrap().len(), 3);
+        let logs = s.logs(runs[0].id, 1).unwrap();
+        assert_eq!(logs.iter().map(|c| c.data.clone()).collect::<Vec<_>>().concat(), b"hello world");
+        assert!(s.next_run_id().unwrap() > runs[0].id);
+        assert!(matches!(s.run(999), Err(StoreError::NoRun(999))));
+    }
+}
