@@ -1,1 +1,91 @@
-fn main() {}
+//! `sluice`: the command-line interface to the Sluice engine.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Workflow DAG orchestration for machine-learning operations")]
+struct Cli {
+    /// The data folder holding the state database.
+    #[arg(long, global = true, env = "SLUICE_HOME", default_value = ".sluice")]
+    data_dir: PathBuf,
+    /// Output format for commands whose output a script may parse.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline in the foreground; exits non-zero if the run fails.
+    Run(cli::run::RunArgs),
+    /// Resume runs that were interrupted or left running by a stopped engine.
+    Resume(cli::run::ResumeArgs),
+    /// List runs, newest first.
+    Runs {
+        /// Show at most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a run's steps with their states, attempts and durations.
+    Show { run: String },
+    /// Print a step's logs (every attempt).
+    Logs {
+        run: String,
+        step: String,
+        /// Only this attempt.
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Check pipeline files; reports every error with file:line:column.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a pipeline's DAG as Graphviz DOT (or Mermaid).
+    Graph {
+        file: PathBuf,
+        #[arg(long)]
+        mermaid: bool,
+    },
+    /// Print the JSON Schema of pipeline files, for editors.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => cli::run::run(&cli.data_dir, cli.output, args),
+        Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.output, args),
+        Command::Runs { limit } => cli::inspect::runs(&cli.data_dir, cli.output, limit),
+        Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.output, &run),
+        Command::Logs { run, step, attempt } => cli::inspect::logs(&cli.data_dir, &run, &step, attempt),
+        Command::Validate { files } => cli::spec::validate(&files, cli.output),
+        Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),
+        Command::Schema => cli::spec::schema(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! driver that carries out its decisions, and the sled store that makes them durable.
 
 pub mod compile;
+pub mod driver;
 pub mod scheduler;
 pub mod spec;
-pub mod template;
 pub mod store;
+pub mod template;

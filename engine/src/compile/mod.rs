@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+pub(crate) use checks::check_param_value;
 pub use diagnostic::Diagnostic;
 pub use export::{to_dot, to_mermaid};
 

@@ -16,7 +16,9 @@ use sluice_worker::LogStream;
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the data folder {0} is in use by another sluice process; wait for it to finish or use another --data-dir")]
+    #[error(
+        "the data folder {0} is in use by another sluice process; wait for it to finish or use another --data-dir"
+    )]
     Locked(PathBuf),
     #[error("cannot open the data folder {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
@@ -76,12 +78,15 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
-        let db = sled::Config::new().path(dir.join("db")).flush_every_ms(None).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::Locked(dir.to_path_buf())
-            }
-            e => StoreError::Open { path: dir.to_path_buf(), source: e },
-        })?;
+        let db =
+            sled::Config::new().path(dir.join("db")).flush_every_ms(None).open().map_err(|e| match e {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked(dir.to_path_buf())
+                }
+                e => StoreError::Open { path: dir.to_path_buf(), source: e },
+            })?;
         Ok(Store {
             dags: db.open_tree("dags")?,
             runs: db.open_tree("runs")?,
@@ -146,7 +151,16 @@ impl Store {
     }
 
     /// Appends a chunk of an attempt's log. `seq` orders the chunks of one attempt.
-    pub fn append_log(&self, run: u64, step: StepIx, item: u32, attempt: u32, seq: u64, stream: LogStream, chunk: &[u8]) -> Result<()> {
+    pub fn append_log(
+        &self,
+        run: u64,
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        seq: u64,
+        stream: LogStream,
+        chunk: &[u8],
+    ) -> Result<()> {
         let mut key = task_prefix(run, step, item);
         key.extend_from_slice(&attempt.to_be_bytes());
         key.extend_from_slice(&seq.to_be_bytes());
@@ -169,7 +183,10 @@ impl Store {
         for kv in self.logs.scan_prefix(prefix) {
             let (k, v) = kv?;
             if k.len() != 28 || v.is_empty() {
-                return Err(StoreError::Corrupt { what: "log chunk", detail: "bad key or value length".into() });
+                return Err(StoreError::Corrupt {
+                    what: "log chunk",
+                    detail: "bad key or value length".into(),
+                });
             }
             let item = u32::from_be_bytes(k[12..16].try_into().expect("4 bytes"));
             let attempt = u32::from_be_bytes(k[16..20].try_into().expect("4 bytes"));
@@ -212,7 +229,11 @@ mod tests {
             let id = s.next_run_id().unwrap();
             s.put_run(&RunRecord::new(id, "p", "abc", serde_json::Map::new(), "manual", 3, 10)).unwrap();
             for seq in 0..3 {
-                s.append_event(id, &EventRecord { v: FORMAT_VERSION, seq, at: seq as i64, event: Event::Start }).unwrap();
+                s.append_event(
+                    id,
+                    &EventRecord { v: FORMAT_VERSION, seq, at: seq as i64, event: Event::Start },
+                )
+                .unwrap();
             }
             s.append_log(id, 1, 0, 1, 0, LogStream::Stdout, b"hello ").unwrap();
             s.append_log(id, 1, 0, 1, 1, LogStream::Stderr, b"world").unwrap();

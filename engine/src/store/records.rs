@@ -124,7 +124,9 @@ mod tests {
         )
         .unwrap();
         match ev.event {
-            Event::Finished { outcome: Outcome::Succeeded { outputs }, .. } => assert_eq!(outputs["rows"], 10),
+            Event::Finished { outcome: Outcome::Succeeded { outputs }, .. } => {
+                assert_eq!(outputs["rows"], 10)
+            }
             other => panic!("decoded {other:?}"),
         }
         let ev: EventRecord = serde_json::from_str(
@@ -133,7 +135,8 @@ mod tests {
         .unwrap();
         assert!(matches!(ev.event, Event::Prepared { .. }));
         let p: ProcRecord =
-            serde_json::from_str(r#"{"v":1,"step":1,"item":0,"attempt":2,"pid":77,"start_time":123}"#).unwrap();
+            serde_json::from_str(r#"{"v":1,"step":1,"item":0,"attempt":2,"pid":77,"start_time":123}"#)
+                .unwrap();
         assert_eq!(p.pid, 77);
     }
 }

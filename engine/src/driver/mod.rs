@@ -1,0 +1,170 @@
+//! The driver: the thin layer around the pure scheduler core. It persists events (write-ahead,
+//! group commit), applies them to each run's machine, and carries out the resulting actions:
+//! admission, executors, timers and kills.
+
+mod params;
+mod render;
+mod runloop;
+mod sink;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use params::{parse_value, resolve_params};
+pub use runloop::{Fault, Notice};
+pub use sink::MAX_LOG_BYTES;
+
+use crate::compile::{Diagnostic, Plan, compile_source};
+use crate::scheduler::{Capacity, RunMachine, RunState};
+use crate::spec::source::Format;
+use crate::store::{DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Store, StoreError};
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored DAG version of run {run} no longer compiles: {detail}")]
+    StoredDag { run: u64, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Settings of one engine process.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub data_dir: PathBuf,
+    pub capacity: Capacity,
+    /// How long a step may take to stop after SIGTERM before it is killed.
+    pub grace: Duration,
+    /// Testing hook: crash the engine at a chosen point (see [`Fault`]).
+    pub fault: Option<Fault>,
+}
+
+impl EngineOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            capacity: default_capacity(),
+            grace: Duration::from_secs(10),
+            fault: None,
+        }
+    }
+}
+
+/// Pools sized for this machine: 4 cpu slots per core, all of its memory, no GPUs.
+pub fn default_capacity() -> Capacity {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    Capacity { slots: 64, cpu: (cores * 4).max(4), memory: total_memory().unwrap_or(u64::MAX / 2), gpu: 0 }
+}
+
+fn total_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An engine over one data folder.
+pub struct Engine {
+    store: Store,
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn open(opts: EngineOptions) -> Result<Engine> {
+        let store = Store::open(&opts.data_dir)?;
+        Ok(Engine { store, opts })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Records a new run of `plan` (its DAG version, run record and `Start` event), durably.
+    pub fn create_run(&self, plan: &Plan, params: Map<String, Value>, trigger: &str) -> Result<u64> {
+        let now = now_ms();
+        for step in plan.core.iter() {
+            if let Some(why) = self.opts.capacity.misfit(&step.resources) {
+                return Err(EngineError::Invalid(format!("this run can never start: {why}")));
+            }
+        }
+        self.store.put_dag(&DagRecord {
+            v: FORMAT_VERSION,
+            hash: plan.hash.clone(),
+            name: plan.name().to_string(),
+            path: plan.path.display().to_string(),
+            source: plan.source.clone(),
+            stored_at: now,
+        })?;
+        let id = self.store.next_run_id()?;
+        let record = RunRecord::new(id, plan.name(), &plan.hash, params, trigger, plan.ids.len() as u32, now);
+        self.store.put_run(&record)?;
+        self.store.flush()?;
+        Ok(id)
+    }
+
+    /// Runs a previous engine process left running (it crashed or was killed).
+    pub fn orphaned_runs(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .store
+            .runs()?
+            .into_iter()
+            .filter(|r| matches!(r.state, RunState::Pending | RunState::Running | RunState::Interrupting))
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// Runs stopped by a graceful shutdown, waiting for `sluice resume`.
+    pub fn interrupted_runs(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .store
+            .runs()?
+            .into_iter()
+            .filter(|r| r.state == RunState::Interrupted)
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// The plan of a stored run, compiled from the DAG version it was started with.
+    pub fn plan_of(&self, run: &RunRecord) -> Result<Arc<Plan>> {
+        let dag = self.store.dag(&run.dag)?;
+        let path = PathBuf::from(&dag.path);
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| ".".into());
+        compile_source(&path, &base, &dag.source, Format::from_path(&path)).map(Arc::new).map_err(|diags| {
+            EngineError::StoredDag {
+                run: run.id,
+                detail: diags.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("; "),
+            }
+        })
+    }
+
+    /// Replays a run's event log into a fresh machine: the run's state as of its last event.
+    pub fn replay(&self, run: u64) -> Result<(RunRecord, Arc<Plan>, RunMachine, Vec<EventRecord>)> {
+        let record = self.store.run(run)?;
+        let plan = self.plan_of(&record)?;
+        let events = self.store.events(run)?;
+        let mut machine = RunMachine::new(plan.core.clone(), run);
+        for e in &events {
+            machine.apply(&e.event, e.at);
+        }
+        Ok((record, plan, machine, events))
+    }
+}

@@ -1,0 +1,113 @@
+//! Turning a step's spec into an executor request at run time: templates, paths, env.
+
+use std::path::PathBuf;
+
+use minijinja::Value as JValue;
+use serde_json::{Map, Value, json};
+use sluice_worker::{AttemptId, AttemptRequest, ExecSpec, ProcessSpec};
+
+use crate::compile::Plan;
+use crate::scheduler::{PrepareOutcome, StepIx};
+use crate::template;
+
+/// What templates can see of a run.
+pub(crate) struct RunView<'a> {
+    pub id: u64,
+    pub plan: &'a Plan,
+    pub params: &'a Map<String, Value>,
+    /// Outputs of finished steps: an object, or a list of objects for a mapped step.
+    pub outputs: &'a std::collections::HashMap<StepIx, Value>,
+}
+
+impl RunView<'_> {
+    fn context(&self, item: Option<&Value>) -> JValue {
+        let mut steps = Map::new();
+        for (ix, out) in self.outputs {
+            steps.insert(self.plan.id(*ix).to_string(), json!({ "outputs": out }));
+        }
+        let mut ctx = json!({
+            "params": self.params,
+            "steps": steps,
+            "run": { "id": self.id, "name": self.plan.name(), "dag": self.plan.short_hash() },
+        });
+        if let Some(item) = item {
+            ctx["item"] = item.clone();
+        }
+        JValue::from_serialize(&ctx)
+    }
+}
+
+/// Evaluates `when:` and `map:` of a step.
+pub(crate) fn prepare(view: &RunView, step: StepIx) -> PrepareOutcome {
+    let spec = &view.plan.steps[step as usize];
+    let env = template::environment();
+    let ctx = view.context(None);
+    if let Some(cond) = &spec.when {
+        match template::evaluate(&env, cond, &ctx) {
+            Ok(v) if !v.is_true() => {
+                return PrepareOutcome::Skip { reason: format!("`when: {cond}` is false") };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return PrepareOutcome::Error { message: format!("cannot evaluate `when: {cond}`: {e}") };
+            }
+        }
+    }
+    match &spec.map {
+        None => PrepareOutcome::Run,
+        Some(Value::Array(items)) => PrepareOutcome::Map { items: items.clone() },
+        Some(Value::String(expr)) => match template::evaluate(&env, expr, &ctx) {
+            Ok(v) => match serde_json::to_value(&v) {
+                Ok(Value::Array(items)) => PrepareOutcome::Map { items },
+                Ok(other) => {
+                    PrepareOutcome::Error { message: format!("`map: {expr}` gave {other}, not a list") }
+                }
+                Err(e) => PrepareOutcome::Error {
+                    message: format!("`map: {expr}` gave a value that is not data: {e}"),
+                },
+            },
+            Err(e) => PrepareOutcome::Error { message: format!("cannot evaluate `map: {expr}`: {e}") },
+        },
+        Some(other) => PrepareOutcome::Error { message: format!("`map` must be a list, not {other}") },
+    }
+}
+
+/// Builds the executor request for one attempt.
+pub(crate) fn request(
+    view: &RunView,
+    step: StepIx,
+    item: u32,
+    attempt: u32,
+    item_value: Option<&Value>,
+    attempt_dir: PathBuf,
+) -> Result<AttemptRequest, String> {
+    let spec = &view.plan.steps[step as usize];
+    let env = template::environment();
+    let ctx = view.context(item_value);
+    let r = |s: &str| template::render(&env, s, &ctx);
+    let exec = if let Some(p) = &spec.process {
+        let argv = match (&p.command, &p.shell) {
+            (Some(cmd), _) => cmd.iter().map(|a| r(a)).collect::<Result<Vec<_>, _>>()?,
+            (None, Some(script)) => vec!["sh".into(), "-c".into(), r(script)?],
+            (None, None) => return Err("the step has no command".into()),
+        };
+        ExecSpec::Process(ProcessSpec { argv })
+    } else {
+        return Err("the step has no executor block".into());
+    };
+    let mut env_vars = std::collections::BTreeMap::new();
+    for (k, v) in &spec.env {
+        env_vars.insert(k.clone(), r(v).map_err(|e| format!("env `{k}`: {e}"))?);
+    }
+    let workdir = match &spec.workdir {
+        Some(w) => view.plan.base_dir.join(r(w).map_err(|e| format!("workdir: {e}"))?),
+        None => view.plan.base_dir.clone(),
+    };
+    Ok(AttemptRequest {
+        id: AttemptId { run: view.id, step: view.plan.id(step).to_string(), item, attempt },
+        spec: exec,
+        env: env_vars,
+        workdir,
+        outputs_file: attempt_dir.join("outputs.json"),
+    })
+}

@@ -1,0 +1,468 @@
+//! The driver loop: persist a batch of events, apply them, flush once, then act.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_worker::{ErrorKind, ExecutorSet, KillSwitch, LogStream, reap_process_group};
+use tokio::sync::{mpsc, watch};
+
+use super::render::{self, RunView};
+use super::sink::StoreSink;
+use super::{Engine, Result, now_ms};
+use crate::compile::Plan;
+use crate::scheduler::{
+    Action, Admission, Event, KillReason, Outcome, PrepareOutcome, RunMachine, RunState, StepIx, StepState,
+    TimerKind,
+};
+use crate::store::{EventRecord, FORMAT_VERSION, RunRecord};
+
+/// What the driver tells its caller (progress views, the server later).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Step { run: u64, step: String, state: StepState, attempt: u32 },
+    Run { run: u64, state: RunState },
+}
+
+/// A testing hook that kills the engine (SIGKILL) at a chosen point, to prove crash safety.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Right after the n-th group commit, before acting on it.
+    AfterCommit(u64),
+    /// With the n-th batch written but not yet flushed.
+    BeforeCommit(u64),
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Fault, String> {
+        let (kind, n) = s.split_once(':').ok_or_else(|| format!("`{s}` is not `after:N` or `before:N`"))?;
+        let n: u64 = n.parse().map_err(|_| format!("`{n}` is not a number"))?;
+        match kind {
+            "after" => Ok(Fault::AfterCommit(n)),
+            "before" => Ok(Fault::BeforeCommit(n)),
+            _ => Err(format!("`{kind}` is not `after` or `before`")),
+        }
+    }
+}
+
+struct Active {
+    plan: Arc<Plan>,
+    machine: RunMachine,
+    record: RunRecord,
+    next_seq: u64,
+    items: HashMap<StepIx, Vec<Value>>,
+    outputs: HashMap<StepIx, Value>,
+    kills: HashMap<(StepIx, u32, u32), KillSwitch>,
+}
+
+impl Active {
+    /// Folds what an event means for templates (map items, outputs) into the run.
+    fn note(&mut self, event: &Event) {
+        match event {
+            Event::Prepared { step, outcome: PrepareOutcome::Map { items } } => {
+                self.items.insert(*step, items.clone());
+                self.outputs.insert(*step, Value::Array(vec![Value::Null; items.len()]));
+            }
+            Event::Finished { step, item, outcome: Outcome::Succeeded { outputs }, .. } => {
+                let value = Value::Object(outputs.clone());
+                match self.outputs.get_mut(step) {
+                    Some(Value::Array(list)) if self.items.contains_key(step) => {
+                        if let Some(slot) = list.get_mut(*item as usize) {
+                            *slot = value;
+                        }
+                    }
+                    _ => {
+                        self.outputs.insert(*step, value);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn done(&self) -> bool {
+        let s = self.machine.state();
+        (s.is_terminal() || s == RunState::Interrupted) && self.kills.is_empty()
+    }
+}
+
+struct Done {
+    run: u64,
+    step: StepIx,
+    item: u32,
+    attempt: u32,
+    outcome: Outcome,
+}
+
+struct Driver<'e> {
+    engine: &'e Engine,
+    executors: ExecutorSet,
+    runs: HashMap<u64, Active>,
+    admission: Admission,
+    timers: BTreeMap<(i64, u64), (u64, StepIx, u32, u32, TimerKind)>,
+    timer_seq: u64,
+    backlog: VecDeque<(u64, Event)>,
+    tx: mpsc::UnboundedSender<Done>,
+    notices: Option<mpsc::UnboundedSender<Notice>>,
+    commits: u64,
+    grace: Duration,
+}
+
+impl Engine {
+    /// Drives runs until each has finished or been interrupted. `runs` are loaded from the
+    /// store: a run that never started is started, one left running by a dead engine
+    /// resumes (its orphaned processes are killed and its running attempts retried), and an
+    /// interrupted one resumes. Each change to `shutdown` asks for a graceful stop; the
+    /// second one kills at once. Returns each run's final state.
+    pub async fn drive(
+        &self,
+        runs: &[u64],
+        notices: Option<mpsc::UnboundedSender<Notice>>,
+        mut shutdown: watch::Receiver<u32>,
+    ) -> Result<HashMap<u64, RunState>> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut d = Driver {
+            engine: self,
+            executors: ExecutorSet::default(),
+            runs: HashMap::new(),
+            admission: Admission::new(self.opts.capacity),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            backlog: VecDeque::new(),
+            tx,
+            notices,
+            commits: 0,
+            grace: self.opts.grace,
+        };
+        for &id in runs {
+            d.load(id)?;
+        }
+        let mut stops = 0u32;
+        while !d.runs.values().all(Active::done) {
+            if d.backlog.is_empty() {
+                let next_timer = d.timers.keys().next().map(|(at, _)| *at);
+                let sleep = async {
+                    match next_timer {
+                        Some(at) => {
+                            tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    Some(done) = rx.recv() => d.finished(done),
+                    _ = sleep => {}
+                    changed = shutdown.changed() => {
+                        if changed.is_ok() {
+                            stops += 1;
+                            d.stop(stops > 1);
+                        } else {
+                            // Nobody can ask for a stop any more; keep driving.
+                            shutdown = watch::channel(0).1;
+                        }
+                    }
+                }
+            }
+            while let Ok(done) = rx.try_recv() {
+                d.finished(done);
+            }
+            d.fire_timers();
+            d.step()?;
+        }
+        Ok(d.runs.iter().map(|(id, a)| (*id, a.machine.state())).collect())
+    }
+}
+
+impl Driver<'_> {
+    fn load(&mut self, id: u64) -> Result<()> {
+        let (record, plan, machine, events) = self.engine.replay(id)?;
+        let mut active = Active {
+            plan: plan.clone(),
+            machine,
+            record,
+            next_seq: events.last().map_or(0, |e| e.seq + 1),
+            items: HashMap::new(),
+            outputs: HashMap::new(),
+            kills: HashMap::new(),
+        };
+        for e in &events {
+            active.note(&e.event);
+        }
+        self.admission.set_run_limit(id, plan.spec.concurrency);
+        let state = active.machine.state();
+        self.runs.insert(id, active);
+        match state {
+            RunState::Pending => self.backlog.push_back((id, Event::Start)),
+            RunState::Running | RunState::Interrupting | RunState::Interrupted => {
+                let store = self.engine.store();
+                for p in store.procs(id)? {
+                    if reap_process_group(p.pid, p.start_time) {
+                        tracing::warn!(
+                            run = id,
+                            pid = p.pid,
+                            "killed a step process left over from an earlier engine"
+                        );
+                    }
+                    store.remove_proc(id, p.step, p.item)?;
+                }
+                self.backlog.push_back((id, Event::Resume));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finished(&mut self, done: Done) {
+        if let Some(a) = self.runs.get_mut(&done.run) {
+            a.kills.remove(&(done.step, done.item, done.attempt));
+            let _ = self.engine.store().remove_proc(done.run, done.step, done.item);
+        }
+        let event = Event::Finished {
+            step: done.step,
+            item: done.item,
+            attempt: done.attempt,
+            outcome: done.outcome,
+        };
+        self.backlog.push_back((done.run, event));
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_ms();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (run, step, item, attempt, kind) = entry.remove();
+            self.backlog.push_back((run, Event::Timer { step, item, attempt, kind }));
+        }
+    }
+
+    fn stop(&mut self, hard: bool) {
+        if hard {
+            self.grace = Duration::ZERO;
+            for a in self.runs.values() {
+                for k in a.kills.values() {
+                    k.kill(Duration::ZERO);
+                }
+            }
+            return;
+        }
+        for (id, a) in &self.runs {
+            if a.machine.state() == RunState::Running {
+                self.backlog.push_back((*id, Event::Interrupt));
+            }
+        }
+    }
+
+    /// One batch: persist and apply every queued event (and the admissions they allow),
+    /// make it durable with one flush, then act.
+    fn step(&mut self) -> Result<()> {
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let store = self.engine.store().clone();
+        let mut external: Vec<(u64, Action)> = Vec::new();
+        loop {
+            while let Some((run, event)) = self.backlog.pop_front() {
+                let Some(a) = self.runs.get_mut(&run) else { continue };
+                store.append_event(
+                    run,
+                    &EventRecord { v: FORMAT_VERSION, seq: a.next_seq, at: now, event: event.clone() },
+                )?;
+                a.next_seq += 1;
+                a.note(&event);
+                let actions = a.machine.apply(&event, now);
+                for action in actions {
+                    self.internal(run, action, now, &mut external)?;
+                }
+            }
+            for (grant, why) in self.admission.take_misfits() {
+                self.backlog.push_back((
+                    grant.run,
+                    Event::Rejected { step: grant.step, item: grant.item, reason: why },
+                ));
+            }
+            for g in self.admission.poll() {
+                self.backlog.push_back((g.run, Event::Admitted { step: g.step, item: g.item }));
+            }
+            if self.backlog.is_empty() {
+                break;
+            }
+        }
+        self.commits += 1;
+        if self.engine.opts.fault == Some(super::Fault::BeforeCommit(self.commits)) {
+            crash();
+        }
+        store.flush()?;
+        if self.engine.opts.fault == Some(super::Fault::AfterCommit(self.commits)) {
+            crash();
+        }
+        for (run, action) in external {
+            self.external(run, action);
+        }
+        Ok(())
+    }
+
+    /// Actions that only change the driver's own state; they ride in the current batch.
+    fn internal(
+        &mut self,
+        run: u64,
+        action: Action,
+        now: i64,
+        external: &mut Vec<(u64, Action)>,
+    ) -> Result<()> {
+        match action {
+            Action::Prepare { step } => {
+                let a = &self.runs[&run];
+                let view = RunView { id: run, plan: &a.plan, params: &a.record.params, outputs: &a.outputs };
+                let outcome = render::prepare(&view, step);
+                self.backlog.push_back((run, Event::Prepared { step, outcome }));
+            }
+            Action::Enqueue { step, item, priority, resources } => {
+                self.admission.enqueue(run, step, item, priority, resources)
+            }
+            Action::Withdraw { step, item } => self.admission.withdraw(run, step, item),
+            Action::Release { step, item } => self.admission.release(run, step, item),
+            Action::StepChanged { step, state } => {
+                let a = &self.runs[&run];
+                let attempt = a.machine.tasks(step).iter().map(|t| t.attempts).max().unwrap_or(0);
+                self.notify(Notice::Step { run, step: a.plan.id(step).to_string(), state, attempt });
+            }
+            Action::RunChanged { state } => {
+                let a = self.runs.get_mut(&run).expect("active run");
+                a.record.state = state;
+                if state == RunState::Running && a.record.started_at.is_none() {
+                    a.record.started_at = Some(now);
+                }
+                if state.is_terminal() || state == RunState::Interrupted {
+                    a.record.finished_at = Some(now);
+                } else {
+                    a.record.finished_at = None;
+                }
+                self.engine.store().put_run(&a.record)?;
+                if state.is_terminal() {
+                    self.admission.forget_run(run);
+                }
+                self.notify(Notice::Run { run, state });
+            }
+            Action::Execute { .. } | Action::ArmTimer { .. } | Action::Kill { .. } => {
+                external.push((run, action))
+            }
+        }
+        Ok(())
+    }
+
+    fn notify(&self, notice: Notice) {
+        if let Some(n) = &self.notices {
+            let _ = n.send(notice);
+        }
+    }
+
+    /// Actions with effects outside the driver; carried out only once the batch is durable.
+    fn external(&mut self, run: u64, action: Action) {
+        match action {
+            Action::Execute { step, item, attempt } => self.execute(run, step, item, attempt),
+            Action::ArmTimer { step, item, attempt, kind, at } => {
+                self.timer_seq += 1;
+                self.timers.insert((at, self.timer_seq), (run, step, item, attempt, kind));
+            }
+            Action::Kill { step, item, attempt, reason } => {
+                let Some(a) = self.runs.get(&run) else { return };
+                if let Some(k) = a.kills.get(&(step, item, attempt)) {
+                    let note = match reason {
+                        KillReason::Timeout => "sluice: the attempt ran past its timeout; stopping it\n",
+                        KillReason::Cancel => "sluice: the run was cancelled; stopping the attempt\n",
+                        KillReason::Interrupt => {
+                            "sluice: the engine is shutting down; stopping the attempt\n"
+                        }
+                    };
+                    let store = self.engine.store();
+                    let _ = store.append_log(
+                        run,
+                        step,
+                        item,
+                        attempt,
+                        u64::MAX,
+                        LogStream::System,
+                        note.as_bytes(),
+                    );
+                    k.kill(self.grace);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn execute(&mut self, run: u64, step: StepIx, item: u32, attempt: u32) {
+        let store = self.engine.store().clone();
+        let a = self.runs.get_mut(&run).expect("active run");
+        let attempt_dir: PathBuf = store
+            .dir()
+            .join("attempts")
+            .join(run.to_string())
+            .join(a.plan.id(step))
+            .join(format!("{item}-{attempt}"));
+        let view = RunView { id: run, plan: &a.plan, params: &a.record.params, outputs: &a.outputs };
+        let item_value = a.items.get(&step).and_then(|v| v.get(item as usize));
+        let run_dir = store.dir().join("work").join(run.to_string());
+        let request = std::fs::create_dir_all(&attempt_dir)
+            .and_then(|_| std::fs::create_dir_all(&run_dir))
+            .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
+            .and_then(|_| render::request(&view, step, item, attempt, item_value, attempt_dir))
+            .map(|mut r| {
+                r.env.insert("SLUICE_RUN_DIR".into(), run_dir.display().to_string());
+                r
+            });
+        let sink = Arc::new(StoreSink::new(store, run, step, item, attempt));
+        let request = match request {
+            Ok(r) => r,
+            Err(message) => {
+                use sluice_worker::AttemptSink;
+                sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
+                let outcome = Outcome::Failed { retryable: false, message };
+                let _ = self.tx.send(Done { run, step, item, attempt, outcome });
+                return;
+            }
+        };
+        let (switch, kill_rx) = KillSwitch::new();
+        a.kills.insert((step, item, attempt), switch);
+        let declared = a.plan.steps[step as usize].outputs.clone();
+        let executors = self.executors.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let executor = executors.for_spec(&request.spec);
+            let result = executor.execute(request, sink.clone(), kill_rx).await;
+            let outcome = match result.result {
+                Ok(()) => match declared.iter().find(|d| !result.outputs.contains_key(*d)) {
+                    Some(missing) => Outcome::Failed {
+                        retryable: false,
+                        message: format!(
+                            "the step declares output `{missing}` but did not write it to SLUICE_OUTPUTS"
+                        ),
+                    },
+                    None => Outcome::Succeeded { outputs: result.outputs },
+                },
+                Err(e) => match e.kind {
+                    ErrorKind::Retryable => Outcome::Failed { retryable: true, message: e.message },
+                    ErrorKind::Fatal => Outcome::Failed { retryable: false, message: e.message },
+                    ErrorKind::Timeout => Outcome::TimedOut { message: e.message },
+                    ErrorKind::Cancelled => Outcome::Cancelled { message: e.message },
+                },
+            };
+            if let Outcome::Failed { message, .. } = &outcome {
+                use sluice_worker::AttemptSink;
+                sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
+            }
+            let _ = tx.send(Done { run, step, item, attempt, outcome });
+        });
+    }
+}
+
+fn crash() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
+}

@@ -1,0 +1,29 @@
+//! One module per group of commands.
+
+pub(crate) mod inspect;
+pub(crate) mod progress;
+pub(crate) mod run;
+pub(crate) mod spec;
+
+/// Parses a run id as printed (`r12`) or bare (`12`).
+pub(crate) fn parse_run_id(text: &str) -> anyhow::Result<u64> {
+    text.trim().trim_start_matches('r').parse().map_err(|_| {
+        anyhow::anyhow!("`{text}` is not a run id (run ids look like r12; `sluice runs` lists them)")
+    })
+}
+
+pub(crate) fn fmt_ms(ms: i64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+pub(crate) fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,71 @@
+//! The live progress view of `sluice run`: a bar on a terminal, plain lines otherwise.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_engine::driver::Notice;
+use sluice_engine::scheduler::StepState;
+use tokio::sync::mpsc;
+
+/// Shows notices until the channel closes.
+pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64, quiet: bool) {
+    let bar = ProgressBar::new(total);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut started: HashMap<(u64, String), Instant> = HashMap::new();
+    let mut running: Vec<String> = Vec::new();
+    while let Some(n) = rx.recv().await {
+        match n {
+            Notice::Step { run, step, state, attempt } => {
+                let key = (run, step.clone());
+                if state == StepState::Running {
+                    started.entry(key.clone()).or_insert_with(Instant::now);
+                    if !running.contains(&step) {
+                        running.push(step.clone());
+                    }
+                } else {
+                    running.retain(|s| s != &step);
+                }
+                if state.is_terminal() {
+                    bar.inc(1);
+                    let took =
+                        started.get(&key).map(|t| format!(" in {:.2?}", t.elapsed())).unwrap_or_default();
+                    let mark = match state {
+                        StepState::Succeeded => "ok  ",
+                        StepState::Skipped => "skip",
+                        _ => "FAIL",
+                    };
+                    let tries =
+                        if attempt > 1 { format!(" after {attempt} attempts") } else { String::new() };
+                    line(&bar, quiet, format!("{mark} r{run} {step}: {state}{took}{tries}"));
+                } else if state == StepState::Retrying {
+                    line(&bar, quiet, format!("     r{run} {step}: attempt {attempt} failed; retrying"));
+                }
+                bar.set_message(running.join(", "));
+            }
+            Notice::Run { run, state } => {
+                if state.is_terminal() || state == sluice_engine::scheduler::RunState::Interrupted {
+                    line(&bar, quiet, format!("run r{run} {state}"));
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+}
+
+fn line(bar: &ProgressBar, quiet: bool, text: String) {
+    if quiet {
+        return;
+    }
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}
