@@ -31,9 +31,10 @@ pub fn expression_text(s: &str) -> &str {
 /// The variables a template (or an expression) reads, as dotted paths (`steps.a.outputs.y`).
 pub fn references(env: &Environment<'static>, text: &str, expression: bool) -> Result<Vec<String>, String> {
     let vars = if expression {
-        env.compile_expression(expression_text(text)).map_err(describe)?.undeclared_variables(true)
+        let expr = expression_text(text);
+        env.compile_expression(expr).map_err(|e| describe(e, expr))?.undeclared_variables(true)
     } else {
-        env.template_from_str(text).map_err(describe)?.undeclared_variables(true)
+        env.template_from_str(text).map_err(|e| describe(e, text))?.undeclared_variables(true)
     };
     let mut vars: Vec<String> = vars.into_iter().collect();
     vars.sort();
@@ -45,19 +46,25 @@ pub fn render(env: &Environment<'static>, text: &str, ctx: &Value) -> Result<Str
     if !is_template(text) {
         return Ok(text.to_string());
     }
-    env.render_str(text, ctx).map_err(describe)
+    env.render_str(text, ctx).map_err(|e| describe(e, text))
 }
 
 /// Evaluates an expression (`params.x > 1`, `{{ steps.a.outputs.files }}`) against a context.
 pub fn evaluate(env: &Environment<'static>, text: &str, ctx: &Value) -> Result<Value, String> {
-    env.compile_expression(expression_text(text)).map_err(describe)?.eval(ctx).map_err(describe)
+    let expr = expression_text(text);
+    env.compile_expression(expr).map_err(|e| describe(e, expr))?.eval(ctx).map_err(|e| describe(e, expr))
 }
 
-/// A template error as one sentence, without minijinja's debug rendering.
-pub fn describe(e: minijinja::Error) -> String {
+/// A template error as one sentence naming the part of the template at fault.
+pub fn describe(e: minijinja::Error, source: &str) -> String {
     let mut msg = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
-    if let Some(line) = e.line() {
-        msg.push_str(&format!(" (template line {line})"));
+    match e.range().and_then(|r| source.get(r)) {
+        Some(part) if !part.trim().is_empty() => msg.push_str(&format!(" in `{}`", part.trim())),
+        _ => {
+            if let Some(line) = e.line() {
+                msg.push_str(&format!(" (template line {line})"));
+            }
+        }
     }
     msg
 }

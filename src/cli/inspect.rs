@@ -81,6 +81,7 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
                     match outcome {
                         Outcome::Succeeded { outputs } => {
                             f.successes += 1;
+                            f.error = None;
                             f.outputs.push((*item, Value::Object(outputs.clone())));
                         }
                         Outcome::Failed { message, .. }
@@ -93,7 +94,8 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
                 if actions.iter().any(|a| matches!(a, Action::Kill { .. })) {
                     let f = facts.entry(*step).or_default();
                     f.last_end = Some(e.at);
-                    f.error = Some("timed out".into());
+                    let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
+                    f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
                 }
             }
             Event::Prepared { step, outcome } => {

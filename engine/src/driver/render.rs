@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use sluice_worker::{AttemptId, AttemptRequest, ExecSpec, ProcessSpec};
 
 use crate::compile::Plan;
-use crate::scheduler::{PrepareOutcome, StepIx};
+use crate::scheduler::{PrepareOutcome, RunMachine, StepIx};
 use crate::template;
 
 /// What templates can see of a run.
@@ -17,13 +17,19 @@ pub(crate) struct RunView<'a> {
     pub params: &'a Map<String, Value>,
     /// Outputs of finished steps: an object, or a list of objects for a mapped step.
     pub outputs: &'a std::collections::HashMap<StepIx, Value>,
+    pub machine: &'a RunMachine,
 }
 
 impl RunView<'_> {
     fn context(&self, item: Option<&Value>) -> JValue {
         let mut steps = Map::new();
-        for (ix, out) in self.outputs {
-            steps.insert(self.plan.id(*ix).to_string(), json!({ "outputs": out }));
+        for (ix, id) in self.plan.ids.iter().enumerate() {
+            let state = self.machine.step_state(ix as StepIx);
+            if !state.is_terminal() {
+                continue;
+            }
+            let outputs = self.outputs.get(&(ix as StepIx)).cloned().unwrap_or_else(|| json!({}));
+            steps.insert(id.clone(), json!({ "outputs": outputs, "state": state }));
         }
         let mut ctx = json!({
             "params": self.params,

@@ -55,7 +55,7 @@ struct Active {
     next_seq: u64,
     items: HashMap<StepIx, Vec<Value>>,
     outputs: HashMap<StepIx, Value>,
-    kills: HashMap<(StepIx, u32, u32), KillSwitch>,
+    kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
 }
 
 impl Active {
@@ -141,7 +141,7 @@ impl Engine {
             d.load(id)?;
         }
         let mut stops = 0u32;
-        while !d.runs.values().all(Active::done) {
+        while !d.backlog.is_empty() || !d.runs.values().all(Active::done) {
             if d.backlog.is_empty() {
                 let next_timer = d.timers.keys().next().map(|(at, _)| *at);
                 let sleep = async {
@@ -244,7 +244,7 @@ impl Driver<'_> {
         if hard {
             self.grace = Duration::ZERO;
             for a in self.runs.values() {
-                for k in a.kills.values() {
+                for (k, _) in a.kills.values() {
                     k.kill(Duration::ZERO);
                 }
             }
@@ -318,7 +318,13 @@ impl Driver<'_> {
         match action {
             Action::Prepare { step } => {
                 let a = &self.runs[&run];
-                let view = RunView { id: run, plan: &a.plan, params: &a.record.params, outputs: &a.outputs };
+                let view = RunView {
+                    id: run,
+                    plan: &a.plan,
+                    params: &a.record.params,
+                    outputs: &a.outputs,
+                    machine: &a.machine,
+                };
                 let outcome = render::prepare(&view, step);
                 self.backlog.push_back((run, Event::Prepared { step, outcome }));
             }
@@ -372,24 +378,21 @@ impl Driver<'_> {
             }
             Action::Kill { step, item, attempt, reason } => {
                 let Some(a) = self.runs.get(&run) else { return };
-                if let Some(k) = a.kills.get(&(step, item, attempt)) {
+                if let Some((k, sink)) = a.kills.get(&(step, item, attempt)) {
                     let note = match reason {
-                        KillReason::Timeout => "sluice: the attempt ran past its timeout; stopping it\n",
-                        KillReason::Cancel => "sluice: the run was cancelled; stopping the attempt\n",
+                        KillReason::Timeout => {
+                            let limit = a.plan.core[step as usize].timeout_ms.unwrap_or_default();
+                            format!("sluice: the attempt ran past its timeout of {limit}ms; stopping it\n")
+                        }
+                        KillReason::Cancel => {
+                            "sluice: the run was cancelled; stopping the attempt\n".to_string()
+                        }
                         KillReason::Interrupt => {
-                            "sluice: the engine is shutting down; stopping the attempt\n"
+                            "sluice: the engine is shutting down; stopping the attempt\n".to_string()
                         }
                     };
-                    let store = self.engine.store();
-                    let _ = store.append_log(
-                        run,
-                        step,
-                        item,
-                        attempt,
-                        u64::MAX,
-                        LogStream::System,
-                        note.as_bytes(),
-                    );
+                    use sluice_worker::AttemptSink;
+                    sink.log(LogStream::System, note.as_bytes());
                     k.kill(self.grace);
                 }
             }
@@ -406,7 +409,13 @@ impl Driver<'_> {
             .join(run.to_string())
             .join(a.plan.id(step))
             .join(format!("{item}-{attempt}"));
-        let view = RunView { id: run, plan: &a.plan, params: &a.record.params, outputs: &a.outputs };
+        let view = RunView {
+            id: run,
+            plan: &a.plan,
+            params: &a.record.params,
+            outputs: &a.outputs,
+            machine: &a.machine,
+        };
         let item_value = a.items.get(&step).and_then(|v| v.get(item as usize));
         let run_dir = store.dir().join("work").join(run.to_string());
         let request = std::fs::create_dir_all(&attempt_dir)
@@ -429,7 +438,7 @@ impl Driver<'_> {
             }
         };
         let (switch, kill_rx) = KillSwitch::new();
-        a.kills.insert((step, item, attempt), switch);
+        a.kills.insert((step, item, attempt), (switch, sink.clone()));
         let declared = a.plan.steps[step as usize].outputs.clone();
         let executors = self.executors.clone();
         let tx = self.tx.clone();

@@ -78,6 +78,9 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        // Steps run in other folders; every path handed to them must be absolute.
+        let dir = &std::path::absolute(dir)
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
         let db =
             sled::Config::new().path(dir.join("db")).flush_every_ms(None).open().map_err(|e| match e {
                 sled::Error::Io(ref io)
