@@ -58,8 +58,11 @@ pub fn evaluate(env: &Environment<'static>, text: &str, ctx: &Value) -> Result<V
 /// A template error as one sentence naming the part of the template at fault.
 pub fn describe(e: minijinja::Error, source: &str) -> String {
     let mut msg = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
-    match e.range().and_then(|r| source.get(r)) {
-        Some(part) if !part.trim().is_empty() => msg.push_str(&format!(" in `{}`", part.trim())),
+    let part = e.range().and_then(|r| source.get(r)).filter(|p| !p.trim().is_empty());
+    match part {
+        Some(part) if e.kind() != minijinja::ErrorKind::SyntaxError => {
+            msg.push_str(&format!(" in `{}`", part.trim()))
+        }
         _ => {
             if let Some(line) = e.line() {
                 msg.push_str(&format!(" (template line {line})"));

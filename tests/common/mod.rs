@@ -1,0 +1,90 @@
+//! Helpers shared by the end-to-end tests: they drive the real `sluice` binary.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A data folder and a work folder for one test.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--data-dir").arg(self.data()).env_remove("SLUICE_FAULT").env_remove("SLUICE_HOME");
+        c
+    }
+
+    pub fn sluice(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run sluice")
+    }
+
+    pub fn show(&self, run: &str) -> serde_json::Value {
+        let out = self.sluice(&["show", run, "--output", "json"]);
+        assert!(out.status.success(), "show failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("show prints JSON")
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a command failed cleanly: the given exit code, an `error:` line, no panic.
+pub fn assert_clean_error(out: &Output, code: i32, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "a panic: {err}");
+}
+
+pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    show["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id}"))
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
+
+/// The processes of a process group that are still alive (zombies waiting for a reaper
+/// do not count: they have already exited).
+pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
