@@ -132,6 +132,7 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
             "state": machine.step_state(ix),
             "attempts": tasks.iter().map(|t| t.attempts).sum::<u32>(),
             "items": tasks.len(),
+            "tasks": tasks.iter().enumerate().map(|(i, t)| json!({"item": i, "attempts": t.attempts, "state": task_state(t.state)})).collect::<Vec<_>>(),
             "successes": f.successes,
             "started_at": f.first_start,
             "finished_at": f.last_end,
@@ -217,4 +218,17 @@ pub(crate) fn logs(data_dir: &Path, run: &str, step: &str, attempt: Option<u32>)
         out.write_all(&c.data)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn task_state(state: sluice_engine::scheduler::TaskState) -> &'static str {
+    use sluice_engine::scheduler::TaskState;
+    match state {
+        TaskState::Queued => "queued",
+        TaskState::Running { .. } => "running",
+        TaskState::Retrying { .. } => "retrying",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::TimedOut => "timed_out",
+        TaskState::Cancelled => "cancelled",
+    }
 }

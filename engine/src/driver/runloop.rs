@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_worker::{ErrorKind, ExecutorSet, KillSwitch, LogStream, reap_process_group};
+use sluice_worker::{ErrorKind, ExecutorSet, KillSwitch, LogStream};
 use tokio::sync::{mpsc, watch};
 
 use super::render::{self, RunView};
@@ -197,16 +197,16 @@ impl Driver<'_> {
         match state {
             RunState::Pending => self.backlog.push_back((id, Event::Start)),
             RunState::Running | RunState::Interrupting | RunState::Interrupted => {
-                let store = self.engine.store();
-                for p in store.procs(id)? {
-                    if reap_process_group(p.pid, p.start_time) {
+                let a = &self.runs[&id];
+                for (step, item, attempt) in a.machine.running_attempts() {
+                    if let Some(pid) = super::sink::reap(&self.attempt_dir(id, &a.plan, step, item, attempt))
+                    {
                         tracing::warn!(
                             run = id,
-                            pid = p.pid,
+                            pid,
                             "killed a step process left over from an earlier engine"
                         );
                     }
-                    store.remove_proc(id, p.step, p.item)?;
                 }
                 self.backlog.push_back((id, Event::Resume));
             }
@@ -218,7 +218,6 @@ impl Driver<'_> {
     fn finished(&mut self, done: Done) {
         if let Some(a) = self.runs.get_mut(&done.run) {
             a.kills.remove(&(done.step, done.item, done.attempt));
-            let _ = self.engine.store().remove_proc(done.run, done.step, done.item);
         }
         let event = Event::Finished {
             step: done.step,
@@ -400,15 +399,15 @@ impl Driver<'_> {
         }
     }
 
+    fn attempt_dir(&self, run: u64, plan: &Plan, step: StepIx, item: u32, attempt: u32) -> PathBuf {
+        let dir = self.engine.store().dir().join("attempts").join(run.to_string());
+        dir.join(plan.id(step)).join(format!("{item}-{attempt}"))
+    }
+
     fn execute(&mut self, run: u64, step: StepIx, item: u32, attempt: u32) {
         let store = self.engine.store().clone();
+        let attempt_dir = self.attempt_dir(run, &self.runs[&run].plan, step, item, attempt);
         let a = self.runs.get_mut(&run).expect("active run");
-        let attempt_dir: PathBuf = store
-            .dir()
-            .join("attempts")
-            .join(run.to_string())
-            .join(a.plan.id(step))
-            .join(format!("{item}-{attempt}"));
         let view = RunView {
             id: run,
             plan: &a.plan,
@@ -421,12 +420,12 @@ impl Driver<'_> {
         let request = std::fs::create_dir_all(&attempt_dir)
             .and_then(|_| std::fs::create_dir_all(&run_dir))
             .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
-            .and_then(|_| render::request(&view, step, item, attempt, item_value, attempt_dir))
+            .and_then(|_| render::request(&view, step, item, attempt, item_value, attempt_dir.clone()))
             .map(|mut r| {
                 r.env.insert("SLUICE_RUN_DIR".into(), run_dir.display().to_string());
                 r
             });
-        let sink = Arc::new(StoreSink::new(store, run, step, item, attempt));
+        let sink = Arc::new(StoreSink::new(store, run, step, item, attempt, attempt_dir.clone()));
         let request = match request {
             Ok(r) => r,
             Err(message) => {

@@ -8,6 +8,16 @@ use sluice_worker::{AttemptSink, LogStream, process_start_time};
 use crate::scheduler::StepIx;
 use crate::store::{ProcRecord, Store};
 
+/// The file in an attempt's folder that names its OS process.
+pub(crate) const PROCESS_FILE: &str = "process.json";
+
+/// Kills what is left of an attempt an earlier engine started, if anything.
+pub(crate) fn reap(attempt_dir: &std::path::Path) -> Option<u32> {
+    let bytes = std::fs::read(attempt_dir.join(PROCESS_FILE)).ok()?;
+    let rec: ProcRecord = serde_json::from_slice(&bytes).ok()?;
+    sluice_worker::reap_process_group(rec.pid, rec.start_time).then_some(rec.pid)
+}
+
 /// The most log an attempt keeps; the rest is dropped with a note.
 pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -17,19 +27,29 @@ pub(crate) struct StoreSink {
     pub step: StepIx,
     pub item: u32,
     pub attempt: u32,
+    /// The attempt's folder; its `process.json` names the attempt's OS process.
+    pub attempt_dir: std::path::PathBuf,
     pub seq: AtomicU64,
     pub bytes: AtomicU64,
     pub error: Mutex<Option<String>>,
 }
 
 impl StoreSink {
-    pub(super) fn new(store: Store, run: u64, step: StepIx, item: u32, attempt: u32) -> Self {
+    pub(super) fn new(
+        store: Store,
+        run: u64,
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        attempt_dir: std::path::PathBuf,
+    ) -> Self {
         Self {
             store,
             run,
             step,
             item,
             attempt,
+            attempt_dir,
             seq: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             error: Mutex::new(None),
@@ -65,10 +85,14 @@ impl AttemptSink for StoreSink {
         self.write(stream, chunk);
     }
 
+    /// Records the attempt's process in a plain file: a write that survives the engine being
+    /// SIGKILLed a moment later, without paying for an fsync on every attempt.
     fn started(&self, pid: u32) {
         let Some(start_time) = process_start_time(pid) else { return };
         let rec =
             ProcRecord { v: 1, step: self.step, item: self.item, attempt: self.attempt, pid, start_time };
-        let _ = self.store.put_proc(self.run, &rec);
+        if let Ok(bytes) = serde_json::to_vec(&rec) {
+            let _ = std::fs::write(self.attempt_dir.join(PROCESS_FILE), bytes);
+        }
     }
 }

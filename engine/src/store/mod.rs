@@ -1,5 +1,4 @@
-//! The sled store: DAG versions, runs, each run's append-only event log, step logs and the
-//! OS processes of running attempts. Everything a run needs to resume lives here.
+//! The sled store: DAG versions, runs, each run's append-only event log and step logs. Everything a run needs to resume lives here.
 //!
 //! Writes are buffered by sled; [`Store::flush`] makes them durable. The driver flushes once
 //! per batch of events (group commit) before it acts on any of them.
@@ -43,7 +42,6 @@ pub struct Store {
     runs: sled::Tree,
     events: sled::Tree,
     logs: sled::Tree,
-    procs: sled::Tree,
 }
 
 fn run_key(run: u64) -> [u8; 8] {
@@ -95,7 +93,6 @@ impl Store {
             runs: db.open_tree("runs")?,
             events: db.open_tree("events")?,
             logs: db.open_tree("logs")?,
-            procs: db.open_tree("procs")?,
             dir: dir.to_path_buf(),
             db,
         })
@@ -201,21 +198,6 @@ impl Store {
             out.push(LogChunk { item, attempt, stream, data: v[1..].to_vec() });
         }
         Ok(out)
-    }
-
-    pub fn put_proc(&self, run: u64, rec: &ProcRecord) -> Result<()> {
-        self.procs.insert(task_prefix(run, rec.step, rec.item), encode(rec))?;
-        Ok(())
-    }
-
-    pub fn remove_proc(&self, run: u64, step: StepIx, item: u32) -> Result<()> {
-        self.procs.remove(task_prefix(run, step, item))?;
-        Ok(())
-    }
-
-    /// The processes recorded for a run's running attempts.
-    pub fn procs(&self, run: u64) -> Result<Vec<ProcRecord>> {
-        self.procs.scan_prefix(run_key(run)).map(|kv| decode("process record", &kv?.1)).collect()
     }
 }
 

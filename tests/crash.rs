@@ -1,0 +1,148 @@
+//! Crash safety: the engine is SIGKILLed at many points of a run; after a restart every run
+//! finishes, each step's success is recorded exactly once, and no completed step runs again.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+fn pipeline(sb: &Sandbox) -> std::path::PathBuf {
+    let ledger = sb.path("ledger");
+    let spec = format!(
+        r#"
+name: crashy
+defaults:
+  env: {{ LEDGER: "{ledger}" }}
+  retries: {{ count: 1, delay: 10ms }}
+steps:
+  extract:
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"; echo "{{\"n\": 3}}" > "$SLUICE_OUTPUTS"' }}
+    outputs: [n]
+  shard:
+    needs: [extract]
+    map: [a, b, c]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"; sleep 0.01' }}
+  stats:
+    needs: [extract]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"' }}
+  flaky:
+    needs: [stats]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"; [ ! -f "$SLUICE_RUN_DIR/flaky" ] && touch "$SLUICE_RUN_DIR/flaky" && exit 1; exit 0' }}
+  train:
+    needs: [shard, flaky]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"; sleep 0.01' }}
+  report:
+    needs: [train]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"' }}
+"#,
+        ledger = ledger.display()
+    );
+    sb.write("crashy.yaml", &spec)
+}
+
+/// Checks the run finished and its history is exactly-once.
+fn assert_exactly_once(sb: &Sandbox, point: &str) {
+    let show = sb.show("1");
+    assert_eq!(show["state"], "succeeded", "{point}: {show:#}");
+    // (step, item) -> attempts that actually started, from the steps' own ledger.
+    let mut ledger: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(sb.path("ledger")).unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        ledger.entry((f[0].to_string(), f[1].parse().unwrap())).or_default().push(f[2].parse().unwrap());
+    }
+    for s in show["steps"].as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        assert_eq!(s["state"], "succeeded", "{point}: step {id}");
+        let items = s["items"].as_u64().unwrap();
+        assert_eq!(s["successes"].as_u64().unwrap(), items, "{point}: {id} success recorded once per item");
+        for t in s["tasks"].as_array().unwrap() {
+            let item = t["item"].as_u64().unwrap();
+            let attempts = t["attempts"].as_u64().unwrap();
+            let ran = ledger.get(&(id.to_string(), item)).cloned().unwrap_or_default();
+            let distinct: BTreeSet<u64> = ran.iter().copied().collect();
+            assert_eq!(distinct.len(), ran.len(), "{point}: {id}[{item}] ran an attempt twice: {ran:?}");
+            // Nothing ran after the attempt whose success was recorded.
+            assert_eq!(
+                ran.iter().max().copied(),
+                Some(attempts),
+                "{point}: {id}[{item}] ran {ran:?}, recorded {attempts}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sigkill_at_every_commit_point_then_resume() {
+    let mut crashed = 0;
+    for n in 1..=16u32 {
+        for kind in ["after", "before"] {
+            let sb = Sandbox::new();
+            let spec = pipeline(&sb);
+            let point = format!("{kind}:{n}");
+            let out = sb
+                .cmd()
+                .args(["run", spec.to_str().unwrap(), "-q"])
+                .env("SLUICE_FAULT", &point)
+                .output()
+                .unwrap();
+            match out.status.code() {
+                None => {
+                    use std::os::unix::process::ExitStatusExt;
+                    assert_eq!(out.status.signal(), Some(9), "{point}: {}", text(&out.stderr));
+                    crashed += 1;
+                }
+                Some(0) => {}
+                Some(c) => panic!("{point}: exit {c}: {}", text(&out.stderr)),
+            }
+            let mut resumed = sb.sluice(&["resume", "-q"]);
+            // A crash before the first commit loses the run's start, never the run itself.
+            assert!(resumed.status.success(), "{point}: {}", text(&resumed.stderr));
+            if text(&resumed.stdout).contains("nothing to resume") {
+                resumed = sb.sluice(&["show", "1"]);
+                assert!(resumed.status.success());
+            }
+            assert_exactly_once(&sb, &point);
+        }
+    }
+    assert!(crashed >= 20, "only {crashed} fault points crashed the engine");
+}
+
+#[test]
+fn sigkill_mid_step_reaps_the_orphan_and_retries_it() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "orphan.yaml",
+        r#"
+name: orphan
+steps:
+  prep: { process: { command: ["true"] } }
+  long:
+    needs: [prep]
+    process:
+      shell: |
+        if [ "$SLUICE_ATTEMPT" = 1 ]; then echo $$ > "$SLUICE_RUN_DIR/long.pid"; sleep 60; fi
+  after: { needs: [long], process: { command: ["true"] } }
+"#,
+    );
+    let mut child = sb.cmd().args(["run", spec.to_str().unwrap(), "-q"]).spawn().unwrap();
+    let pidfile = sb.data().join("work/1/long.pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the long step never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let orphan: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!live_group_members(orphan).is_empty(), "the step outlives a SIGKILLed engine");
+    let started = Instant::now();
+    let out = sb.sluice(&["resume", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(live_group_members(orphan).is_empty(), "the orphaned step was not reaped");
+    let show = sb.show("1");
+    assert_eq!(show["state"], "succeeded");
+    assert_eq!(step(&show, "prep")["attempts"], 1, "a completed step does not run again");
+    assert_eq!(step(&show, "long")["attempts"], 2, "the lost attempt was retried");
+}
