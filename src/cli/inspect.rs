@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use sluice_engine::driver::{Engine, EngineOptions};
-use sluice_engine::scheduler::{Action, Event, Outcome, RunMachine};
+use sluice_engine::scheduler::{Action, Event, Outcome, PrepareOutcome, RunMachine, TimerKind};
 
 use super::{fmt_ms, fmt_time, parse_run_id};
 use crate::Output;
@@ -90,20 +90,19 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
                     }
                 }
             }
-            Event::Timer { step, kind: sluice_engine::scheduler::TimerKind::Timeout, .. } => {
-                if actions.iter().any(|a| matches!(a, Action::Kill { .. })) {
-                    let f = facts.entry(*step).or_default();
-                    f.last_end = Some(e.at);
-                    let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
-                    f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
-                }
+            Event::Timer { step, kind: TimerKind::Timeout, .. }
+                if actions.iter().any(|a| matches!(a, Action::Kill { .. })) =>
+            {
+                let f = facts.entry(*step).or_default();
+                f.last_end = Some(e.at);
+                let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
+                f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
             }
-            Event::Prepared { step, outcome } => {
-                if let sluice_engine::scheduler::PrepareOutcome::Error { message }
-                | sluice_engine::scheduler::PrepareOutcome::Skip { reason: message } = outcome
-                {
-                    facts.entry(*step).or_default().error = Some(message.clone());
-                }
+            Event::Prepared {
+                step,
+                outcome: PrepareOutcome::Error { message } | PrepareOutcome::Skip { reason: message },
+            } => {
+                facts.entry(*step).or_default().error = Some(message.clone());
             }
             Event::Rejected { step, reason, .. } => {
                 facts.entry(*step).or_default().error = Some(reason.clone())

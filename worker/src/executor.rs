@@ -126,7 +126,7 @@ pub struct ExecutorSet {
 
 impl Default for ExecutorSet {
     fn default() -> Self {
-        Self { process: Arc::new(ProcessExecutor::default()) }
+        Self { process: Arc::new(ProcessExecutor) }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::scheduler::{
     Action, Admission, Event, KillReason, Outcome, PrepareOutcome, RunMachine, RunState, StepIx, StepState,
     TimerKind,
 };
-use crate::store::{EventRecord, FORMAT_VERSION, RunRecord};
+use crate::store::{AttemptKey, EventRecord, FORMAT_VERSION, RunRecord};
 
 /// What the driver tells its caller (progress views, the server later).
 #[derive(Debug, Clone, PartialEq)]
@@ -97,12 +97,21 @@ struct Done {
     outcome: Outcome,
 }
 
+/// An armed timer: what fires, for which attempt.
+struct Timer {
+    run: u64,
+    step: StepIx,
+    item: u32,
+    attempt: u32,
+    kind: TimerKind,
+}
+
 struct Driver<'e> {
     engine: &'e Engine,
     executors: ExecutorSet,
     runs: HashMap<u64, Active>,
     admission: Admission,
-    timers: BTreeMap<(i64, u64), (u64, StepIx, u32, u32, TimerKind)>,
+    timers: BTreeMap<(i64, u64), Timer>,
     timer_seq: u64,
     backlog: VecDeque<(u64, Event)>,
     tx: mpsc::UnboundedSender<Done>,
@@ -234,7 +243,7 @@ impl Driver<'_> {
             if entry.key().0 > now {
                 break;
             }
-            let (run, step, item, attempt, kind) = entry.remove();
+            let Timer { run, step, item, attempt, kind } = entry.remove();
             self.backlog.push_back((run, Event::Timer { step, item, attempt, kind }));
         }
     }
@@ -373,7 +382,7 @@ impl Driver<'_> {
             Action::Execute { step, item, attempt } => self.execute(run, step, item, attempt),
             Action::ArmTimer { step, item, attempt, kind, at } => {
                 self.timer_seq += 1;
-                self.timers.insert((at, self.timer_seq), (run, step, item, attempt, kind));
+                self.timers.insert((at, self.timer_seq), Timer { run, step, item, attempt, kind });
             }
             Action::Kill { step, item, attempt, reason } => {
                 let Some(a) = self.runs.get(&run) else { return };
@@ -425,7 +434,8 @@ impl Driver<'_> {
                 r.env.insert("SLUICE_RUN_DIR".into(), run_dir.display().to_string());
                 r
             });
-        let sink = Arc::new(StoreSink::new(store, run, step, item, attempt, attempt_dir.clone()));
+        let sink =
+            Arc::new(StoreSink::new(store, AttemptKey { run, step, item, attempt }, attempt_dir.clone()));
         let request = match request {
             Ok(r) => r,
             Err(message) => {

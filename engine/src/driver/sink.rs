@@ -1,68 +1,53 @@
-//! Where a running attempt's logs and process id go: straight into the store.
+//! Where a running attempt's logs and process id go: logs into the store, the process id
+//! into a file in the attempt's folder.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sluice_worker::{AttemptSink, LogStream, process_start_time};
 
-use crate::scheduler::StepIx;
-use crate::store::{ProcRecord, Store};
+use crate::store::{AttemptKey, ProcRecord, Store};
+
+/// The most log an attempt keeps; the rest is dropped with a note.
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The file in an attempt's folder that names its OS process.
-pub(crate) const PROCESS_FILE: &str = "process.json";
+const PROCESS_FILE: &str = "process.json";
 
-/// Kills what is left of an attempt an earlier engine started, if anything.
-pub(crate) fn reap(attempt_dir: &std::path::Path) -> Option<u32> {
+/// Kills what is left of an attempt an earlier engine started, if anything; returns its pid.
+pub(crate) fn reap(attempt_dir: &Path) -> Option<u32> {
     let bytes = std::fs::read(attempt_dir.join(PROCESS_FILE)).ok()?;
     let rec: ProcRecord = serde_json::from_slice(&bytes).ok()?;
     sluice_worker::reap_process_group(rec.pid, rec.start_time).then_some(rec.pid)
 }
 
-/// The most log an attempt keeps; the rest is dropped with a note.
-pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
-
 pub(crate) struct StoreSink {
-    pub store: Store,
-    pub run: u64,
-    pub step: StepIx,
-    pub item: u32,
-    pub attempt: u32,
-    /// The attempt's folder; its `process.json` names the attempt's OS process.
-    pub attempt_dir: std::path::PathBuf,
-    pub seq: AtomicU64,
-    pub bytes: AtomicU64,
-    pub error: Mutex<Option<String>>,
+    store: Store,
+    key: AttemptKey,
+    attempt_dir: PathBuf,
+    seq: AtomicU64,
+    bytes: AtomicU64,
+    warned: AtomicBool,
 }
 
 impl StoreSink {
-    pub(super) fn new(
-        store: Store,
-        run: u64,
-        step: StepIx,
-        item: u32,
-        attempt: u32,
-        attempt_dir: std::path::PathBuf,
-    ) -> Self {
+    pub(super) fn new(store: Store, key: AttemptKey, attempt_dir: PathBuf) -> Self {
         Self {
             store,
-            run,
-            step,
-            item,
-            attempt,
+            key,
             attempt_dir,
             seq: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            error: Mutex::new(None),
+            warned: AtomicBool::new(false),
         }
     }
 
     fn write(&self, stream: LogStream, chunk: &[u8]) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) =
-            self.store.append_log(self.run, self.step, self.item, self.attempt, seq, stream, chunk)
+        if let Err(e) = self.store.append_log(self.key, seq, stream, chunk)
+            && !self.warned.swap(true, Ordering::Relaxed)
         {
-            let mut err = self.error.lock().unwrap_or_else(|p| p.into_inner());
-            err.get_or_insert_with(|| e.to_string());
+            tracing::warn!(run = self.key.run, step = self.key.step, error = %e, "cannot store a step's log");
         }
     }
 }
@@ -89,8 +74,8 @@ impl AttemptSink for StoreSink {
     /// SIGKILLed a moment later, without paying for an fsync on every attempt.
     fn started(&self, pid: u32) {
         let Some(start_time) = process_start_time(pid) else { return };
-        let rec =
-            ProcRecord { v: 1, step: self.step, item: self.item, attempt: self.attempt, pid, start_time };
+        let k = self.key;
+        let rec = ProcRecord { v: 1, step: k.step, item: k.item, attempt: k.attempt, pid, start_time };
         if let Ok(bytes) = serde_json::to_vec(&rec) {
             let _ = std::fs::write(self.attempt_dir.join(PROCESS_FILE), bytes);
         }

@@ -180,12 +180,12 @@ impl TaskState {
 
     pub fn can_become(self, next: TaskState) -> bool {
         use TaskState::*;
-        match (self, next) {
-            (Queued, Running { .. } | Cancelled | Failed) => true,
-            (Running { .. }, Queued | Retrying { .. } | Succeeded | Failed | TimedOut | Cancelled) => true,
-            (Retrying { .. }, Queued | Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued, Running { .. } | Cancelled | Failed)
+                | (Running { .. }, Queued | Retrying { .. } | Succeeded | Failed | TimedOut | Cancelled)
+                | (Retrying { .. }, Queued | Cancelled)
+        )
     }
 }
 

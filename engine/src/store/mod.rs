@@ -31,6 +31,15 @@ pub enum StoreError {
     NoDag(String),
 }
 
+/// Names one attempt of one task of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptKey {
+    pub run: u64,
+    pub step: StepIx,
+    pub item: u32,
+    pub attempt: u32,
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A handle on the data folder's database; cheap to clone.
@@ -151,18 +160,9 @@ impl Store {
     }
 
     /// Appends a chunk of an attempt's log. `seq` orders the chunks of one attempt.
-    pub fn append_log(
-        &self,
-        run: u64,
-        step: StepIx,
-        item: u32,
-        attempt: u32,
-        seq: u64,
-        stream: LogStream,
-        chunk: &[u8],
-    ) -> Result<()> {
-        let mut key = task_prefix(run, step, item);
-        key.extend_from_slice(&attempt.to_be_bytes());
+    pub fn append_log(&self, at: AttemptKey, seq: u64, stream: LogStream, chunk: &[u8]) -> Result<()> {
+        let mut key = task_prefix(at.run, at.step, at.item);
+        key.extend_from_slice(&at.attempt.to_be_bytes());
         key.extend_from_slice(&seq.to_be_bytes());
         let mut value = Vec::with_capacity(chunk.len() + 1);
         value.push(match stream {
@@ -220,8 +220,9 @@ mod tests {
                 )
                 .unwrap();
             }
-            s.append_log(id, 1, 0, 1, 0, LogStream::Stdout, b"hello ").unwrap();
-            s.append_log(id, 1, 0, 1, 1, LogStream::Stderr, b"world").unwrap();
+            let at = AttemptKey { run: id, step: 1, item: 0, attempt: 1 };
+            s.append_log(at, 0, LogStream::Stdout, b"hello ").unwrap();
+            s.append_log(at, 1, LogStream::Stderr, b"world").unwrap();
             s.flush().unwrap();
             assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked(_))));
         }
