@@ -6,12 +6,16 @@
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-/// A fresh environment with strict undefined handling and no HTML escaping.
-pub fn environment() -> Environment<'static> {
+static ENVIRONMENT: std::sync::LazyLock<Environment<'static>> = std::sync::LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env
+});
+
+/// The shared environment: strict undefined handling, no HTML escaping.
+pub fn environment() -> &'static Environment<'static> {
+    &ENVIRONMENT
 }
 
 /// Whether a string holds template syntax (plain strings skip templating entirely).
@@ -82,18 +86,18 @@ mod tests {
         let refs =
             references(&env, "run {{ steps.a.outputs.y }} {{ params.n | int }} {{ item }}", false).unwrap();
         assert_eq!(refs, vec!["item", "params.n", "steps.a.outputs.y"]);
-        let refs = references(&env, "{{ steps.b.outputs.files }}", true).unwrap();
+        let refs = references(env, "{{ steps.b.outputs.files }}", true).unwrap();
         assert_eq!(refs, vec!["steps.b.outputs.files"]);
-        assert!(references(&env, "{{ oops", false).is_err());
+        assert!(references(env, "{{ oops", false).is_err());
     }
 
     #[test]
     fn renders_and_evaluates_strictly() {
         let env = environment();
         let ctx = Value::from_serialize(serde_json::json!({"params": {"n": 2, "xs": [1, 2]}}));
-        assert_eq!(render(&env, "n={{ params.n }}", &ctx).unwrap(), "n=2");
-        assert!(render(&env, "{{ params.missing }}", &ctx).is_err());
-        assert!(evaluate(&env, "params.n > 1", &ctx).unwrap().is_true());
-        assert_eq!(evaluate(&env, "{{ params.xs }}", &ctx).unwrap().len(), Some(2));
+        assert_eq!(render(env, "n={{ params.n }}", &ctx).unwrap(), "n=2");
+        assert!(render(env, "{{ params.missing }}", &ctx).is_err());
+        assert!(evaluate(env, "params.n > 1", &ctx).unwrap().is_true());
+        assert_eq!(evaluate(env, "{{ params.xs }}", &ctx).unwrap().len(), Some(2));
     }
 }

@@ -17,6 +17,9 @@ use crate::template;
 pub(super) struct Graph {
     pub upstream: Vec<Vec<StepIx>>,
     pub downstream: Vec<Vec<StepIx>>,
+    /// The upstream steps whose outputs each step's templates read; `None` when a template
+    /// reads `steps` as a whole, so every finished step must be visible.
+    pub reads: Vec<Option<Vec<StepIx>>>,
 }
 
 struct Ctx<'a> {
@@ -53,7 +56,11 @@ pub(super) fn check(spec: &Pipeline, map: &SourceMap, file: &Path, diags: &mut V
     let index: HashMap<&str, StepIx> =
         spec.steps.keys().enumerate().map(|(i, k)| (k.as_str(), i as StepIx)).collect();
     let n = spec.steps.len();
-    let mut graph = Graph { upstream: vec![Vec::new(); n], downstream: vec![Vec::new(); n] };
+    let mut graph = Graph {
+        upstream: vec![Vec::new(); n],
+        downstream: vec![Vec::new(); n],
+        reads: vec![Some(Vec::new()); n],
+    };
     for (ix, (id, step)) in spec.steps.iter().enumerate() {
         let sp = step_pointer(id);
         if !valid_id(id) {
@@ -90,7 +97,7 @@ pub(super) fn check(spec: &Pipeline, map: &SourceMap, file: &Path, diags: &mut V
     }
     let acyclic = check_cycles(spec, &graph, &mut cx);
     if acyclic {
-        check_templates(spec, &index, &graph, &mut cx);
+        graph.reads = check_templates(spec, &index, &graph, &mut cx);
     }
     graph
 }
@@ -261,9 +268,16 @@ fn check_cycles(spec: &Pipeline, graph: &Graph, cx: &mut Ctx) -> bool {
     acyclic
 }
 
-fn check_templates(spec: &Pipeline, index: &HashMap<&str, StepIx>, graph: &Graph, cx: &mut Ctx) {
+fn check_templates(
+    spec: &Pipeline,
+    index: &HashMap<&str, StepIx>,
+    graph: &Graph,
+    cx: &mut Ctx,
+) -> Vec<Option<Vec<StepIx>>> {
     let env = template::environment();
+    let mut all_reads = Vec::with_capacity(spec.steps.len());
     for (ix, (id, step)) in spec.steps.iter().enumerate() {
+        let mut reads: Option<Vec<StepIx>> = Some(Vec::new());
         let sp = step_pointer(id);
         let mut fields: Vec<(String, &str, bool)> = Vec::new();
         if let Some(p) = &step.process {
@@ -293,18 +307,28 @@ fn check_templates(spec: &Pipeline, index: &HashMap<&str, StepIx>, graph: &Graph
             if !expression && !template::is_template(text) {
                 continue;
             }
-            match template::references(&env, text, expression) {
+            match template::references(env, text, expression) {
                 Err(e) => cx.at(&pointer, format!("step `{id}`: bad template: {e}")),
                 Ok(refs) => {
                     for r in refs {
                         if let Err(why) = check_reference(spec, index, graph, ix as StepIx, step, &r) {
                             cx.at(&pointer, format!("step `{id}`: {why}"));
                         }
+                        let mut parts = r.split('.');
+                        if parts.next() == Some("steps") {
+                            match (parts.next().and_then(|s| index.get(s)), reads.as_mut()) {
+                                (Some(&up), Some(list)) if !list.contains(&up) => list.push(up),
+                                (Some(_), _) => {}
+                                (None, _) => reads = None,
+                            }
+                        }
                     }
                 }
             }
         }
+        all_reads.push(reads);
     }
+    all_reads
 }
 
 fn check_reference(

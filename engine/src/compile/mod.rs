@@ -39,6 +39,8 @@ pub struct Plan {
     /// The effective spec of each step (defaults applied).
     pub steps: Vec<Step>,
     pub core: Arc<Vec<CoreStep>>,
+    /// The steps whose outputs each step's templates read (`None`: all of them).
+    pub reads: Vec<Option<Vec<StepIx>>>,
 }
 
 impl Plan {
@@ -145,6 +147,7 @@ fn build(spec: Pipeline, graph: checks::Graph, path: &Path, base_dir: &Path, tex
         index,
         steps,
         core: Arc::new(core),
+        reads: graph.reads,
     }
 }
 

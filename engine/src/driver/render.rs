@@ -21,15 +21,20 @@ pub(crate) struct RunView<'a> {
 }
 
 impl RunView<'_> {
-    fn context(&self, item: Option<&Value>) -> JValue {
+    fn context(&self, step: StepIx, item: Option<&Value>) -> JValue {
         let mut steps = Map::new();
-        for (ix, id) in self.plan.ids.iter().enumerate() {
-            let state = self.machine.step_state(ix as StepIx);
-            if !state.is_terminal() {
-                continue;
+        let mut add = |ix: StepIx| {
+            let state = self.machine.step_state(ix);
+            if state.is_terminal() {
+                let outputs = self.outputs.get(&ix).cloned().unwrap_or_else(|| json!({}));
+                steps.insert(self.plan.id(ix).to_string(), json!({ "outputs": outputs, "state": state }));
             }
-            let outputs = self.outputs.get(&(ix as StepIx)).cloned().unwrap_or_else(|| json!({}));
-            steps.insert(id.clone(), json!({ "outputs": outputs, "state": state }));
+        };
+        // Only what the step's templates read: building every step's view for every attempt
+        // would make a wide DAG quadratic.
+        match &self.plan.reads[step as usize] {
+            Some(reads) => reads.iter().for_each(|ix| add(*ix)),
+            None => (0..self.plan.ids.len() as StepIx).for_each(add),
         }
         let mut ctx = json!({
             "params": self.params,
@@ -47,9 +52,9 @@ impl RunView<'_> {
 pub(crate) fn prepare(view: &RunView, step: StepIx) -> PrepareOutcome {
     let spec = &view.plan.steps[step as usize];
     let env = template::environment();
-    let ctx = view.context(None);
+    let ctx = view.context(step, None);
     if let Some(cond) = &spec.when {
-        match template::evaluate(&env, cond, &ctx) {
+        match template::evaluate(env, cond, &ctx) {
             Ok(v) if !v.is_true() => {
                 return PrepareOutcome::Skip { reason: format!("`when: {cond}` is false") };
             }
@@ -62,7 +67,7 @@ pub(crate) fn prepare(view: &RunView, step: StepIx) -> PrepareOutcome {
     match &spec.map {
         None => PrepareOutcome::Run,
         Some(Value::Array(items)) => PrepareOutcome::Map { items: items.clone() },
-        Some(Value::String(expr)) => match template::evaluate(&env, expr, &ctx) {
+        Some(Value::String(expr)) => match template::evaluate(env, expr, &ctx) {
             Ok(v) => match serde_json::to_value(&v) {
                 Ok(Value::Array(items)) => PrepareOutcome::Map { items },
                 Ok(other) => {
@@ -89,8 +94,15 @@ pub(crate) fn request(
 ) -> Result<AttemptRequest, String> {
     let spec = &view.plan.steps[step as usize];
     let env = template::environment();
-    let ctx = view.context(item_value);
-    let r = |s: &str| template::render(&env, s, &ctx);
+    // Built only if one of the step's strings is a template.
+    let ctx = std::cell::OnceCell::new();
+    let r = |s: &str| {
+        if template::is_template(s) {
+            template::render(env, s, ctx.get_or_init(|| view.context(step, item_value)))
+        } else {
+            Ok(s.to_string())
+        }
+    };
     let exec = if let Some(p) = &spec.process {
         let argv = match (&p.command, &p.shell) {
             (Some(cmd), _) => cmd.iter().map(|a| r(a)).collect::<Result<Vec<_>, _>>()?,

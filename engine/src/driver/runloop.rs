@@ -56,6 +56,7 @@ struct Active {
     items: HashMap<StepIx, Vec<Value>>,
     outputs: HashMap<StepIx, Value>,
     kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
+    run_dir_made: bool,
 }
 
 impl Active {
@@ -196,6 +197,7 @@ impl Driver<'_> {
             items: HashMap::new(),
             outputs: HashMap::new(),
             kills: HashMap::new(),
+            run_dir_made: false,
         };
         for e in &events {
             active.note(&e.event);
@@ -426,8 +428,10 @@ impl Driver<'_> {
         };
         let item_value = a.items.get(&step).and_then(|v| v.get(item as usize));
         let run_dir = store.dir().join("work").join(run.to_string());
-        let request = std::fs::create_dir_all(&attempt_dir)
-            .and_then(|_| std::fs::create_dir_all(&run_dir))
+        let made_run_dir = if a.run_dir_made { Ok(()) } else { std::fs::create_dir_all(&run_dir) };
+        a.run_dir_made = made_run_dir.is_ok();
+        let request = made_run_dir
+            .and_then(|_| std::fs::create_dir_all(&attempt_dir))
             .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
             .and_then(|_| render::request(&view, step, item, attempt, item_value, attempt_dir.clone()))
             .map(|mut r| {
@@ -451,9 +455,21 @@ impl Driver<'_> {
         let declared = a.plan.steps[step as usize].outputs.clone();
         let executors = self.executors.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        let attempt_sink = sink.clone();
+        let work = tokio::spawn(async move {
             let executor = executors.for_spec(&request.spec);
-            let result = executor.execute(request, sink.clone(), kill_rx).await;
+            executor.execute(request, attempt_sink, kill_rx).await
+        });
+        tokio::spawn(async move {
+            let result = match work.await {
+                Ok(result) => result,
+                // An executor that panics loses its attempt, never the run: report it failed.
+                Err(e) => sluice_worker::AttemptOutcome {
+                    result: Err(sluice_worker::ExecError::retryable(format!("the executor crashed: {e}"))),
+                    outputs: Default::default(),
+                    exit_code: None,
+                },
+            };
             let outcome = match result.result {
                 Ok(()) => match declared.iter().find(|d| !result.outputs.contains_key(*d)) {
                     Some(missing) => Outcome::Failed {

@@ -64,11 +64,19 @@ pub struct Admission {
     running: u32,
     seq: u64,
     runs: HashMap<u64, RunQueue>,
+    misfits: Vec<(Grant, String)>,
 }
 
 impl Admission {
     pub fn new(capacity: Capacity) -> Self {
-        Self { capacity, used: ResourceRequest::default(), running: 0, seq: 0, runs: HashMap::new() }
+        Self {
+            capacity,
+            used: ResourceRequest::default(),
+            running: 0,
+            seq: 0,
+            runs: HashMap::new(),
+            misfits: Vec::new(),
+        }
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -81,6 +89,10 @@ impl Admission {
     }
 
     pub fn enqueue(&mut self, run: u64, step: StepIx, item: u32, priority: i32, req: ResourceRequest) {
+        if let Some(why) = self.capacity.misfit(&req) {
+            self.misfits.push((Grant { run, step, item }, why));
+            return;
+        }
         let q = self.runs.entry(run).or_default();
         if q.entries.contains_key(&(step, item)) || q.held.contains_key(&(step, item)) {
             return;
@@ -119,21 +131,9 @@ impl Admission {
         }
     }
 
-    /// Tasks queued that can never fit the pools: the driver rejects them.
+    /// Tasks enqueued that can never fit the pools: the driver rejects them.
     pub fn take_misfits(&mut self) -> Vec<(Grant, String)> {
-        let cap = self.capacity;
-        let mut out = Vec::new();
-        for (run, q) in &mut self.runs {
-            let bad: Vec<_> =
-                q.entries.iter().filter_map(|(k, (_, r))| cap.misfit(r).map(|why| (*k, why))).collect();
-            for ((step, item), why) in bad {
-                if let Some((key, _)) = q.entries.remove(&(step, item)) {
-                    q.queue.remove(&key);
-                }
-                out.push((Grant { run: *run, step, item }, why));
-            }
-        }
-        out
+        std::mem::take(&mut self.misfits)
     }
 
     fn fits(&self, r: &ResourceRequest) -> bool {
