@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 /// A chain of `n` steps, each running `true`.
-pub fn chain(n: usize) -> String {
+pub(crate) fn chain(n: usize) -> String {
     let mut s = String::from("name: chain\nsteps:\n");
     for i in 0..n {
         s.push_str(&format!("  s{i}:\n    process: {{ command: [\"true\"] }}\n"));
@@ -14,7 +14,7 @@ pub fn chain(n: usize) -> String {
 }
 
 /// `n` independent steps, each running `true`, fanning into nothing.
-pub fn wide(n: usize) -> String {
+pub(crate) fn wide(n: usize) -> String {
     let mut s = String::from("name: wide\nsteps:\n");
     for i in 0..n {
         s.push_str(&format!("  s{i}: {{ process: {{ command: [\"true\"] }} }}\n"));
