@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench core`
 
-mod dags;
+mod support;
+use support as dags;
 
 use std::hint::black_box;
 use std::path::Path;

@@ -6,7 +6,8 @@
 //! - wide DAG of 10,000 steps: `sluice validate` (parse, check, plan) wall time, and a full
 //!   `sluice run` with its peak memory.
 
-mod dags;
+mod support;
+use support as dags;
 
 use std::path::Path;
 use std::process::Command;
@@ -39,17 +40,22 @@ fn sluice(data: &Path, args: &[&str]) -> Duration {
 }
 
 fn main() {
-    // `cargo bench` passes harness flags such as `--bench`; nothing here takes options.
+    // `cargo bench` passes `--bench`; under `cargo test` the scenarios run once, small, to
+    // show they still work.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (chain_n, wide_n, reps) = if full { (40, 10_000, 15) } else { (4, 50, 1) };
     let dir = tempfile::tempdir().expect("tempdir");
-    let chain = dir.path().join("chain40.yaml");
-    std::fs::write(&chain, dags::chain(40)).unwrap();
-    let wide = dir.path().join("wide10k.yaml");
-    std::fs::write(&wide, dags::wide(10_000)).unwrap();
+    let chain = dir.path().join("chain.yaml");
+    std::fs::write(&chain, dags::chain(chain_n)).unwrap();
+    let wide = dir.path().join("wide.yaml");
+    std::fs::write(&wide, dags::wide(wide_n)).unwrap();
+    if !full {
+        println!("smoke run (use `cargo bench --bench scenarios` for the figures)");
+    }
 
     // Warm the page cache and the binary.
     sluice(&dir.path().join("warm"), &["validate", chain.to_str().unwrap()]);
 
-    let reps = 15;
     let spawn = median((0..400).map(|_| spawn_true()).collect());
     // Warm: one data folder, a new run each time (how a user runs pipelines day to day).
     let warm = dir.path().join("chain-warm");
@@ -61,7 +67,7 @@ fn main() {
             .map(|i| sluice(&dir.path().join(format!("chain-{i}")), &["run", "-q", chain.to_str().unwrap()]))
             .collect(),
     );
-    let chain_overhead = (ms(chain_med) - 40.0 * ms(spawn)) / 40.0;
+    let chain_overhead = (ms(chain_med) - chain_n as f64 * ms(spawn)) / chain_n as f64;
 
     let validate = median(
         (0..7)
@@ -80,22 +86,22 @@ fn main() {
     println!("| --- | --- | --- |");
     println!("| spawn and wait `true` | {:.3} ms | - |", ms(spawn));
     println!(
-        "| chain of 40 `true` steps, `sluice run` end to end | {:.1} ms (median of {reps}) | 40 x spawn = {:.1} ms |",
+        "| chain of {chain_n} `true` steps, `sluice run` end to end | {:.1} ms (median of {reps}) | {chain_n} x spawn = {:.1} ms |",
         ms(chain_med),
-        40.0 * ms(spawn)
+        chain_n as f64 * ms(spawn)
     );
     println!("| the same, each run in a fresh data folder | {:.1} ms (median of {reps}) | - |", ms(fresh));
     println!("| orchestration overhead per chain step | {chain_overhead:.3} ms | - |");
     println!(
-        "| wide DAG of 10,000 steps, `sluice validate` (parse, check, plan) | {:.1} ms | `sluice --version` = {:.1} ms |",
+        "| wide DAG of {wide_n} steps, `sluice validate` (parse, check, plan) | {:.1} ms | `sluice --version` = {:.1} ms |",
         ms(validate),
         ms(noop)
     );
     println!(
-        "| wide DAG of 10,000 `true` steps, `sluice run` | {:.2} s, {:.3} ms per step | 10,000 x spawn = {:.2} s |",
+        "| wide DAG of {wide_n} `true` steps, `sluice run` | {:.2} s, {:.3} ms per step | {wide_n} x spawn = {:.2} s |",
         wide_run.as_secs_f64(),
-        ms(wide_run) / 10_000.0,
-        10_000.0 * spawn.as_secs_f64()
+        ms(wide_run) / wide_n as f64,
+        wide_n as f64 * spawn.as_secs_f64()
     );
-    println!("| peak memory of the 10,000-step run | {:.1} MB | - |", peak_kb as f64 / 1024.0);
+    println!("| peak memory of the {wide_n}-step run | {:.1} MB | - |", peak_kb as f64 / 1024.0);
 }

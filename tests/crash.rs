@@ -135,7 +135,7 @@ steps:
     let orphan: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!live_group_members(orphan).is_empty(), "the step outlives a SIGKILLed engine");
+    assert!(!group_members_now(orphan).is_empty(), "the step outlives a SIGKILLed engine");
     let started = Instant::now();
     let out = sb.sluice(&["resume", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

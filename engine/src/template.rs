@@ -84,7 +84,7 @@ mod tests {
     fn finds_nested_references() {
         let env = environment();
         let refs =
-            references(&env, "run {{ steps.a.outputs.y }} {{ params.n | int }} {{ item }}", false).unwrap();
+            references(env, "run {{ steps.a.outputs.y }} {{ params.n | int }} {{ item }}", false).unwrap();
         assert_eq!(refs, vec!["item", "params.n", "steps.a.outputs.y"]);
         let refs = references(env, "{{ steps.b.outputs.files }}", true).unwrap();
         assert_eq!(refs, vec!["steps.b.outputs.files"]);

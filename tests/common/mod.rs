@@ -73,9 +73,21 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
-/// The processes of a process group that are still alive (zombies waiting for a reaper
-/// do not count: they have already exited).
+/// The processes of a process group still alive after giving a kill up to 2 s to land
+/// (zombies waiting for a reaper do not count: they have already exited).
 pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let mut alive = group_members_now(pgid);
+    for _ in 0..200 {
+        if alive.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        alive = group_members_now(pgid);
+    }
+    alive
+}
+
+pub fn group_members_now(pgid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };

@@ -284,9 +284,16 @@ mod tests {
         let outcome = task.await.unwrap();
         assert_eq!(outcome.result.unwrap_err().kind, crate::ErrorKind::Cancelled);
         // The background `sleep` was in the step's process group and is gone too (or a zombie
-        // about to be reaped by init).
-        let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-        assert!(state.is_empty() || state.contains(") Z"), "grandchild still alive: {state}");
+        // waiting for init). SIGKILL is delivered asynchronously: give it a moment.
+        let mut state = String::new();
+        for _ in 0..200 {
+            state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("grandchild still alive: {state}");
     }
 
     #[test]
