@@ -9,11 +9,8 @@ use sluice_engine::scheduler::StepState;
 use tokio::sync::mpsc;
 
 /// Shows notices until the channel closes.
-pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64, quiet: bool) {
+pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64) {
     let bar = ProgressBar::new(total);
-    if quiet {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -43,15 +40,15 @@ pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64, qu
                     };
                     let tries =
                         if attempt > 1 { format!(" after {attempt} attempts") } else { String::new() };
-                    line(&bar, quiet, format!("{mark} r{run} {step}: {state}{took}{tries}"));
+                    line(&bar, format!("{mark} r{run} {step}: {state}{took}{tries}"));
                 } else if state == StepState::Retrying {
-                    line(&bar, quiet, format!("     r{run} {step}: attempt {attempt} failed; retrying"));
+                    line(&bar, format!("     r{run} {step}: attempt {attempt} failed; retrying"));
                 }
                 bar.set_message(running.join(", "));
             }
             Notice::Run { run, state } => {
                 if state.is_terminal() || state == sluice_engine::scheduler::RunState::Interrupted {
-                    line(&bar, quiet, format!("run r{run} {state}"));
+                    line(&bar, format!("run r{run} {state}"));
                 }
             }
         }
@@ -59,10 +56,7 @@ pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64, qu
     bar.finish_and_clear();
 }
 
-fn line(bar: &ProgressBar, quiet: bool, text: String) {
-    if quiet {
-        return;
-    }
+fn line(bar: &ProgressBar, text: String) {
     if bar.is_hidden() {
         eprintln!("{text}");
     } else {

@@ -151,6 +151,7 @@ impl Engine {
             d.load(id)?;
         }
         let mut stops = 0u32;
+        let mut stop_open = true;
         while !d.backlog.is_empty() || !d.runs.values().all(Active::done) {
             if d.backlog.is_empty() {
                 let next_timer = d.timers.keys().next().map(|(at, _)| *at);
@@ -165,13 +166,13 @@ impl Engine {
                 tokio::select! {
                     Some(done) = rx.recv() => d.finished(done),
                     _ = sleep => {}
-                    changed = shutdown.changed() => {
+                    changed = shutdown.changed(), if stop_open => {
                         if changed.is_ok() {
                             stops += 1;
                             d.stop(stops > 1);
                         } else {
                             // Nobody can ask for a stop any more; keep driving.
-                            shutdown = watch::channel(0).1;
+                            stop_open = false;
                         }
                     }
                 }
