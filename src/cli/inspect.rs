@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use sluice_engine::driver::{Engine, EngineOptions};
-use sluice_engine::scheduler::{Action, Event, Outcome, PrepareOutcome, RunMachine, TimerKind};
+use sluice_engine::scheduler::{Action, Event, Outcome, PrepareOutcome, TimerKind};
 
 use super::{fmt_ms, fmt_time, parse_run_id};
 use crate::Output;
@@ -62,52 +62,49 @@ struct StepFacts {
 pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result<ExitCode> {
     let engine = open(data_dir)?;
     let id = parse_run_id(run)?;
-    let (record, plan, machine, events) = engine.replay(id)?;
-    // Replay once more, watching which results were applied (not fenced off as stale).
     let mut facts: HashMap<u32, StepFacts> = HashMap::new();
-    let mut check = RunMachine::new(plan.core.clone(), id);
-    for e in &events {
-        let actions = check.apply(&e.event, e.at);
-        match &e.event {
-            Event::Admitted { step, .. } => {
-                let f = facts.entry(*step).or_default();
-                f.first_start.get_or_insert(e.at);
-            }
-            Event::Finished { step, item, outcome, .. } => {
-                let applied = actions.iter().any(|a| matches!(a, Action::Release { .. }));
-                let f = facts.entry(*step).or_default();
-                if applied {
-                    f.last_end = Some(e.at);
-                    match outcome {
-                        Outcome::Succeeded { outputs } => {
-                            f.successes += 1;
-                            f.error = None;
-                            f.outputs.push((*item, Value::Object(outputs.clone())));
-                        }
-                        Outcome::Failed { message, .. }
-                        | Outcome::TimedOut { message }
-                        | Outcome::Cancelled { message } => f.error = Some(message.clone()),
-                    }
+    // The timeout's length is known only once the plan is; filled in below.
+    const TIMED_OUT: &str = "timed out";
+    let replayed = engine.replay(id, |e, accepted, actions| match &e.event {
+        Event::Admitted { step, .. } => {
+            facts.entry(*step).or_default().first_start.get_or_insert(e.at);
+        }
+        // Only results the run took into account; late results of stale attempts are not.
+        Event::Finished { step, item, outcome, .. } if accepted => {
+            let f = facts.entry(*step).or_default();
+            f.last_end = Some(e.at);
+            match outcome {
+                Outcome::Succeeded { outputs } => {
+                    f.successes += 1;
+                    f.error = None;
+                    f.outputs.push((*item, Value::Object(outputs.clone())));
                 }
+                Outcome::Failed { message, .. }
+                | Outcome::TimedOut { message }
+                | Outcome::Cancelled { message } => f.error = Some(message.clone()),
             }
-            Event::Timer { step, kind: TimerKind::Timeout, .. }
-                if actions.iter().any(|a| matches!(a, Action::Kill { .. })) =>
-            {
-                let f = facts.entry(*step).or_default();
-                f.last_end = Some(e.at);
-                let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
-                f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
-            }
-            Event::Prepared {
-                step,
-                outcome: PrepareOutcome::Error { message } | PrepareOutcome::Skip { reason: message },
-            } => {
-                facts.entry(*step).or_default().error = Some(message.clone());
-            }
-            Event::Rejected { step, reason, .. } => {
-                facts.entry(*step).or_default().error = Some(reason.clone())
-            }
-            _ => {}
+        }
+        Event::Timer { step, kind: TimerKind::Timeout, .. }
+            if actions.iter().any(|a| matches!(a, Action::Kill { .. })) =>
+        {
+            let f = facts.entry(*step).or_default();
+            f.last_end = Some(e.at);
+            f.error = Some(TIMED_OUT.to_string());
+        }
+        Event::Prepared {
+            step,
+            outcome: PrepareOutcome::Error { message } | PrepareOutcome::Skip { reason: message },
+        } => {
+            facts.entry(*step).or_default().error = Some(message.clone());
+        }
+        Event::Rejected { step, reason, .. } => facts.entry(*step).or_default().error = Some(reason.clone()),
+        _ => {}
+    })?;
+    let (record, plan, machine) = (replayed.record, replayed.plan, replayed.machine);
+    for (step, f) in facts.iter_mut() {
+        if f.error.as_deref() == Some(TIMED_OUT) {
+            let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
+            f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
         }
     }
     let mut steps = Vec::new();
@@ -144,7 +141,7 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
         let doc = json!({
             "run": id, "pipeline": record.pipeline, "version": record.dag, "state": machine.state(),
             "trigger": record.trigger, "params": record.params, "created_at": record.created_at,
-            "started_at": record.started_at, "finished_at": record.finished_at, "events": events.len(),
+            "started_at": record.started_at, "finished_at": record.finished_at, "events": replayed.events,
             "steps": steps,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -18,7 +18,7 @@ pub use runloop::{Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 
 use crate::compile::{Diagnostic, Plan, compile_source};
-use crate::scheduler::{Capacity, RunMachine, RunState};
+use crate::scheduler::{Action, Capacity, RunMachine, RunState};
 use crate::spec::source::Format;
 use crate::store::{DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Store, StoreError};
 
@@ -157,14 +157,30 @@ impl Engine {
     }
 
     /// Replays a run's event log into a fresh machine: the run's state as of its last event.
-    pub fn replay(&self, run: u64) -> Result<(RunRecord, Arc<Plan>, RunMachine, Vec<EventRecord>)> {
+    /// `visit` sees each event, whether the machine took it into account (results of stale
+    /// attempts are dropped) and the actions it produced.
+    pub fn replay(&self, run: u64, mut visit: impl FnMut(&EventRecord, bool, &[Action])) -> Result<Replayed> {
         let record = self.store.run(run)?;
         let plan = self.plan_of(&record)?;
         let events = self.store.events(run)?;
         let mut machine = RunMachine::new(plan.core.clone(), run);
         for e in &events {
-            machine.apply(&e.event, e.at);
+            let accepted = machine.accepts(&e.event);
+            let actions = machine.apply(&e.event, e.at);
+            visit(e, accepted, &actions);
         }
-        Ok((record, plan, machine, events))
+        let next_seq = events.last().map_or(0, |e| e.seq + 1);
+        Ok(Replayed { record, plan, machine, events: events.len(), next_seq })
     }
+}
+
+/// A run rebuilt from its event log.
+pub struct Replayed {
+    pub record: RunRecord,
+    pub plan: Arc<Plan>,
+    pub machine: RunMachine,
+    /// How many events the log holds.
+    pub events: usize,
+    /// The sequence number the next event gets.
+    pub next_seq: u64,
 }

@@ -53,14 +53,20 @@ struct Active {
     machine: RunMachine,
     record: RunRecord,
     next_seq: u64,
-    items: HashMap<StepIx, Vec<Value>>,
-    outputs: HashMap<StepIx, Value>,
+    notes: Notes,
     kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
     run_dir_made: bool,
 }
 
-impl Active {
-    /// Folds what an event means for templates (map items, outputs) into the run.
+/// What templates need of a run's history: map items and the outputs of accepted results.
+#[derive(Default)]
+struct Notes {
+    items: HashMap<StepIx, Vec<Value>>,
+    outputs: HashMap<StepIx, Value>,
+}
+
+impl Notes {
+    /// Folds an event the machine accepted into the notes.
     fn note(&mut self, event: &Event) {
         match event {
             Event::Prepared { step, outcome: PrepareOutcome::Map { items } } => {
@@ -83,7 +89,9 @@ impl Active {
             _ => {}
         }
     }
+}
 
+impl Active {
     fn done(&self) -> bool {
         let s = self.machine.state();
         (s.is_terminal() || s == RunState::Interrupted) && self.kills.is_empty()
@@ -189,20 +197,22 @@ impl Engine {
 
 impl Driver<'_> {
     fn load(&mut self, id: u64) -> Result<()> {
-        let (record, plan, machine, events) = self.engine.replay(id)?;
-        let mut active = Active {
-            plan: plan.clone(),
-            machine,
-            record,
-            next_seq: events.last().map_or(0, |e| e.seq + 1),
-            items: HashMap::new(),
-            outputs: HashMap::new(),
+        let mut noted = Notes::default();
+        let r = self.engine.replay(id, |e, accepted, _| {
+            if accepted {
+                noted.note(&e.event);
+            }
+        })?;
+        let plan = r.plan.clone();
+        let active = Active {
+            plan: r.plan,
+            machine: r.machine,
+            record: r.record,
+            next_seq: r.next_seq,
+            notes: noted,
             kills: HashMap::new(),
             run_dir_made: false,
         };
-        for e in &events {
-            active.note(&e.event);
-        }
         self.admission.set_run_limit(id, plan.spec.concurrency);
         let state = active.machine.state();
         self.runs.insert(id, active);
@@ -285,7 +295,9 @@ impl Driver<'_> {
                     &EventRecord { v: FORMAT_VERSION, seq: a.next_seq, at: now, event: event.clone() },
                 )?;
                 a.next_seq += 1;
-                a.note(&event);
+                if a.machine.accepts(&event) {
+                    a.notes.note(&event);
+                }
                 let actions = a.machine.apply(&event, now);
                 for action in actions {
                     self.internal(run, action, now, &mut external)?;
@@ -333,7 +345,7 @@ impl Driver<'_> {
                     id: run,
                     plan: &a.plan,
                     params: &a.record.params,
-                    outputs: &a.outputs,
+                    outputs: &a.notes.outputs,
                     machine: &a.machine,
                 };
                 let outcome = render::prepare(&view, step);
@@ -424,10 +436,10 @@ impl Driver<'_> {
             id: run,
             plan: &a.plan,
             params: &a.record.params,
-            outputs: &a.outputs,
+            outputs: &a.notes.outputs,
             machine: &a.machine,
         };
-        let item_value = a.items.get(&step).and_then(|v| v.get(item as usize));
+        let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize));
         let run_dir = store.dir().join("work").join(run.to_string());
         let made_run_dir = if a.run_dir_made { Ok(()) } else { std::fs::create_dir_all(&run_dir) };
         a.run_dir_made = made_run_dir.is_ok();

@@ -219,6 +219,31 @@ impl RunMachine {
         self.invalid_transitions
     }
 
+    /// Whether `event` would be taken into account rather than dropped as stale (a result of
+    /// an attempt that is not the task's current one, a decision nobody waits for). Lets a
+    /// driver keep side data, such as outputs, only for results that counted.
+    pub fn accepts(&self, event: &Event) -> bool {
+        match event {
+            Event::Finished { step, item, attempt, .. } => self.is_current(*step, *item, *attempt),
+            Event::Prepared { step, .. } => self.awaits_preparation(*step),
+            _ => true,
+        }
+    }
+
+    /// Whether the step waits for its `when:`/`map:` evaluation.
+    fn awaits_preparation(&self, step: StepIx) -> bool {
+        self.is_active()
+            && self.slots.get(step as usize).is_some_and(|s| s.preparing && s.state() == StepState::Ready)
+    }
+
+    /// Whether `attempt` is the running attempt of its task in an active run.
+    fn is_current(&self, step: StepIx, item: u32, attempt: u32) -> bool {
+        self.is_active()
+            && self
+                .task(step, item)
+                .is_some_and(|t| matches!(t.state, TaskState::Running { attempt: a, .. } if a == attempt))
+    }
+
     /// Applies one event at time `now` and returns what the driver must do.
     pub fn apply(&mut self, event: &Event, now: Millis) -> Vec<Action> {
         let mut out = Vec::new();
@@ -331,8 +356,7 @@ impl RunMachine {
     }
 
     fn on_prepared(&mut self, step: StepIx, outcome: &PrepareOutcome, out: &mut Vec<Action>) {
-        let Some(slot) = self.slots.get(step as usize) else { return };
-        if !slot.preparing || slot.state() != StepState::Ready || !self.is_active() {
+        if !self.awaits_preparation(step) {
             return;
         }
         match outcome {
@@ -389,10 +413,7 @@ impl RunMachine {
         now: Millis,
         out: &mut Vec<Action>,
     ) {
-        let current = self
-            .task(step, item)
-            .is_some_and(|t| matches!(t.state, TaskState::Running { attempt: a, .. } if a == attempt));
-        if !current || !self.is_active() {
+        if !self.is_current(step, item, attempt) {
             return; // a stale or duplicate result: fenced off
         }
         out.push(Action::Release { step, item });

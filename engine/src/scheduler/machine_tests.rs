@@ -619,3 +619,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn accepts_only_current_results_and_awaited_decisions() {
+    let mut steps = dag(2, &[]);
+    steps[1].prepare = true;
+    steps[0].timeout_ms = Some(10);
+    let mut m = machine(steps);
+    let prepared = Event::Prepared { step: 1, outcome: PrepareOutcome::Run };
+    assert!(!m.accepts(&prepared), "not awaited before the run starts");
+    m.apply(&Event::Start, 0);
+    assert!(m.accepts(&prepared));
+    m.apply(&prepared, 0);
+    assert!(!m.accepts(&prepared), "a second decision is stale");
+    m.apply(&Event::Admitted { step: 0, item: 0 }, 0);
+    assert!(m.accepts(&fin(0, 1, ok())));
+    assert!(!m.accepts(&fin(0, 2, ok())), "no such attempt yet");
+    m.apply(&Event::Timer { step: 0, item: 0, attempt: 1, kind: TimerKind::Timeout }, 10);
+    assert!(!m.accepts(&fin(0, 1, ok())), "the attempt timed out; its late success is stale");
+}
