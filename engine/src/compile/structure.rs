@@ -76,21 +76,15 @@ pub(super) fn deserialize(
             continue;
         }
         if let Some(field) = quoted_after(&message, "missing field `") {
-            let target = push_pointer(&pointer, &field);
-            if removed.contains(&target) {
-                // Already reported as a bad value; its absence is not a second error. Drop
-                // the object holding it and look for errors elsewhere.
-                if pointer.is_empty() || !remove(&mut value, &pointer) {
-                    break;
-                }
-                removed.push(pointer);
-                continue;
+            // A field already reported as a bad value and removed is not missing a second
+            // time. Either way, drop the object holding it and look for errors elsewhere.
+            if !removed.contains(&push_pointer(&pointer, &field)) {
+                diags.push(Diagnostic::new(
+                    file,
+                    map.value(&pointer),
+                    format!("{} is missing the required field `{field}`", display_pointer(&pointer)),
+                ));
             }
-            diags.push(Diagnostic::new(
-                file,
-                map.value(&pointer),
-                format!("{} is missing the required field `{field}`", display_pointer(&pointer)),
-            ));
             if pointer.is_empty() || !remove(&mut value, &pointer) {
                 break;
             }

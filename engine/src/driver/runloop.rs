@@ -92,6 +92,17 @@ impl Notes {
 }
 
 impl Active {
+    /// What templates of this run can see.
+    fn view(&self, id: u64) -> RunView<'_> {
+        RunView {
+            id,
+            plan: &self.plan,
+            params: &self.record.params,
+            outputs: &self.notes.outputs,
+            machine: &self.machine,
+        }
+    }
+
     fn done(&self) -> bool {
         let s = self.machine.state();
         (s.is_terminal() || s == RunState::Interrupted) && self.kills.is_empty()
@@ -341,13 +352,7 @@ impl Driver<'_> {
         match action {
             Action::Prepare { step } => {
                 let a = &self.runs[&run];
-                let view = RunView {
-                    id: run,
-                    plan: &a.plan,
-                    params: &a.record.params,
-                    outputs: &a.notes.outputs,
-                    machine: &a.machine,
-                };
+                let view = a.view(run);
                 let outcome = render::prepare(&view, step);
                 self.backlog.push_back((run, Event::Prepared { step, outcome }));
             }
@@ -432,17 +437,11 @@ impl Driver<'_> {
         let store = self.engine.store().clone();
         let attempt_dir = self.attempt_dir(run, &self.runs[&run].plan, step, item, attempt);
         let a = self.runs.get_mut(&run).expect("active run");
-        let view = RunView {
-            id: run,
-            plan: &a.plan,
-            params: &a.record.params,
-            outputs: &a.notes.outputs,
-            machine: &a.machine,
-        };
-        let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize));
         let run_dir = store.dir().join("work").join(run.to_string());
         let made_run_dir = if a.run_dir_made { Ok(()) } else { std::fs::create_dir_all(&run_dir) };
         a.run_dir_made = made_run_dir.is_ok();
+        let view = a.view(run);
+        let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize));
         let request = made_run_dir
             .and_then(|_| std::fs::create_dir_all(&attempt_dir))
             .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
