@@ -61,6 +61,12 @@ enum Command {
     },
     /// Print the JSON Schema of pipeline files, for editors.
     Schema,
+    /// Report what this machine can run: processes, Docker containers, WASM, GPUs.
+    Doctor {
+        /// The Docker Engine to check (default: DOCKER_HOST, else the local socket).
+        #[arg(long)]
+        docker_host: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         Command::Validate { files } => cli::spec::validate(&files, cli.output),
         Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),
         Command::Schema => cli::spec::schema(),
+        Command::Doctor { docker_host } => cli::doctor::doctor(&cli.data_dir, cli.output, docker_host),
     };
     match result {
         Ok(code) => code,

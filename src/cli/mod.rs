@@ -1,5 +1,6 @@
 //! One module per group of commands.
 
+pub(crate) mod doctor;
 pub(crate) mod inspect;
 pub(crate) mod progress;
 pub(crate) mod run;

@@ -31,6 +31,9 @@ pub(crate) struct EngineArgs {
     /// How long a stopping step gets after SIGTERM before SIGKILL.
     #[arg(long, value_parser = humantime_duration, default_value = "10s")]
     grace: Duration,
+    /// The Docker Engine for container steps (default: DOCKER_HOST, else the local socket).
+    #[arg(long)]
+    docker_host: Option<String>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -85,6 +88,7 @@ fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine> {
         opts.capacity.gpu = n;
     }
     opts.grace = args.grace;
+    opts.docker_host = args.docker_host.clone();
     if let Ok(fault) = std::env::var("SLUICE_FAULT") {
         opts.fault = Some(fault.parse::<Fault>().map_err(|e| anyhow::anyhow!("SLUICE_FAULT: {e}"))?);
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::container::{ContainerExecutor, ContainerSpec, DockerConfig};
 use crate::error::ExecError;
 use crate::process::ProcessExecutor;
 
@@ -31,15 +32,17 @@ pub struct ProcessSpec {
 
 /// The executor-specific part of an attempt. Adding an executor adds a variant here, an
 /// implementation of [`Executor`] and a field in the engine's step spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ExecSpec {
     Process(ProcessSpec),
+    Container(ContainerSpec),
 }
 
 impl ExecSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             ExecSpec::Process(_) => "process",
+            ExecSpec::Container(_) => "container",
         }
     }
 }
@@ -122,18 +125,35 @@ pub trait Executor: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ExecutorSet {
     process: Arc<ProcessExecutor>,
-}
-
-impl Default for ExecutorSet {
-    fn default() -> Self {
-        Self { process: Arc::new(ProcessExecutor) }
-    }
+    container: ContainerExecutor,
 }
 
 impl ExecutorSet {
+    pub fn new(docker: DockerConfig) -> Self {
+        Self { process: Arc::new(ProcessExecutor), container: ContainerExecutor::new(docker) }
+    }
+
     pub fn for_spec(&self, spec: &ExecSpec) -> &dyn Executor {
         match spec {
             ExecSpec::Process(_) => self.process.as_ref(),
+            ExecSpec::Container(_) => &self.container,
+        }
+    }
+
+    pub fn container(&self) -> &ContainerExecutor {
+        &self.container
+    }
+}
+
+/// Resolves when the engine asks for a kill, with the grace period it gives.
+pub(crate) async fn wait_for_kill(kill: &mut watch::Receiver<Option<KillSignal>>) -> Duration {
+    loop {
+        if let Some(signal) = *kill.borrow_and_update() {
+            return signal.grace;
+        }
+        if kill.changed().await.is_err() {
+            // The engine dropped its switch: nobody can ask for a kill any more.
+            std::future::pending::<()>().await;
         }
     }
 }

@@ -2,13 +2,20 @@
 //!
 //! Every executor implements [`Executor`]; the engine wraps them with retries, timeouts and
 //! tracing, so an executor only runs the work, streams its logs and reports how it ended.
+//! Two executors so far: local processes and Docker containers (bollard).
 //! This crate knows nothing of the engine.
 
+mod container;
 mod error;
 mod executor;
 mod outputs;
 mod process;
 
+pub use container::{
+    Bind, CONTAINER_ATTEMPT_DIR, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerExecutor, ContainerSpec,
+    DockerConfig, EngineInfo, LABEL_ATTEMPT, LABEL_ITEM, LABEL_OWNER, LABEL_RUN, LABEL_STEP, PullPolicy,
+    container_name,
+};
 pub use error::{ErrorKind, ExecError};
 pub use executor::{
     AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, ExecSpec, Executor, ExecutorSet,

@@ -1,7 +1,6 @@
 //! The process executor: runs argv in its own process group and streams its output.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -12,6 +11,7 @@ use tokio::sync::watch;
 use crate::error::ExecError;
 use crate::executor::{
     AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, ExecSpec, Executor, KillSignal, LogStream,
+    wait_for_kill,
 };
 use crate::outputs::read_outputs_file;
 
@@ -43,7 +43,9 @@ async fn run(
     sink: Arc<dyn AttemptSink>,
     mut kill: watch::Receiver<Option<KillSignal>>,
 ) -> AttemptOutcome {
-    let ExecSpec::Process(spec) = &request.spec;
+    let ExecSpec::Process(spec) = &request.spec else {
+        return failed(ExecError::fatal("not a process step"));
+    };
     let Some(program) = spec.argv.first() else {
         return failed(ExecError::fatal("the command is empty"));
     };
@@ -135,18 +137,6 @@ async fn run(
     AttemptOutcome { result: Err(ExecError::retryable(message)), outputs: Default::default(), exit_code }
 }
 
-async fn wait_for_kill(kill: &mut watch::Receiver<Option<KillSignal>>) -> Duration {
-    loop {
-        if let Some(signal) = *kill.borrow_and_update() {
-            return signal.grace;
-        }
-        if kill.changed().await.is_err() {
-            // The engine dropped its switch: nobody can ask for a kill any more.
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 async fn pump(mut stream: impl AsyncRead + Unpin, which: LogStream, sink: Arc<dyn AttemptSink>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -190,6 +180,7 @@ mod tests {
     use super::*;
     use crate::executor::{AttemptId, KillSwitch, ProcessSpec};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     #[derive(Default)]
     struct Capture {

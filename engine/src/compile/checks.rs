@@ -67,6 +67,7 @@ pub(super) fn check(spec: &Pipeline, map: &SourceMap, file: &Path, diags: &mut V
             cx.at_key(&sp, format!("step id `{id}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
         }
         check_executor(id, step, &sp, &mut cx);
+        check_container(id, step, &sp, &mut cx);
         check_retries_and_limits(step, &sp, &mut cx);
         let mut seen = HashSet::new();
         for (i, need) in step.needs.iter().enumerate() {
@@ -200,6 +201,33 @@ fn check_executor(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
     }
 }
 
+fn check_container(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
+    let Some(c) = &step.container else { return };
+    let cp = push_pointer(sp, "container");
+    if c.image.trim().is_empty() {
+        cx.at(&push_pointer(&cp, "image"), format!("step `{id}`: `image` is empty"));
+    }
+    if let Some(cpus) = c.cpus
+        && (cpus.is_nan() || cpus <= 0.0)
+    {
+        cx.at(&push_pointer(&cp, "cpus"), format!("step `{id}`: `cpus` must be more than 0, not {cpus}"));
+    }
+    if let Some(w) = &c.workdir
+        && !w.starts_with('/')
+    {
+        cx.at(
+            &push_pointer(&cp, "workdir"),
+            format!("step `{id}`: the container `workdir` must be an absolute path"),
+        );
+    }
+    if step.workdir.is_some() {
+        cx.at(
+            &push_pointer(sp, "workdir"),
+            format!("step `{id}`: a container step sets its folder with `container.workdir`"),
+        );
+    }
+}
+
 fn check_retries_and_limits(step: &Step, sp: &str, cx: &mut Ctx) {
     if let Some(r) = &step.retries
         && let Some(j) = r.jitter
@@ -289,6 +317,20 @@ fn check_templates(
             }
             if let Some(s) = &p.shell {
                 fields.push((push_pointer(&pp, "shell"), s, false));
+            }
+        }
+        if let Some(c) = &step.container {
+            let cp = push_pointer(&sp, "container");
+            fields.push((push_pointer(&cp, "image"), &c.image, false));
+            let lists = [
+                ("command", Some(&c.command)),
+                ("entrypoint", c.entrypoint.as_ref()),
+                ("inputs", Some(&c.inputs)),
+            ];
+            for (key, list) in lists {
+                for (i, a) in list.into_iter().flatten().enumerate() {
+                    fields.push((push_pointer(&push_pointer(&cp, key), &i.to_string()), a, false));
+                }
             }
         }
         for (k, v) in step.env.iter().chain(spec.defaults.env.iter()) {

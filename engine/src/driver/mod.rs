@@ -21,6 +21,7 @@ use crate::compile::{Diagnostic, Plan, compile_source};
 use crate::scheduler::{Action, Capacity, RunMachine, RunState};
 use crate::spec::source::Format;
 use crate::store::{DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Store, StoreError};
+use sluice_worker::{DockerConfig, ExecutorSet};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub struct EngineOptions {
     pub grace: Duration,
     /// Testing hook: crash the engine at a chosen point (see [`Fault`]).
     pub fault: Option<Fault>,
+    /// The Docker Engine for container steps; `DOCKER_HOST` when not set.
+    pub docker_host: Option<String>,
 }
 
 impl EngineOptions {
@@ -53,6 +56,7 @@ impl EngineOptions {
             capacity: default_capacity(),
             grace: Duration::from_secs(10),
             fault: None,
+            docker_host: None,
         }
     }
 }
@@ -78,12 +82,23 @@ pub(crate) fn now_ms() -> i64 {
 pub struct Engine {
     store: Store,
     opts: EngineOptions,
+    executors: ExecutorSet,
 }
 
 impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let store = Store::open(&opts.data_dir)?;
-        Ok(Engine { store, opts })
+        // Containers are labelled with the data folder that owns them, so that a restarted
+        // engine reaps its own leftovers and nobody else's.
+        let mut docker = DockerConfig::from_env(store.dir().display().to_string());
+        if let Some(host) = &opts.docker_host {
+            docker.host = host.clone();
+        }
+        Ok(Engine { store, opts, executors: ExecutorSet::new(docker) })
+    }
+
+    pub fn executors(&self) -> &ExecutorSet {
+        &self.executors
     }
 
     pub fn store(&self) -> &Store {

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use minijinja::Value as JValue;
 use serde_json::{Map, Value, json};
-use sluice_worker::{AttemptId, AttemptRequest, ExecSpec, ProcessSpec};
+use sluice_worker::{
+    AttemptId, AttemptRequest, Bind, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerSpec, ExecSpec,
+    ProcessSpec, PullPolicy,
+};
 
 use crate::compile::Plan;
 use crate::scheduler::{PrepareOutcome, RunMachine, StepIx};
@@ -110,6 +113,35 @@ pub(crate) fn request(
             (None, None) => return Err("the step has no command".into()),
         };
         ExecSpec::Process(ProcessSpec { argv })
+    } else if let Some(c) = &spec.container {
+        let all = |list: &[String]| list.iter().map(|a| r(a)).collect::<Result<Vec<_>, _>>();
+        let mut inputs = Vec::with_capacity(c.inputs.len());
+        for input in &c.inputs {
+            let source = view.plan.base_dir.join(r(input)?);
+            let source = std::path::absolute(&source).unwrap_or(source);
+            if !source.is_file() {
+                return Err(format!("the input file {} does not exist", source.display()));
+            }
+            let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            inputs.push(Bind { source, target: format!("{CONTAINER_INPUTS_DIR}/{name}"), read_only: true });
+        }
+        ExecSpec::Container(ContainerSpec {
+            image: r(&c.image)?,
+            command: all(&c.command)?,
+            entrypoint: c.entrypoint.as_deref().map(all).transpose()?,
+            user: c.user.clone(),
+            workdir: c.workdir.clone().unwrap_or_else(|| CONTAINER_RUN_DIR.to_string()),
+            cpus: c.cpus,
+            memory: c.memory.map(|m| m.0),
+            network: c.network.clone().unwrap_or_else(|| "none".to_string()),
+            pull: match c.pull {
+                crate::spec::PullPolicy::Never => PullPolicy::Never,
+                crate::spec::PullPolicy::IfNotPresent => PullPolicy::IfNotPresent,
+                crate::spec::PullPolicy::Always => PullPolicy::Always,
+            },
+            init: c.init,
+            inputs,
+        })
     } else {
         return Err("the step has no executor block".into());
     };

@@ -155,7 +155,7 @@ impl Engine {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut d = Driver {
             engine: self,
-            executors: ExecutorSet::default(),
+            executors: self.executors.clone(),
             runs: HashMap::new(),
             admission: Admission::new(self.opts.capacity),
             timers: BTreeMap::new(),
@@ -169,6 +169,7 @@ impl Engine {
         for &id in runs {
             d.load(id)?;
         }
+        d.reap_containers().await;
         let mut stops = 0u32;
         let mut stop_open = true;
         while !d.backlog.is_empty() || !d.runs.values().all(Active::done) {
@@ -246,6 +247,22 @@ impl Driver<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Removes containers a dead engine left behind; they belong to attempts that are about
+    /// to run again. Only asks Docker when a run here has container steps.
+    async fn reap_containers(&self) {
+        let any = self.runs.values().any(|a| a.plan.steps.iter().any(|s| s.container.is_some()));
+        if !any {
+            return;
+        }
+        match self.executors.container().reap().await {
+            Ok(names) if !names.is_empty() => {
+                tracing::warn!(containers = ?names, "removed containers left over from an earlier engine")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look for leftover containers"),
+        }
     }
 
     fn finished(&mut self, done: Done) {

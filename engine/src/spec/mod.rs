@@ -206,7 +206,65 @@ pub struct ProcessBlock {
     pub shell: Option<String>,
 }
 
-/// One step of the DAG. Exactly one executor block (`process:`) says what it runs.
+/// When a container step's image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    Never,
+    /// Pull only when the image is missing (the default).
+    #[default]
+    IfNotPresent,
+    Always,
+}
+
+/// A `container:` executor block: run the step in a Docker container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerBlock {
+    /// The image, as `name:tag` (templated).
+    pub image: String,
+    /// Arguments; the image's `CMD` when left out (templated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Replaces the image's `ENTRYPOINT` (templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `user`, `uid` or `uid:gid` to run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The working folder inside the container (default `/sluice/run`, the run's shared folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// CPU limit in cores, fractions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit: `256Mi`, `1G`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Network mode (default `none`: no network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub pull: PullPolicy,
+    /// Run an init process as PID 1 so that the command gets signals (default true); without
+    /// it a command that ignores SIGTERM as PID 1 is only stopped by SIGKILL after the grace.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub init: bool,
+    /// Files the step reads, relative to the pipeline file's folder (templated); each is
+    /// mounted read-only at `/sluice/inputs/<file name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// One step of the DAG. Exactly one executor block (`process:`, `container:`) says what it runs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -215,6 +273,9 @@ pub struct Step {
     /// Run a local process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessBlock>,
+    /// Run a Docker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerBlock>,
     /// The steps this one runs after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
@@ -249,7 +310,7 @@ pub struct Step {
 }
 
 /// The executor blocks a step may carry, by spec key. Adding an executor adds its key here.
-pub const EXECUTOR_KEYS: &[&str] = &["process"];
+pub const EXECUTOR_KEYS: &[&str] = &["process", "container"];
 
 impl Step {
     /// The executor blocks that are set, by key.
@@ -257,6 +318,9 @@ impl Step {
         let mut keys = Vec::new();
         if self.process.is_some() {
             keys.push("process");
+        }
+        if self.container.is_some() {
+            keys.push("container");
         }
         keys
     }

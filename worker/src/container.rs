@@ -1,0 +1,472 @@
+//! The container executor: runs an attempt in a Docker container through the Engine API
+//! (bollard), streams its logs, and removes it when it ends, however it ends.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::sync::{OnceCell, watch};
+
+use crate::error::ExecError;
+use crate::executor::{
+    AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, ExecSpec, Executor, KillSignal, LogStream,
+    wait_for_kill,
+};
+use crate::outputs::read_outputs_file;
+
+/// When to pull a step's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Use the local image; fail if it is missing.
+    Never,
+    /// Pull only when the image is not present (the default).
+    #[default]
+    IfNotPresent,
+    /// Pull before every attempt.
+    Always,
+}
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A `container:` step after templating.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Arguments (the image's `CMD` when empty).
+    pub command: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub user: Option<String>,
+    /// The working folder inside the container.
+    pub workdir: String,
+    /// CPU limit in cores (fractions allowed).
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Network mode; `none` unless the step asks for another.
+    pub network: String,
+    pub pull: PullPolicy,
+    /// Run an init process (docker-init) as PID 1, so that SIGTERM reaches the command.
+    pub init: bool,
+    /// Declared input files, mounted read-only.
+    pub inputs: Vec<Bind>,
+}
+
+/// Where the engine's folders appear inside a container.
+pub const CONTAINER_ATTEMPT_DIR: &str = "/sluice/attempt";
+pub const CONTAINER_RUN_DIR: &str = "/sluice/run";
+pub const CONTAINER_INPUTS_DIR: &str = "/sluice/inputs";
+
+/// Labels every container of ours carries.
+pub const LABEL_OWNER: &str = "dev.sluice.owner";
+pub const LABEL_RUN: &str = "dev.sluice.run";
+pub const LABEL_STEP: &str = "dev.sluice.step";
+pub const LABEL_ITEM: &str = "dev.sluice.item";
+pub const LABEL_ATTEMPT: &str = "dev.sluice.attempt";
+
+/// How to reach the Docker Engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    /// `unix:///path/docker.sock` or `tcp://host:port`; from `DOCKER_HOST` by default.
+    pub host: String,
+    /// Names this engine's containers (the data folder), so that reaping spares others'.
+    pub owner: String,
+}
+
+impl DockerConfig {
+    pub fn from_env(owner: impl Into<String>) -> Self {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        Self { host, owner: owner.into() }
+    }
+}
+
+/// What `sluice doctor` reports about the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub version: String,
+    pub api_version: String,
+}
+
+/// Runs `container:` steps on a Docker Engine. Cheap to clone: clones share one client.
+#[derive(Clone)]
+pub struct ContainerExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DockerConfig,
+    client: OnceCell<Docker>,
+}
+
+impl ContainerExecutor {
+    pub fn new(config: DockerConfig) -> Self {
+        Self { inner: Arc::new(Inner { config, client: OnceCell::new() }) }
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.inner.config
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> ExecError {
+        ExecError::retryable(format!(
+            "no Docker engine answers at {} ({e}); start dockerd or set DOCKER_HOST",
+            self.inner.config.host
+        ))
+    }
+
+    /// The client, connected and with its API version agreed on the first use.
+    async fn docker(&self) -> Result<&Docker, ExecError> {
+        self.inner
+            .client
+            .get_or_try_init(|| async {
+                // No request timeout: attempts are bounded by the engine's own timeouts.
+                const NO_TIMEOUT: u64 = 365 * 24 * 3600;
+                let host = &self.inner.config.host;
+                let docker = if let Some(path) = host.strip_prefix("unix://") {
+                    Docker::connect_with_unix(path, NO_TIMEOUT, bollard::API_DEFAULT_VERSION)
+                } else if host.starts_with("tcp://") || host.starts_with("http://") {
+                    Docker::connect_with_http(host, NO_TIMEOUT, bollard::API_DEFAULT_VERSION)
+                } else {
+                    return Err(ExecError::fatal(format!(
+                        "DOCKER_HOST `{host}` is not unix:///path or tcp://host:port"
+                    )));
+                }
+                .map_err(|e| self.unreachable(e))?;
+                docker.negotiate_version().await.map_err(|e| self.unreachable(e))
+            })
+            .await
+    }
+
+    /// The engine's version, or why it cannot be reached.
+    pub async fn probe(&self) -> Result<EngineInfo, ExecError> {
+        let v = self.docker().await?.version().await.map_err(|e| self.unreachable(e))?;
+        Ok(EngineInfo {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+        })
+    }
+
+    /// Removes every container this engine (its `owner`) left behind, running or not: after
+    /// a crash they belong to attempts no longer running. Returns their names.
+    pub async fn reap(&self) -> Result<Vec<String>, ExecError> {
+        let docker = self.docker().await?;
+        let filters: HashMap<&str, Vec<String>> =
+            HashMap::from([("label", vec![format!("{LABEL_OWNER}={}", self.inner.config.owner)])]);
+        let list = docker
+            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let mut reaped = Vec::new();
+        for c in list {
+            let Some(id) = c.id else { continue };
+            let force = RemoveContainerOptionsBuilder::new().force(true).build();
+            if docker.remove_container(&id, Some(force)).await.is_ok() {
+                reaped.push(c.names.and_then(|n| n.into_iter().next()).unwrap_or(id));
+            }
+        }
+        Ok(reaped)
+    }
+
+    async fn ensure_image(
+        &self,
+        docker: &Docker,
+        spec: &ContainerSpec,
+        sink: &dyn AttemptSink,
+    ) -> Result<(), ExecError> {
+        let present = docker.inspect_image(&spec.image).await.is_ok();
+        let pull = match spec.pull {
+            PullPolicy::Never if !present => {
+                return Err(ExecError::fatal(format!(
+                    "image `{}` is not on the Docker engine and the pull policy is `never`",
+                    spec.image
+                )));
+            }
+            PullPolicy::Never => false,
+            PullPolicy::IfNotPresent => !present,
+            PullPolicy::Always => true,
+        };
+        if !pull {
+            return Ok(());
+        }
+        sink.log(LogStream::System, format!("sluice: pulling {}\n", spec.image).as_bytes());
+        let (name, tag) = split_image(&spec.image);
+        let opts = CreateImageOptionsBuilder::new().from_image(name).tag(tag).build();
+        let mut progress = docker.create_image(Some(opts), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                return Err(ExecError::fatal(format!(
+                    "cannot pull image `{}`: {}",
+                    spec.image,
+                    docker_message(&e)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        request: AttemptRequest,
+        sink: Arc<dyn AttemptSink>,
+        mut kill: watch::Receiver<Option<KillSignal>>,
+    ) -> AttemptOutcome {
+        let failed =
+            |e: ExecError| AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code: None };
+        let ExecSpec::Container(spec) = &request.spec else {
+            return failed(ExecError::fatal("not a container step"));
+        };
+        let docker = match self.docker().await {
+            Ok(d) => d,
+            Err(e) => return failed(e),
+        };
+        if let Err(e) = self.ensure_image(docker, spec, sink.as_ref()).await {
+            return failed(e);
+        }
+        let name = container_name(&request);
+        // A container of this very attempt can only be a leftover of a crash: replace it.
+        let force = RemoveContainerOptionsBuilder::new().force(true).build();
+        let _ = docker.remove_container(&name, Some(force.clone())).await;
+        let body = self.body(&request, spec);
+        let created = docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+            .await;
+        if let Err(e) = created {
+            let msg = docker_message(&e);
+            let err = if msg.contains("No such image") {
+                ExecError::fatal(format!("image `{}` does not exist: {msg}", spec.image))
+            } else {
+                ExecError::retryable(format!("cannot create the container: {msg}"))
+            };
+            return failed(err);
+        }
+        let outcome = self.start_and_wait(docker, &name, &request, spec, &sink, &mut kill).await;
+        if docker.remove_container(&name, Some(force)).await.is_err() {
+            sink.log(LogStream::System, format!("sluice: could not remove container {name}\n").as_bytes());
+        }
+        outcome
+    }
+
+    fn body(&self, request: &AttemptRequest, spec: &ContainerSpec) -> ContainerCreateBody {
+        let id = &request.id;
+        let mut env: Vec<String> = request.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("SLUICE_OUTPUTS={CONTAINER_ATTEMPT_DIR}/outputs.json"));
+        env.push(format!("SLUICE_RUN_ID={}", id.run));
+        env.push(format!("SLUICE_STEP={}", id.step));
+        env.push(format!("SLUICE_ITEM={}", id.item));
+        env.push(format!("SLUICE_ATTEMPT={}", id.attempt));
+        let attempt_dir = request.outputs_file.parent().map(PathBuf::from).unwrap_or_default();
+        let mut binds =
+            vec![Bind { source: attempt_dir, target: CONTAINER_ATTEMPT_DIR.into(), read_only: false }];
+        if let Some(run_dir) = request.env.get("SLUICE_RUN_DIR") {
+            binds.push(Bind { source: run_dir.into(), target: CONTAINER_RUN_DIR.into(), read_only: false });
+            env.push(format!("SLUICE_RUN_DIR={CONTAINER_RUN_DIR}"));
+        }
+        binds.extend(spec.inputs.iter().cloned());
+        let mounts = binds
+            .into_iter()
+            .map(|b| Mount {
+                target: Some(b.target),
+                source: Some(b.source.display().to_string()),
+                typ: Some(MountTypeEnum::BIND),
+                read_only: Some(b.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let labels = HashMap::from([
+            (LABEL_OWNER.to_string(), self.inner.config.owner.clone()),
+            (LABEL_RUN.to_string(), id.run.to_string()),
+            (LABEL_STEP.to_string(), id.step.clone()),
+            (LABEL_ITEM.to_string(), id.item.to_string()),
+            (LABEL_ATTEMPT.to_string(), id.attempt.to_string()),
+        ]);
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            user: spec.user.clone(),
+            working_dir: Some(spec.workdir.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            host_config: Some(HostConfig {
+                network_mode: Some(spec.network.clone()),
+                init: Some(spec.init),
+                memory: spec.memory.map(|m| m as i64),
+                nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+                mounts: Some(mounts),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn start_and_wait(
+        &self,
+        docker: &Docker,
+        name: &str,
+        request: &AttemptRequest,
+        spec: &ContainerSpec,
+        sink: &Arc<dyn AttemptSink>,
+        kill: &mut watch::Receiver<Option<KillSignal>>,
+    ) -> AttemptOutcome {
+        let failed =
+            |e: ExecError| AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code: None };
+        if kill.borrow().is_some() {
+            return failed(ExecError::cancelled("the step was stopped before its container started"));
+        }
+        if let Err(e) =
+            docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await
+        {
+            return failed(ExecError::retryable(format!(
+                "cannot start the container of image `{}`: {}",
+                spec.image,
+                docker_message(&e)
+            )));
+        }
+        let logs_opts = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+        let mut logs = docker.logs(name, Some(logs_opts));
+        let log_sink = sink.clone();
+        let pump = tokio::spawn(async move {
+            while let Some(Ok(chunk)) = logs.next().await {
+                match chunk {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        log_sink.log(LogStream::Stderr, &message)
+                    }
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => {
+                        log_sink.log(LogStream::Stdout, &message)
+                    }
+                    bollard::container::LogOutput::StdIn { .. } => {}
+                }
+            }
+        });
+        let wait_opts = WaitContainerOptionsBuilder::new().condition("not-running").build();
+        let mut wait = docker.wait_container(name, Some(wait_opts));
+        let mut killed = false;
+        let status = loop {
+            tokio::select! {
+                status = wait.next() => break status,
+                grace = wait_for_kill(kill), if !killed => {
+                    killed = true;
+                    // SIGTERM, then SIGKILL after the grace period: the engine's stop.
+                    let stop = StopContainerOptionsBuilder::new().t(grace.as_secs().max(1) as i32).build();
+                    let _ = docker.stop_container(name, Some(stop)).await;
+                }
+            }
+        };
+        let _ = pump.await;
+        let exit_code = match status {
+            Some(Ok(r)) => Some(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+            Some(Err(e)) => {
+                return failed(ExecError::retryable(format!(
+                    "lost the container while waiting: {}",
+                    docker_message(&e)
+                )));
+            }
+            None => {
+                return failed(ExecError::retryable("the Docker engine closed the wait for the container"));
+            }
+        };
+        let exit_code = exit_code.map(|c| c as i32);
+        if killed {
+            return AttemptOutcome {
+                result: Err(ExecError::cancelled("the step was stopped")),
+                outputs: Default::default(),
+                exit_code,
+            };
+        }
+        match exit_code {
+            Some(0) => match read_outputs_file(&request.outputs_file) {
+                Ok(outputs) => AttemptOutcome { result: Ok(()), outputs, exit_code },
+                Err(e) => AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code },
+            },
+            Some(137) if spec.memory.is_some() => AttemptOutcome {
+                result: Err(ExecError::retryable(
+                    "the container was killed (exit 137): out of memory or SIGKILL",
+                )),
+                outputs: Default::default(),
+                exit_code,
+            },
+            Some(code) => AttemptOutcome {
+                result: Err(ExecError::retryable(format!(
+                    "the container of `{}` exited with code {code}",
+                    spec.image
+                ))),
+                outputs: Default::default(),
+                exit_code,
+            },
+            None => failed(ExecError::retryable("the container ended without an exit code")),
+        }
+    }
+}
+
+impl Executor for ContainerExecutor {
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    fn execute(
+        &self,
+        request: AttemptRequest,
+        sink: Arc<dyn AttemptSink>,
+        kill: watch::Receiver<Option<KillSignal>>,
+    ) -> BoxFuture<AttemptOutcome> {
+        let this = self.clone();
+        Box::pin(async move { this.run(request, sink, kill).await })
+    }
+}
+
+/// The deterministic name of an attempt's container.
+pub fn container_name(request: &AttemptRequest) -> String {
+    let id = &request.id;
+    let step: String = id
+        .step
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("sluice-r{}-{step}-{}-{}", id.run, id.item, id.attempt)
+}
+
+fn split_image(image: &str) -> (&str, &str) {
+    // `registry:5000/name:tag` has a colon in the host part; the tag follows the last `/`.
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
+        _ => (image, "latest"),
+    }
+}
+
+fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_split_into_name_and_tag() {
+        assert_eq!(split_image("busybox"), ("busybox", "latest"));
+        assert_eq!(split_image("sluice-test/busybox:1"), ("sluice-test/busybox", "1"));
+        assert_eq!(split_image("registry:5000/team/img"), ("registry:5000/team/img", "latest"));
+        assert_eq!(split_image("registry:5000/team/img:v2"), ("registry:5000/team/img", "v2"));
+    }
+}
