@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Set-up: the Rust toolchain is the only requirement today. Later suites (Docker, WASM
-# toolchains) install what they need here, so that a fresh machine passes as it is.
+# Set-up: the Rust toolchain, and a private Docker Engine for the container tests (installed
+# from Debian's packages when missing), so that a fresh machine passes as it is.
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tests/run.sh: cargo is not installed; install Rust (https://rustup.rs) first" >&2
   exit 1
@@ -16,6 +16,13 @@ for tool in sh awk sleep true; do
   command -v "$tool" >/dev/null 2>&1 || { echo "tests/run.sh: the tests need \`$tool\` on PATH" >&2; exit 1; }
 done
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
+
+say "docker (a private engine for the container tests)"
+source tests/docker.sh
+trap stop_docker EXIT
+start_docker
+# The container tests fail rather than skip when no engine answers.
+export SLUICE_REQUIRE_DOCKER=1
 
 say "format"
 cargo fmt --all -- --check

@@ -63,3 +63,32 @@ async fn a_stop_request_interrupts_the_run() {
     assert_eq!(states.unwrap()[&id], RunState::Interrupted);
     assert_eq!(engine.interrupted_runs().unwrap(), vec![id]);
 }
+
+#[tokio::test]
+async fn cancel_kills_running_attempts_and_cancels_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineOptions::new(dir.path())).unwrap();
+    let p = plan(
+        "name: t\nsteps:\n  slow: { process: { shell: 'sleep 30 & wait' } }\n  after: { needs: [slow], process: { command: [\"true\"] } }\n",
+    );
+    let id = engine.create_run(&p, Default::default(), "manual").unwrap();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(0u32);
+    let (ctl_tx, ctl) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let runs = [id];
+    let driving = engine.drive_with(&runs, Some(tx), stop, ctl);
+    let canceller = async {
+        while let Some(n) = rx.recv().await {
+            if matches!(n, Notice::Step { state: StepState::Running, .. }) {
+                ctl_tx.send(sluice_engine::driver::Control::Cancel(id)).unwrap();
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let (states, ()) = tokio::join!(driving, canceller);
+    assert_eq!(states.unwrap()[&id], RunState::Cancelled);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the sleep was killed");
+    let record = engine.store().run(id).unwrap();
+    assert_eq!(record.state, RunState::Cancelled);
+    assert!(engine.orphaned_runs().unwrap().is_empty() && engine.interrupted_runs().unwrap().is_empty());
+}

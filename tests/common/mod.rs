@@ -100,3 +100,35 @@ pub fn group_members_now(pgid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// The test image that tests/docker.sh imports.
+pub const TEST_IMAGE: &str = "sluice-test/busybox:1";
+
+/// Whether a Docker engine answers at DOCKER_HOST. Without one, container tests skip with a
+/// loud message, unless SLUICE_REQUIRE_DOCKER=1 (as tests/run.sh and CI set), where they fail.
+pub fn docker_or_skip(test: &str) -> bool {
+    let sb = Sandbox::new();
+    let out = sb.sluice(&["doctor", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if doc["container"]["ok"] == true {
+        return true;
+    }
+    let why = doc["container"]["error"].as_str().unwrap_or("sluice doctor failed").to_string();
+    if std::env::var("SLUICE_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("{test}: SLUICE_REQUIRE_DOCKER=1 but no Docker engine answers: {why}");
+    }
+    eprintln!("\n*** SKIPPED {test}: no Docker engine ({why}). Run `bash tests/run.sh` to start one. ***\n");
+    false
+}
+
+impl Sandbox {
+    /// Containers this sandbox's engine left on the Docker engine.
+    pub fn leftover_containers(&self) -> Vec<String> {
+        let owner = format!("label=dev.sluice.owner={}", std::path::absolute(self.data()).unwrap().display());
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--filter", &owner, "--format", "{{.Names}}"])
+            .output()
+            .expect("docker ps");
+        text(&out.stdout).lines().map(str::to_string).collect()
+    }
+}

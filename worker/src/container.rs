@@ -235,7 +235,7 @@ impl ContainerExecutor {
         if let Err(e) = self.ensure_image(docker, spec, sink.as_ref()).await {
             return failed(e);
         }
-        let name = container_name(&request);
+        let name = container_name(&self.inner.config.owner, &request);
         // A container of this very attempt can only be a leftover of a crash: replace it.
         let force = RemoveContainerOptionsBuilder::new().force(true).build();
         let _ = docker.remove_container(&name, Some(force.clone())).await;
@@ -432,15 +432,20 @@ impl Executor for ContainerExecutor {
     }
 }
 
-/// The deterministic name of an attempt's container.
-pub fn container_name(request: &AttemptRequest) -> String {
+/// The deterministic name of an attempt's container. Container names are global to a Docker
+/// engine, so the name carries a hash of the owner (the data folder): two engines with runs of
+/// the same number never touch each other's containers.
+pub fn container_name(owner: &str, request: &AttemptRequest) -> String {
     let id = &request.id;
     let step: String = id
         .step
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
-    format!("sluice-r{}-{step}-{}-{}", id.run, id.item, id.attempt)
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let owner_hash =
+        owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("sluice-{:08x}-r{}-{step}-{}-{}", owner_hash as u32, id.run, id.item, id.attempt)
 }
 
 fn split_image(image: &str) -> (&str, &str) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use params::{parse_value, resolve_params};
-pub use runloop::{Fault, Notice};
+pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 
 use crate::compile::{Diagnostic, Plan, compile_source};

@@ -26,6 +26,13 @@ pub enum Notice {
     Run { run: u64, state: RunState },
 }
 
+/// A request about one run, sent to a driving engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop the run for good: running attempts are killed, the rest never start.
+    Cancel(u64),
+}
+
 /// A testing hook that kills the engine (SIGKILL) at a chosen point, to prove crash safety.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -150,7 +157,19 @@ impl Engine {
         &self,
         runs: &[u64],
         notices: Option<mpsc::UnboundedSender<Notice>>,
+        shutdown: watch::Receiver<u32>,
+    ) -> Result<HashMap<u64, RunState>> {
+        let (_keep, controls) = mpsc::unbounded_channel();
+        self.drive_with(runs, notices, shutdown, controls).await
+    }
+
+    /// [`Engine::drive`], also taking requests about single runs (cancel) while it drives.
+    pub async fn drive_with(
+        &self,
+        runs: &[u64],
+        notices: Option<mpsc::UnboundedSender<Notice>>,
         mut shutdown: watch::Receiver<u32>,
+        mut controls: mpsc::UnboundedReceiver<Control>,
     ) -> Result<HashMap<u64, RunState>> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut d = Driver {
@@ -172,6 +191,7 @@ impl Engine {
         d.reap_containers().await;
         let mut stops = 0u32;
         let mut stop_open = true;
+        let mut controls_open = true;
         while !d.backlog.is_empty() || !d.runs.values().all(Active::done) {
             if d.backlog.is_empty() {
                 let next_timer = d.timers.keys().next().map(|(at, _)| *at);
@@ -186,6 +206,11 @@ impl Engine {
                 tokio::select! {
                     Some(done) = rx.recv() => d.finished(done),
                     _ = sleep => {}
+                    control = controls.recv(), if controls_open => match control {
+                        Some(Control::Cancel(run)) if d.runs.contains_key(&run) => d.backlog.push_back((run, Event::Cancel)),
+                        Some(Control::Cancel(run)) => tracing::warn!(run, "asked to cancel a run this engine does not drive"),
+                        None => controls_open = false,
+                    },
                     changed = shutdown.changed(), if stop_open => {
                         if changed.is_ok() {
                             stops += 1;
