@@ -104,4 +104,48 @@ fn main() {
         wide_n as f64 * spawn.as_secs_f64()
     );
     println!("| peak memory of the {wide_n}-step run | {:.1} MB | - |", peak_kb as f64 / 1024.0);
+    containers(dir.path(), full);
+}
+
+/// A chain of 20 container steps running `true`, against 20 sequential `docker run --rm` of
+/// the same image in the same run. Needs a Docker engine at DOCKER_HOST with the test image
+/// (`source tests/docker.sh && start_docker`).
+fn containers(dir: &Path, full: bool) {
+    const IMAGE: &str = "sluice-test/busybox:1";
+    let n = if full { 20 } else { 2 };
+    let reps = if full { 5 } else { 1 };
+    let docker_ok =
+        Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
+    if !docker_ok {
+        println!(
+            "| chain of {n} container steps | skipped: no Docker engine with {IMAGE} at DOCKER_HOST | - |"
+        );
+        return;
+    }
+    let spec = dir.join("container-chain.yaml");
+    std::fs::write(&spec, dags::container_chain(n, IMAGE)).unwrap();
+    let docker_runs = median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..n {
+                    let s = Command::new("docker")
+                        .args(["run", "--rm", "--network", "none", IMAGE, "true"])
+                        .status()
+                        .expect("docker run");
+                    assert!(s.success());
+                }
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let data = dir.join("containers");
+    let sluice_runs =
+        median((0..reps).map(|_| sluice(&data, &["run", "-q", spec.to_str().unwrap()])).collect());
+    println!(
+        "| chain of {n} container steps running `true`, `sluice run` | {:.2} s (median of {reps}), {:.2}x the baseline | {n} x `docker run --rm` = {:.2} s |",
+        sluice_runs.as_secs_f64(),
+        sluice_runs.as_secs_f64() / docker_runs.as_secs_f64(),
+        docker_runs.as_secs_f64()
+    );
 }

@@ -21,3 +21,15 @@ pub(crate) fn wide(n: usize) -> String {
     }
     s
 }
+
+/// A chain of `n` container steps, each running `true` in `image`.
+pub(crate) fn container_chain(n: usize, image: &str) -> String {
+    let mut s = String::from("name: container-chain\nsteps:\n");
+    for i in 0..n {
+        s.push_str(&format!("  s{i}:\n    container: {{ image: \"{image}\", command: [\"true\"] }}\n"));
+        if i > 0 {
+            s.push_str(&format!("    needs: [s{}]\n", i - 1));
+        }
+    }
+    s
+}

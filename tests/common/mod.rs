@@ -117,7 +117,12 @@ pub fn docker_or_skip(test: &str) -> bool {
     if std::env::var("SLUICE_REQUIRE_DOCKER").as_deref() == Ok("1") {
         panic!("{test}: SLUICE_REQUIRE_DOCKER=1 but no Docker engine answers: {why}");
     }
-    eprintln!("\n*** SKIPPED {test}: no Docker engine ({why}). Run `bash tests/run.sh` to start one. ***\n");
+    // Straight to the terminal: the test harness would swallow eprintln! of a passing test.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: no Docker engine ({why}). Run `bash tests/run.sh` to start one. ***\n"
+    );
     false
 }
 
