@@ -205,8 +205,8 @@ steps:
 }
 
 #[test]
-fn cancel_stops_and_removes_the_container() {
-    if !docker_or_skip("cancel_stops_and_removes_the_container") {
+fn logs_stream_while_running_and_cancel_stops_and_removes_the_container() {
+    if !docker_or_skip("logs_stream_while_running_and_cancel_stops_and_removes_the_container") {
         return;
     }
     use sluice_engine::driver::{Control, Engine, EngineOptions, Notice};
@@ -214,7 +214,7 @@ fn cancel_stops_and_removes_the_container() {
     let sb = Sandbox::new();
     let spec = sb.write(
         "c.yaml",
-        &image_spec("name: c\nsteps:\n  long: { container: { image: IMAGE, command: [sleep, \"60\"] } }\n"),
+        &image_spec("name: c\nsteps:\n  long: { container: { image: IMAGE, command: [sh, -c, 'echo ready; sleep 60'] } }\n"),
     );
     let plan = sluice_engine::compile::compile_file(&spec).unwrap();
     let engine = Engine::open(EngineOptions::new(sb.data())).unwrap();
@@ -230,8 +230,17 @@ fn cancel_stops_and_removes_the_container() {
         let canceller = async {
             while let Some(n) = rx.recv().await {
                 if matches!(n, Notice::Step { state: StepState::Running, .. }) {
-                    // Give the container a moment to really start.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    // The log streams while the container runs: `ready` arrives long before
+                    // the container ends.
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    loop {
+                        let logs = engine.store().logs(id, 0).unwrap();
+                        if logs.iter().any(|c| String::from_utf8_lossy(&c.data).contains("ready")) {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "no log while the container runs");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                     ctl_tx.send(Control::Cancel(id)).unwrap();
                 }
             }
