@@ -239,3 +239,96 @@ mod tests {
         assert_eq!(a.queued(), 0);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Enqueue { run: u64, step: StepIx, priority: i32, cpu: u32, gpu: u32 },
+        Withdraw { run: u64, step: StepIx },
+        ReleaseOne(usize),
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..3, 0u32..12, -2i32..3, 0u32..4, 0u32..2)
+                .prop_map(|(run, step, priority, cpu, gpu)| Op::Enqueue { run, step, priority, cpu, gpu }),
+            (0u64..3, 0u32..12).prop_map(|(run, step)| Op::Withdraw { run, step }),
+            any::<usize>().prop_map(Op::ReleaseOne),
+            Just(Op::Poll),
+        ]
+    }
+
+    proptest! {
+        /// Pools and limits are never exceeded, grants go best-first within a run, every
+        /// task is granted at most once, and once everything is released every queued task
+        /// that fits is granted.
+        #[test]
+        fn admission_respects_limits_and_drains(ops in proptest::collection::vec(op(), 0..200)) {
+            let cap = Capacity { slots: 4, cpu: 5, memory: 100, gpu: 1 };
+            let mut a = Admission::new(cap);
+            a.set_run_limit(1, Some(2));
+            let mut held: Vec<(u64, StepIx, ResourceRequest)> = Vec::new();
+            let mut queued: std::collections::HashMap<(u64, StepIx), (i32, ResourceRequest)> = Default::default();
+            let check = |a: &Admission, held: &[(u64, StepIx, ResourceRequest)]| {
+                let cpu: u32 = held.iter().map(|h| h.2.cpu).sum();
+                let gpu: u32 = held.iter().map(|h| h.2.gpu).sum();
+                assert!(held.len() as u32 <= cap.slots && cpu <= cap.cpu && gpu <= cap.gpu);
+                assert!(held.iter().filter(|h| h.0 == 1).count() <= 2, "run 1's own limit");
+                assert_eq!(a.running(), held.len() as u32);
+            };
+            for op in ops {
+                match op {
+                    Op::Enqueue { run, step, priority, cpu, gpu } => {
+                        let req = ResourceRequest { cpu, memory: 0, gpu };
+                        let busy = held.iter().any(|h| h.0 == run && h.1 == step);
+                        a.enqueue(run, step, 0, priority, req);
+                        if !busy && cap.can_fit(&req) {
+                            queued.entry((run, step)).or_insert((priority, req));
+                        }
+                    }
+                    Op::Withdraw { run, step } => {
+                        a.withdraw(run, step, 0);
+                        queued.remove(&(run, step));
+                    }
+                    Op::ReleaseOne(i) if !held.is_empty() => {
+                        let (run, step, _) = held.swap_remove(i % held.len());
+                        a.release(run, step, 0);
+                    }
+                    Op::ReleaseOne(_) => {}
+                    Op::Poll => {
+                        let grants = a.poll();
+                        let mut last: std::collections::HashMap<u64, i32> = Default::default();
+                        for g in grants {
+                            let (priority, req) = queued.remove(&(g.run, g.step)).expect("granted only what is queued");
+                            if let Some(p) = last.get(&g.run) {
+                                prop_assert!(*p >= priority, "best first within a run");
+                            }
+                            last.insert(g.run, priority);
+                            held.push((g.run, g.step, req));
+                        }
+                    }
+                }
+                let _ = a.take_misfits();
+                check(&a, &held);
+            }
+            // Drain: release everything, poll until quiet; nothing that fits stays queued.
+            for _ in 0..100 {
+                for (run, step, _) in held.drain(..) {
+                    a.release(run, step, 0);
+                }
+                for g in a.poll() {
+                    let (_, req) = queued.remove(&(g.run, g.step)).expect("queued");
+                    held.push((g.run, g.step, req));
+                }
+                check(&a, &held);
+            }
+            prop_assert!(queued.is_empty(), "left waiting: {queued:?}");
+            prop_assert_eq!(a.queued(), 0);
+        }
+    }
+}
