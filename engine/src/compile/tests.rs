@@ -1,3 +1,5 @@
+//! Compiler tests: plans, defaults, every-error-at-once, cycles, and the malformed-spec corpus.
+
 use std::path::Path;
 
 use super::*;
