@@ -7,116 +7,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
+use super::events::{Action, Event, KillReason, Outcome, PrepareOutcome, TimerKind};
+use super::rules::{Decision, UpstreamCounts, decide};
 use super::state::{RunState, StepState, TaskState};
-use super::{CoreStep, Millis, ResourceRequest, StepIx};
-use crate::spec::TriggerRule;
-
-/// What `when:`/`map:` evaluation decided for a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "decision")]
-pub enum PrepareOutcome {
-    /// Run one attempt.
-    Run,
-    /// Run one attempt per item.
-    Map { items: Vec<Value> },
-    /// `when:` was false.
-    Skip { reason: String },
-    /// The condition or the list could not be evaluated.
-    Error { message: String },
-}
-
-/// How an attempt ended, as reported by its executor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
-pub enum Outcome {
-    Succeeded {
-        #[serde(default, skip_serializing_if = "Map::is_empty")]
-        outputs: Map<String, Value>,
-    },
-    Failed {
-        retryable: bool,
-        message: String,
-    },
-    TimedOut {
-        message: String,
-    },
-    Cancelled {
-        message: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimerKind {
-    /// The backoff delay before the next attempt is over.
-    Retry,
-    /// The attempt's deadline.
-    Timeout,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KillReason {
-    Timeout,
-    Cancel,
-    Interrupt,
-}
-
-/// An input to the machine. These are what the run's event log stores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-pub enum Event {
-    Start,
-    Prepared {
-        step: StepIx,
-        outcome: PrepareOutcome,
-    },
-    /// The admission controller gave the task its resources: start an attempt.
-    Admitted {
-        step: StepIx,
-        item: u32,
-    },
-    /// The task can never get its resources here.
-    Rejected {
-        step: StepIx,
-        item: u32,
-        reason: String,
-    },
-    Finished {
-        step: StepIx,
-        item: u32,
-        attempt: u32,
-        outcome: Outcome,
-    },
-    Timer {
-        step: StepIx,
-        item: u32,
-        attempt: u32,
-        kind: TimerKind,
-    },
-    Cancel,
-    /// Graceful shutdown: stop starting attempts, let running ones stop, keep the rest.
-    Interrupt,
-    /// A new engine process takes over: attempts that were running are lost and run again.
-    Resume,
-}
-
-/// What the driver must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Prepare { step: StepIx },
-    Enqueue { step: StepIx, item: u32, priority: i32, resources: ResourceRequest },
-    Withdraw { step: StepIx, item: u32 },
-    Release { step: StepIx, item: u32 },
-    Execute { step: StepIx, item: u32, attempt: u32 },
-    ArmTimer { step: StepIx, item: u32, attempt: u32, kind: TimerKind, at: Millis },
-    Kill { step: StepIx, item: u32, attempt: u32, reason: KillReason },
-    StepChanged { step: StepIx, state: StepState },
-    RunChanged { state: RunState },
-}
+use super::{CoreStep, Millis, StepIx};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Task {
@@ -138,10 +32,7 @@ struct Slot {
     state: Option<StepState>,
     preparing: bool,
     tasks: Vec<Task>,
-    up_done: u32,
-    up_succeeded: u32,
-    up_failed: u32,
-    up_skipped: u32,
+    upstream: UpstreamCounts,
 }
 
 impl Slot {
@@ -642,13 +533,7 @@ impl RunMachine {
             let steps = self.steps.clone();
             for &d in &steps[s as usize].downstream {
                 let slot = &mut self.slots[d as usize];
-                slot.up_done += 1;
-                match state {
-                    StepState::Succeeded => slot.up_succeeded += 1,
-                    StepState::Skipped => slot.up_skipped += 1,
-                    s if s.is_failure() => slot.up_failed += 1,
-                    _ => {}
-                }
+                slot.upstream.count(state);
                 if slot.state() != StepState::Pending {
                     continue;
                 }
@@ -663,52 +548,8 @@ impl RunMachine {
     }
 
     fn rule_decision(&self, step: StepIx) -> Option<Decision> {
-        let slot = &self.slots[step as usize];
         let n = self.steps[step as usize].upstream.len() as u32;
-        let all_done = slot.up_done == n;
-        match self.steps[step as usize].rule {
-            TriggerRule::AllSuccess => {
-                if slot.up_failed > 0 {
-                    Some(Decision::Finish(StepState::UpstreamFailed))
-                } else if all_done && slot.up_skipped > 0 {
-                    Some(Decision::Finish(StepState::Skipped))
-                } else if all_done {
-                    Some(Decision::Run)
-                } else {
-                    None
-                }
-            }
-            TriggerRule::AllDone => all_done.then_some(Decision::Run),
-            TriggerRule::OneSuccess => {
-                if slot.up_succeeded > 0 {
-                    Some(Decision::Run)
-                } else if all_done && slot.up_skipped == n {
-                    Some(Decision::Finish(StepState::Skipped))
-                } else if all_done {
-                    Some(Decision::Finish(StepState::UpstreamFailed))
-                } else {
-                    None
-                }
-            }
-            TriggerRule::OneFailed => {
-                if slot.up_failed > 0 {
-                    Some(Decision::Run)
-                } else if all_done {
-                    Some(Decision::Finish(StepState::Skipped))
-                } else {
-                    None
-                }
-            }
-            TriggerRule::NoneFailed => {
-                if slot.up_failed > 0 {
-                    Some(Decision::Finish(StepState::UpstreamFailed))
-                } else if all_done {
-                    Some(Decision::Run)
-                } else {
-                    None
-                }
-            }
-        }
+        decide(self.steps[step as usize].rule, n, &self.slots[step as usize].upstream)
     }
 
     fn maybe_finish(&mut self, out: &mut Vec<Action>) {
@@ -717,11 +558,6 @@ impl RunMachine {
             self.set_run(if failed { RunState::Failed } else { RunState::Succeeded }, out);
         }
     }
-}
-
-enum Decision {
-    Run,
-    Finish(StepState),
 }
 
 fn splitmix(mut x: u64) -> u64 {

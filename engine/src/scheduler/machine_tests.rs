@@ -3,9 +3,11 @@
 //! finishes the run.
 
 use super::*;
-use crate::scheduler::RetryPolicy;
+use crate::scheduler::{ResourceRequest, RetryPolicy};
 use crate::spec::Backoff;
+use crate::spec::TriggerRule;
 use proptest::prelude::*;
+use serde_json::{Map, Value};
 
 fn dag(n: usize, edges: &[(u32, u32)]) -> Vec<CoreStep> {
     let mut steps: Vec<CoreStep> = (0..n)

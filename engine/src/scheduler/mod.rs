@@ -5,11 +5,14 @@
 //! from the event log and testable with property tests and simulated time.
 
 mod admission;
+mod events;
 mod machine;
+mod rules;
 mod state;
 
 pub use admission::{Admission, Capacity, Grant};
-pub use machine::{Action, Event, KillReason, Outcome, PrepareOutcome, RunMachine, TaskView, TimerKind};
+pub use events::{Action, Event, KillReason, Outcome, PrepareOutcome, TimerKind};
+pub use machine::{RunMachine, TaskView};
 pub use state::{InvalidTransition, RunState, StepState, TaskState};
 
 use crate::spec::{Backoff, TriggerRule};

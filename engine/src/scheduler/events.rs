@@ -1,0 +1,112 @@
+//! The run machine's vocabulary: the events it consumes (and the event log stores) and the
+//! actions it asks the driver to carry out.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::state::{RunState, StepState};
+use super::{Millis, ResourceRequest, StepIx};
+
+/// What `when:`/`map:` evaluation decided for a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum PrepareOutcome {
+    /// Run one attempt.
+    Run,
+    /// Run one attempt per item.
+    Map { items: Vec<Value> },
+    /// `when:` was false.
+    Skip { reason: String },
+    /// The condition or the list could not be evaluated.
+    Error { message: String },
+}
+
+/// How an attempt ended, as reported by its executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Outcome {
+    Succeeded {
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+    },
+    Failed {
+        retryable: bool,
+        message: String,
+    },
+    TimedOut {
+        message: String,
+    },
+    Cancelled {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// The backoff delay before the next attempt is over.
+    Retry,
+    /// The attempt's deadline.
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillReason {
+    Timeout,
+    Cancel,
+    Interrupt,
+}
+
+/// An input to the machine. These are what the run's event log stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Event {
+    Start,
+    Prepared {
+        step: StepIx,
+        outcome: PrepareOutcome,
+    },
+    /// The admission controller gave the task its resources: start an attempt.
+    Admitted {
+        step: StepIx,
+        item: u32,
+    },
+    /// The task can never get its resources here.
+    Rejected {
+        step: StepIx,
+        item: u32,
+        reason: String,
+    },
+    Finished {
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        outcome: Outcome,
+    },
+    Timer {
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        kind: TimerKind,
+    },
+    Cancel,
+    /// Graceful shutdown: stop starting attempts, let running ones stop, keep the rest.
+    Interrupt,
+    /// A new engine process takes over: attempts that were running are lost and run again.
+    Resume,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Prepare { step: StepIx },
+    Enqueue { step: StepIx, item: u32, priority: i32, resources: ResourceRequest },
+    Withdraw { step: StepIx, item: u32 },
+    Release { step: StepIx, item: u32 },
+    Execute { step: StepIx, item: u32, attempt: u32 },
+    ArmTimer { step: StepIx, item: u32, attempt: u32, kind: TimerKind, at: Millis },
+    Kill { step: StepIx, item: u32, attempt: u32, reason: KillReason },
+    StepChanged { step: StepIx, state: StepState },
+    RunChanged { state: RunState },
+}
