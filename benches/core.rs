@@ -11,8 +11,12 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_engine::compile::{Plan, compile_source};
+use sluice_engine::driver::{Engine, EngineOptions};
 use sluice_engine::scheduler::{Action, Admission, Capacity, Event, Outcome, RunMachine, RunState};
 use sluice_engine::spec::source::Format;
+use sluice_worker::{
+    AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, DockerConfig, Executor, ExecutorSet, KillSignal,
+};
 
 fn compile(text: &str) -> Plan {
     compile_source(Path::new("bench.yaml"), Path::new("."), text, Format::Yaml).expect("valid")
@@ -75,6 +79,57 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(|| chain.clone(), |p| black_box(simulate(&p, 64)), BatchSize::SmallInput)
     });
     g.finish();
+
+    // The whole engine (driver, sled event log with group commits, logs, attempt folders)
+    // with an executor that does no work: the scheduler's overhead per step, state durable.
+    let mut g = c.benchmark_group("engine_noop_executor");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("wide_10k_steps", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| drive(&wide, dir.path()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.throughput(Throughput::Elements(40));
+    g.bench_function("chain_40_steps", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| drive(&chain, dir.path()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+/// Succeeds at once, writing nothing.
+struct Noop;
+
+impl Executor for Noop {
+    fn kind(&self) -> &'static str {
+        "noop"
+    }
+    fn execute(
+        &self,
+        _: AttemptRequest,
+        _: Arc<dyn AttemptSink>,
+        _: tokio::sync::watch::Receiver<Option<KillSignal>>,
+    ) -> BoxFuture<AttemptOutcome> {
+        Box::pin(async { AttemptOutcome { result: Ok(()), outputs: Default::default(), exit_code: Some(0) } })
+    }
+}
+
+fn drive(plan: &Arc<Plan>, data: &Path) {
+    let mut opts = EngineOptions::new(data);
+    opts.capacity.slots = 64;
+    opts.capacity.cpu = 64;
+    let executors = ExecutorSet::only(Arc::new(Noop), DockerConfig::from_env("bench"));
+    let engine = Engine::open(opts).unwrap().with_executors(executors);
+    let id = engine.create_run(plan, Default::default(), "bench").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let states = rt.block_on(engine.drive(&[id], None, tokio::sync::watch::channel(0).1)).unwrap();
+    assert_eq!(states[&id], RunState::Succeeded);
 }
 
 criterion_group! {

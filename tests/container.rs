@@ -216,7 +216,7 @@ fn logs_stream_while_running_and_cancel_stops_and_removes_the_container() {
         "c.yaml",
         &image_spec("name: c\nsteps:\n  long: { container: { image: IMAGE, command: [sh, -c, 'echo ready; sleep 60'] } }\n"),
     );
-    let plan = sluice_engine::compile::compile_file(&spec).unwrap();
+    let plan = std::sync::Arc::new(sluice_engine::compile::compile_file(&spec).unwrap());
     let engine = Engine::open(EngineOptions::new(sb.data())).unwrap();
     let id = engine.create_run(&plan, Default::default(), "manual").unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -7,8 +7,10 @@ use sluice_engine::driver::{Engine, EngineOptions, Notice};
 use sluice_engine::scheduler::{RunState, StepState};
 use sluice_engine::spec::source::Format;
 
-fn plan(text: &str) -> sluice_engine::compile::Plan {
-    compile_source(Path::new("t.yaml"), Path::new("."), text, Format::Yaml).expect("valid spec")
+fn plan(text: &str) -> std::sync::Arc<sluice_engine::compile::Plan> {
+    std::sync::Arc::new(
+        compile_source(Path::new("t.yaml"), Path::new("."), text, Format::Yaml).expect("valid spec"),
+    )
 }
 
 #[tokio::test]

@@ -185,6 +185,7 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
         resolve_params(&plan, &args.params).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
     let engine = open(data_dir, &args.engine)?;
     let orphans = engine.orphaned_runs()?;
+    let plan = std::sync::Arc::new(plan);
     let id = engine.create_run(&plan, params, "manual")?;
     let mut runs = vec![id];
     if !orphans.is_empty() {

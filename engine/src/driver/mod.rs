@@ -83,6 +83,8 @@ pub struct Engine {
     store: Store,
     opts: EngineOptions,
     executors: ExecutorSet,
+    /// Plans by DAG version, so that a run started here is not compiled a second time.
+    plans: std::sync::Mutex<std::collections::HashMap<String, Arc<Plan>>>,
 }
 
 impl Engine {
@@ -94,11 +96,17 @@ impl Engine {
         if let Some(host) = &opts.docker_host {
             docker.host = host.clone();
         }
-        Ok(Engine { store, opts, executors: ExecutorSet::new(docker) })
+        Ok(Engine { store, opts, executors: ExecutorSet::new(docker), plans: Default::default() })
     }
 
     pub fn executors(&self) -> &ExecutorSet {
         &self.executors
+    }
+
+    /// Replaces the executors (benchmarks and tests run the engine without real work).
+    pub fn with_executors(mut self, executors: ExecutorSet) -> Self {
+        self.executors = executors;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -110,7 +118,7 @@ impl Engine {
     }
 
     /// Records a new run of `plan` (its DAG version, run record and `Start` event), durably.
-    pub fn create_run(&self, plan: &Plan, params: Map<String, Value>, trigger: &str) -> Result<u64> {
+    pub fn create_run(&self, plan: &Arc<Plan>, params: Map<String, Value>, trigger: &str) -> Result<u64> {
         let now = now_ms();
         for step in plan.core.iter() {
             if let Some(why) = self.opts.capacity.misfit(&step.resources) {
@@ -129,6 +137,7 @@ impl Engine {
         let record = RunRecord::new(id, plan.name(), &plan.hash, params, trigger, plan.ids.len() as u32, now);
         self.store.put_run(&record)?;
         self.store.flush()?;
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(plan.hash.clone(), plan.clone());
         Ok(id)
     }
 
@@ -156,6 +165,9 @@ impl Engine {
 
     /// The plan of a stored run, compiled from the DAG version it was started with.
     pub fn plan_of(&self, run: &RunRecord) -> Result<Arc<Plan>> {
+        if let Some(plan) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&run.dag) {
+            return Ok(plan.clone());
+        }
         let dag = self.store.dag(&run.dag)?;
         let path = PathBuf::from(&dag.path);
         let base = path

@@ -93,7 +93,7 @@ pub(crate) fn request(
     item: u32,
     attempt: u32,
     item_value: Option<&Value>,
-    attempt_dir: PathBuf,
+    outputs_file: PathBuf,
 ) -> Result<AttemptRequest, String> {
     let spec = &view.plan.steps[step as usize];
     let env = template::environment();
@@ -158,6 +158,6 @@ pub(crate) fn request(
         spec: exec,
         env: env_vars,
         workdir,
-        outputs_file: attempt_dir.join("outputs.json"),
+        outputs_file,
     })
 }

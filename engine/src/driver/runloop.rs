@@ -258,8 +258,8 @@ impl Driver<'_> {
             RunState::Running | RunState::Interrupting | RunState::Interrupted => {
                 let a = &self.runs[&id];
                 for (step, item, attempt) in a.machine.running_attempts() {
-                    if let Some(pid) = super::sink::reap(&self.attempt_dir(id, &a.plan, step, item, attempt))
-                    {
+                    let stem = self.attempt_stem(id, &a.plan, step, item, attempt);
+                    if let Some(pid) = super::sink::reap(&with_suffix(&stem, ".process.json")) {
                         tracing::warn!(
                             run = id,
                             pid,
@@ -470,30 +470,46 @@ impl Driver<'_> {
         }
     }
 
-    fn attempt_dir(&self, run: u64, plan: &Plan, step: StepIx, item: u32, attempt: u32) -> PathBuf {
-        let dir = self.engine.store().dir().join("attempts").join(run.to_string());
-        dir.join(plan.id(step)).join(format!("{item}-{attempt}"))
+    /// The run's folder of attempt files.
+    fn attempts_dir(&self, run: u64) -> PathBuf {
+        self.engine.store().dir().join("attempts").join(run.to_string())
+    }
+
+    /// Where an attempt's files go: `<step>.<item>.<attempt>.*` in the run's attempts folder.
+    /// Plain files, not a folder per attempt: a mkdir per attempt was the largest cost of
+    /// the engine's own work per step (ext4 inode allocation for directories).
+    fn attempt_stem(&self, run: u64, plan: &Plan, step: StepIx, item: u32, attempt: u32) -> PathBuf {
+        self.attempts_dir(run).join(format!("{}.{item}.{attempt}", plan.id(step)))
     }
 
     fn execute(&mut self, run: u64, step: StepIx, item: u32, attempt: u32) {
         let store = self.engine.store().clone();
-        let attempt_dir = self.attempt_dir(run, &self.runs[&run].plan, step, item, attempt);
+        let stem = self.attempt_stem(run, &self.runs[&run].plan, step, item, attempt);
+        let attempts_dir = self.attempts_dir(run);
         let a = self.runs.get_mut(&run).expect("active run");
         let run_dir = store.dir().join("work").join(run.to_string());
-        let made_run_dir = if a.run_dir_made { Ok(()) } else { std::fs::create_dir_all(&run_dir) };
+        let made_run_dir = if a.run_dir_made {
+            Ok(())
+        } else {
+            std::fs::create_dir_all(&run_dir).and_then(|_| std::fs::create_dir_all(&attempts_dir))
+        };
         a.run_dir_made = made_run_dir.is_ok();
+        // A container gets a folder to mount, with its outputs file inside.
+        let in_container = a.plan.steps[step as usize].container.is_some();
+        let outputs_file =
+            if in_container { stem.join("outputs.json") } else { with_suffix(&stem, ".outputs.json") };
         let view = a.view(run);
         let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize));
         let request = made_run_dir
-            .and_then(|_| std::fs::create_dir_all(&attempt_dir))
+            .and_then(|_| if in_container { std::fs::create_dir(&stem) } else { Ok(()) })
             .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
-            .and_then(|_| render::request(&view, step, item, attempt, item_value, attempt_dir.clone()))
+            .and_then(|_| render::request(&view, step, item, attempt, item_value, outputs_file))
             .map(|mut r| {
                 r.env.insert("SLUICE_RUN_DIR".into(), run_dir.display().to_string());
                 r
             });
-        let sink =
-            Arc::new(StoreSink::new(store, AttemptKey { run, step, item, attempt }, attempt_dir.clone()));
+        let process_file = with_suffix(&stem, ".process.json");
+        let sink = Arc::new(StoreSink::new(store, AttemptKey { run, step, item, attempt }, process_file));
         let request = match request {
             Ok(r) => r,
             Err(message) => {
@@ -548,6 +564,12 @@ impl Driver<'_> {
             let _ = tx.send(Done { run, step, item, attempt, outcome });
         });
     }
+}
+
+fn with_suffix(stem: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 fn crash() -> ! {

@@ -1,5 +1,5 @@
 //! Where a running attempt's logs and process id go: logs into the store, the process id
-//! into a file in the attempt's folder.
+//! into the attempt's `.process.json` file.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,12 +11,10 @@ use crate::store::{AttemptKey, ProcRecord, Store};
 /// The most log an attempt keeps; the rest is dropped with a note.
 pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The file in an attempt's folder that names its OS process.
-const PROCESS_FILE: &str = "process.json";
-
 /// Kills what is left of an attempt an earlier engine started, if anything; returns its pid.
-pub(crate) fn reap(attempt_dir: &Path) -> Option<u32> {
-    let bytes = std::fs::read(attempt_dir.join(PROCESS_FILE)).ok()?;
+/// `process_file` is where the attempt's sink recorded its process.
+pub(crate) fn reap(process_file: &Path) -> Option<u32> {
+    let bytes = std::fs::read(process_file).ok()?;
     let rec: ProcRecord = serde_json::from_slice(&bytes).ok()?;
     sluice_worker::reap_process_group(rec.pid, rec.start_time).then_some(rec.pid)
 }
@@ -24,18 +22,18 @@ pub(crate) fn reap(attempt_dir: &Path) -> Option<u32> {
 pub(crate) struct StoreSink {
     store: Store,
     key: AttemptKey,
-    attempt_dir: PathBuf,
+    process_file: PathBuf,
     seq: AtomicU64,
     bytes: AtomicU64,
     warned: AtomicBool,
 }
 
 impl StoreSink {
-    pub(super) fn new(store: Store, key: AttemptKey, attempt_dir: PathBuf) -> Self {
+    pub(super) fn new(store: Store, key: AttemptKey, process_file: PathBuf) -> Self {
         Self {
             store,
             key,
-            attempt_dir,
+            process_file,
             seq: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             warned: AtomicBool::new(false),
@@ -77,7 +75,7 @@ impl AttemptSink for StoreSink {
         let k = self.key;
         let rec = ProcRecord { v: 1, step: k.step, item: k.item, attempt: k.attempt, pid, start_time };
         if let Ok(bytes) = serde_json::to_vec(&rec) {
-            let _ = std::fs::write(self.attempt_dir.join(PROCESS_FILE), bytes);
+            let _ = std::fs::write(&self.process_file, bytes);
         }
     }
 }

@@ -88,15 +88,24 @@ impl Store {
         // Steps run in other folders; every path handed to them must be absolute.
         let dir = &std::path::absolute(dir)
             .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
-        let db =
-            sled::Config::new().path(dir.join("db")).flush_every_ms(None).open().map_err(|e| match e {
-                sled::Error::Io(ref io)
+        // sled lets go of its lock a moment after a database in this process is dropped
+        // (its background threads finish first), so a reopen gets a short grace.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(dir.join("db")).flush_every_ms(None).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
                     if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
                 {
-                    StoreError::Locked(dir.to_path_buf())
+                    tries += 1;
+                    if tries == 20 {
+                        return Err(StoreError::Locked(dir.to_path_buf()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(25));
                 }
-                e => StoreError::Open { path: dir.to_path_buf(), source: e },
-            })?;
+                Err(e) => return Err(StoreError::Open { path: dir.to_path_buf(), source: e }),
+            }
+        };
         Ok(Store {
             dags: db.open_tree("dags")?,
             runs: db.open_tree("runs")?,
