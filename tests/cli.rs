@@ -280,12 +280,7 @@ steps:
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let marker = sb.data().join("work/1/b.1");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "step b never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&sb.data().join("work/1/b.1"), "step b never started");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .unwrap();
     let out = child.wait_with_output().unwrap();

@@ -141,12 +141,7 @@ steps:
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let marker = sb.data().join("work/1/up.1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "the container never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&sb.data().join("work/1/up.1"), "the container never started");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .unwrap();
     let out = child.wait_with_output().unwrap();
@@ -183,12 +178,7 @@ steps:
         ),
     );
     let mut child = sb.cmd().args(["run", "-q", spec.to_str().unwrap()]).spawn().unwrap();
-    let marker = sb.data().join("work/1/up.1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "the container never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&sb.data().join("work/1/up.1"), "the container never started");
     child.kill().unwrap(); // SIGKILL: the container is left running
     child.wait().unwrap();
     let left = sb.leftover_containers();

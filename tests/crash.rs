@@ -126,13 +126,8 @@ steps:
 "#,
     );
     let mut child = sb.cmd().args(["run", spec.to_str().unwrap(), "-q"]).spawn().unwrap();
-    let pidfile = sb.data().join("work/1/long.pid");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
-        assert!(Instant::now() < deadline, "the long step never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let orphan: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid = wait_for_file(&sb.data().join("work/1/long.pid"), "the long step never started");
+    let orphan: i32 = pid.trim().parse().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!group_members_now(orphan).is_empty(), "the step outlives a SIGKILLed engine");

@@ -53,6 +53,21 @@ impl Sandbox {
     }
 }
 
+/// Waits up to 30 s for a file a step writes to exist and hold something; `what` names the
+/// event in the failure message.
+pub fn wait_for_file(path: &Path, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(content) = std::fs::read_to_string(path)
+            && !content.trim().is_empty()
+        {
+            return content;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} (no {})", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
