@@ -32,6 +32,11 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Resume runs that were interrupted or left running by a stopped engine.
     Resume(cli::run::ResumeArgs),
+    /// Cancel runs that no engine is driving (interrupted, or left by a stopped engine).
+    Cancel {
+        #[arg(required = true)]
+        runs: Vec<String>,
+    },
     /// List runs, newest first.
     Runs {
         /// Show at most this many runs.
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.data_dir, cli.output, args),
         Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.output, args),
+        Command::Cancel { runs } => cli::run::cancel(&cli.data_dir, cli.output, &runs),
         Command::Runs { limit } => cli::inspect::runs(&cli.data_dir, cli.output, limit),
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.output, &run),
         Command::Logs { run, step, attempt } => cli::inspect::logs(&cli.data_dir, &run, &step, attempt),

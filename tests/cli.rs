@@ -299,4 +299,32 @@ steps:
     assert_eq!(step(&show, "b")["attempts"], 2);
     assert_eq!(step(&show, "c")["state"], "succeeded");
     assert_eq!(text(&sb.sluice(&["resume"]).stdout), "nothing to resume: every run has finished\n");
+    assert_clean_error(&sb.sluice(&["cancel", "r1"]), 2, "already succeeded");
+}
+
+#[test]
+fn an_interrupted_run_can_be_cancelled_instead_of_resumed() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "two.yaml",
+        "name: two\nsteps:\n  a: { process: { shell: 'echo up > \"$SLUICE_RUN_DIR/a\"; sleep 30 & wait' } }\n  b: { needs: [a], process: { command: [\"true\"] } }\n",
+    );
+    let child = sb
+        .cmd()
+        .args(["run", "-q", spec.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&sb.data().join("work/1/a"), "step a never started");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let out = sb.sluice(&["cancel", "r1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("run r1 (two) cancelled"), "{}", text(&out.stdout));
+    let show = sb.show("1");
+    assert_eq!(show["state"], "cancelled");
+    assert_eq!(step(&show, "a")["state"], "cancelled");
+    assert_eq!(step(&show, "b")["state"], "cancelled");
+    assert_eq!(text(&sb.sluice(&["resume"]).stdout), "nothing to resume: every run has finished\n");
 }

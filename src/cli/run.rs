@@ -242,3 +242,22 @@ pub(crate) fn resume(data_dir: &Path, output: Output, args: ResumeArgs) -> anyho
     report(&engine, output, &states)?;
     Ok(exit_code(&states))
 }
+
+pub(crate) fn cancel(data_dir: &Path, output: Output, runs: &[String]) -> anyhow::Result<ExitCode> {
+    let engine = Engine::open(EngineOptions::new(data_dir))?;
+    let mut ids = Vec::new();
+    for text in runs {
+        let id = parse_run_id(text)?;
+        let rec = engine.store().run(id)?;
+        anyhow::ensure!(
+            !rec.state.is_terminal(),
+            "run r{id} already {}; there is nothing to cancel",
+            rec.state
+        );
+        ids.push(id);
+    }
+    let states = runtime()?.block_on(engine.cancel_idle(&ids))?;
+    let states: Vec<(u64, RunState)> = ids.iter().map(|r| (*r, states[r])).collect();
+    report(&engine, output, &states)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -26,6 +26,15 @@ pub enum Notice {
     Run { run: u64, state: RunState },
 }
 
+/// What a driver does with the runs it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// Start or resume them.
+    Drive,
+    /// Cancel them without running anything more.
+    Cancel,
+}
+
 /// A request about one run, sent to a driving engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -168,6 +177,24 @@ impl Engine {
         &self,
         runs: &[u64],
         notices: Option<mpsc::UnboundedSender<Notice>>,
+        shutdown: watch::Receiver<u32>,
+        controls: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<HashMap<u64, RunState>> {
+        self.run_loop(runs, Intent::Drive, notices, shutdown, controls).await
+    }
+
+    /// Cancels runs no engine is driving (interrupted, or left by a dead engine): what is
+    /// left of their attempts is killed and removed, and nothing more runs.
+    pub async fn cancel_idle(&self, runs: &[u64]) -> Result<HashMap<u64, RunState>> {
+        let (_keep, controls) = mpsc::unbounded_channel();
+        self.run_loop(runs, Intent::Cancel, None, watch::channel(0).1, controls).await
+    }
+
+    async fn run_loop(
+        &self,
+        runs: &[u64],
+        intent: Intent,
+        notices: Option<mpsc::UnboundedSender<Notice>>,
         mut shutdown: watch::Receiver<u32>,
         mut controls: mpsc::UnboundedReceiver<Control>,
     ) -> Result<HashMap<u64, RunState>> {
@@ -186,7 +213,7 @@ impl Engine {
             grace: self.opts.grace,
         };
         for &id in runs {
-            d.load(id)?;
+            d.load(id, intent)?;
         }
         d.reap_containers().await;
         let mut stops = 0u32;
@@ -233,7 +260,7 @@ impl Engine {
 }
 
 impl Driver<'_> {
-    fn load(&mut self, id: u64) -> Result<()> {
+    fn load(&mut self, id: u64, intent: Intent) -> Result<()> {
         let mut noted = Notes::default();
         let r = self.engine.replay(id, |e, accepted, _| {
             if accepted {
@@ -254,7 +281,8 @@ impl Driver<'_> {
         let state = active.machine.state();
         self.runs.insert(id, active);
         match state {
-            RunState::Pending => self.backlog.push_back((id, Event::Start)),
+            RunState::Pending if intent == Intent::Drive => self.backlog.push_back((id, Event::Start)),
+            RunState::Pending => self.backlog.push_back((id, Event::Cancel)),
             RunState::Running | RunState::Interrupting | RunState::Interrupted => {
                 let a = &self.runs[&id];
                 for (step, item, attempt) in a.machine.running_attempts() {
@@ -267,7 +295,8 @@ impl Driver<'_> {
                         );
                     }
                 }
-                self.backlog.push_back((id, Event::Resume));
+                let event = if intent == Intent::Drive { Event::Resume } else { Event::Cancel };
+                self.backlog.push_back((id, event));
             }
             _ => {}
         }
