@@ -274,16 +274,7 @@ steps:
   c: { needs: [b], process: { command: ["true"] } }
 "#,
     );
-    let child = sb
-        .cmd()
-        .args(["run", spec.to_str().unwrap(), "-q"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&sb.data().join("work/1/b.1"), "step b never started");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = sb.interrupt_run(&spec, "work/1/b.1");
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("sluice resume r1"));
     let show = sb.show("1");
@@ -309,16 +300,7 @@ fn an_interrupted_run_can_be_cancelled_instead_of_resumed() {
         "two.yaml",
         "name: two\nsteps:\n  a: { process: { shell: 'echo up > \"$SLUICE_RUN_DIR/a\"; sleep 30 & wait' } }\n  b: { needs: [a], process: { command: [\"true\"] } }\n",
     );
-    let child = sb
-        .cmd()
-        .args(["run", "-q", spec.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_file(&sb.data().join("work/1/a"), "step a never started");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    assert_eq!(sb.interrupt_run(&spec, "work/1/a").status.code(), Some(130));
     let out = sb.sluice(&["cancel", "r1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("run r1 (two) cancelled"), "{}", text(&out.stdout));

@@ -135,16 +135,7 @@ steps:
 "#,
         ),
     );
-    let child = sb
-        .cmd()
-        .args(["run", "-q", spec.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_file(&sb.data().join("work/1/up.1"), "the container never started");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = sb.interrupt_run(&spec, "work/1/up.1");
     assert_eq!(out.status.code(), Some(130));
     assert!(
         text(&sb.sluice(&["logs", "1", "work"]).stdout).contains("got TERM"),

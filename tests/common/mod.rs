@@ -46,6 +46,23 @@ impl Sandbox {
         self.cmd().args(args).output().expect("run sluice")
     }
 
+    /// Starts `sluice run -q SPEC`, waits for a step to write `marker` (under the data folder),
+    /// sends SIGTERM, and returns how the engine ended.
+    pub fn interrupt_run(&self, spec: &Path, marker: &str) -> Output {
+        let child = self
+            .cmd()
+            .args(["run", "-q"])
+            .arg(spec)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        wait_for_file(&self.data().join(marker), "the step never started");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        child.wait_with_output().expect("wait for sluice")
+    }
+
     pub fn show(&self, run: &str) -> serde_json::Value {
         let out = self.sluice(&["show", run, "--output", "json"]);
         assert!(out.status.success(), "show failed: {}", text(&out.stderr));
