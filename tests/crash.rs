@@ -1,5 +1,7 @@
-//! Crash safety: the engine is SIGKILLed at many points of a run; after a restart every run
-//! finishes, each step's success is recorded exactly once, and no completed step runs again.
+//! Crash safety: the engine is SIGKILLed at many points of a run (the pipeline's chain is
+//! long enough that, however the engine batches events, it makes at least 10 commits); after
+//! a restart every run finishes, each step's success is recorded exactly once, and no
+//! completed step runs again.
 
 mod common;
 
@@ -34,6 +36,15 @@ steps:
     process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"; sleep 0.01' }}
   report:
     needs: [train]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"' }}
+  publish:
+    needs: [report]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"' }}
+  archive:
+    needs: [publish]
+    process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"' }}
+  notify:
+    needs: [archive]
     process: {{ shell: 'echo "$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT" >> "$LEDGER"' }}
 "#,
         ledger = ledger.display()

@@ -63,9 +63,7 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
     let engine = open(data_dir)?;
     let id = parse_run_id(run)?;
     let mut facts: HashMap<u32, StepFacts> = HashMap::new();
-    // The timeout's length is known only once the plan is; filled in below.
-    const TIMED_OUT: &str = "timed out";
-    let replayed = engine.replay(id, |e, accepted, actions| match &e.event {
+    let replayed = engine.replay(id, |plan, e, accepted, actions| match &e.event {
         Event::Admitted { step, .. } => {
             facts.entry(*step).or_default().first_start.get_or_insert(e.at);
         }
@@ -89,7 +87,8 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
         {
             let f = facts.entry(*step).or_default();
             f.last_end = Some(e.at);
-            f.error = Some(TIMED_OUT.to_string());
+            let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
+            f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
         }
         Event::Prepared {
             step,
@@ -101,12 +100,6 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
         _ => {}
     })?;
     let (record, plan, machine) = (replayed.record, replayed.plan, replayed.machine);
-    for (step, f) in facts.iter_mut() {
-        if f.error.as_deref() == Some(TIMED_OUT) {
-            let limit = plan.core[*step as usize].timeout_ms.unwrap_or_default();
-            f.error = Some(format!("timed out after {}", fmt_ms(limit as i64)));
-        }
-    }
     let mut steps = Vec::new();
     for (ix, step_id) in plan.ids.iter().enumerate() {
         let ix = ix as u32;

@@ -101,10 +101,6 @@ pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value 
     show["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id}"))
 }
 
-pub fn exists(p: &Path) -> bool {
-    p.exists()
-}
-
 /// The processes of a process group still alive after giving a kill up to 2 s to land
 /// (zombies waiting for a reaper do not count: they have already exited).
 pub fn live_group_members(pgid: i32) -> Vec<i32> {

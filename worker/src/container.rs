@@ -116,10 +116,6 @@ impl ContainerExecutor {
         Self { inner: Arc::new(Inner { config, client: OnceCell::new() }) }
     }
 
-    pub fn config(&self) -> &DockerConfig {
-        &self.inner.config
-    }
-
     fn unreachable(&self, e: impl std::fmt::Display) -> ExecError {
         ExecError::retryable(format!(
             "no Docker engine answers at {} ({e}); start dockerd or set DOCKER_HOST",

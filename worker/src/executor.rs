@@ -38,15 +38,6 @@ pub enum ExecSpec {
     Container(ContainerSpec),
 }
 
-impl ExecSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ExecSpec::Process(_) => "process",
-            ExecSpec::Container(_) => "container",
-        }
-    }
-}
-
 /// Everything an executor needs to carry out one attempt.
 #[derive(Debug, Clone)]
 pub struct AttemptRequest {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use params::{parse_value, resolve_params};
+pub use params::resolve_params;
 pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 
@@ -113,10 +113,6 @@ impl Engine {
         &self.store
     }
 
-    pub fn options(&self) -> &EngineOptions {
-        &self.opts
-    }
-
     /// Records a new run of `plan` (its DAG version, run record and `Start` event), durably.
     pub fn create_run(&self, plan: &Arc<Plan>, params: Map<String, Value>, trigger: &str) -> Result<u64> {
         let now = now_ms();
@@ -184,9 +180,13 @@ impl Engine {
     }
 
     /// Replays a run's event log into a fresh machine: the run's state as of its last event.
-    /// `visit` sees each event, whether the machine took it into account (results of stale
-    /// attempts are dropped) and the actions it produced.
-    pub fn replay(&self, run: u64, mut visit: impl FnMut(&EventRecord, bool, &[Action])) -> Result<Replayed> {
+    /// `visit` sees the run's plan and each event, whether the machine took it into account
+    /// (results of stale attempts are dropped) and the actions it produced.
+    pub fn replay(
+        &self,
+        run: u64,
+        mut visit: impl FnMut(&Plan, &EventRecord, bool, &[Action]),
+    ) -> Result<Replayed> {
         let record = self.store.run(run)?;
         let plan = self.plan_of(&record)?;
         let events = self.store.events(run)?;
@@ -194,7 +194,7 @@ impl Engine {
         for e in &events {
             let accepted = machine.accepts(&e.event);
             let actions = machine.apply(&e.event, e.at);
-            visit(e, accepted, &actions);
+            visit(&plan, e, accepted, &actions);
         }
         let next_seq = events.last().map_or(0, |e| e.seq + 1);
         Ok(Replayed { record, plan, machine, events: events.len(), next_seq })

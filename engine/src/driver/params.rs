@@ -46,7 +46,7 @@ pub fn resolve_params(plan: &Plan, given: &[(String, String)]) -> Result<Map<Str
 }
 
 /// Parses one value by type; lists and objects are JSON.
-pub fn parse_value(kind: ParamType, text: &str) -> Result<Value, String> {
+fn parse_value(kind: ParamType, text: &str) -> Result<Value, String> {
     let t = text.trim();
     match kind {
         ParamType::String => Ok(Value::String(text.to_string())),

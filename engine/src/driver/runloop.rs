@@ -262,7 +262,7 @@ impl Engine {
 impl Driver<'_> {
     fn load(&mut self, id: u64, intent: Intent) -> Result<()> {
         let mut noted = Notes::default();
-        let r = self.engine.replay(id, |e, accepted, _| {
+        let r = self.engine.replay(id, |_, e, accepted, _| {
             if accepted {
                 noted.note(&e.event);
             }

@@ -100,10 +100,6 @@ impl RunMachine {
         self.running
     }
 
-    pub fn step_count(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Transitions the machine refused because they were not in the lifecycle (always 0
     /// unless there is a bug; property tests check it).
     pub fn invalid_transitions(&self) -> u64 {
