@@ -66,11 +66,26 @@ enum Command {
     },
     /// Print the JSON Schema of pipeline files, for editors.
     Schema,
+    /// Work with WASM plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Report what this machine can run: processes, Docker containers, WASM, GPUs.
     Doctor {
         /// The Docker Engine to check (default: DOCKER_HOST, else the local socket).
         #[arg(long)]
         docker_host: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Check that files are plugins Sluice can run (WASI preview 1 commands); says what is
+    /// wrong otherwise.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -93,6 +108,7 @@ fn main() -> ExitCode {
         Command::Validate { files } => cli::spec::validate(&files, cli.output),
         Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),
         Command::Schema => cli::spec::schema(),
+        Command::Plugin { command: PluginCommand::Check { files } } => cli::plugin::check(&files, cli.output),
         Command::Doctor { docker_host } => cli::doctor::doctor(&cli.data_dir, cli.output, docker_host),
     };
     match result {

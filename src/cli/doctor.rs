@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::json;
-use sluice_worker::{ContainerExecutor, DockerConfig};
+use sluice_worker::{ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor};
 
 use crate::Output;
 
@@ -28,6 +28,10 @@ pub(crate) fn doctor(
         .enable_all()
         .build()?
         .block_on(async { ContainerExecutor::new(config).probe().await });
+    let wasm = WasmExecutor::new(WasmConfig {
+        cache_dir: Some(std::path::absolute(data_dir)?.join("cache").join("wasm")),
+    })
+    .probe();
     let gpu = nvidia_driver();
     if output == Output::Json {
         let doc = json!({
@@ -36,7 +40,10 @@ pub(crate) fn doctor(
                 Ok(info) => json!({"ok": true, "host": host, "version": info.version, "api_version": info.api_version}),
                 Err(e) => json!({"ok": false, "host": host, "error": e.message}),
             },
-            "wasm": {"ok": false, "error": "the wasm executor is not built yet"},
+            "wasm": match &wasm {
+                Ok(info) => json!({"ok": true, "wasmtime": info.wasmtime, "pooling": info.pooling, "cache": info.cache_dir}),
+                Err(e) => json!({"ok": false, "error": e.message}),
+            },
             "gpu": match &gpu {
                 Some(driver) => json!({"ok": true, "driver": driver}),
                 None => json!({"ok": false, "error": "no NVIDIA driver is loaded"}),
@@ -51,7 +58,15 @@ pub(crate) fn doctor(
             }
             Err(e) => println!("container  unavailable: {}", e.message),
         }
-        println!("wasm       unavailable: the wasm executor is not built yet");
+        match &wasm {
+            Ok(info) => println!(
+                "wasm       ok: wasmtime {}, {} allocator, module cache {}",
+                info.wasmtime,
+                if info.pooling { "pooling" } else { "on-demand" },
+                info.cache_dir.as_ref().map_or("off".into(), |d| d.display().to_string())
+            ),
+            Err(e) => println!("wasm       unavailable: {}", e.message),
+        }
         match &gpu {
             Some(driver) => println!("gpu        driver found: {driver}"),
             None => {

@@ -2,6 +2,7 @@
 
 pub(crate) mod doctor;
 pub(crate) mod inspect;
+pub(crate) mod plugin;
 pub(crate) mod progress;
 pub(crate) mod run;
 pub(crate) mod spec;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::container::{ContainerExecutor, ContainerSpec, DockerConfig};
 use crate::error::ExecError;
 use crate::process::ProcessExecutor;
+use crate::wasm::{WasmConfig, WasmExecutor, WasmSpec};
 
 /// The fence of an attempt: every result names the attempt it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,6 +37,7 @@ pub struct ProcessSpec {
 pub enum ExecSpec {
     Process(ProcessSpec),
     Container(ContainerSpec),
+    Wasm(WasmSpec),
 }
 
 /// Everything an executor needs to carry out one attempt.
@@ -117,18 +119,24 @@ pub trait Executor: Send + Sync + 'static {
 pub struct ExecutorSet {
     process: Arc<ProcessExecutor>,
     container: ContainerExecutor,
+    wasm: WasmExecutor,
     every: Option<Arc<dyn Executor>>,
 }
 
 impl ExecutorSet {
-    pub fn new(docker: DockerConfig) -> Self {
-        Self { process: Arc::new(ProcessExecutor), container: ContainerExecutor::new(docker), every: None }
+    pub fn new(docker: DockerConfig, wasm: WasmConfig) -> Self {
+        Self {
+            process: Arc::new(ProcessExecutor),
+            container: ContainerExecutor::new(docker),
+            wasm: WasmExecutor::new(wasm),
+            every: None,
+        }
     }
 
     /// A set where `executor` carries out every attempt, whatever its spec: for benchmarks
     /// that measure the engine without the cost of the work itself, and for tests.
     pub fn only(executor: Arc<dyn Executor>, docker: DockerConfig) -> Self {
-        Self { every: Some(executor), ..Self::new(docker) }
+        Self { every: Some(executor), ..Self::new(docker, WasmConfig::default()) }
     }
 
     pub fn for_spec(&self, spec: &ExecSpec) -> &dyn Executor {
@@ -138,11 +146,16 @@ impl ExecutorSet {
         match spec {
             ExecSpec::Process(_) => self.process.as_ref(),
             ExecSpec::Container(_) => &self.container,
+            ExecSpec::Wasm(_) => &self.wasm,
         }
     }
 
     pub fn container(&self) -> &ContainerExecutor {
         &self.container
+    }
+
+    pub fn wasm(&self) -> &WasmExecutor {
+        &self.wasm
     }
 }
 

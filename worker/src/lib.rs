@@ -2,7 +2,8 @@
 //!
 //! Every executor implements [`Executor`]; the engine wraps them with retries, timeouts and
 //! tracing, so an executor only runs the work, streams its logs and reports how it ended.
-//! Two executors so far: local processes and Docker containers (bollard).
+//! Three executors so far: local processes, Docker containers (bollard) and WASM plugins
+//! (wasmtime).
 //! This crate knows nothing of the engine.
 
 mod container;
@@ -10,6 +11,7 @@ mod error;
 mod executor;
 mod outputs;
 mod process;
+mod wasm;
 
 pub use container::{
     Bind, CONTAINER_ATTEMPT_DIR, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerExecutor, ContainerSpec,
@@ -23,3 +25,8 @@ pub use executor::{
 };
 pub use outputs::{MAX_OUTPUTS_BYTES, read_outputs_file};
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
+pub use wasm::{
+    DEFAULT_MAX_MEMORY, MAX_MEMORY_LIMIT, MAX_RESULT_BYTES, MAX_STDERR_BYTES, ModuleReport, WASI_P1,
+    WASM_INPUTS_DIR, WASM_WORK_DIR, WasmConfig, WasmExecutor, WasmInfo, WasmInput, WasmSpec, check_module,
+    wasmtime_version,
+};

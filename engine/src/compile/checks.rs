@@ -24,6 +24,7 @@ pub(super) struct Graph {
 
 struct Ctx<'a> {
     file: &'a Path,
+    base_dir: &'a Path,
     map: &'a SourceMap,
     diags: &'a mut Vec<Diagnostic>,
 }
@@ -41,8 +42,14 @@ fn step_pointer(id: &str) -> String {
     push_pointer("/steps", id)
 }
 
-pub(super) fn check(spec: &Pipeline, map: &SourceMap, file: &Path, diags: &mut Vec<Diagnostic>) -> Graph {
-    let mut cx = Ctx { file, map, diags };
+pub(super) fn check(
+    spec: &Pipeline,
+    map: &SourceMap,
+    file: &Path,
+    base_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Graph {
+    let mut cx = Ctx { file, base_dir, map, diags };
     if spec.name.trim().is_empty() {
         cx.at("/name", "the pipeline's `name` is empty".into());
     }
@@ -68,6 +75,7 @@ pub(super) fn check(spec: &Pipeline, map: &SourceMap, file: &Path, diags: &mut V
         }
         check_executor(id, step, &sp, &mut cx);
         check_container(id, step, &sp, &mut cx);
+        check_wasm(id, step, &sp, &mut cx);
         check_retries_and_limits(step, &sp, &mut cx);
         let mut seen = HashSet::new();
         for (i, need) in step.needs.iter().enumerate() {
@@ -228,6 +236,65 @@ fn check_container(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
     }
 }
 
+fn check_wasm(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
+    let Some(w) = &step.wasm else { return };
+    let wp = push_pointer(sp, "wasm");
+    let mp = push_pointer(&wp, "module");
+    let module = Path::new(&w.module);
+    if w.module.trim().is_empty() {
+        cx.at(&mp, format!("step `{id}`: `module` is empty"));
+    } else if !module.extension().is_some_and(|e| e == "wasm" || e == "wat") {
+        cx.at(&mp, format!("step `{id}`: the module `{}` must be a `.wasm` or `.wat` file", w.module));
+    } else if !cx.base_dir.join(module).is_file() {
+        cx.at(
+            &mp,
+            format!(
+                "step `{id}`: the module {} does not exist (paths are relative to the pipeline file's folder)",
+                cx.base_dir.join(module).display()
+            ),
+        );
+    }
+    if let Some(m) = w.max_memory
+        && !(64 * 1024..=sluice_worker::MAX_MEMORY_LIMIT).contains(&m.0)
+    {
+        cx.at(
+            &push_pointer(&wp, "max_memory"),
+            format!("step `{id}`: `max_memory` must be between 64Ki (one page) and 4Gi, not {} bytes", m.0),
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, input) in w.inputs.iter().enumerate() {
+        let name = Path::new(input).file_name().map(|n| n.to_string_lossy().into_owned());
+        if !template::is_template(input)
+            && let Some(name) = name
+            && !names.insert(name.clone())
+        {
+            cx.at(
+                &push_pointer(&push_pointer(&wp, "inputs"), &i.to_string()),
+                format!("step `{id}`: two inputs are named `{name}`; the plugin sees them by file name"),
+            );
+        }
+    }
+}
+
+/// Every string in a JSON value, with its pointer: templates may hide anywhere in a config.
+fn strings<'a>(pointer: String, v: &'a Value, out: &mut Vec<(String, &'a str, bool)>) {
+    match v {
+        Value::String(s) => out.push((pointer, s, false)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                strings(push_pointer(&pointer, &i.to_string()), item, out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                strings(push_pointer(&pointer, k), item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn check_retries_and_limits(step: &Step, sp: &str, cx: &mut Ctx) {
     if let Some(r) = &step.retries
         && let Some(j) = r.jitter
@@ -331,6 +398,15 @@ fn check_templates(
                 for (i, a) in list.into_iter().flatten().enumerate() {
                     fields.push((push_pointer(&push_pointer(&cp, key), &i.to_string()), a, false));
                 }
+            }
+        }
+        if let Some(w) = &step.wasm {
+            let wp = push_pointer(&sp, "wasm");
+            for (i, a) in w.inputs.iter().enumerate() {
+                fields.push((push_pointer(&push_pointer(&wp, "inputs"), &i.to_string()), a, false));
+            }
+            if let Some(config) = &w.config {
+                strings(push_pointer(&wp, "config"), config, &mut fields);
             }
         }
         for (k, v) in step.env.iter().chain(spec.defaults.env.iter()) {

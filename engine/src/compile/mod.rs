@@ -83,13 +83,17 @@ pub fn compile_source(
         diags.sort_by_key(|d| (d.location.line, d.location.column));
         return Err(diags);
     };
-    let graph = checks::check(&spec, &map, path, &mut diags);
+    let graph = checks::check(&spec, &map, path, base_dir, &mut diags);
     if !diags.is_empty() {
         diags.sort_by_key(|d| (d.location.line, d.location.column));
         return Err(diags);
     }
     Ok(build(spec, graph, path, base_dir, text))
 }
+
+/// The execution limit of a `wasm:` step that sets no `timeout`: a plugin runs inside the
+/// engine, so none runs without a deadline.
+pub const DEFAULT_WASM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn build(spec: Pipeline, graph: checks::Graph, path: &Path, base_dir: &Path, text: &str) -> Plan {
     let hash = hex(&Sha256::digest(serde_json::to_vec(&spec).unwrap_or_default()));
@@ -103,6 +107,9 @@ fn build(spec: Pipeline, graph: checks::Graph, path: &Path, base_dir: &Path, tex
         let mut eff = step.clone();
         eff.retries = eff.retries.or_else(|| d.retries.clone());
         eff.timeout = eff.timeout.or(d.timeout);
+        if eff.wasm.is_some() && eff.timeout.is_none() {
+            eff.timeout = Some(crate::spec::DurationSpec(DEFAULT_WASM_TIMEOUT));
+        }
         eff.workdir = eff.workdir.or_else(|| d.workdir.clone());
         eff.resources = eff.resources.or_else(|| d.resources.clone());
         eff.priority = eff.priority.or(d.priority);

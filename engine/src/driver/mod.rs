@@ -21,7 +21,7 @@ use crate::compile::{Diagnostic, Plan, compile_source};
 use crate::scheduler::{Action, Capacity, RunMachine, RunState};
 use crate::spec::source::Format;
 use crate::store::{DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Store, StoreError};
-use sluice_worker::{DockerConfig, ExecutorSet};
+use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,9 @@ impl Engine {
         if let Some(host) = &opts.docker_host {
             docker.host = host.clone();
         }
-        Ok(Engine { store, opts, executors: ExecutorSet::new(docker), plans: Default::default() })
+        // Compiled plugins are cached next to the state, keyed by content and wasmtime version.
+        let wasm = WasmConfig { cache_dir: Some(store.dir().join("cache").join("wasm")) };
+        Ok(Engine { store, opts, executors: ExecutorSet::new(docker, wasm), plans: Default::default() })
     }
 
     pub fn executors(&self) -> &ExecutorSet {

@@ -1,12 +1,13 @@
 //! Turning a step's spec into an executor request at run time: templates, paths, env.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use minijinja::Value as JValue;
 use serde_json::{Map, Value, json};
 use sluice_worker::{
-    AttemptId, AttemptRequest, Bind, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerSpec, ExecSpec,
-    ProcessSpec, PullPolicy,
+    AttemptId, AttemptRequest, Bind, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerSpec,
+    DEFAULT_MAX_MEMORY, ExecSpec, ProcessSpec, PullPolicy, WASM_INPUTS_DIR, WASM_WORK_DIR, WasmInput,
+    WasmSpec,
 };
 
 use crate::compile::Plan;
@@ -86,6 +87,16 @@ pub(crate) fn prepare(view: &RunView, step: StepIx) -> PrepareOutcome {
     }
 }
 
+/// Where an attempt's files go on the host.
+pub(crate) struct AttemptPaths {
+    /// The run's shared folder (`SLUICE_RUN_DIR`).
+    pub run_dir: PathBuf,
+    /// Where the step writes its outputs (`SLUICE_OUTPUTS`).
+    pub outputs_file: PathBuf,
+    /// Where a plugin's declared inputs are gathered.
+    pub inputs_dir: PathBuf,
+}
+
 /// Builds the executor request for one attempt.
 pub(crate) fn request(
     view: &RunView,
@@ -93,7 +104,7 @@ pub(crate) fn request(
     item: u32,
     attempt: u32,
     item_value: Option<&Value>,
-    outputs_file: PathBuf,
+    paths: AttemptPaths,
 ) -> Result<AttemptRequest, String> {
     let spec = &view.plan.steps[step as usize];
     let env = template::environment();
@@ -117,11 +128,7 @@ pub(crate) fn request(
         let all = |list: &[String]| list.iter().map(|a| r(a)).collect::<Result<Vec<_>, _>>();
         let mut inputs = Vec::with_capacity(c.inputs.len());
         for input in &c.inputs {
-            let source = view.plan.base_dir.join(r(input)?);
-            let source = std::path::absolute(&source).unwrap_or(source);
-            if !source.is_file() {
-                return Err(format!("the input file {} does not exist", source.display()));
-            }
+            let source = existing_file(&view.plan.base_dir, &r(input)?)?;
             let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             inputs.push(Bind { source, target: format!("{CONTAINER_INPUTS_DIR}/{name}"), read_only: true });
         }
@@ -142,12 +149,63 @@ pub(crate) fn request(
             init: c.init,
             inputs,
         })
+    } else if let Some(w) = &spec.wasm {
+        let mut inputs = Vec::with_capacity(w.inputs.len());
+        let mut shown = Map::new();
+        for input in &w.inputs {
+            let source = existing_file(&view.plan.base_dir, &r(input)?)?;
+            let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            shown.insert(name.clone(), json!(format!("{WASM_INPUTS_DIR}/{name}")));
+            inputs.push(WasmInput { source, name });
+        }
+        let work_dir = match &spec.workdir {
+            Some(d) => view.plan.base_dir.join(r(d).map_err(|e| format!("workdir: {e}"))?),
+            None => paths.run_dir.clone(),
+        };
+        let config = match &w.config {
+            Some(c) => render_strings(c, &r)?,
+            None => json!({}),
+        };
+        // `config` first: the simplest plugins (hand-written text format) find their settings
+        // by scanning the document's start.
+        let mut input = json!({ "config": config, "params": view.params });
+        input["upstream"] = Value::Object(
+            view.plan.core[step as usize]
+                .upstream
+                .iter()
+                .map(|ix| {
+                    let outputs = view.outputs.get(ix).cloned().unwrap_or_else(|| json!({}));
+                    (view.plan.id(*ix).to_string(), outputs)
+                })
+                .collect(),
+        );
+        input["inputs"] = Value::Object(shown);
+        if let Some(item) = item_value {
+            input["item"] = item.clone();
+        }
+        input["run"] = json!({ "id": view.id, "name": view.plan.name(), "dag": view.plan.short_hash() });
+        input["step"] = json!(view.plan.id(step));
+        input["attempt"] = json!(attempt);
+        input["work_dir"] = json!(WASM_WORK_DIR);
+        let module = view.plan.base_dir.join(&w.module);
+        ExecSpec::Wasm(WasmSpec {
+            module: std::path::absolute(&module).unwrap_or(module),
+            input,
+            work_dir,
+            inputs,
+            inputs_dir: paths.inputs_dir.clone(),
+            max_memory: w.max_memory.map_or(DEFAULT_MAX_MEMORY, |m| m.0),
+        })
     } else {
         return Err("the step has no executor block".into());
     };
     let mut env_vars = std::collections::BTreeMap::new();
     for (k, v) in &spec.env {
         env_vars.insert(k.clone(), r(v).map_err(|e| format!("env `{k}`: {e}"))?);
+    }
+    // A plugin sees the step's env and nothing more; host paths mean nothing inside it.
+    if spec.wasm.is_none() {
+        env_vars.insert("SLUICE_RUN_DIR".into(), paths.run_dir.display().to_string());
     }
     let workdir = match &spec.workdir {
         Some(w) => view.plan.base_dir.join(r(w).map_err(|e| format!("workdir: {e}"))?),
@@ -158,6 +216,30 @@ pub(crate) fn request(
         spec: exec,
         env: env_vars,
         workdir,
-        outputs_file,
+        outputs_file: paths.outputs_file,
+    })
+}
+
+/// A declared input file, as an absolute path; it must exist.
+fn existing_file(base: &Path, rendered: &str) -> Result<PathBuf, String> {
+    let source = base.join(rendered);
+    let source = std::path::absolute(&source).unwrap_or(source);
+    if !source.is_file() {
+        return Err(format!("the input file {} does not exist", source.display()));
+    }
+    Ok(source)
+}
+
+/// A JSON value with every string in it rendered as a template.
+fn render_strings(v: &Value, r: &impl Fn(&str) -> Result<String, String>) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => Value::String(r(s)?),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|i| render_strings(i, r)).collect::<Result<_, _>>()?)
+        }
+        Value::Object(map) => Value::Object(
+            map.iter().map(|(k, i)| Ok((k.clone(), render_strings(i, r)?))).collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
     })
 }

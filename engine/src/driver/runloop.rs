@@ -529,14 +529,11 @@ impl Driver<'_> {
             if in_container { stem.join("outputs.json") } else { with_suffix(&stem, ".outputs.json") };
         let view = a.view(run);
         let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize));
+        let paths = render::AttemptPaths { run_dir, outputs_file, inputs_dir: with_suffix(&stem, ".inputs") };
         let request = made_run_dir
             .and_then(|_| if in_container { std::fs::create_dir(&stem) } else { Ok(()) })
             .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
-            .and_then(|_| render::request(&view, step, item, attempt, item_value, outputs_file))
-            .map(|mut r| {
-                r.env.insert("SLUICE_RUN_DIR".into(), run_dir.display().to_string());
-                r
-            });
+            .and_then(|_| render::request(&view, step, item, attempt, item_value, paths));
         let process_file = with_suffix(&stem, ".process.json");
         let sink = Arc::new(StoreSink::new(store, AttemptKey { run, step, item, attempt }, process_file));
         let request = match request {

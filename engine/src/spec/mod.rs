@@ -256,6 +256,24 @@ pub struct ContainerBlock {
     pub inputs: Vec<String>,
 }
 
+/// A `wasm:` executor block: run a WASI preview 1 plugin inside the engine, sandboxed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmBlock {
+    /// The plugin: a `.wasm` binary or `.wat` text file, relative to the pipeline file's folder.
+    pub module: String,
+    /// Any JSON, handed to the plugin as `config` on stdin (strings templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    /// Files the plugin reads, relative to the pipeline file's folder (templated); each is
+    /// seen read-only at `/inputs/<file name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// The cap on the plugin's linear memory (default `256Mi`, at most `4Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<ByteSize>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -264,7 +282,8 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
-/// One step of the DAG. Exactly one executor block (`process:`, `container:`) says what it runs.
+/// One step of the DAG. Exactly one executor block (`process:`, `container:`, `wasm:`) says
+/// what it runs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -276,6 +295,9 @@ pub struct Step {
     /// Run a Docker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerBlock>,
+    /// Run a WASM plugin inside the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<WasmBlock>,
     /// The steps this one runs after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
@@ -290,13 +312,15 @@ pub struct Step {
     pub map: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
-    /// The longest one attempt may run, as `30s`, `5m`, `1h 30m`.
+    /// The longest one attempt may run, as `30s`, `5m`, `1h 30m` (a `wasm:` step that sets
+    /// none gets 10m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationSpec>,
     /// Environment variables (values templated).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// The working folder, relative to the pipeline file's folder (templated).
+    /// The working folder, relative to the pipeline file's folder (templated). A `wasm:` plugin
+    /// sees it as `/work` (default: the run's shared folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -310,7 +334,7 @@ pub struct Step {
 }
 
 /// The executor blocks a step may carry, by spec key. Adding an executor adds its key here.
-pub const EXECUTOR_KEYS: &[&str] = &["process", "container"];
+pub const EXECUTOR_KEYS: &[&str] = &["process", "container", "wasm"];
 
 impl Step {
     /// The executor blocks that are set, by key.
@@ -321,6 +345,9 @@ impl Step {
         }
         if self.container.is_some() {
             keys.push("container");
+        }
+        if self.wasm.is_some() {
+            keys.push("wasm");
         }
         keys
     }
