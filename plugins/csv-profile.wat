@@ -234,7 +234,7 @@
     (call $emit (i32.const 2160) (i32.const 15))
     (call $emit_num (global.get $ragged))
     (local.set $bad
-      (i32.or (i32.or (i64.ne (global.get $ragged) (i64.const 0)) (i64.ne (global.get $empties) (i64.const 0)))
+      (i32.or (i32.or (i64.ne (global.get $ragged) (i64.const 0)) (i64.gt_u (global.get $empties) (local.get $max_empty)))
               (i64.lt_u (global.get $rows) (local.get $min))))
     (if (local.get $bad)
       (then

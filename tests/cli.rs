@@ -181,6 +181,11 @@ fn every_example_in_dags_is_valid() {
         .collect();
     files.sort();
     assert!(files.len() >= 5, "dags/ should hold the demo and the feature examples");
+    // Pipelines with C plugins need them built first.
+    let needs_build = |f: &std::path::PathBuf| std::fs::read_to_string(f).unwrap().contains("plugins/build/");
+    if files.iter().any(needs_build) && !plugins_or_skip("the examples with C plugins") {
+        files.retain(|f| !needs_build(f));
+    }
     let sb = Sandbox::new();
     let mut cmd = sb.cmd();
     cmd.arg("validate").args(&files);

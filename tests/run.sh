@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Set-up: the Rust toolchain, and a private Docker Engine for the container tests (installed
-# from Debian's packages when missing), so that a fresh machine passes as it is.
+# Set-up: the Rust toolchain, a private Docker Engine for the container tests and clang with
+# wasi-libc for the C plugins (both installed from Debian's packages when missing), so that a
+# fresh machine passes as it is.
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tests/run.sh: cargo is not installed; install Rust (https://rustup.rs) first" >&2
   exit 1
@@ -23,6 +24,11 @@ trap stop_docker EXIT
 start_docker
 # The container tests fail rather than skip when no engine answers.
 export SLUICE_REQUIRE_DOCKER=1
+
+say "plugins (C plugins built to WASM with Debian's clang + wasi-libc)"
+bash plugins/build.sh
+# The tests that use them fail rather than skip when they are missing.
+export SLUICE_REQUIRE_PLUGINS=1
 
 say "format"
 cargo fmt --all -- --check

@@ -154,6 +154,30 @@ pub fn docker_or_skip(test: &str) -> bool {
     false
 }
 
+/// Whether the C plugins are built (`bash plugins/build.sh`, which the test command runs);
+/// says so loudly when they are not, and fails under SLUICE_REQUIRE_PLUGINS=1.
+pub fn plugins_or_skip(test: &str) -> bool {
+    let missing: Vec<String> = ["csv-validate", "feature-transform"]
+        .iter()
+        .map(|p| repo().join("plugins/build").join(format!("{p}.wasm")))
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("SLUICE_REQUIRE_PLUGINS").as_deref() == Ok("1") {
+        panic!("{test}: SLUICE_REQUIRE_PLUGINS=1 but {} is missing", missing.join(", "));
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: the C plugins are not built ({}). Run `bash plugins/build.sh`. ***\n",
+        missing.join(", ")
+    );
+    false
+}
+
 impl Sandbox {
     /// Containers this sandbox's engine left on the Docker engine.
     pub fn leftover_containers(&self) -> Vec<String> {

@@ -141,7 +141,7 @@ impl ResourceLimiter for Limits {
 
 fn human_bytes(n: u64) -> String {
     const MI: u64 = 1024 * 1024;
-    if n >= MI && n % MI == 0 { format!("{}Mi", n / MI) } else { format!("{n} bytes") }
+    if n >= MI && n.is_multiple_of(MI) { format!("{}Mi", n / MI) } else { format!("{n} bytes") }
 }
 
 /// A compiled module, remembered by path until the file changes.
@@ -516,8 +516,12 @@ fn run_plugin(
             None => {
                 let err = if stop.load(Ordering::Relaxed) {
                     ExecError::cancelled("the step was stopped")
-                } else if store.data().limits.refused.is_some() {
-                    ExecError::fatal(format!("the plugin ran out of memory: {}", root_message(e)))
+                } else if let Some(asked) = store.data().limits.refused {
+                    ExecError::fatal(format!(
+                        "the plugin ran out of memory: it asked for {} of linear memory, over its limit of {} (`wasm.max_memory`)",
+                        human_bytes(asked),
+                        human_bytes(spec.max_memory)
+                    ))
                 } else if let Some(over) = stdout.overflow().or(stderr.overflow()) {
                     ExecError::fatal(over)
                 } else if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
@@ -543,7 +547,7 @@ fn run_plugin(
 }
 
 fn root_message(e: &wasmtime::Error) -> String {
-    e.chain().next().map(|c| c.to_string()).unwrap_or_else(|| e.to_string())
+    e.root_cause().to_string()
 }
 
 /// The plugin's WASI context: its stdin document, its two output streams, the step's env,
@@ -773,3 +777,7 @@ impl tokio::io::AsyncWrite for Capture {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+#[path = "wasm_tests.rs"]
+mod tests;

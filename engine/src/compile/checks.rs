@@ -249,8 +249,8 @@ fn check_wasm(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
         cx.at(
             &mp,
             format!(
-                "step `{id}`: the module {} does not exist (paths are relative to the pipeline file's folder)",
-                cx.base_dir.join(module).display()
+                "step `{id}`: the module `{}` does not exist (paths are relative to the pipeline file's folder)",
+                w.module
             ),
         );
     }

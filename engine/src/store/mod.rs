@@ -53,6 +53,9 @@ pub struct Store {
     logs: sled::Tree,
 }
 
+/// The last run id handed out, in the default tree.
+const NEXT_RUN_KEY: &[u8] = b"next_run_id";
+
 fn run_key(run: u64) -> [u8; 8] {
     run.to_be_bytes()
 }
@@ -138,9 +141,20 @@ impl Store {
         decode("DAG version", &bytes)
     }
 
-    /// A new run id, larger than every earlier one.
+    /// A new run id, one more than the last one handed out (and larger than every stored
+    /// run), so that runs read r1, r2, r3. The counter lives in the database: sled's own
+    /// `generate_id` leaps by a million after every restart.
     pub fn next_run_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()? + 1)
+        let stored = self
+            .runs
+            .last()?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let next = self.db.update_and_fetch(NEXT_RUN_KEY, |old| {
+            let last = old.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
+            Some(last.max(stored).saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        Ok(next.and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(stored + 1))
     }
 
     pub fn put_run(&self, run: &RunRecord) -> Result<()> {
@@ -242,7 +256,11 @@ mod tests {
         assert_eq!(s.events(runs[0].id).unwrap().len(), 3);
         let logs = s.logs(runs[0].id, 1).unwrap();
         assert_eq!(logs.iter().map(|c| c.data.clone()).collect::<Vec<_>>().concat(), b"hello world");
-        assert!(s.next_run_id().unwrap() > runs[0].id);
+        // Ids count up by one, across reopening the folder too.
+        assert_eq!(runs[0].id, 1);
+        assert_eq!(s.next_run_id().unwrap(), 2);
+        let a = s.next_run_id().unwrap();
+        assert_eq!(s.next_run_id().unwrap(), a + 1);
         assert!(matches!(s.run(999), Err(StoreError::NoRun(999))));
     }
 }
