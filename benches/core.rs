@@ -1,4 +1,5 @@
-//! criterion benches of the engine's pure parts: spec compilation and the scheduler core.
+//! criterion benches of the engine's pure parts (spec compilation, the scheduler core), the
+//! whole engine with a no-op executor, and the cost of a WASM plugin attempt.
 //!
 //! `cargo bench --bench core`
 
@@ -15,7 +16,9 @@ use sluice_engine::driver::{Engine, EngineOptions};
 use sluice_engine::scheduler::{Action, Admission, Capacity, Event, Outcome, RunMachine, RunState};
 use sluice_engine::spec::source::Format;
 use sluice_worker::{
-    AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, DockerConfig, Executor, ExecutorSet, KillSignal,
+    AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, DEFAULT_MAX_MEMORY, DockerConfig,
+    ExecSpec, Executor, ExecutorSet, KillSignal, KillSwitch, LogStream, ProcessExecutor, ProcessSpec,
+    WasmConfig, WasmExecutor, WasmSpec,
 };
 
 fn compile(text: &str) -> Plan {
@@ -103,6 +106,53 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// A sink that drops everything: the bench measures the executor, not the store.
+struct Discard;
+
+impl AttemptSink for Discard {
+    fn log(&self, _: LogStream, _: &[u8]) {}
+    fn started(&self, _: u32) {}
+}
+
+fn attempt(spec: ExecSpec, dir: &Path) -> AttemptRequest {
+    AttemptRequest {
+        id: AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
+        spec,
+        env: Default::default(),
+        workdir: dir.to_path_buf(),
+        outputs_file: dir.join("outputs.json"),
+    }
+}
+
+/// A cached plugin's instantiation, a whole plugin attempt, and a process attempt of `true`
+/// as the baseline in the same run.
+fn wasm(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/noop.wat");
+    let wasm = WasmExecutor::new(WasmConfig { cache_dir: Some(dir.path().join("cache")) });
+    wasm.prepare(&module).unwrap();
+    let spec = ExecSpec::Wasm(WasmSpec {
+        module: module.clone(),
+        input: serde_json::json!({"config": {}, "params": {}, "step": "s"}),
+        work_dir: dir.path().to_path_buf(),
+        inputs: Vec::new(),
+        inputs_dir: dir.path().join("inputs"),
+        max_memory: DEFAULT_MAX_MEMORY,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let run = |executor: &dyn Executor, spec: &ExecSpec| {
+        let (_switch, rx) = KillSwitch::new();
+        let outcome = rt.block_on(executor.execute(attempt(spec.clone(), dir.path()), Arc::new(Discard), rx));
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    };
+    let mut g = c.benchmark_group("wasm");
+    g.bench_function("instantiate_cached_module", |b| b.iter(|| wasm.instantiate(&module).unwrap()));
+    g.bench_function("plugin_attempt_noop", |b| b.iter(|| run(&wasm, &spec)));
+    let process = ExecSpec::Process(ProcessSpec { argv: vec!["true".into()] });
+    g.bench_function("process_attempt_true", |b| b.iter(|| run(&ProcessExecutor, &process)));
+    g.finish();
+}
+
 /// Succeeds at once, writing nothing.
 struct Noop;
 
@@ -135,6 +185,6 @@ fn drive(plan: &Arc<Plan>, data: &Path) {
 criterion_group! {
     name = core;
     config = Criterion::default().sample_size(20);
-    targets = benches
+    targets = benches, wasm
 }
 criterion_main!(core);

@@ -5,6 +5,8 @@
 //!   the baseline is spawning `true` 40 times in a row.
 //! - wide DAG of 10,000 steps: `sluice validate` (parse, check, plan) wall time, and a full
 //!   `sluice run` with its peak memory.
+//! - wide DAG of 10,000 steps of a trivial WASM plugin (reads its input, writes `{}`),
+//!   `sluice run` end to end with durable state; the baseline is the same DAG of `true`.
 
 mod support;
 use support as dags;
@@ -104,7 +106,29 @@ fn main() {
         wide_n as f64 * spawn.as_secs_f64()
     );
     println!("| peak memory of the {wide_n}-step run | {:.1} MB | - |", peak_kb as f64 / 1024.0);
+    plugins(dir.path(), wide_n, wide_run, full);
     containers(dir.path(), full);
+}
+
+/// A wide DAG of a trivial plugin, end to end, against the same DAG of `true` processes.
+fn plugins(dir: &Path, n: usize, processes: Duration, full: bool) {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/noop.wat");
+    let spec = dir.join("wasm-wide.yaml");
+    std::fs::write(&spec, dags::wasm_wide(n, module.to_str().unwrap())).unwrap();
+    let reps = if full { 5 } else { 1 };
+    // A fresh data folder each time: its module cache is empty, so each run compiles once.
+    let runs = median(
+        (0..reps)
+            .map(|i| sluice(&dir.join(format!("wasm-{i}")), &["run", "-q", spec.to_str().unwrap()]))
+            .collect(),
+    );
+    println!(
+        "| wide DAG of {n} steps of a trivial WASM plugin, `sluice run` | {:.2} s (median of {reps}), {:.3} ms per step | the same DAG of `true` processes = {:.2} s ({:.2}x) |",
+        runs.as_secs_f64(),
+        ms(runs) / n as f64,
+        processes.as_secs_f64(),
+        processes.as_secs_f64() / runs.as_secs_f64()
+    );
 }
 
 /// A chain of 20 container steps running `true`, against 20 sequential `docker run --rm` of

@@ -33,3 +33,12 @@ pub(crate) fn container_chain(n: usize, image: &str) -> String {
     }
     s
 }
+
+/// `n` independent steps, each running the WASM plugin `module` (an absolute path).
+pub(crate) fn wasm_wide(n: usize, module: &str) -> String {
+    let mut s = String::from("name: wasm-wide\nsteps:\n");
+    for i in 0..n {
+        s.push_str(&format!("  s{i}: {{ wasm: {{ module: \"{module}\" }} }}\n"));
+    }
+    s
+}
