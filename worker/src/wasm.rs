@@ -160,6 +160,8 @@ struct Runtime {
     cache_dir: Option<PathBuf>,
     by_path: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
     compiling: Mutex<()>,
+    /// How many times a module was compiled (or read from the disk cache).
+    compilations: AtomicUsize,
     /// One permit per pool slot: an attempt waits for a slot instead of failing.
     slots: Arc<Semaphore>,
     ticking: Arc<AtomicBool>,
@@ -230,6 +232,7 @@ impl Runtime {
             cache_dir: config.cache_dir.clone(),
             by_path: Mutex::new(HashMap::new()),
             compiling: Mutex::new(()),
+            compilations: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(POOL_SLOTS as usize)),
             ticking,
         })
@@ -254,6 +257,7 @@ impl Runtime {
         if let Some(pre) = cached(self) {
             return pre;
         }
+        self.compilations.fetch_add(1, Ordering::Relaxed);
         let pre = compile(&self.engine, path).and_then(|module| {
             check_shape(&module).map_err(|e| ExecError::fatal(format!("{}: {e}", path.display())))?;
             self.linker

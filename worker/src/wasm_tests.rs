@@ -183,6 +183,21 @@ async fn a_looping_plugin_stops_when_asked_and_blocks_nothing() {
     assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
 }
 
+#[tokio::test]
+async fn attempts_that_start_together_share_one_compilation() {
+    let f = Fixture::new();
+    let runs: Vec<_> = (0..16)
+        .map(|_| {
+            let (_switch, rx) = KillSwitch::new();
+            tokio::spawn(f.executor.execute(f.request(f.spec("noop.wat")), Arc::new(Log::default()), rx))
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.await.unwrap().result, Ok(()));
+    }
+    assert_eq!(f.executor.runtime().unwrap().compilations.load(Ordering::Relaxed), 1);
+}
+
 #[test]
 fn results_are_parsed_strictly() {
     let log = Log::default();
