@@ -279,3 +279,33 @@ steps:
         assert!(log.contains(want), "missing `{want}` in:\n{log}");
     }
 }
+
+#[test]
+fn a_plugin_lost_with_a_killed_engine_runs_again_on_resume() {
+    let sb = Sandbox::new();
+    let marker = sb.data().join("started");
+    let spec = sb.write(
+        "lost.yaml",
+        &format!(
+            "name: lost\nsteps:\n  mark:\n    process: {{ shell: 'echo go > {}' }}\n  spin:\n    needs: [mark]\n    timeout: 2s\n    wasm: {{ module: \"{}\" }}\n",
+            marker.display(),
+            plugin("loop.wat")
+        ),
+    );
+    let mut child = sb.cmd().args(["run", "-q"]).arg(&spec).spawn().unwrap();
+    wait_for_file(&marker, "the first step never ran");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL, mid-plugin
+    child.wait().unwrap();
+    let out = sb.sluice(&["resume", "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let show = sb.show("1");
+    assert_eq!(step(&show, "mark")["attempts"], 1, "a completed step does not run again");
+    assert_eq!(step(&show, "spin")["attempts"], 2, "the lost attempt runs again as attempt 2: {show:#}");
+    assert_eq!(step(&show, "spin")["state"], "timed_out");
+
+    // And `sluice doctor` says the runtime is there.
+    let doctor: Value = serde_json::from_slice(&sb.sluice(&["doctor", "--output", "json"]).stdout).unwrap();
+    assert_eq!(doctor["wasm"]["ok"], true, "{doctor}");
+    assert_eq!(doctor["wasm"]["wasmtime"], sluice_worker::wasmtime_version());
+}
