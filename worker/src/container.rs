@@ -219,17 +219,15 @@ impl ContainerExecutor {
         sink: Arc<dyn AttemptSink>,
         mut kill: watch::Receiver<Option<KillSignal>>,
     ) -> AttemptOutcome {
-        let failed =
-            |e: ExecError| AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code: None };
         let ExecSpec::Container(spec) = &request.spec else {
-            return failed(ExecError::fatal("not a container step"));
+            return AttemptOutcome::failed(ExecError::fatal("not a container step"));
         };
         let docker = match self.docker().await {
             Ok(d) => d,
-            Err(e) => return failed(e),
+            Err(e) => return AttemptOutcome::failed(e),
         };
         if let Err(e) = self.ensure_image(docker, spec, sink.as_ref()).await {
-            return failed(e);
+            return AttemptOutcome::failed(e);
         }
         let name = container_name(&self.inner.config.owner, &request);
         // A container of this very attempt can only be a leftover of a crash: replace it.
@@ -246,7 +244,7 @@ impl ContainerExecutor {
             } else {
                 ExecError::retryable(format!("cannot create the container: {msg}"))
             };
-            return failed(err);
+            return AttemptOutcome::failed(err);
         }
         let outcome = self.start_and_wait(docker, &name, &request, spec, &sink, &mut kill).await;
         if docker.remove_container(&name, Some(force)).await.is_err() {
@@ -320,15 +318,15 @@ impl ContainerExecutor {
         sink: &Arc<dyn AttemptSink>,
         kill: &mut watch::Receiver<Option<KillSignal>>,
     ) -> AttemptOutcome {
-        let failed =
-            |e: ExecError| AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code: None };
         if kill.borrow().is_some() {
-            return failed(ExecError::cancelled("the step was stopped before its container started"));
+            return AttemptOutcome::failed(ExecError::cancelled(
+                "the step was stopped before its container started",
+            ));
         }
         if let Err(e) =
             docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await
         {
-            return failed(ExecError::retryable(format!(
+            return AttemptOutcome::failed(ExecError::retryable(format!(
                 "cannot start the container of image `{}`: {}",
                 spec.image,
                 docker_message(&e)
@@ -370,13 +368,15 @@ impl ContainerExecutor {
             Some(Ok(r)) => Some(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
             Some(Err(e)) => {
-                return failed(ExecError::retryable(format!(
+                return AttemptOutcome::failed(ExecError::retryable(format!(
                     "lost the container while waiting: {}",
                     docker_message(&e)
                 )));
             }
             None => {
-                return failed(ExecError::retryable("the Docker engine closed the wait for the container"));
+                return AttemptOutcome::failed(ExecError::retryable(
+                    "the Docker engine closed the wait for the container",
+                ));
             }
         };
         let exit_code = exit_code.map(|c| c as i32);
@@ -407,7 +407,7 @@ impl ContainerExecutor {
                 outputs: Default::default(),
                 exit_code,
             },
-            None => failed(ExecError::retryable("the container ended without an exit code")),
+            None => AttemptOutcome::failed(ExecError::retryable("the container ended without an exit code")),
         }
     }
 }

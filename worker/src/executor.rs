@@ -78,6 +78,13 @@ pub struct AttemptOutcome {
     pub exit_code: Option<i32>,
 }
 
+impl AttemptOutcome {
+    /// An attempt that failed before it produced anything.
+    pub fn failed(error: ExecError) -> Self {
+        Self { result: Err(error), outputs: Default::default(), exit_code: None }
+    }
+}
+
 /// A request to stop a running attempt: terminate, then kill after `grace`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KillSignal {

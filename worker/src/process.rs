@@ -34,23 +34,19 @@ impl Executor for ProcessExecutor {
     }
 }
 
-fn failed(error: ExecError) -> AttemptOutcome {
-    AttemptOutcome { result: Err(error), outputs: Default::default(), exit_code: None }
-}
-
 async fn run(
     request: AttemptRequest,
     sink: Arc<dyn AttemptSink>,
     mut kill: watch::Receiver<Option<KillSignal>>,
 ) -> AttemptOutcome {
     let ExecSpec::Process(spec) = &request.spec else {
-        return failed(ExecError::fatal("not a process step"));
+        return AttemptOutcome::failed(ExecError::fatal("not a process step"));
     };
     let Some(program) = spec.argv.first() else {
-        return failed(ExecError::fatal("the command is empty"));
+        return AttemptOutcome::failed(ExecError::fatal("the command is empty"));
     };
     if !request.workdir.is_dir() {
-        return failed(ExecError::fatal(format!(
+        return AttemptOutcome::failed(ExecError::fatal(format!(
             "the working folder {} does not exist",
             request.workdir.display()
         )));
@@ -71,12 +67,18 @@ async fn run(
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return failed(ExecError::fatal(format!("command `{program}` was not found (is it on PATH?)")));
+            return AttemptOutcome::failed(ExecError::fatal(format!(
+                "command `{program}` was not found (is it on PATH?)"
+            )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return failed(ExecError::fatal(format!("command `{program}` is not executable: {e}")));
+            return AttemptOutcome::failed(ExecError::fatal(format!(
+                "command `{program}` is not executable: {e}"
+            )));
         }
-        Err(e) => return failed(ExecError::retryable(format!("cannot start `{program}`: {e}"))),
+        Err(e) => {
+            return AttemptOutcome::failed(ExecError::retryable(format!("cannot start `{program}`: {e}")));
+        }
     };
     let pid = child.id().unwrap_or(0);
     sink.started(pid);
@@ -107,7 +109,9 @@ async fn run(
     }
     let status = match status {
         Ok(s) => s,
-        Err(e) => return failed(ExecError::retryable(format!("cannot wait for `{program}`: {e}"))),
+        Err(e) => {
+            return AttemptOutcome::failed(ExecError::retryable(format!("cannot wait for `{program}`: {e}")));
+        }
     };
     if killed {
         return AttemptOutcome {

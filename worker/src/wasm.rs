@@ -435,10 +435,6 @@ impl Executor for WasmExecutor {
     }
 }
 
-fn failed(e: ExecError) -> AttemptOutcome {
-    AttemptOutcome { result: Err(e), outputs: Map::new(), exit_code: None }
-}
-
 impl WasmExecutor {
     async fn run(
         &self,
@@ -447,18 +443,18 @@ impl WasmExecutor {
         mut kill: watch::Receiver<Option<KillSignal>>,
     ) -> AttemptOutcome {
         let ExecSpec::Wasm(spec) = request.spec else {
-            return failed(ExecError::fatal("not a wasm step"));
+            return AttemptOutcome::failed(ExecError::fatal("not a wasm step"));
         };
         let rt = match self.runtime() {
             Ok(rt) => rt,
-            Err(e) => return failed(e),
+            Err(e) => return AttemptOutcome::failed(e),
         };
         let permit = tokio::select! {
             permit = rt.slots.clone().acquire_owned() => match permit {
                 Ok(p) => p,
-                Err(_) => return failed(ExecError::retryable("the wasm runtime is shutting down")),
+                Err(_) => return AttemptOutcome::failed(ExecError::retryable("the wasm runtime is shutting down")),
             },
-            _ = wait_for_kill(&mut kill) => return failed(ExecError::cancelled("the step was stopped before it started")),
+            _ = wait_for_kill(&mut kill) => return AttemptOutcome::failed(ExecError::cancelled("the step was stopped before it started")),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let job = {
@@ -480,14 +476,14 @@ impl WasmExecutor {
                     Ok(joined) => joined,
                     Err(_) => {
                         sink.log(LogStream::System, b"sluice: the plugin is blocked in a host call; abandoning it\n");
-                        return failed(ExecError::cancelled("the step was stopped"));
+                        return AttemptOutcome::failed(ExecError::cancelled("the step was stopped"));
                     }
                 }
             }
         };
         match joined {
             Ok(outcome) => outcome,
-            Err(e) => failed(ExecError::retryable(format!("the wasm executor crashed: {e}"))),
+            Err(e) => AttemptOutcome::failed(ExecError::retryable(format!("the wasm executor crashed: {e}"))),
         }
     }
 }
@@ -502,14 +498,14 @@ fn run_plugin(
 ) -> AttemptOutcome {
     let pre = match rt.load(&spec.module) {
         Ok(pre) => pre,
-        Err(e) => return failed(e),
+        Err(e) => return AttemptOutcome::failed(e),
     };
     let stdout = Capture::buffer(MAX_RESULT_BYTES);
     let stderr = Capture::log(sink.clone(), MAX_STDERR_BYTES);
     let inputs_linked = !spec.inputs.is_empty();
     let wasi = match sandbox(spec, env, &stdout, &stderr) {
         Ok(wasi) => wasi,
-        Err(e) => return failed(e),
+        Err(e) => return AttemptOutcome::failed(e),
     };
     let mut store =
         Store::new(&rt.engine, State { wasi, limits: Limits { max_memory: spec.max_memory, refused: None } });
@@ -550,7 +546,7 @@ fn run_plugin(
                 } else {
                     ExecError::retryable(format!("the plugin failed: {}", root_message(e)))
                 };
-                return failed(err);
+                return AttemptOutcome::failed(err);
             }
         },
     };

@@ -560,11 +560,9 @@ impl Driver<'_> {
             let result = match work.await {
                 Ok(result) => result,
                 // An executor that panics loses its attempt, never the run: report it failed.
-                Err(e) => sluice_worker::AttemptOutcome {
-                    result: Err(sluice_worker::ExecError::retryable(format!("the executor crashed: {e}"))),
-                    outputs: Default::default(),
-                    exit_code: None,
-                },
+                Err(e) => sluice_worker::AttemptOutcome::failed(sluice_worker::ExecError::retryable(
+                    format!("the executor crashed: {e}"),
+                )),
             };
             let outcome = match result.result {
                 Ok(()) => match declared.iter().find(|d| !result.outputs.contains_key(*d)) {
