@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::container::{ContainerExecutor, ContainerSpec, DockerConfig};
 use crate::error::ExecError;
 use crate::process::ProcessExecutor;
+use crate::train::{TrainExecutor, TrainSpec};
 use crate::wasm::{WasmConfig, WasmExecutor, WasmSpec};
 
 /// The fence of an attempt: every result names the attempt it belongs to.
@@ -38,6 +39,7 @@ pub enum ExecSpec {
     Process(ProcessSpec),
     Container(ContainerSpec),
     Wasm(WasmSpec),
+    Train(TrainSpec),
 }
 
 /// Everything an executor needs to carry out one attempt.
@@ -127,6 +129,7 @@ pub struct ExecutorSet {
     process: Arc<ProcessExecutor>,
     container: ContainerExecutor,
     wasm: WasmExecutor,
+    train: TrainExecutor,
     every: Option<Arc<dyn Executor>>,
 }
 
@@ -136,6 +139,7 @@ impl ExecutorSet {
             process: Arc::new(ProcessExecutor),
             container: ContainerExecutor::new(docker),
             wasm: WasmExecutor::new(wasm),
+            train: TrainExecutor,
             every: None,
         }
     }
@@ -154,6 +158,7 @@ impl ExecutorSet {
             ExecSpec::Process(_) => self.process.as_ref(),
             ExecSpec::Container(_) => &self.container,
             ExecSpec::Wasm(_) => &self.wasm,
+            ExecSpec::Train(_) => &self.train,
         }
     }
 

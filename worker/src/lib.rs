@@ -2,8 +2,8 @@
 //!
 //! Every executor implements [`Executor`]; the engine wraps them with retries, timeouts and
 //! tracing, so an executor only runs the work, streams its logs and reports how it ended.
-//! Three executors so far: local processes, Docker containers (bollard) and WASM plugins
-//! (wasmtime).
+//! Four executors so far: local processes, Docker containers (bollard), WASM plugins
+//! (wasmtime) and built-in trainers (CPU; the cudarc GPU path is not built yet).
 //! This crate knows nothing of the engine.
 
 mod container;
@@ -11,6 +11,7 @@ mod error;
 mod executor;
 mod outputs;
 mod process;
+mod train;
 mod wasm;
 
 pub use container::{
@@ -25,6 +26,7 @@ pub use executor::{
 };
 pub use outputs::{MAX_OUTPUTS_BYTES, read_outputs_file};
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
+pub use train::{Device, ModelKind, OptimizerKind, TrainExecutor, TrainSpec, Trained, train_cpu};
 pub use wasm::{
     DEFAULT_MAX_MEMORY, MAX_MEMORY_LIMIT, MAX_RESULT_BYTES, MAX_STDERR_BYTES, ModuleReport, WASI_P1,
     WASM_INPUTS_DIR, WASM_WORK_DIR, WasmConfig, WasmExecutor, WasmInfo, WasmInput, WasmSpec, check_module,
