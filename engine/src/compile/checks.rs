@@ -76,6 +76,7 @@ pub(super) fn check(
         check_executor(id, step, &sp, &mut cx);
         check_container(id, step, &sp, &mut cx);
         check_wasm(id, step, &sp, &mut cx);
+        check_train(id, step, &sp, &mut cx);
         check_retries_and_limits(step, &sp, &mut cx);
         let mut seen = HashSet::new();
         for (i, need) in step.needs.iter().enumerate() {
@@ -277,6 +278,44 @@ fn check_wasm(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
     }
 }
 
+fn check_train(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
+    let Some(t) = &step.train else { return };
+    let tp = push_pointer(sp, "train");
+    if t.label.trim().is_empty() {
+        cx.at(&push_pointer(&tp, "label"), format!("step `{id}`: `label` is empty"));
+    }
+    if t.data.trim().is_empty() {
+        cx.at(&push_pointer(&tp, "data"), format!("step `{id}`: `data` is empty"));
+    }
+    if let Some(v) = t.validation
+        && !(0.0..1.0).contains(&v)
+    {
+        cx.at(
+            &push_pointer(&tp, "validation"),
+            format!("step `{id}`: `validation` must be in [0, 1), not {v}"),
+        );
+    }
+    for (key, value) in [("epochs", t.epochs), ("batch_size", t.batch_size)] {
+        if value == Some(0) {
+            cx.at(&push_pointer(&tp, key), format!("step `{id}`: `{key}` must be at least 1"));
+        }
+    }
+    if let Some(lr) = t.learning_rate
+        && !(lr > 0.0 && lr.is_finite())
+    {
+        cx.at(
+            &push_pointer(&tp, "learning_rate"),
+            format!("step `{id}`: `learning_rate` must be more than 0"),
+        );
+    }
+    if t.model == crate::spec::TrainModel::Logistic && !t.hidden.is_empty() {
+        cx.at(&push_pointer(&tp, "hidden"), format!("step `{id}`: `hidden` layers are for `model: mlp`"));
+    }
+    if t.hidden.contains(&0) {
+        cx.at(&push_pointer(&tp, "hidden"), format!("step `{id}`: a hidden layer needs at least one unit"));
+    }
+}
+
 /// Every string in a JSON value, with its pointer: templates may hide anywhere in a config.
 fn strings<'a>(pointer: String, v: &'a Value, out: &mut Vec<(String, &'a str, bool)>) {
     match v {
@@ -407,6 +446,16 @@ fn check_templates(
             }
             if let Some(config) = &w.config {
                 strings(push_pointer(&wp, "config"), config, &mut fields);
+            }
+        }
+        if let Some(t) = &step.train {
+            let tp = push_pointer(&sp, "train");
+            fields.push((push_pointer(&tp, "data"), &t.data, false));
+            if let Some(v) = &t.validation_data {
+                fields.push((push_pointer(&tp, "validation_data"), v, false));
+            }
+            if let Some(o) = &t.output {
+                fields.push((push_pointer(&tp, "output"), o, false));
             }
         }
         for (k, v) in step.env.iter().chain(spec.defaults.env.iter()) {

@@ -6,8 +6,8 @@ use minijinja::Value as JValue;
 use serde_json::{Map, Value, json};
 use sluice_worker::{
     AttemptId, AttemptRequest, Bind, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerSpec,
-    DEFAULT_MAX_MEMORY, ExecSpec, ProcessSpec, PullPolicy, WASM_INPUTS_DIR, WASM_WORK_DIR, WasmInput,
-    WasmSpec,
+    DEFAULT_MAX_MEMORY, ExecSpec, ProcessSpec, PullPolicy, TrainSpec, WASM_INPUTS_DIR, WASM_WORK_DIR,
+    WasmInput, WasmSpec,
 };
 
 use crate::compile::Plan;
@@ -195,6 +195,46 @@ pub(crate) fn request(
             inputs,
             inputs_dir: paths.inputs_dir.clone(),
             max_memory: w.max_memory.map_or(DEFAULT_MAX_MEMORY, |m| m.0),
+        })
+    } else if let Some(t) = &spec.train {
+        use crate::spec::{TrainDevice, TrainModel, TrainOptimizer};
+        use sluice_worker::{Device, ModelKind, OptimizerKind};
+        let output = match &t.output {
+            Some(o) => paths.run_dir.join(r(o)?),
+            None if item_value.is_some() => paths.run_dir.join(format!("{}-{item}", view.plan.id(step))),
+            None => paths.run_dir.join(view.plan.id(step)),
+        };
+        ExecSpec::Train(TrainSpec {
+            data: existing_file(&view.plan.base_dir, &r(&t.data)?)?,
+            validation_data: t
+                .validation_data
+                .as_deref()
+                .map(|v| existing_file(&view.plan.base_dir, &r(v)?))
+                .transpose()?,
+            validation: t.validation.unwrap_or(0.2),
+            label: t.label.clone(),
+            features: t.features.clone(),
+            model: match t.model {
+                TrainModel::Logistic => ModelKind::Logistic,
+                TrainModel::Mlp => {
+                    ModelKind::Mlp { hidden: if t.hidden.is_empty() { vec![64] } else { t.hidden.clone() } }
+                }
+            },
+            optimizer: match t.optimizer {
+                TrainOptimizer::Adam => OptimizerKind::Adam,
+                TrainOptimizer::Sgd => OptimizerKind::Sgd { momentum: t.momentum.unwrap_or(0.9) },
+            },
+            epochs: t.epochs.unwrap_or(10) as usize,
+            batch_size: t.batch_size.unwrap_or(64) as usize,
+            learning_rate: t.learning_rate.unwrap_or(0.01),
+            l2: t.l2.unwrap_or(0.0),
+            seed: t.seed.unwrap_or(0),
+            device: match t.device {
+                TrainDevice::Auto => Device::Auto,
+                TrainDevice::Cpu => Device::Cpu,
+                TrainDevice::Gpu => Device::Gpu,
+            },
+            output,
         })
     } else {
         return Err("the step has no executor block".into());

@@ -274,6 +274,86 @@ pub struct WasmBlock {
     pub max_memory: Option<ByteSize>,
 }
 
+/// A built-in trainer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainModel {
+    /// Binary logistic regression.
+    Logistic,
+    /// A multi-layer perceptron: ReLU hidden layers, softmax output.
+    Mlp,
+}
+
+/// The optimizer of a `train:` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainOptimizer {
+    #[default]
+    Adam,
+    /// Mini-batch SGD with momentum.
+    Sgd,
+}
+
+/// Where a `train:` step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainDevice {
+    /// A GPU when one is usable, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// A `train:` executor block: train a built-in model on a CSV table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainBlock {
+    pub model: TrainModel,
+    /// The training table, CSV with a header (templated; relative to the pipeline file's folder).
+    pub data: String,
+    /// The label column.
+    pub label: String,
+    /// Feature columns (default: every column but the label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// A separate validation table (templated); without it `validation` of the rows are held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_data: Option<String>,
+    /// The share of rows held out for validation (default 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<f64>,
+    /// Hidden layer sizes of an `mlp` (default [64]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub optimizer: TrainOptimizer,
+    /// SGD momentum (default 0.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f32>,
+    /// Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
+    /// Default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Default 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f32>,
+    /// L2 weight penalty (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<f32>,
+    /// Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub device: TrainDevice,
+    /// Where the model goes, without extension, relative to the run's shared folder (default
+    /// the step id): `<output>.safetensors` and `<output>.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -282,8 +362,8 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
-/// One step of the DAG. Exactly one executor block (`process:`, `container:`, `wasm:`) says
-/// what it runs.
+/// One step of the DAG. Exactly one executor block (`process:`, `container:`, `wasm:`,
+/// `train:`) says what it runs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -298,6 +378,9 @@ pub struct Step {
     /// Run a WASM plugin inside the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm: Option<WasmBlock>,
+    /// Train a built-in model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainBlock>,
     /// The steps this one runs after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
@@ -334,7 +417,7 @@ pub struct Step {
 }
 
 /// The executor blocks a step may carry, by spec key. Adding an executor adds its key here.
-pub const EXECUTOR_KEYS: &[&str] = &["process", "container", "wasm"];
+pub const EXECUTOR_KEYS: &[&str] = &["process", "container", "wasm", "train"];
 
 impl Step {
     /// The executor blocks that are set, by key.
@@ -348,6 +431,9 @@ impl Step {
         }
         if self.wasm.is_some() {
             keys.push("wasm");
+        }
+        if self.train.is_some() {
+            keys.push("train");
         }
         keys
     }

@@ -2,8 +2,9 @@
 //! gradients, and the optimizers. Row-major `f32` matrices; every reduction runs in a fixed
 //! order, so a seed gives the same model whatever the thread count.
 
-/// Work (multiply-adds) below which a matrix product stays on one thread.
-const PARALLEL_WORK: usize = 1 << 16;
+/// Work (multiply-adds) below which a matrix product stays on one thread: a scoped thread
+/// costs tens of microseconds to start, a million multiply-adds about half a millisecond.
+const PARALLEL_WORK: usize = 1 << 20;
 
 /// Runs `f(row, out_row)` for every row of `out` (rows of `row_len`), on several threads when
 /// the work is large enough. Each row is computed by one thread in a fixed order.
@@ -405,7 +406,7 @@ mod tests {
     #[test]
     fn parallel_products_equal_serial_ones() {
         let mut rng = Rng::new(9);
-        let (n, k, m) = (300, 70, 40);
+        let (n, k, m) = (600, 70, 40); // above PARALLEL_WORK: several threads
         let a: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32).collect();
         let b: Vec<f32> = (0..k * m).map(|_| rng.normal() as f32).collect();
         let bias = vec![0.5; m];
