@@ -45,7 +45,7 @@ pub(crate) fn doctor(
                 Err(e) => json!({"ok": false, "error": e.message}),
             },
             "gpu": match &gpu {
-                Some(driver) => json!({"ok": true, "driver": driver}),
+                Some(driver) => json!({"ok": true, "driver": driver, "trainer": "cpu only: the GPU path is not built yet"}),
                 None => json!({"ok": false, "error": "no NVIDIA driver is loaded"}),
             },
         });
@@ -68,7 +68,11 @@ pub(crate) fn doctor(
             Err(e) => println!("wasm       unavailable: {}", e.message),
         }
         match &gpu {
-            Some(driver) => println!("gpu        driver found: {driver}"),
+            Some(driver) => {
+                println!(
+                    "gpu        driver found: {driver} (train: steps run on the CPU: the GPU path is not built yet)"
+                )
+            }
             None => {
                 println!("gpu        unavailable: no NVIDIA driver is loaded (/proc/driver/nvidia/version)")
             }
