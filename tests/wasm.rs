@@ -5,10 +5,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn step<'a>(show: &'a Value, id: &str) -> &'a Value {
-    show["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id}"))
-}
-
 fn plugin(name: &str) -> String {
     repo().join("tests/plugins").join(name).display().to_string()
 }

@@ -4,15 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::json;
-use sluice_worker::{ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor};
+use sluice_worker::{ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor, nvidia_driver};
 
 use crate::Output;
-
-/// The NVIDIA driver's version, if the kernel module is loaded.
-fn nvidia_driver() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
-    text.lines().next().map(|l| l.trim().to_string())
-}
 
 pub(crate) fn doctor(
     data_dir: &Path,
@@ -28,10 +22,7 @@ pub(crate) fn doctor(
         .enable_all()
         .build()?
         .block_on(async { ContainerExecutor::new(config).probe().await });
-    let wasm = WasmExecutor::new(WasmConfig {
-        cache_dir: Some(std::path::absolute(data_dir)?.join("cache").join("wasm")),
-    })
-    .probe();
+    let wasm = WasmExecutor::new(WasmConfig::in_data_dir(&std::path::absolute(data_dir)?)).probe();
     let gpu = nvidia_driver();
     if output == Output::Json {
         let doc = json!({

@@ -26,7 +26,9 @@ pub use executor::{
 };
 pub use outputs::{MAX_OUTPUTS_BYTES, read_outputs_file};
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
-pub use train::{Device, ModelKind, OptimizerKind, TrainExecutor, TrainSpec, Trained, train_cpu};
+pub use train::{
+    Device, ModelKind, OptimizerKind, TrainExecutor, TrainSpec, Trained, nvidia_driver, train_cpu,
+};
 pub use wasm::{
     DEFAULT_MAX_MEMORY, MAX_MEMORY_LIMIT, MAX_RESULT_BYTES, MAX_STDERR_BYTES, ModuleReport, WASI_P1,
     WASM_INPUTS_DIR, WASM_WORK_DIR, WasmConfig, WasmExecutor, WasmInfo, WasmInput, WasmSpec, check_module,

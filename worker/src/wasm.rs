@@ -82,6 +82,13 @@ pub struct WasmConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl WasmConfig {
+    /// The cache of an engine's data folder: `<data dir>/cache/wasm`.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        Self { cache_dir: Some(data_dir.join("cache").join("wasm")) }
+    }
+}
+
 /// What `sluice doctor` reports about the WASM runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WasmInfo {
@@ -211,9 +218,7 @@ impl Runtime {
                 (engine, false)
             }
         };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
-            .map_err(|e| ExecError::fatal(format!("cannot link WASI: {e:#}")))?;
+        let linker = wasi_linker(&engine)?;
         let ticking = Arc::new(AtomicBool::new(true));
         let ticker = (engine.clone(), ticking.clone());
         std::thread::Builder::new()
@@ -270,6 +275,23 @@ impl Runtime {
             .insert(path.to_path_buf(), Arc::new(Loaded { len, modified, pre: pre.clone() }));
         pre
     }
+}
+
+/// A linker that offers a plugin WASI preview 1 and nothing else.
+fn wasi_linker(engine: &Engine) -> Result<Linker<State>, ExecError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
+        .map_err(|e| ExecError::fatal(format!("cannot link WASI: {e:#}")))?;
+    Ok(linker)
+}
+
+/// A store for one attempt: its WASI context, its memory cap, an epoch deadline one tick
+/// ahead (the caller decides what a tick does).
+fn new_store(engine: &Engine, wasi: WasiP1Ctx, max_memory: u64) -> Store<State> {
+    let mut store = Store::new(engine, State { wasi, limits: Limits { max_memory, refused: None } });
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store
 }
 
 /// Reads and compiles a module file: WebAssembly binary, or text (`.wat`).
@@ -349,10 +371,9 @@ pub fn check_module(path: &Path) -> Result<ModuleReport, ExecError> {
     let engine = Engine::default();
     let module = compile(&engine, path)?;
     let report = check_shape(&module).map_err(|e| ExecError::fatal(format!("{}: {e}", path.display())))?;
-    let mut linker: Linker<State> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
-        .map_err(|e| ExecError::fatal(format!("cannot link WASI: {e:#}")))?;
-    linker.instantiate_pre(&module).map_err(|e| ExecError::fatal(format!("{}: {e:#}", path.display())))?;
+    wasi_linker(&engine)?
+        .instantiate_pre(&module)
+        .map_err(|e| ExecError::fatal(format!("{}: {e:#}", path.display())))?;
     if report.initial_memory > DEFAULT_MAX_MEMORY {
         return Err(ExecError::fatal(format!(
             "{}: its memory starts at {}, over the default limit of {}; its steps must raise `wasm.max_memory`",
@@ -400,15 +421,7 @@ impl WasmExecutor {
     pub fn instantiate(&self, module: &Path) -> Result<(), ExecError> {
         let rt = self.runtime()?;
         let pre = rt.load(module)?;
-        let mut store = Store::new(
-            &rt.engine,
-            State {
-                wasi: WasiCtxBuilder::new().build_p1(),
-                limits: Limits { max_memory: DEFAULT_MAX_MEMORY, refused: None },
-            },
-        );
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(1);
+        let mut store = new_store(&rt.engine, WasiCtxBuilder::new().build_p1(), DEFAULT_MAX_MEMORY);
         pre.instantiate(&mut store).map(|_| ()).map_err(|e| ExecError::retryable(format!("{e:#}")))
     }
 }
@@ -507,10 +520,7 @@ fn run_plugin(
         Ok(wasi) => wasi,
         Err(e) => return AttemptOutcome::failed(e),
     };
-    let mut store =
-        Store::new(&rt.engine, State { wasi, limits: Limits { max_memory: spec.max_memory, refused: None } });
-    store.limiter(|s| &mut s.limits);
-    store.set_epoch_deadline(1);
+    let mut store = new_store(&rt.engine, wasi, spec.max_memory);
     let stopper = stop.clone();
     store.epoch_deadline_callback(move |_| {
         Ok(if stopper.load(Ordering::Relaxed) {
@@ -557,7 +567,7 @@ fn run_plugin(
             exit_code: Some(exit_code),
         };
     }
-    match parse_result(&stdout.contents(), sink.as_ref()) {
+    match parse_result(&stdout.take(), sink.as_ref()) {
         Ok(outputs) => AttemptOutcome { result: Ok(()), outputs, exit_code: Some(0) },
         Err(e) => AttemptOutcome { result: Err(e), outputs: Map::new(), exit_code: Some(0) },
     }
@@ -733,9 +743,10 @@ impl Capture {
         self.inner.overflowed.load(Ordering::Relaxed).then(|| self.overflow_message())
     }
 
-    fn contents(&self) -> Vec<u8> {
+    /// What was written to a buffer, taken out of it.
+    fn take(&self) -> Vec<u8> {
         match &self.inner.target {
-            CaptureTarget::Buffer(buf) => buf.lock().expect("capture").clone(),
+            CaptureTarget::Buffer(buf) => std::mem::take(&mut *buf.lock().expect("capture")),
             CaptureTarget::Log(_) => Vec::new(),
         }
     }

@@ -97,7 +97,7 @@ impl Engine {
             docker.host = host.clone();
         }
         // Compiled plugins are cached next to the state, keyed by content and wasmtime version.
-        let wasm = WasmConfig { cache_dir: Some(store.dir().join("cache").join("wasm")) };
+        let wasm = WasmConfig::in_data_dir(store.dir());
         Ok(Engine { store, opts, executors: ExecutorSet::new(docker, wasm), plans: Default::default() })
     }
 

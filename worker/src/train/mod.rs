@@ -405,9 +405,11 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether an NVIDIA driver is loaded (the GPU path itself is not built yet).
-fn nvidia_driver_loaded() -> bool {
-    Path::new("/proc/driver/nvidia/version").exists()
+/// The NVIDIA driver's version line, if its kernel module is loaded. (Whether CUDA is usable
+/// is the GPU path's to probe; that path is not built yet.)
+pub fn nvidia_driver() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+    text.lines().next().map(|l| l.trim().to_string())
 }
 
 /// Runs `train:` steps.
@@ -436,7 +438,7 @@ impl Executor for TrainExecutor {
                          (the cudarc GPU path is not built yet); use `device: cpu` or `auto`",
                     ));
                 }
-                Device::Auto if nvidia_driver_loaded() => sink.log(
+                Device::Auto if nvidia_driver().is_some() => sink.log(
                     LogStream::System,
                     b"sluice: an NVIDIA driver is loaded, but this build has no GPU trainer; training on the CPU\n",
                 ),
