@@ -7,3 +7,4 @@ pub mod scheduler;
 pub mod spec;
 pub mod store;
 pub mod template;
+pub mod trigger;

@@ -22,7 +22,7 @@ pub(super) struct Graph {
     pub reads: Vec<Option<Vec<StepIx>>>,
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     file: &'a Path,
     base_dir: &'a Path,
     map: &'a SourceMap,
@@ -30,10 +30,10 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn at(&mut self, pointer: &str, message: String) {
+    pub(super) fn at(&mut self, pointer: &str, message: String) {
         self.diags.push(Diagnostic::new(self.file, self.map.value(pointer), message));
     }
-    fn at_key(&mut self, pointer: &str, message: String) {
+    pub(super) fn at_key(&mut self, pointer: &str, message: String) {
         self.diags.push(Diagnostic::new(self.file, self.map.key(pointer), message));
     }
 }
@@ -60,6 +60,7 @@ pub(super) fn check(
         cx.at("/concurrency", "`concurrency` must be at least 1".into());
     }
     check_params(spec, &mut cx);
+    super::triggers::check(spec, &mut cx);
     let index: HashMap<&str, StepIx> =
         spec.steps.keys().enumerate().map(|(i, k)| (k.as_str(), i as StepIx)).collect();
     let n = spec.steps.len();

@@ -7,6 +7,7 @@ mod checks;
 mod diagnostic;
 mod export;
 mod structure;
+mod triggers;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 pub(crate) use checks::check_param_value;
 pub use diagnostic::Diagnostic;
 pub use export::{to_dot, to_mermaid};
+pub use triggers::{MAX_CATCHUP, valid_source};
 
 use crate::scheduler::{CoreStep, ResourceRequest, RetryPolicy, StepIx};
 use crate::spec::source::{self, Format};

@@ -2,6 +2,7 @@
 //! group commit), applies them to each run's machine, and carries out the resulting actions:
 //! admission, executors, timers and kills.
 
+mod create;
 mod params;
 mod render;
 mod runloop;
@@ -13,14 +14,15 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use params::resolve_params;
+pub use create::{Created, NewRun};
+pub use params::{resolve_params, resolve_values};
 pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 
 use crate::compile::{Diagnostic, Plan, compile_source};
 use crate::scheduler::{Action, Capacity, RunMachine, RunState};
 use crate::spec::source::Format;
-use crate::store::{DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Store, StoreError};
+use crate::store::{EventRecord, RunRecord, Store, StoreError};
 use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 
 /// Errors of the engine.
@@ -117,26 +119,9 @@ impl Engine {
 
     /// Records a new run of `plan` (its DAG version, run record and `Start` event), durably.
     pub fn create_run(&self, plan: &Arc<Plan>, params: Map<String, Value>, trigger: &str) -> Result<u64> {
-        let now = now_ms();
-        for step in plan.core.iter() {
-            if let Some(why) = self.opts.capacity.misfit(&step.resources) {
-                return Err(EngineError::Invalid(format!("this run can never start: {why}")));
-            }
+        match self.create_run_with(plan, NewRun::new(params, trigger))? {
+            Created::Run(id) | Created::Held { run: id } => Ok(id),
         }
-        self.store.put_dag(&DagRecord {
-            v: FORMAT_VERSION,
-            hash: plan.hash.clone(),
-            name: plan.name().to_string(),
-            path: plan.path.display().to_string(),
-            source: plan.source.clone(),
-            stored_at: now,
-        })?;
-        let id = self.store.next_run_id()?;
-        let record = RunRecord::new(id, plan.name(), &plan.hash, params, trigger, plan.ids.len() as u32, now);
-        self.store.put_run(&record)?;
-        self.store.flush()?;
-        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(plan.hash.clone(), plan.clone());
-        Ok(id)
     }
 
     /// Runs a previous engine process left running (it crashed or was killed).

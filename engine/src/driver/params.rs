@@ -5,12 +5,32 @@ use serde_json::{Map, Value};
 use crate::compile::Plan;
 use crate::spec::ParamType;
 
+/// A parameter value as given: command-line text, or JSON from an API body or an event.
+enum Given<'a> {
+    Text(&'a str),
+    Json(&'a Value),
+}
+
 /// Resolves a run's parameters: given values parsed by type, defaults for the rest.
 /// Returns every problem at once.
 pub fn resolve_params(plan: &Plan, given: &[(String, String)]) -> Result<Map<String, Value>, Vec<String>> {
+    resolve(plan, given.iter().map(|(n, t)| (n.as_str(), Given::Text(t))))
+}
+
+/// Resolves a run's parameters given as JSON values (an API body, an event): each is checked
+/// against its type, and text is parsed by type as on the command line (an alert label
+/// `"0.3"` becomes the number 0.3 for a `number` parameter); defaults fill the rest.
+pub fn resolve_values(plan: &Plan, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
+    resolve(plan, given.iter().map(|(n, v)| (n.as_str(), Given::Json(v))))
+}
+
+fn resolve<'a>(
+    plan: &Plan,
+    given: impl Iterator<Item = (&'a str, Given<'a>)>,
+) -> Result<Map<String, Value>, Vec<String>> {
     let mut out = Map::new();
     let mut errors = Vec::new();
-    for (name, text) in given {
+    for (name, value) in given {
         let Some(spec) = plan.spec.params.get(name) else {
             let known: Vec<&str> = plan.spec.params.keys().map(String::as_str).collect();
             errors.push(if known.is_empty() {
@@ -24,15 +44,22 @@ pub fn resolve_params(plan: &Plan, given: &[(String, String)]) -> Result<Map<Str
             });
             continue;
         };
-        match parse_value(spec.kind, text) {
+        let parsed = match value {
+            Given::Text(text) => parse_value(spec.kind, text),
+            Given::Json(Value::String(text)) if spec.kind != ParamType::String => parse_value(spec.kind, text),
+            Given::Json(v) => crate::compile::check_param_value(spec.kind, v)
+                .map(|_| v.clone())
+                .map_err(|e| format!("the value {e}")),
+        };
+        match parsed {
             Ok(v) => {
-                out.insert(name.clone(), v);
+                out.insert(name.to_string(), v);
             }
             Err(why) => errors.push(format!("parameter `{name}`: {why}")),
         }
     }
     for (name, spec) in &plan.spec.params {
-        if out.contains_key(name) {
+        if out.contains_key(name) || errors.iter().any(|e| e.starts_with(&format!("parameter `{name}`:"))) {
             continue;
         }
         match &spec.default {

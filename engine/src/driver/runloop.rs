@@ -40,6 +40,9 @@ enum Intent {
 pub enum Control {
     /// Stop the run for good: running attempts are killed, the rest never start.
     Cancel(u64),
+    /// Start (or resume) a stored run; only a driver started with [`Engine::serve`] keeps
+    /// taking new runs.
+    Start(u64),
 }
 
 /// A testing hook that kills the engine (SIGKILL) at a chosen point, to prove crash safety.
@@ -76,18 +79,24 @@ struct Active {
 
 /// What templates need of a run's history: map items and the outputs of accepted results.
 #[derive(Default)]
-struct Notes {
-    items: HashMap<StepIx, Vec<Value>>,
-    outputs: HashMap<StepIx, Value>,
+pub(super) struct Notes {
+    pub(super) items: HashMap<StepIx, Vec<Value>>,
+    pub(super) outputs: HashMap<StepIx, Value>,
 }
 
 impl Notes {
     /// Folds an event the machine accepted into the notes.
-    fn note(&mut self, event: &Event) {
+    pub(super) fn note(&mut self, event: &Event) {
         match event {
             Event::Prepared { step, outcome: PrepareOutcome::Map { items } } => {
                 self.items.insert(*step, items.clone());
                 self.outputs.insert(*step, Value::Array(vec![Value::Null; items.len()]));
+            }
+            Event::Reused { step, items, outputs, .. } => {
+                if let Some(items) = items {
+                    self.items.insert(*step, items.clone());
+                }
+                self.outputs.insert(*step, outputs.clone());
             }
             Event::Finished { step, item, outcome: Outcome::Succeeded { outputs }, .. } => {
                 let value = Value::Object(outputs.clone());
@@ -180,14 +189,27 @@ impl Engine {
         shutdown: watch::Receiver<u32>,
         controls: mpsc::UnboundedReceiver<Control>,
     ) -> Result<HashMap<u64, RunState>> {
-        self.run_loop(runs, Intent::Drive, notices, shutdown, controls).await
+        self.run_loop(runs, Intent::Drive, notices, shutdown, controls, false).await
+    }
+
+    /// The driver of a server: drives `runs`, then every run sent as [`Control::Start`],
+    /// until `shutdown` changes and the runs it drives have stopped (interrupted runs go on
+    /// when the next server starts). Runs that end are let go, so memory stays flat.
+    pub async fn serve(
+        &self,
+        runs: &[u64],
+        notices: Option<mpsc::UnboundedSender<Notice>>,
+        shutdown: watch::Receiver<u32>,
+        controls: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<HashMap<u64, RunState>> {
+        self.run_loop(runs, Intent::Drive, notices, shutdown, controls, true).await
     }
 
     /// Cancels runs no engine is driving (interrupted, or left by a dead engine): what is
     /// left of their attempts is killed and removed, and nothing more runs.
     pub async fn cancel_idle(&self, runs: &[u64]) -> Result<HashMap<u64, RunState>> {
         let (_keep, controls) = mpsc::unbounded_channel();
-        self.run_loop(runs, Intent::Cancel, None, watch::channel(0).1, controls).await
+        self.run_loop(runs, Intent::Cancel, None, watch::channel(0).1, controls, false).await
     }
 
     async fn run_loop(
@@ -197,6 +219,7 @@ impl Engine {
         notices: Option<mpsc::UnboundedSender<Notice>>,
         mut shutdown: watch::Receiver<u32>,
         mut controls: mpsc::UnboundedReceiver<Control>,
+        serving: bool,
     ) -> Result<HashMap<u64, RunState>> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut d = Driver {
@@ -219,7 +242,10 @@ impl Engine {
         let mut stops = 0u32;
         let mut stop_open = true;
         let mut controls_open = true;
-        while !d.backlog.is_empty() || !d.runs.values().all(Active::done) {
+        while !d.backlog.is_empty()
+            || !d.runs.values().all(Active::done)
+            || (serving && stops == 0 && controls_open)
+        {
             if d.backlog.is_empty() {
                 let next_timer = d.timers.keys().next().map(|(at, _)| *at);
                 let sleep = async {
@@ -236,6 +262,12 @@ impl Engine {
                     control = controls.recv(), if controls_open => match control {
                         Some(Control::Cancel(run)) if d.runs.contains_key(&run) => d.backlog.push_back((run, Event::Cancel)),
                         Some(Control::Cancel(run)) => tracing::warn!(run, "asked to cancel a run this engine does not drive"),
+                        Some(Control::Start(run)) if serving && stops == 0 && !d.runs.contains_key(&run) => {
+                            if let Err(e) = d.load(run, Intent::Drive) {
+                                tracing::error!(run, error = %e, "cannot start the run");
+                            }
+                        }
+                        Some(Control::Start(run)) => tracing::warn!(run, "not starting the run: the engine is stopping or already drives it"),
                         None => controls_open = false,
                     },
                     changed = shutdown.changed(), if stop_open => {
@@ -254,6 +286,14 @@ impl Engine {
             }
             d.fire_timers();
             d.step()?;
+            if serving {
+                // A server lets go of runs that have ended.
+                let gone: Vec<u64> = d.runs.iter().filter(|(_, a)| a.done()).map(|(id, _)| *id).collect();
+                for id in gone {
+                    d.runs.remove(&id);
+                    d.admission.forget_run(id);
+                }
+            }
         }
         Ok(d.runs.iter().map(|(id, a)| (*id, a.machine.state())).collect())
     }

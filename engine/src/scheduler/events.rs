@@ -95,6 +95,17 @@ pub enum Event {
     Interrupt,
     /// A new engine process takes over: attempts that were running are lost and run again.
     Resume,
+    /// Before the start of a retry run: the step's result is taken from an earlier run, so
+    /// it succeeds without running when its turn comes. `items` are a mapped step's items;
+    /// `outputs` its outputs (a list, one per item, for a mapped step).
+    Reused {
+        step: StepIx,
+        from_run: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<Vec<Value>>,
+        #[serde(default)]
+        outputs: Value,
+    },
 }
 
 /// What the driver must do.

@@ -31,6 +31,8 @@ pub struct TaskView {
 struct Slot {
     state: Option<StepState>,
     preparing: bool,
+    /// The step's result comes from an earlier run (a retry from a later step).
+    reused: Option<u32>,
     tasks: Vec<Task>,
     upstream: UpstreamCounts,
 }
@@ -148,6 +150,7 @@ impl RunMachine {
             Event::Cancel => self.on_cancel(&mut out),
             Event::Interrupt => self.on_interrupt(&mut out),
             Event::Resume => self.on_resume(&mut out),
+            Event::Reused { step, items, .. } => self.on_reused(*step, items.as_ref().map_or(1, Vec::len)),
         }
         out
     }
@@ -212,8 +215,23 @@ impl RunMachine {
         self.maybe_finish(out);
     }
 
+    /// Marks a step of a run that has not started as reused from an earlier run.
+    fn on_reused(&mut self, step: StepIx, items: usize) {
+        match self.slots.get_mut(step as usize) {
+            Some(slot) if self.state == RunState::Pending => slot.reused = Some(items as u32),
+            _ => self.invalid_transitions += 1,
+        }
+    }
+
     fn become_ready(&mut self, step: StepIx, out: &mut Vec<Action>) {
         if !self.set_step(step, StepState::Ready, out) {
+            return;
+        }
+        if let Some(n) = self.slots[step as usize].reused {
+            // Its result is already known: it succeeds without an attempt.
+            let done = Task { state: TaskState::Succeeded, attempts: 0, retries_used: 0 };
+            self.slots[step as usize].tasks = vec![done; n as usize];
+            self.finish_step(step, StepState::Succeeded, out);
             return;
         }
         if self.steps[step as usize].prepare {

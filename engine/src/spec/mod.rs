@@ -4,6 +4,7 @@
 //! the DAG's content hash. Validation beyond types lives in `compile`.
 
 pub mod source;
+mod triggers;
 mod units;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use triggers::{AlertMatch, AlertStatus, Catchup, EventTrigger, Overlap, ScheduleSpec, WebhookMatch};
 pub use units::{ByteSize, DurationSpec};
 
 /// A pipeline: one DAG file.
@@ -32,6 +34,12 @@ pub struct Pipeline {
     /// The most attempts of this pipeline's run that may execute at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// A cron schedule that starts runs when `sluice serve` runs the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+    /// Events that start runs when `sluice serve` runs the pipeline.
+    #[serde(default, rename = "on", skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<EventTrigger>,
     /// The steps, by id.
     pub steps: IndexMap<String, Step>,
 }

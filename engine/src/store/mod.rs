@@ -3,11 +3,13 @@
 //! Writes are buffered by sled; [`Store::flush`] makes them durable. The driver flushes once
 //! per batch of events (group commit) before it acts on any of them.
 
+mod inbox;
 mod records;
 
 use std::path::{Path, PathBuf};
 
-pub use records::{DagRecord, EventRecord, FORMAT_VERSION, LogChunk, ProcRecord, RunRecord};
+pub use inbox::Claim;
+pub use records::{DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, LogChunk, Mark, ProcRecord, RunRecord};
 
 use crate::scheduler::StepIx;
 use sluice_worker::LogStream;
@@ -51,12 +53,15 @@ pub struct Store {
     runs: sled::Tree,
     events: sled::Tree,
     logs: sled::Tree,
+    inbox: sled::Tree,
+    marks: sled::Tree,
+    cursors: sled::Tree,
 }
 
 /// The last run id handed out, in the default tree.
 const NEXT_RUN_KEY: &[u8] = b"next_run_id";
 
-fn run_key(run: u64) -> [u8; 8] {
+pub(crate) fn run_key(run: u64) -> [u8; 8] {
     run.to_be_bytes()
 }
 
@@ -75,11 +80,11 @@ fn task_prefix(run: u64, step: StepIx, item: u32) -> Vec<u8> {
     k
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
 }
 
@@ -114,6 +119,9 @@ impl Store {
             runs: db.open_tree("runs")?,
             events: db.open_tree("events")?,
             logs: db.open_tree("logs")?,
+            inbox: db.open_tree("inbox")?,
+            marks: db.open_tree("marks")?,
+            cursors: db.open_tree("cursors")?,
             dir: dir.to_path_buf(),
             db,
         })
@@ -134,6 +142,19 @@ impl Store {
             self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
         }
         Ok(())
+    }
+
+    /// Every stored version of the pipeline `name`, oldest first.
+    pub fn dag_versions(&self, name: &str) -> Result<Vec<DagRecord>> {
+        let mut out = Vec::new();
+        for kv in self.dags.iter() {
+            let d: DagRecord = decode("DAG version", &kv?.1)?;
+            if d.name == name {
+                out.push(d);
+            }
+        }
+        out.sort_by_key(|d| d.stored_at);
+        Ok(out)
     }
 
     pub fn dag(&self, hash: &str) -> Result<DagRecord> {

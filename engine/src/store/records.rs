@@ -35,8 +35,11 @@ pub struct RunRecord {
     pub pipeline: String,
     pub dag: String,
     pub params: Map<String, Value>,
-    /// Why it started: `manual`, later `cron`, `event`.
+    /// Why it started: `manual`, `api`, `cron`, `backfill`, `event`, `retry`.
     pub trigger: String,
+    /// The details of the trigger: the schedule slot, the event id and alert, the run retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Value>,
     pub state: RunState,
     pub steps: u32,
     pub created_at: i64,
@@ -63,6 +66,7 @@ impl RunRecord {
             dag: dag.to_string(),
             params,
             trigger: trigger.to_string(),
+            cause: None,
             state: RunState::Pending,
             steps,
             created_at: now,
@@ -70,6 +74,41 @@ impl RunRecord {
             finished_at: None,
         }
     }
+}
+
+/// What became of an event the server received (a webhook, an alert notification, a
+/// schedule slot): kept so that an operator can see why a run did or did not start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub id: u64,
+    /// `alertmanager`, `schedule`, or the `{source}` of a generic webhook.
+    pub source: String,
+    pub received_at: i64,
+    /// `matched` (a run started), `deduplicated`, `skipped`, `accepted` (valid, nothing
+    /// matched) or `rejected` (invalid).
+    pub status: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<u64>,
+    /// Per alert or per matching pipeline: what happened to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<Value>,
+    /// The payload (cut at 64 KiB), or the bytes that could not be read.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// A key that a run claims, so that the same schedule slot or the same alert does not
+/// start a second run: written in one transaction with the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Mark {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub run: u64,
+    pub at: i64,
 }
 
 /// One entry of a run's event log.

@@ -1,0 +1,91 @@
+//! Checks of `schedule:` and `on:`: cron expressions and zones, catch-up settings, event
+//! matchers, and the parameters they give runs.
+
+use super::checks::{Ctx, check_param_value};
+use crate::spec::source::push_pointer;
+use crate::spec::{Catchup, Pipeline};
+use crate::template;
+use crate::trigger::cron::CronSchedule;
+
+/// The most missed slots `catchup: all` may run.
+pub const MAX_CATCHUP: u32 = 10_000;
+
+pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
+    if let Some(s) = &spec.schedule {
+        if let Err(e) = CronSchedule::parse(&s.cron, s.timezone.as_deref()) {
+            let at = if e.contains("time zone") { "/schedule/timezone" } else { "/schedule/cron" };
+            cx.at(at, e);
+        }
+        match s.catchup_limit {
+            Some(_) if s.catchup != Catchup::All => cx.at(
+                "/schedule/catchup_limit",
+                "`catchup_limit` only applies with `catchup: all`".into(),
+            ),
+            Some(n) if n == 0 || n > MAX_CATCHUP => {
+                cx.at("/schedule/catchup_limit", format!("`catchup_limit` must be 1 to {MAX_CATCHUP}"))
+            }
+            _ => {}
+        }
+        for (name, value) in &s.params {
+            let pp = push_pointer("/schedule/params", name);
+            match spec.params.get(name) {
+                None => cx.at_key(&pp, format!("the schedule gives `{name}`, which is not a parameter of this pipeline")),
+                Some(p) => {
+                    let text_ok = value.is_string() && p.kind != crate::spec::ParamType::String;
+                    if !text_ok && let Err(why) = check_param_value(p.kind, value) {
+                        cx.at(&pp, format!("the schedule's value of `{name}` {why}"));
+                    }
+                }
+            }
+        }
+        for (name, p) in &spec.params {
+            if p.default.is_none() && !s.params.contains_key(name) {
+                cx.at(
+                    "/schedule",
+                    format!("scheduled runs need a value of the required parameter `{name}`: give it in `schedule.params` or a default"),
+                );
+            }
+        }
+    }
+    for (i, t) in spec.on.iter().enumerate() {
+        let tp = format!("/on/{i}");
+        match (&t.alert, &t.webhook) {
+            (Some(_), Some(_)) | (None, None) => {
+                cx.at(&tp, "each entry of `on:` has exactly one of `alert` or `webhook`".into())
+            }
+            (Some(a), None) => {
+                if a.name.trim().is_empty() {
+                    cx.at(&format!("{tp}/alert/name"), "the alert's `name` is empty".into());
+                }
+            }
+            (None, Some(w)) => {
+                if !valid_source(&w.source) {
+                    cx.at(
+                        &format!("{tp}/webhook/source"),
+                        format!("webhook source `{}` must be 1-64 letters, digits, `-`, `_` or `.`", w.source),
+                    );
+                } else if w.source == "alertmanager" {
+                    cx.at(
+                        &format!("{tp}/webhook/source"),
+                        "the source `alertmanager` is Alertmanager's; match its alerts with `alert:`".into(),
+                    );
+                }
+            }
+        }
+        for (name, text) in &t.params {
+            let pp = push_pointer(&format!("{tp}/params"), name);
+            if !spec.params.contains_key(name) {
+                cx.at_key(&pp, format!("`on:` gives `{name}`, which is not a parameter of this pipeline"));
+            }
+            let env = template::environment();
+            if let Err(e) = env.template_from_str(text) {
+                cx.at(&pp, format!("the template of `{name}` does not parse: {}", template::describe(e, text)));
+            }
+        }
+    }
+}
+
+/// Whether `s` can name a webhook source in a URL.
+pub fn valid_source(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}

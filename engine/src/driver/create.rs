@@ -1,0 +1,135 @@
+//! Creating runs: plain ones, ones that claim a key (a schedule slot, an alert's
+//! fingerprint) so that the same cause never starts two, and retries that reuse the results
+//! of an earlier run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::runloop::Notes;
+use super::{Engine, EngineError, Result, now_ms};
+use crate::compile::Plan;
+use crate::scheduler::{Event, StepIx, StepState};
+use crate::store::{Claim, DagRecord, EventRecord, FORMAT_VERSION, RunRecord};
+
+/// What a new run is made of besides its plan.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub params: Map<String, Value>,
+    /// `manual`, `api`, `cron`, `backfill`, `event`, `retry`.
+    pub trigger: String,
+    /// The trigger's details, kept on the run record.
+    pub cause: Option<Value>,
+    /// A key the run claims, and for how long (ms) the claim keeps another run with the same
+    /// key from starting (`None`: for ever).
+    pub key: Option<(String, Option<i64>)>,
+    /// Events logged before the run starts (the reused results of a retry).
+    pub prelude: Vec<Event>,
+}
+
+impl NewRun {
+    pub fn new(params: Map<String, Value>, trigger: &str) -> Self {
+        NewRun { params, trigger: trigger.to_string(), ..Default::default() }
+    }
+}
+
+/// What [`Engine::create_run_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Run(u64),
+    /// The key is held by this run; nothing was created.
+    Held { run: u64 },
+}
+
+impl Engine {
+    /// Records a new run (its DAG version, run record, claimed key and prelude), durably:
+    /// one flush for all of it.
+    pub fn create_run_with(&self, plan: &Arc<Plan>, new: NewRun) -> Result<Created> {
+        let now = now_ms();
+        for step in plan.core.iter() {
+            if let Some(why) = self.opts.capacity.misfit(&step.resources) {
+                return Err(EngineError::Invalid(format!("this run can never start: {why}")));
+            }
+        }
+        if let Some((key, window)) = &new.key
+            && let Some(mark) = self.store.mark(key)?
+            && window.is_none_or(|w| now.saturating_sub(mark.at) < w)
+        {
+            return Ok(Created::Held { run: mark.run });
+        }
+        self.store.put_dag(&DagRecord {
+            v: FORMAT_VERSION,
+            hash: plan.hash.clone(),
+            name: plan.name().to_string(),
+            path: plan.path.display().to_string(),
+            source: plan.source.clone(),
+            stored_at: now,
+        })?;
+        let id = self.store.next_run_id()?;
+        let mut record =
+            RunRecord::new(id, plan.name(), &plan.hash, new.params, &new.trigger, plan.ids.len() as u32, now);
+        record.cause = new.cause;
+        match &new.key {
+            Some((key, window)) => {
+                if let Claim::Held { run } = self.store.claim_run(&record, key, *window, now)? {
+                    return Ok(Created::Held { run });
+                }
+            }
+            None => self.store.put_run(&record)?,
+        }
+        for (seq, event) in new.prelude.into_iter().enumerate() {
+            self.store.append_event(id, &EventRecord { v: FORMAT_VERSION, seq: seq as u64, at: now, event })?;
+        }
+        self.store.flush()?;
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(plan.hash.clone(), plan.clone());
+        Ok(Created::Run(id))
+    }
+
+    /// What a retry of run `original` from step `from` needs: the original's plan, its
+    /// record, and `Reused` events for every step whose result it keeps. The step `from`,
+    /// every step after it, and every step that did not succeed (with the steps after them)
+    /// run again; the others keep their outputs.
+    pub fn retry_prelude(&self, original: u64, from: &str) -> Result<(Arc<Plan>, RunRecord, Vec<Event>)> {
+        let mut notes = Notes::default();
+        let replayed = self.replay(original, |_, e, accepted, _| {
+            if accepted {
+                notes.note(&e.event);
+            }
+        })?;
+        let plan = replayed.plan.clone();
+        let state = replayed.machine.state();
+        if !state.is_terminal() {
+            return Err(EngineError::Invalid(format!(
+                "run r{original} is {state}; only a run that has ended can be retried"
+            )));
+        }
+        let Some(start) = plan.step_ix(from) else {
+            return Err(EngineError::Invalid(format!(
+                "run r{original}'s pipeline `{}` has no step `{from}` (it has {})",
+                plan.name(),
+                plan.ids.join(", ")
+            )));
+        };
+        let mut again: HashSet<StepIx> = HashSet::new();
+        let mut work = vec![start];
+        work.extend(
+            (0..plan.ids.len() as StepIx).filter(|s| replayed.machine.step_state(*s) != StepState::Succeeded),
+        );
+        while let Some(s) = work.pop() {
+            if again.insert(s) {
+                work.extend(plan.core[s as usize].downstream.iter().copied());
+            }
+        }
+        let prelude = (0..plan.ids.len() as StepIx)
+            .filter(|s| !again.contains(s))
+            .map(|step| Event::Reused {
+                step,
+                from_run: original,
+                items: notes.items.get(&step).cloned(),
+                outputs: notes.outputs.get(&step).cloned().unwrap_or(Value::Null),
+            })
+            .collect();
+        Ok((plan, replayed.record, prelude))
+    }
+}
