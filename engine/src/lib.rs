@@ -6,5 +6,6 @@ pub mod driver;
 pub mod scheduler;
 pub mod spec;
 pub mod store;
+pub mod server;
 pub mod template;
 pub mod trigger;

@@ -517,9 +517,9 @@ fn check_reference(
             _ => Ok(()),
         },
         "run" => match parts.get(1) {
-            Some(f) if !["id", "name", "dag"].contains(f) => {
-                Err(format!("the template reads `run.{f}`; runs have `id`, `name` and `dag`"))
-            }
+            Some(f) if !["id", "name", "dag", "trigger", "cause"].contains(f) => Err(format!(
+                "the template reads `run.{f}`; runs have `id`, `name`, `dag`, `trigger` and `cause`"
+            )),
             _ => Ok(()),
         },
         "item" if step.map.is_none() => Err("the template reads `item`, but the step has no `map:`".into()),

@@ -4,6 +4,7 @@
 
 mod create;
 mod params;
+mod report;
 mod render;
 mod runloop;
 mod sink;
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 pub use create::{Created, NewRun};
 pub use params::{resolve_params, resolve_values};
+pub use report::{AttemptReport, RunReport, StepReport};
 pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 

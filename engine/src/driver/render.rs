@@ -22,6 +22,9 @@ pub(crate) struct RunView<'a> {
     /// Outputs of finished steps: an object, or a list of objects for a mapped step.
     pub outputs: &'a std::collections::HashMap<StepIx, Value>,
     pub machine: &'a RunMachine,
+    /// Why the run started (`manual`, `cron`, `event`, ...) and the details.
+    pub trigger: &'a str,
+    pub cause: Option<&'a Value>,
 }
 
 impl RunView<'_> {
@@ -43,7 +46,10 @@ impl RunView<'_> {
         let mut ctx = json!({
             "params": self.params,
             "steps": steps,
-            "run": { "id": self.id, "name": self.plan.name(), "dag": self.plan.short_hash() },
+            "run": {
+                "id": self.id, "name": self.plan.name(), "dag": self.plan.short_hash(),
+                "trigger": self.trigger, "cause": self.cause,
+            },
         });
         if let Some(item) = item {
             ctx["item"] = item.clone();

@@ -125,6 +125,8 @@ impl Active {
             params: &self.record.params,
             outputs: &self.notes.outputs,
             machine: &self.machine,
+            trigger: &self.record.trigger,
+            cause: self.record.cause.as_ref(),
         }
     }
 
@@ -236,7 +238,12 @@ impl Engine {
             grace: self.opts.grace,
         };
         for &id in runs {
-            d.load(id, intent)?;
+            match d.load(id, intent) {
+                Ok(()) => {}
+                // A server keeps serving the other runs.
+                Err(e) if serving => tracing::error!(run = id, error = %e, "cannot resume the run"),
+                Err(e) => return Err(e),
+            }
         }
         d.reap_containers().await;
         let mut stops = 0u32;
@@ -261,6 +268,12 @@ impl Engine {
                     _ = sleep => {}
                     control = controls.recv(), if controls_open => match control {
                         Some(Control::Cancel(run)) if d.runs.contains_key(&run) => d.backlog.push_back((run, Event::Cancel)),
+                        Some(Control::Cancel(run)) if serving => {
+                            // A run waiting in the server's queue: cancel it from the store.
+                            if let Err(e) = d.load(run, Intent::Cancel) {
+                                tracing::error!(run, error = %e, "cannot cancel the run");
+                            }
+                        }
                         Some(Control::Cancel(run)) => tracing::warn!(run, "asked to cancel a run this engine does not drive"),
                         Some(Control::Start(run)) if serving && stops == 0 && !d.runs.contains_key(&run) => {
                             if let Err(e) = d.load(run, Intent::Drive) {

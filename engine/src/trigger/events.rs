@@ -305,12 +305,19 @@ steps:
     #[test]
     fn wrong_params_are_reported_not_started() {
         let plans = [plan(RETRAIN)];
-        let mut body = notification("firing", json!({"alertname": "FeatureDrift", "model": "churn"}));
+        let mut body =
+            notification("firing", json!({"alertname": "FeatureDrift", "model": "churn", "feature": "age"}));
         body["alerts"][0]["annotations"]["psi"] = json!("high");
         let n = parse_notification(&body).unwrap();
         let got = match_alert(&plans, &n, &n.alerts[0], 1);
         let [Matched::Invalid { reason, .. }] = got.as_slice() else { panic!("{got:?}") };
         assert!(reason.contains("`threshold`") && reason.contains("not a number"), "{reason}");
+        // A label the template reads but the alert lacks is named.
+        let body = notification("firing", json!({"alertname": "FeatureDrift", "model": "churn"}));
+        let n = parse_notification(&body).unwrap();
+        let got = match_alert(&plans, &n, &n.alerts[0], 1);
+        let [Matched::Invalid { reason, .. }] = got.as_slice() else { panic!("{got:?}") };
+        assert!(reason.contains("`feature`") && reason.contains("labels.feature"), "{reason}");
     }
 
     #[test]

@@ -1,0 +1,222 @@
+//! Events: `POST /api/v1/events/{source}` takes Alertmanager notifications (source
+//! `alertmanager`) and any JSON webhook; each is stored with what became of it (matched,
+//! deduplicated, accepted with nothing to start, rejected and why) and listed for operators.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::runs::blocking;
+use super::{ApiError, ApiResult, read_body};
+use crate::compile::valid_source;
+use crate::driver::{Created, NewRun};
+use crate::server::{LaunchError, Shared};
+use crate::store::InboxRecord;
+use crate::trigger::events::{Matched, match_alert, match_webhook, parse_notification};
+
+/// How much of a payload is kept with its record.
+const KEEP_PAYLOAD: usize = 64 * 1024;
+
+/// The source name of Alertmanager's webhook receiver.
+pub(crate) const ALERTMANAGER: &str = "alertmanager";
+
+pub(super) async fn receive(
+    State(shared): State<Arc<Shared>>,
+    Path(source): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    if !valid_source(&source) {
+        return Err(ApiError::bad_request(format!(
+            "`{source}` is not an event source: use 1-64 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    let idempotency = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect::<String>());
+    let body = match read_body(req, &()).await {
+        Ok(b) => b,
+        Err(e) => {
+            let s = shared.clone();
+            let (src, msg) = (source.clone(), e.message.clone());
+            let id = blocking(move || {
+                let id = s.record(&src, "rejected", msg, vec![], vec![], Value::Null);
+                s.engine.store().flush()?;
+                Ok(id)
+            })
+            .await?;
+            return Ok(with_event(e, id));
+        }
+    };
+    let s = shared.clone();
+    let (status, outcome) = blocking(move || Ok(intake(&s, &source, &body, idempotency.as_deref()))).await?;
+    Ok((status, Json(outcome)).into_response())
+}
+
+fn with_event(e: ApiError, id: u64) -> Response {
+    let body = json!({ "v": 1, "event": id, "status": "rejected", "error": { "code": e.code, "message": e.message } });
+    (e.status, Json(body)).into_response()
+}
+
+/// Stores, matches and acts on one event (blocking).
+fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>) -> (StatusCode, Value) {
+    let _intake = shared.intake.lock().unwrap_or_else(|p| p.into_inner());
+    let store = shared.engine.store();
+    let payload: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            let kept = String::from_utf8_lossy(&body[..body.len().min(KEEP_PAYLOAD)]).into_owned();
+            let reason = format!("the body is not valid JSON: {e}");
+            let id = shared.record(source, "rejected", reason.clone(), vec![], vec![], Value::String(kept));
+            let _ = store.flush();
+            return reply(StatusCode::BAD_REQUEST, id, "rejected", &reason, &[], &[]);
+        }
+    };
+    let kept = if body.len() <= KEEP_PAYLOAD { payload.clone() } else { json!({ "truncated": body.len() }) };
+    let id = shared.record(source, "received", String::new(), vec![], vec![], kept);
+    let catalog = shared.catalog();
+    let plans: Vec<_> = catalog.pipelines.values().map(|e| e.plan.clone()).collect();
+    // Per alert (or once for a webhook): the pipelines it matched.
+    let mut groups: Vec<(Value, Vec<Matched>)> = Vec::new();
+    if source == ALERTMANAGER {
+        let n = match parse_notification(&payload) {
+            Ok(n) => n,
+            Err(reason) => return finish(shared, id, StatusCode::BAD_REQUEST, "rejected", reason, vec![], vec![]),
+        };
+        for a in &n.alerts {
+            let about = json!({ "alert": a.name(), "status": a.status, "fingerprint": a.fingerprint() });
+            groups.push((about, match_alert(&plans, &n, a, id)));
+        }
+    } else {
+        groups.push((json!({}), match_webhook(&plans, source, &payload, idempotency, id)));
+    }
+    let (mut runs, mut details) = (Vec::new(), Vec::new());
+    let (mut dup, mut invalid, mut draining) = (0, 0, false);
+    for (about, matched) in groups {
+        if matched.is_empty() {
+            details.push(merge(&about, json!({ "outcome": "unmatched" })));
+        }
+        for m in matched {
+            let d = match m {
+                Matched::Invalid { pipeline, reason } => {
+                    invalid += 1;
+                    json!({ "pipeline": pipeline, "outcome": "invalid", "reason": reason })
+                }
+                Matched::Start(c) => {
+                    let Some(entry) = catalog.pipelines.get(&c.pipeline) else { continue };
+                    let trigger = if source == ALERTMANAGER { "alert" } else { "event" };
+                    let mut new = NewRun::new(c.params, trigger);
+                    new.cause = Some(c.cause);
+                    new.key = c.key;
+                    match shared.launch(&entry.plan, new) {
+                        Ok(Created::Run(run)) => {
+                            runs.push(run);
+                            json!({ "pipeline": c.pipeline, "outcome": "started", "run": run })
+                        }
+                        Ok(Created::Held { run }) => {
+                            dup += 1;
+                            json!({ "pipeline": c.pipeline, "outcome": "deduplicated", "run": run,
+                                    "reason": format!("the same alert started r{run} within its cooldown") })
+                        }
+                        Err(LaunchError::Draining) => {
+                            draining = true;
+                            json!({ "pipeline": c.pipeline, "outcome": "refused", "reason": "the server is shutting down" })
+                        }
+                        Err(LaunchError::Engine(e)) => {
+                            invalid += 1;
+                            json!({ "pipeline": c.pipeline, "outcome": "invalid", "reason": e.to_string() })
+                        }
+                    }
+                }
+            };
+            details.push(merge(&about, d));
+        }
+    }
+    let (status, code, reason) = if !runs.is_empty() {
+        let list = runs.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ");
+        (StatusCode::ACCEPTED, "matched", format!("started {list}"))
+    } else if draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "rejected", "the server is shutting down; send it again".to_string())
+    } else if invalid > 0 {
+        let first = details.iter().find_map(|d| d["reason"].as_str()).unwrap_or_default().to_string();
+        (StatusCode::UNPROCESSABLE_ENTITY, "rejected", format!("matched, but no run could start: {first}"))
+    } else if dup > 0 {
+        (StatusCode::ACCEPTED, "deduplicated", "every matching alert already started a run within its cooldown".into())
+    } else {
+        (StatusCode::ACCEPTED, "accepted", format!("no pipeline's `on:` matches this `{source}` event"))
+    };
+    finish(shared, id, status, code, reason, runs, details)
+}
+
+fn merge(a: &Value, b: Value) -> Value {
+    let mut out = a.clone();
+    if let (Some(o), Value::Object(m)) = (out.as_object_mut(), b) {
+        o.extend(m);
+    }
+    out
+}
+
+fn finish(
+    shared: &Shared,
+    id: u64,
+    status: StatusCode,
+    code: &str,
+    reason: String,
+    runs: Vec<u64>,
+    details: Vec<Value>,
+) -> (StatusCode, Value) {
+    let store = shared.engine.store();
+    if let Ok(Some(mut rec)) = store.inbox_record(id) {
+        rec.status = code.to_string();
+        rec.reason = reason.clone();
+        rec.runs = runs.clone();
+        rec.details = details.clone();
+        if let Err(e) = store.update_inbox(&rec) {
+            tracing::error!(error = %e, "cannot store what became of an event");
+        }
+    }
+    if let Err(e) = store.flush() {
+        tracing::error!(error = %e, "cannot flush a received event");
+    }
+    reply(status, id, code, &reason, &runs, &details)
+}
+
+fn reply(status: StatusCode, id: u64, code: &str, reason: &str, runs: &[u64], details: &[Value]) -> (StatusCode, Value) {
+    (status, json!({ "v": 1, "event": id, "status": code, "reason": reason, "runs": runs, "details": details }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventQuery {
+    source: Option<String>,
+    status: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let keep = |r: &InboxRecord| {
+        q.source.as_ref().is_none_or(|s| &r.source == s) && q.status.as_ref().is_none_or(|s| &r.status == s)
+    };
+    let events = shared.engine.store().inbox(limit, q.before, keep)?;
+    Ok(Json(json!({ "v": 1, "total": shared.engine.store().inbox_len(), "events": events })))
+}
+
+pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+    let id: u64 = key.parse().map_err(|_| ApiError::bad_request(format!("`{key}` is not an event id")))?;
+    match shared.engine.store().inbox_record(id)? {
+        Some(r) => Ok(Json(json!({ "v": 1, "event": r }))),
+        None => Err(ApiError::not_found(format!("there is no event {id}"))),
+    }
+}

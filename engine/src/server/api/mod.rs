@@ -1,0 +1,248 @@
+//! The HTTP API, versioned under `/api/v1` (JSON; documented at `/api/v1/openapi.json`).
+//!
+//! Every request passes two layers before its handler: the in-flight limit (more than
+//! `max_in_flight` requests at once get 429) and [`authorize`], the one place that decides
+//! who may do what. Bodies are read with a size cap (413) and parsed strictly (400 with the
+//! field that is wrong).
+
+mod events;
+mod openapi;
+mod pipelines;
+mod runs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{LaunchError, Shared};
+
+/// An error answer: a status, a stable code, and a sentence.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub(super) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub(super) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "v": 1, "error": { "code": self.code, "message": self.message } });
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+impl From<LaunchError> for ApiError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Draining => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the server is shutting down; try again when it is back")
+            }
+            LaunchError::Engine(crate::driver::EngineError::Invalid(m)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unrunnable", m)
+            }
+            LaunchError::Engine(e) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::driver::EngineError> for ApiError {
+    fn from(e: crate::driver::EngineError) -> Self {
+        use crate::driver::EngineError;
+        use crate::store::StoreError;
+        match e {
+            EngineError::Store(StoreError::NoRun(id)) => ApiError::not_found(format!("there is no run r{id}")),
+            EngineError::Invalid(m) => ApiError::conflict(m),
+            e => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        crate::driver::EngineError::from(e).into()
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON request body: read up to the size cap, parsed strictly. An empty body reads as
+/// `{}`.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Reads a body up to the size cap.
+pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is larger than the server's limit")
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::bad_request(format!("the body does not fit: {inner}"))
+        } else {
+            ApiError::bad_request(format!("the body's `{path}` is wrong: {inner}"))
+        }
+    })
+}
+
+/// A run id from a path: `r12` or `12`.
+pub(crate) fn run_id(text: &str) -> ApiResult<u64> {
+    text.strip_prefix('r')
+        .unwrap_or(text)
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{text}` is not a run id (such as r12)")))
+}
+
+/// What a request wants to do, for authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Permission {
+    /// Read pipelines, runs, logs, events.
+    Read,
+    /// Start, cancel, retry and backfill runs.
+    Operate,
+    /// Post events (webhooks, alerts).
+    Ingest,
+}
+
+impl Permission {
+    fn of(method: &Method, path: &str) -> Permission {
+        if method == Method::GET || method == Method::HEAD {
+            Permission::Read
+        } else if path.starts_with("/api/v1/events/") {
+            Permission::Ingest
+        } else {
+            Permission::Operate
+        }
+    }
+}
+
+/// Who asks. Every request is anonymous until tokens arrive (a later change); then this is
+/// where a bearer token becomes a principal with roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Principal {
+    Anonymous,
+}
+
+/// THE authorization check: every handler is behind it. Today anonymous callers may do
+/// everything (the server binds loopback by default); roles plug in here.
+fn check(principal: &Principal, permission: Permission) -> ApiResult<()> {
+    match (principal, permission) {
+        (Principal::Anonymous, Permission::Read | Permission::Operate | Permission::Ingest) => Ok(()),
+    }
+}
+
+async fn authorize(matched: Option<MatchedPath>, mut req: Request, next: Next) -> Response {
+    let path = matched.as_ref().map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let permission = Permission::of(req.method(), &path);
+    let principal = Principal::Anonymous;
+    if let Err(e) = check(&principal, permission) {
+        return e.into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+async fn limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = shared.in_flight.try_acquire() else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!("more than {} requests are in flight; retry shortly", shared.opts.max_in_flight),
+        )
+        .into_response();
+    };
+    next.run(req).await
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({ "v": 1, "status": "ok" }))
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the server is shutting down")
+            .into_response();
+    }
+    let c = shared.catalog();
+    axum::Json(json!({ "v": 1, "status": "ready", "pipelines": c.pipelines.len(), "invalid": c.invalid.len() }))
+        .into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no API route {} {} (see /api/v1/openapi.json)", req.method(), req.uri().path()))
+}
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let body_limit = shared.opts.body_limit;
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/ready", get(ready))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/pipelines", get(pipelines::list))
+        .route("/api/v1/pipelines/{name}", get(pipelines::one))
+        .route("/api/v1/pipelines/{name}/runs", post(runs::start))
+        .route("/api/v1/pipelines/{name}/backfill", post(pipelines::backfill))
+        .route("/api/v1/runs", get(runs::list))
+        .route("/api/v1/runs/{run}", get(runs::one))
+        .route("/api/v1/runs/{run}/wait", get(runs::wait))
+        .route("/api/v1/runs/{run}/cancel", post(runs::cancel))
+        .route("/api/v1/runs/{run}/retry", post(runs::retry))
+        .route("/api/v1/runs/{run}/steps/{step}/logs", get(runs::logs))
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/events/{key}", get(events::one).post(events::receive))
+        .route_layer(middleware::from_fn(authorize))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(shared.clone(), limit))
+        .with_state(shared)
+}

@@ -1,0 +1,72 @@
+//! The API's OpenAPI 3.1 document, served at `/api/v1/openapi.json`. Request body schemas
+//! are generated from the handlers' own types, so they cannot drift from what is parsed.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+use super::pipelines::Backfill;
+use super::runs::{RetryRun, StartRun};
+
+fn op(summary: &str, params: &[(&str, &str, &str)], body: Option<&str>, answers: &[(&str, &str)]) -> Value {
+    let parameters: Vec<Value> = params
+        .iter()
+        .map(|(name, place, what)| {
+            json!({ "name": name, "in": place, "required": *place == "path", "description": what, "schema": { "type": "string" } })
+        })
+        .collect();
+    let mut responses = serde_json::Map::new();
+    for (code, what) in answers {
+        responses.insert(code.to_string(), json!({ "description": what }));
+    }
+    let mut o = json!({ "summary": summary, "parameters": parameters, "responses": responses });
+    if let Some(schema) = body {
+        o["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+        });
+    }
+    o
+}
+
+const ERR: (&str, &str) = ("4XX", "An error: `{v, error: {code, message}}`");
+
+pub(super) async fn document() -> Json<Value> {
+    let run = ("run", "path", "A run id, `r12` or `12`");
+    let name = ("name", "path", "A pipeline name");
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sluice API",
+            "version": "1",
+            "description": "Pipelines, runs, logs and events of a `sluice serve` process. Every answer carries `v`, the payload version. Errors are `{v, error: {code, message}}` with a 4xx or 5xx status; 429 and 503 carry Retry-After."
+        },
+        "paths": {
+            "/api/v1/health": { "get": op("Liveness: the process answers", &[], None, &[("200", "ok")]) },
+            "/api/v1/ready": { "get": op("Readiness: pipelines loaded and not shutting down", &[], None, &[("200", "ready"), ("503", "shutting down")]) },
+            "/api/v1/openapi.json": { "get": op("This document", &[], None, &[("200", "OpenAPI 3.1")]) },
+            "/api/v1/pipelines": { "get": op("Pipelines the server runs, and files it could not load", &[], None, &[("200", "`{pipelines, invalid}`")]) },
+            "/api/v1/pipelines/{name}": { "get": op("One pipeline, with its stored versions", &[name], None, &[("200", "the pipeline"), ERR]) },
+            "/api/v1/pipelines/{name}/runs": { "post": op("Start a run", &[name], Some("StartRun"), &[("201", "`{run}`"), ("400", "bad params or body"), ("404", "no such pipeline"), ("413", "body too large"), ("503", "shutting down")]) },
+            "/api/v1/pipelines/{name}/backfill": { "post": op("Create the runs of the schedule's slots between two instants (slots already run are not run again)", &[name], Some("Backfill"), &[("201", "`{created, existing, failed}`"), ERR]) },
+            "/api/v1/runs": { "get": op("Runs, newest first", &[("pipeline", "query", "only this pipeline"), ("state", "query", "pending, running, succeeded, failed, cancelled, interrupted"), ("trigger", "query", "manual, api, cron, backfill, alert, event, retry"), ("before", "query", "only runs older than this id"), ("limit", "query", "at most this many (default 50, max 1000)")], None, &[("200", "`{runs}`"), ERR]) },
+            "/api/v1/runs/{run}": { "get": op("A run: its record, and per step the state, attempts and outputs", &[run], None, &[("200", "the run"), ERR]) },
+            "/api/v1/runs/{run}/wait": { "get": op("Answer when the run has ended, or after `timeout_s` (default 30, max 300); `done` says which", &[run, ("timeout_s", "query", "seconds")], None, &[("200", "the run with `done`"), ERR]) },
+            "/api/v1/runs/{run}/cancel": { "post": op("Cancel a run", &[run], None, &[("202", "cancel requested"), ("409", "already ended"), ERR]) },
+            "/api/v1/runs/{run}/retry": { "post": op("Run again from a step: a new run that reuses the results of the steps before it", &[run], Some("RetryRun"), &[("201", "`{run}`"), ("409", "the run has not ended, or no such step"), ERR]) },
+            "/api/v1/runs/{run}/steps/{step}/logs": { "get": op("A step's log (every attempt) as text; `follow=true` streams until the run ends", &[run, ("step", "path", "a step id"), ("follow", "query", "true to stream"), ("attempt", "query", "only this attempt")], None, &[("200", "text/plain"), ERR]) },
+            "/api/v1/events": { "get": op("Received events, newest first, with what became of each", &[("source", "query", "only this source"), ("status", "query", "matched, deduplicated, accepted, rejected, skipped"), ("before", "query", "only ids below this"), ("limit", "query", "at most this many")], None, &[("200", "`{total, events}`"), ERR]) },
+            "/api/v1/events/{key}": {
+                "get": op("One received event by id", &[("key", "path", "the event id")], None, &[("200", "`{event}`"), ERR]),
+                "post": op("Send an event. Source `alertmanager` takes Alertmanager's webhook (version 4); any other source takes JSON matched against `on: - webhook: {source}`. An `Idempotency-Key` header makes repeats start nothing more.", &[("key", "path", "the source")], Some("Event"), &[("202", "`{event, status, reason, runs, details}`"), ("400", "malformed"), ("413", "too large"), ("422", "matched but the params are wrong"), ("429", "too many requests in flight")])
+            }
+        },
+        "components": {
+            "schemas": {
+                "StartRun": schemars::schema_for!(StartRun),
+                "RetryRun": schemars::schema_for!(RetryRun),
+                "Backfill": schemars::schema_for!(Backfill),
+                "Event": { "type": "object", "description": "Any JSON object; for `alertmanager`, the webhook notification (version 4)." }
+            }
+        }
+    }))
+}

@@ -1,0 +1,123 @@
+//! Pipelines: what the server runs (and which files it could not load), one pipeline with
+//! its stored versions, and backfills of its schedule.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::runs::{blocking, unknown_pipeline};
+use super::{ApiError, ApiResult, JsonBody};
+use crate::server::Shared;
+use crate::server::catalog::Entry;
+use crate::server::schedules::{Fired, fire};
+use crate::trigger::cron::{parse_time, rfc3339};
+
+/// The most slots one backfill may create.
+pub(crate) const MAX_BACKFILL: usize = 10_000;
+
+/// The body of `POST /api/v1/pipelines/{name}/backfill`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Backfill {
+    /// The first instant (RFC 3339, or a date for midnight UTC); a slot at it is included.
+    pub from: String,
+    /// The last instant; a slot at it is included.
+    pub to: String,
+}
+
+fn summary(shared: &Shared, e: &Entry) -> Value {
+    let plan = &e.plan;
+    let now = shared.clock.now_ms();
+    let schedule = plan.spec.schedule.as_ref().map(|s| {
+        json!({
+            "cron": s.cron,
+            "timezone": s.timezone.as_deref().unwrap_or("UTC"),
+            "catchup": s.catchup,
+            "overlap": s.overlap,
+            "enabled": s.enabled,
+            "next": e.schedule.as_ref().and_then(|c| c.next_after(now)).map(rfc3339),
+        })
+    });
+    json!({
+        "name": plan.name(),
+        "description": plan.spec.description,
+        "file": plan.path.display().to_string(),
+        "version": plan.hash,
+        "steps": plan.ids,
+        "params": plan.spec.params,
+        "schedule": schedule,
+        "on": plan.spec.on,
+        "going": shared.launcher().runs_of(plan.name()),
+    })
+}
+
+pub(super) async fn list(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let c = shared.catalog();
+    let pipelines: Vec<Value> = c.pipelines.values().map(|e| summary(&shared, e)).collect();
+    Json(json!({ "v": 1, "pipelines": pipelines, "invalid": c.invalid }))
+}
+
+pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let c = shared.catalog();
+    let Some(e) = c.pipelines.get(&name) else { return Err(unknown_pipeline(&shared, &name)) };
+    let mut v = summary(&shared, e);
+    let versions: Vec<Value> = shared
+        .engine
+        .store()
+        .dag_versions(&name)?
+        .into_iter()
+        .map(|d| json!({ "version": d.hash, "file": d.path, "stored_at": rfc3339(d.stored_at) }))
+        .collect();
+    v["versions"] = json!(versions);
+    v["v"] = json!(1);
+    Ok(Json(v))
+}
+
+pub(super) async fn backfill(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<Backfill>,
+) -> ApiResult<Response> {
+    let c = shared.catalog();
+    let Some(entry) = c.pipelines.get(&name).cloned() else { return Err(unknown_pipeline(&shared, &name)) };
+    let Some(cron) = entry.schedule.clone() else {
+        return Err(ApiError::conflict(format!("the pipeline `{name}` has no (enabled) schedule to backfill")));
+    };
+    let from = parse_time(&body.from).map_err(ApiError::bad_request)?;
+    let to = parse_time(&body.to).map_err(ApiError::bad_request)?;
+    if from > to {
+        return Err(ApiError::bad_request(format!("`from` ({}) is after `to` ({})", body.from, body.to)));
+    }
+    let slots = cron.slots_between(from - 1, to, MAX_BACKFILL + 1);
+    if slots.len() > MAX_BACKFILL {
+        return Err(ApiError::bad_request(format!(
+            "the range holds more than {MAX_BACKFILL} slots of `{}`; backfill it in parts",
+            cron.expression()
+        )));
+    }
+    let s = shared.clone();
+    let results = blocking(move || {
+        Ok(slots.into_iter().map(|slot| (slot, fire(&s, &entry, slot, "backfill", true))).collect::<Vec<_>>())
+    })
+    .await?;
+    let mut created = Vec::new();
+    let mut existing = Vec::new();
+    let mut failed = Vec::new();
+    for (slot, r) in results {
+        match r {
+            Fired::Run(id) => created.push(json!({ "slot": rfc3339(slot), "run": id })),
+            Fired::Held(id) => existing.push(json!({ "slot": rfc3339(slot), "run": id })),
+            Fired::Skipped(_) => {}
+            Fired::Failed(why) => failed.push(json!({ "slot": rfc3339(slot), "error": why })),
+        }
+    }
+    let status = if failed.is_empty() { StatusCode::CREATED } else { StatusCode::MULTI_STATUS };
+    let body = json!({ "v": 1, "created": created, "existing": existing, "failed": failed });
+    Ok((status, Json(body)).into_response())
+}

@@ -1,0 +1,260 @@
+//! Runs: start one, list and filter them, a run's steps/attempts/outputs, wait for the end,
+//! cancel, retry from a step, and step logs (whole, or followed while the run goes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, ApiResult, JsonBody, run_id};
+use crate::driver::{Control, Created, NewRun, Notice, resolve_values};
+use crate::scheduler::RunState;
+use crate::server::Shared;
+
+/// The body of `POST /api/v1/pipelines/{name}/runs`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartRun {
+    /// Parameter values by name; text is parsed by the parameter's type.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+/// The body of `POST /api/v1/runs/{run}/retry`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryRun {
+    /// The step to run again, with every step after it; the others keep their results.
+    pub from: String,
+}
+
+/// Blocking work (sled flushes, event-log replays) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("the request crashed: {e}")))?
+}
+
+pub(super) async fn start(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<StartRun>,
+) -> ApiResult<Response> {
+    let catalog = shared.catalog();
+    let Some(entry) = catalog.pipelines.get(&name) else {
+        return Err(unknown_pipeline(&shared, &name));
+    };
+    let plan = entry.plan.clone();
+    let params = resolve_values(&plan, &body.params)
+        .map_err(|errors| ApiError::new(StatusCode::BAD_REQUEST, "invalid_params", errors.join("; ")))?;
+    let s = shared.clone();
+    let created = blocking(move || Ok(s.launch(&plan, NewRun::new(params, "api"))?)).await?;
+    let Created::Run(id) = created else { return Err(ApiError::internal("a run without a key was held")) };
+    let record = shared.engine.store().run(id)?;
+    Ok((StatusCode::CREATED, Json(json!({ "v": 1, "run": record }))).into_response())
+}
+
+pub(super) fn unknown_pipeline(shared: &Shared, name: &str) -> ApiError {
+    let c = shared.catalog();
+    let known: Vec<&str> = c.pipelines.keys().map(String::as_str).collect();
+    let broken = c
+        .invalid
+        .iter()
+        .find(|i| i.file.ends_with(&format!("/{name}.yaml")) || i.file.ends_with(&format!("/{name}.json")));
+    let mut msg = format!("there is no pipeline `{name}` (the server runs: {})", known.join(", "));
+    if let Some(b) = broken {
+        msg.push_str(&format!("; {} does not compile: {}", b.file, b.errors.join("; ")));
+    }
+    ApiError::not_found(msg)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RunQuery {
+    pipeline: Option<String>,
+    state: Option<String>,
+    trigger: Option<String>,
+    /// Only runs with an id below this one (paging).
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let state: Option<RunState> = q.state.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
+    let before = q.before.as_deref().map(run_id).transpose()?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let runs: Vec<_> = shared
+        .engine
+        .store()
+        .runs()?
+        .into_iter()
+        .filter(|r| before.is_none_or(|b| r.id < b))
+        .filter(|r| q.pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
+        .filter(|r| state.is_none_or(|s| r.state == s))
+        .filter(|r| q.trigger.as_ref().is_none_or(|t| &r.trigger == t))
+        .take(limit)
+        .collect();
+    Ok(Json(json!({ "v": 1, "runs": runs })))
+}
+
+pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(run): Path<String>) -> ApiResult<Json<Value>> {
+    let id = run_id(&run)?;
+    let s = shared.clone();
+    let report = blocking(move || Ok(s.engine.report(id)?)).await?;
+    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WaitQuery {
+    /// The longest wait in seconds (default 30, at most 300).
+    timeout_s: Option<u64>,
+}
+
+/// Answers when the run has ended (or stopped with the server), or after the timeout, with
+/// the run's report; `done` says which.
+pub(super) async fn wait(
+    State(shared): State<Arc<Shared>>,
+    Path(run): Path<String>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = run_id(&run)?;
+    let timeout = Duration::from_secs(q.timeout_s.unwrap_or(30).min(300));
+    let mut notices = shared.notices.subscribe();
+    let ended = |s: RunState| s.is_terminal() || s == RunState::Interrupted;
+    let mut stopping = shared.stopping.clone();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        if ended(shared.engine.store().run(id)?.state) {
+            break;
+        }
+        tokio::select! {
+            n = notices.recv() => match n {
+                Ok(Notice::Run { run, state }) if run == id && ended(state) => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            },
+            _ = &mut deadline => break,
+            _ = stopping.changed() => break,
+        }
+    }
+    let s = shared.clone();
+    let report = blocking(move || Ok(s.engine.report(id)?)).await?;
+    let done = ended(report.record.state);
+    let mut v = serde_json::to_value(report).unwrap_or_default();
+    v["done"] = json!(done);
+    Ok(Json(v))
+}
+
+pub(super) async fn cancel(State(shared): State<Arc<Shared>>, Path(run): Path<String>) -> ApiResult<Response> {
+    let id = run_id(&run)?;
+    let record = shared.engine.store().run(id)?;
+    if record.state.is_terminal() {
+        return Err(ApiError::conflict(format!("run r{id} has already ended ({})", record.state)));
+    }
+    shared.launcher().unqueue(id);
+    let _ = shared.controls.send(Control::Cancel(id));
+    let body = json!({ "v": 1, "run": id, "state": record.state, "cancel": "requested" });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+pub(super) async fn retry(
+    State(shared): State<Arc<Shared>>,
+    Path(run): Path<String>,
+    JsonBody(body): JsonBody<RetryRun>,
+) -> ApiResult<Response> {
+    let id = run_id(&run)?;
+    let s = shared.clone();
+    let created = blocking(move || {
+        let (plan, record, prelude) = s.engine.retry_prelude(id, &body.from)?;
+        let reused = prelude.len();
+        let mut new = NewRun::new(record.params, "retry");
+        new.cause = Some(json!({ "retry_of": id, "from": body.from, "reused_steps": reused }));
+        new.prelude = prelude;
+        Ok(s.launch(&plan, new)?)
+    })
+    .await?;
+    let Created::Run(new_id) = created else { return Err(ApiError::internal("a retry was held")) };
+    let record = shared.engine.store().run(new_id)?;
+    Ok((StatusCode::CREATED, Json(json!({ "v": 1, "run": record }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogQuery {
+    /// Keep the answer open and stream new output until the run ends.
+    #[serde(default)]
+    follow: bool,
+    attempt: Option<u32>,
+}
+
+pub(super) async fn logs(
+    State(shared): State<Arc<Shared>>,
+    Path((run, step)): Path<(String, String)>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = run_id(&run)?;
+    let record = shared.engine.store().run(id)?;
+    let plan = shared.engine.plan_of(&record)?;
+    let Some(ix) = plan.step_ix(&step) else {
+        return Err(ApiError::not_found(format!(
+            "run r{id}'s pipeline has no step `{step}` (it has {})",
+            plan.ids.join(", ")
+        )));
+    };
+    let store = shared.engine.store().clone();
+    let attempt = q.attempt;
+    let read = move |from: usize| -> (usize, Vec<u8>) {
+        let chunks = store.logs(id, ix).unwrap_or_default();
+        let n = chunks.len();
+        let text = chunks
+            .into_iter()
+            .skip(from)
+            .filter(|c| attempt.is_none_or(|a| c.attempt == a))
+            .flat_map(|c| c.data)
+            .collect();
+        (n, text)
+    };
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow {
+        let (_, text) = read(0);
+        return Ok((text_plain, text).into_response());
+    }
+    // Follow: poll the store for new chunks until the run has ended and all is sent.
+    let shared2 = shared.clone();
+    let stream = futures_util::stream::unfold((0usize, false), move |(sent, last)| {
+        let read = read.clone();
+        let shared = shared2.clone();
+        async move {
+            if last {
+                return None;
+            }
+            let mut sent = sent;
+            loop {
+                let state = shared.engine.store().run(id).map(|r| r.state).unwrap_or(RunState::Cancelled);
+                let over = state.is_terminal()
+                    || state == RunState::Interrupted
+                    || shared.draining.load(std::sync::atomic::Ordering::SeqCst);
+                let (n, text) = read(sent);
+                sent = n;
+                if !text.is_empty() || over {
+                    return Some((Ok::<Bytes, std::io::Error>(Bytes::from(text)), (sent, over)));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Ok((text_plain, Body::from_stream(stream)).into_response())
+}

@@ -1,0 +1,297 @@
+//! `sluice serve`: the engine as a service. It loads the pipelines of a folder (and reloads
+//! them when files change), fires their cron schedules, turns webhook events and
+//! Alertmanager alerts into runs, drives every run with the core scheduler, and serves the
+//! HTTP API (`api`).
+//!
+//! One process owns the data folder (sled's lock); command-line clients talk to it over
+//! HTTP, finding its address in `<data dir>/server.json`.
+
+mod api;
+pub mod catalog;
+pub mod clock;
+pub mod launcher;
+mod schedules;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::compile::Plan;
+use crate::driver::{Control, Created, Engine, EngineError, NewRun, Notice};
+use crate::scheduler::RunState;
+use crate::spec::Overlap;
+use crate::store::{FORMAT_VERSION, InboxRecord};
+use catalog::{Catalog, Loader};
+use clock::Clock;
+use launcher::Launcher;
+
+/// The file in the data folder that tells clients where the server listens.
+pub const SERVER_FILE: &str = "server.json";
+
+/// Settings of `sluice serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The folder of pipeline files.
+    pub dags: PathBuf,
+    /// Where the API listens (default 127.0.0.1:8377; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+    /// Requests handled at once; more get 429.
+    pub max_in_flight: usize,
+    /// How often the DAG folder is scanned for changes.
+    pub reload_every: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(dags: impl Into<PathBuf>) -> Self {
+        ServeOptions {
+            dags: dags.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8377)),
+            body_limit: 1 << 20,
+            max_in_flight: 1024,
+            reload_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// What the server's tasks and handlers share.
+pub(crate) struct Shared {
+    pub engine: Arc<Engine>,
+    pub opts: ServeOptions,
+    pub catalog: RwLock<Arc<Catalog>>,
+    pub launcher: Mutex<Launcher>,
+    pub controls: mpsc::UnboundedSender<Control>,
+    /// Run state changes, for clients that wait on a run.
+    pub notices: broadcast::Sender<Notice>,
+    /// Serializes the intake of events and keyed runs (dedup reads then writes).
+    pub intake: Mutex<()>,
+    pub draining: AtomicBool,
+    pub clock: Arc<dyn Clock>,
+    /// Bumped when the catalog changes, so the schedule loop looks again.
+    pub catalog_version: watch::Sender<u64>,
+    pub in_flight: tokio::sync::Semaphore,
+    /// Tells long requests (waits, log streams) to finish: the server is stopping.
+    pub stopping: watch::Receiver<u32>,
+}
+
+/// Why a run could not be started.
+#[derive(Debug)]
+pub(crate) enum LaunchError {
+    Draining,
+    Engine(EngineError),
+}
+
+impl Shared {
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn launcher(&self) -> std::sync::MutexGuard<'_, Launcher> {
+        self.launcher.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a run of `plan` (durably) and hands it to the driver, after the pipeline's
+    /// running runs when its schedule says `overlap: queue`. Blocking: sled flushes.
+    pub(crate) fn launch(&self, plan: &Arc<Plan>, new: NewRun) -> Result<Created, LaunchError> {
+        let queue = plan.spec.schedule.as_ref().is_some_and(|s| s.overlap == Overlap::Queue);
+        self.launch_with(plan, new, queue)
+    }
+
+    /// [`Shared::launch`], saying whether the run waits for the pipeline's going runs.
+    pub(crate) fn launch_with(&self, plan: &Arc<Plan>, new: NewRun, queue: bool) -> Result<Created, LaunchError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(LaunchError::Draining);
+        }
+        let created = self.engine.create_run_with(plan, new).map_err(LaunchError::Engine)?;
+        if let Created::Run(id) = created {
+            self.launcher().submit(plan.name(), id, queue);
+        }
+        Ok(created)
+    }
+
+    /// Stores what became of an event (not flushed: the caller flushes).
+    pub(crate) fn record(&self, source: &str, status: &str, reason: String, runs: Vec<u64>, details: Vec<Value>, payload: Value) -> u64 {
+        let mut rec = InboxRecord {
+            v: FORMAT_VERSION,
+            id: 0,
+            source: source.to_string(),
+            received_at: self.clock.now_ms(),
+            status: status.to_string(),
+            reason,
+            runs,
+            details,
+            payload,
+        };
+        match self.engine.store().put_inbox(&mut rec) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a received event");
+                0
+            }
+        }
+    }
+}
+
+/// Runs the server until `shutdown` changes: the API stops taking requests, running runs
+/// are interrupted (a second change kills their attempts at once) and the function returns
+/// when they have stopped; the next server resumes them. `bound` learns the address.
+pub async fn serve(
+    engine: Engine,
+    opts: ServeOptions,
+    clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<u32>,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
+    let engine = Arc::new(engine);
+    let server_file = engine.store().dir().join(SERVER_FILE);
+    let info = json!({ "v": 1, "url": format!("http://{addr}"), "pid": std::process::id() });
+    std::fs::write(&server_file, info.to_string())
+        .map_err(|source| ServerError::Write { path: server_file.clone(), source })?;
+
+    let mut loader = Loader::new(&opts.dags);
+    let catalog = loader.scan().unwrap_or_default();
+    let (controls, controls_rx) = mpsc::unbounded_channel();
+    let (notice_tx, mut notice_rx) = mpsc::unbounded_channel();
+    let (notices, _) = broadcast::channel(4096);
+    let (catalog_version, _) = watch::channel(0u64);
+    let shared = Arc::new(Shared {
+        engine: engine.clone(),
+        in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
+        opts,
+        catalog: RwLock::new(Arc::new(catalog)),
+        launcher: Mutex::new(Launcher::new(controls.clone())),
+        controls,
+        notices,
+        intake: Mutex::new(()),
+        draining: AtomicBool::new(false),
+        clock,
+        catalog_version,
+        stopping: shutdown.clone(),
+    });
+
+    // Runs a previous server left: running ones resume at once, pending ones queue up.
+    let mut resume = Vec::new();
+    let mut pending = Vec::new();
+    for r in engine.store().runs().map_err(EngineError::from)? {
+        match r.state {
+            RunState::Running | RunState::Interrupting | RunState::Interrupted => resume.push(r),
+            RunState::Pending => pending.push(r),
+            _ => {}
+        }
+    }
+    let resume_ids: Vec<u64> = resume.iter().map(|r| r.id).collect();
+    {
+        let cat = shared.catalog();
+        let mut l = shared.launcher();
+        for r in &resume {
+            l.resumed(&r.pipeline, r.id);
+        }
+        for r in pending.iter().rev() {
+            let queue = cat
+                .pipelines
+                .get(&r.pipeline)
+                .and_then(|e| e.plan.spec.schedule.as_ref())
+                .is_some_and(|s| s.overlap == Overlap::Queue);
+            l.submit(&r.pipeline, r.id, queue);
+        }
+    }
+    if !resume_ids.is_empty() || !pending.is_empty() {
+        tracing::warn!(resumed = ?resume_ids, pending = pending.len(), "taking over runs an earlier server left");
+    }
+
+    // The driver: every run goes through it.
+    let driver = {
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { engine.serve(&resume_ids, Some(notice_tx), stop, controls_rx).await })
+    };
+    // Run state changes: wake waiters, let the launcher start queued runs.
+    let forward = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(n) = notice_rx.recv().await {
+                if let Notice::Run { run, state } = n
+                    && (state.is_terminal() || state == RunState::Interrupted)
+                {
+                    shared.launcher().ended(run);
+                }
+                let _ = shared.notices.send(n);
+            }
+        })
+    };
+    let reload = tokio::spawn(reload_loop(shared.clone(), loader, shutdown.clone()));
+    let schedules = tokio::spawn(schedules::run(shared.clone(), shutdown.clone()));
+
+    if let Some(b) = bound {
+        let _ = b.send(addr);
+    }
+    tracing::info!(%addr, dags = %shared.opts.dags.display(), "serving");
+    let app = api::router(shared.clone());
+    let mut stop = shutdown.clone();
+    let draining = shared.clone();
+    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+        draining.draining.store(true, Ordering::SeqCst);
+    });
+    let http_result = http.await;
+    shared.draining.store(true, Ordering::SeqCst);
+    let _ = reload.await;
+    let _ = schedules.await;
+    let driven = driver.await;
+    forward.abort();
+    let _ = std::fs::remove_file(&server_file);
+    engine.store().flush().map_err(EngineError::from)?;
+    http_result.map_err(ServerError::Http)?;
+    match driven {
+        Ok(r) => r.map(|_| ()).map_err(ServerError::from),
+        Err(e) => Err(ServerError::Engine(EngineError::Invalid(format!("the driver crashed: {e}")))),
+    }
+}
+
+/// Scans the DAG folder every `reload_every` and swaps the catalog when files changed.
+async fn reload_loop(shared: Arc<Shared>, mut loader: Loader, mut shutdown: watch::Receiver<u32>) {
+    let every = shared.opts.reload_every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Ok((back, scanned)) = tokio::task::spawn_blocking(move || {
+            let scanned = loader.scan();
+            (loader, scanned)
+        })
+        .await
+        else {
+            tracing::error!("the DAG folder scan crashed; pipelines are no longer reloaded");
+            return;
+        };
+        loader = back;
+        if let Some(catalog) = scanned {
+            *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+            shared.catalog_version.send_modify(|v| *v += 1);
+        }
+    }
+}
