@@ -16,6 +16,10 @@ struct Cli {
     /// Output format for commands whose output a script may parse.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// The `sluice serve` to talk to (default: the one that owns --data-dir, found in its
+    /// server.json).
+    #[arg(long, global = true, env = "SLUICE_SERVER")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,10 +36,42 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Resume runs that were interrupted or left running by a stopped engine.
     Resume(cli::run::ResumeArgs),
-    /// Cancel runs that no engine is driving (interrupted, or left by a stopped engine).
+    /// Cancel runs: through the server when one owns the data folder, else directly (runs
+    /// that were interrupted or left by a stopped engine).
     Cancel {
         #[arg(required = true)]
         runs: Vec<String>,
+    },
+    /// Run the engine as a service: schedules, event triggers and the HTTP API.
+    Serve(cli::serve::ServeArgs),
+    /// Start a run on the server; with --wait, follow it and exit non-zero if it fails.
+    Trigger {
+        pipeline: String,
+        /// A parameter value, as NAME=VALUE (parsed by the parameter's type).
+        #[arg(long = "param", short = 'p', value_parser = cli::run::parse_kv)]
+        params: Vec<(String, String)>,
+        /// Wait for the run to end; exit 0 if it succeeded, 1 if not.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a run's state and steps, from the server.
+    Status { run: String },
+    /// Run a finished run again from a step on the server, reusing the results before it.
+    Retry {
+        run: String,
+        /// The step to start from; it and every step after it run again.
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Create the runs of a pipeline's schedule slots between two times (RFC 3339 or dates).
+    Backfill {
+        pipeline: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
     },
     /// List runs, newest first.
     Runs {
@@ -101,7 +137,24 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.data_dir, cli.output, args),
         Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.output, args),
-        Command::Cancel { runs } => cli::run::cancel(&cli.data_dir, cli.output, &runs),
+        Command::Cancel { runs } => {
+            if cli::client::server_url(&cli.data_dir, cli.server.as_deref()).is_some() {
+                cli::client::cancel(&cli.data_dir, cli.server.as_deref(), cli.output, &runs)
+            } else {
+                cli::run::cancel(&cli.data_dir, cli.output, &runs)
+            }
+        }
+        Command::Serve(args) => cli::serve::serve(&cli.data_dir, args),
+        Command::Trigger { pipeline, params, wait } => {
+            cli::client::trigger(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &params, wait)
+        }
+        Command::Status { run } => cli::client::status(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
+        Command::Retry { run, from, wait } => {
+            cli::client::retry(&cli.data_dir, cli.server.as_deref(), cli.output, &run, &from, wait)
+        }
+        Command::Backfill { pipeline, from, to } => {
+            cli::client::backfill(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &from, &to)
+        }
         Command::Runs { limit } => cli::inspect::runs(&cli.data_dir, cli.output, limit),
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.output, &run),
         Command::Logs { run, step, attempt } => cli::inspect::logs(&cli.data_dir, &run, &step, attempt),

@@ -1,10 +1,12 @@
 //! One module per group of commands.
 
+pub(crate) mod client;
 pub(crate) mod doctor;
 pub(crate) mod inspect;
 pub(crate) mod plugin;
 pub(crate) mod progress;
 pub(crate) mod run;
+pub(crate) mod serve;
 pub(crate) mod spec;
 
 /// Parses a run id as printed (`r12`) or bare (`12`).

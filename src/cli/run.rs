@@ -43,11 +43,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
     ByteSize::parse(s)
 }
 
-fn humantime_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration: {e}"))
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
@@ -72,7 +72,7 @@ pub(crate) struct ResumeArgs {
     engine: EngineArgs,
 }
 
-fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine> {
+pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine> {
     let mut opts = EngineOptions::new(data_dir);
     if let Some(n) = args.max_parallel {
         anyhow::ensure!(n > 0, "--max-parallel must be at least 1");
@@ -106,7 +106,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Turns SIGINT/SIGTERM into stop requests: the first is graceful, the second immediate.
-fn signals() -> anyhow::Result<watch::Receiver<u32>> {
+pub(crate) fn signals() -> anyhow::Result<watch::Receiver<u32>> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(0u32);
     let mut int = signal(SignalKind::interrupt())?;

@@ -1,0 +1,248 @@
+//! Commands that talk to a running `sluice serve`: `trigger`, `status`, `retry`, `backfill`
+//! and (when a server owns the data folder) `cancel`. The server is `--server URL`, else
+//! `$SLUICE_SERVER`, else the address the server wrote to `<data dir>/server.json`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use super::{fmt_ms, parse_run_id};
+use crate::Output;
+
+/// A client of one server.
+pub(crate) struct Api {
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// The server's address, if one can be found.
+pub(crate) fn server_url(data_dir: &Path, flag: Option<&str>) -> Option<String> {
+    if let Some(url) = flag.filter(|u| !u.is_empty()) {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let text = std::fs::read_to_string(data_dir.join(sluice_engine::server::SERVER_FILE)).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["url"].as_str().map(str::to_string)
+}
+
+impl Api {
+    pub(crate) fn new(data_dir: &Path, flag: Option<&str>) -> anyhow::Result<Api> {
+        let base = server_url(data_dir, flag).with_context(|| {
+            format!(
+                "no server found: start `sluice serve` (with --data-dir {}), or pass --server URL",
+                data_dir.display()
+            )
+        })?;
+        Ok(Api { base, http: Client::builder(TokioExecutor::new()).build_http() })
+    }
+
+    /// Sends a request; returns the status and the JSON answer.
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(bytes))
+            .with_context(|| format!("bad request URL {url}"))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach the Sluice server at {} (is `sluice serve` running?)", self.base))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.context("the server's answer broke off")?.to_bytes();
+        let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        Ok((status, value))
+    }
+
+    /// [`Api::call`], turning an error answer into an error with the server's sentence.
+    pub(crate) async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let (status, v) = self.call(method, path, body).await?;
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(v)
+    }
+
+    /// Waits for the run to end; returns its final report.
+    async fn wait(&self, run: u64) -> anyhow::Result<Value> {
+        loop {
+            let v = self.ok(Method::GET, &format!("/api/v1/runs/{run}/wait?timeout_s=30"), None).await?;
+            if v["done"].as_bool() == Some(true) {
+                return Ok(v);
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Prints a run report as a step table.
+fn print_run(v: &Value) {
+    println!(
+        "run r{} of {} ({}): {}",
+        v["id"],
+        v["pipeline"].as_str().unwrap_or("?"),
+        v["trigger"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?")
+    );
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let attempts = s["attempts"].as_array().map_or(0, Vec::len);
+        let took = s["attempts"]
+            .as_array()
+            .and_then(|a| Some(a.last()?["finished_at"].as_i64()? - a.first()?["started_at"].as_i64()?))
+            .map(fmt_ms)
+            .unwrap_or_default();
+        let note = if let Some(r) = s["reused_from"].as_u64() {
+            format!("reused from r{r}")
+        } else {
+            s["attempts"]
+                .as_array()
+                .and_then(|a| a.last()?["message"].as_str().map(str::to_string))
+                .or_else(|| s["reason"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        println!(
+            "  {:<20} {:<16} {:>2} attempt(s) {:>8}  {}",
+            s["id"].as_str().unwrap_or("?"),
+            s["state"].as_str().unwrap_or("?"),
+            attempts,
+            took,
+            note
+        );
+    }
+}
+
+fn exit_for(state: &str) -> ExitCode {
+    match state {
+        "succeeded" => ExitCode::SUCCESS,
+        "interrupted" => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Starts a run (or a retry) and, with `wait`, follows it to the end.
+async fn started(api: &Api, output: Output, answer: Value, wait: bool) -> anyhow::Result<ExitCode> {
+    let run = answer["run"]["id"].as_u64().context("the server's answer names no run")?;
+    if !wait {
+        match output {
+            Output::Json => println!("{}", answer["run"]),
+            Output::Text => println!("started r{run}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if output == Output::Text {
+        eprintln!("started r{run}; waiting for it to end");
+    }
+    let v = api.wait(run).await?;
+    match output {
+        Output::Json => println!("{v}"),
+        Output::Text => print_run(&v),
+    }
+    Ok(exit_for(v["state"].as_str().unwrap_or("")))
+}
+
+pub(crate) fn trigger(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    pipeline: &str,
+    params: &[(String, String)],
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::new(data_dir, server)?;
+    let params: serde_json::Map<String, Value> =
+        params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    runtime()?.block_on(async {
+        let answer = api.ok(Method::POST, &format!("/api/v1/pipelines/{pipeline}/runs"), Some(json!({ "params": params }))).await?;
+        started(&api, output, answer, wait).await
+    })
+}
+
+pub(crate) fn retry(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    run: &str,
+    from: &str,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::new(data_dir, server)?;
+    let id = parse_run_id(run)?;
+    runtime()?.block_on(async {
+        let answer = api.ok(Method::POST, &format!("/api/v1/runs/{id}/retry"), Some(json!({ "from": from }))).await?;
+        started(&api, output, answer, wait).await
+    })
+}
+
+pub(crate) fn status(data_dir: &Path, server: Option<&str>, output: Output, run: &str) -> anyhow::Result<ExitCode> {
+    let api = Api::new(data_dir, server)?;
+    let id = parse_run_id(run)?;
+    let v = runtime()?.block_on(api.ok(Method::GET, &format!("/api/v1/runs/{id}"), None))?;
+    match output {
+        Output::Json => println!("{v}"),
+        Output::Text => print_run(&v),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn cancel(data_dir: &Path, server: Option<&str>, output: Output, runs: &[String]) -> anyhow::Result<ExitCode> {
+    let api = Api::new(data_dir, server)?;
+    runtime()?.block_on(async {
+        for text in runs {
+            let id = parse_run_id(text)?;
+            let v = api.ok(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None).await?;
+            // Cancelling takes the grace period of running steps; report the end state.
+            let end = api.wait(id).await?;
+            match output {
+                Output::Json => println!("{}", json!({ "run": id, "requested": v, "state": end["state"] })),
+                Output::Text => println!("r{id}: {}", end["state"].as_str().unwrap_or("?")),
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn backfill(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    pipeline: &str,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::new(data_dir, server)?;
+    let v = runtime()?.block_on(api.ok(
+        Method::POST,
+        &format!("/api/v1/pipelines/{pipeline}/backfill"),
+        Some(json!({ "from": from, "to": to })),
+    ))?;
+    if output == Output::Json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in v["created"].as_array().into_iter().flatten() {
+        println!("{}  started r{}", c["slot"].as_str().unwrap_or("?"), c["run"]);
+    }
+    for c in v["existing"].as_array().into_iter().flatten() {
+        println!("{}  already ran as r{}", c["slot"].as_str().unwrap_or("?"), c["run"]);
+    }
+    let failed = v["failed"].as_array().map_or(0, Vec::len);
+    for c in v["failed"].as_array().into_iter().flatten() {
+        println!("{}  failed: {}", c["slot"].as_str().unwrap_or("?"), c["error"].as_str().unwrap_or("?"));
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
