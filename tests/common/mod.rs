@@ -38,7 +38,7 @@ impl Sandbox {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--data-dir").arg(self.data()).env_remove("SLUICE_FAULT").env_remove("SLUICE_HOME");
+        c.arg("--data-dir").arg(self.data()).env_remove("SLUICE_FAULT").env_remove("SLUICE_HOME").env_remove("SLUICE_SERVER");
         c
     }
 
@@ -188,4 +188,132 @@ impl Sandbox {
             .expect("docker ps");
         text(&out.stdout).lines().map(str::to_string).collect()
     }
+}
+
+/// A `sluice serve` child process; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `127.0.0.1:port`
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts `sluice serve --dags <dags> --listen 127.0.0.1:0` on the sandbox's data folder
+    /// and waits until it answers.
+    pub fn start(sb: &Sandbox, dags: &Path, extra: &[&str]) -> Server {
+        let info = sb.data().join("server.json");
+        let _ = std::fs::remove_file(&info);
+        let mut cmd = sb.cmd();
+        cmd.args(["serve", "--dags"]).arg(dags).args(["--listen", "127.0.0.1:0"]).args(extra);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(sb.path("serve.log")).expect("log");
+        cmd.stdout(std::process::Stdio::null()).stderr(log);
+        let mut child = cmd.spawn().expect("spawn sluice serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && v["pid"].as_u64() == Some(child.id() as u64)
+            {
+                let addr = v["url"].as_str().unwrap().trim_start_matches("http://").to_string();
+                return Server { child, addr };
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("sluice serve exited: {st:?}; see {}", sb.path("serve.log").display());
+            }
+            assert!(std::time::Instant::now() < deadline, "sluice serve did not come up");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// One HTTP/1.1 request over loopback; returns the status and the body (de-chunked).
+    pub fn request(&self, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).expect("connect");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        let body = if chunked { dechunk(rest) } else { rest.to_string() };
+        (status, body)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, b"", &[])
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, String) {
+        self.request("POST", path, body.as_bytes(), &[])
+    }
+
+    /// GET, expecting 200 and JSON.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.get(path);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Polls a run until it has ended.
+    pub fn wait_run(&self, run: u64) -> serde_json::Value {
+        loop {
+            let v = self.json(&format!("/api/v1/runs/{run}/wait?timeout_s=20"));
+            if v["done"] == true {
+                return v;
+            }
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 20 s).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
