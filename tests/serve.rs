@@ -348,3 +348,45 @@ fn cron_schedules_fire_each_slot_once_across_restarts() {
     assert_eq!(bf["runs"].as_array().unwrap().len(), 3);
     assert_eq!(bf["runs"][2]["cause"]["slot"], "2026-01-01T00:00:00.000Z");
 }
+
+#[test]
+fn a_flood_gets_429_and_the_server_recovers() {
+    let sb = Sandbox::new();
+    let slow = "name: slow\nsteps:\n  a: {process: {command: [\"sleep\", \"2\"]}}\n";
+    let dir = dags(&sb, &[("slow.yaml", slow)]);
+    let srv = Server::start(&sb, &dir, &["--max-in-flight", "2"]);
+    let (_, b) = srv.post("/api/v1/pipelines/slow/runs", "{}");
+    let run = body(&b)["run"]["id"].as_u64().unwrap();
+    // Two long waits hold both request slots; a third request is turned away at once.
+    let waits: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = srv.addr.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                let req = format!("GET /api/v1/runs/{run}/wait?timeout_s=10 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes()).unwrap();
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (code, b) = loop {
+        let (code, b) = srv.get("/api/v1/health");
+        if code == 429 || Instant::now() > deadline {
+            break (code, b);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, 429, "{b}");
+    assert!(body(&b)["error"]["message"].as_str().unwrap().contains("retry shortly"));
+    for w in waits {
+        let answer = w.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"done\":true"), "{answer}");
+    }
+    assert_eq!(srv.json("/api/v1/health")["status"], "ok");
+    assert_eq!(srv.json(&format!("/api/v1/runs/{run}"))["state"], "succeeded");
+}

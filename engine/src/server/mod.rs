@@ -295,3 +295,31 @@ async fn reload_loop(shared: Arc<Shared>, mut loader: Loader, mut shutdown: watc
         }
     }
 }
+
+/// A server's shared state without its HTTP side or driver, for tests of the loops.
+#[cfg(test)]
+pub(crate) fn test_shared(
+    engine: Engine,
+    dags: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> (Arc<Shared>, mpsc::UnboundedReceiver<Control>, watch::Sender<u32>) {
+    let (controls, controls_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(0u32);
+    let catalog = Loader::new(dags).scan().unwrap_or_default();
+    let opts = ServeOptions::new(dags);
+    let shared = Arc::new(Shared {
+        engine: Arc::new(engine),
+        in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
+        opts,
+        catalog: RwLock::new(Arc::new(catalog)),
+        launcher: Mutex::new(Launcher::new(controls.clone())),
+        controls,
+        notices: broadcast::channel(16).0,
+        intake: Mutex::new(()),
+        draining: AtomicBool::new(false),
+        clock,
+        catalog_version: watch::channel(0).0,
+        stopping: stop_rx,
+    });
+    (shared, controls_rx, stop_tx)
+}

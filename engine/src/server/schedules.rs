@@ -148,3 +148,107 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, bac
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{Control, Engine, EngineOptions};
+    use crate::server::clock::TokioClock;
+    use crate::server::test_shared;
+    use crate::trigger::cron::parse_time;
+
+    fn ms(s: &str) -> i64 {
+        parse_time(s).unwrap()
+    }
+
+    /// Slots of the stored runs of `pipeline`, in seconds after `base`.
+    fn fired(shared: &Shared, pipeline: &str, base: i64) -> Vec<i64> {
+        let mut v: Vec<i64> = shared
+            .engine
+            .store()
+            .runs()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.pipeline == pipeline && r.trigger == "cron")
+            .map(|r| (r.cause.unwrap()["slot_ms"].as_i64().unwrap() - base) / 1000)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn dags(dir: &std::path::Path, overlap: &str, catchup: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("tick.yaml"),
+            format!(
+                "name: tick\nschedule: {{cron: \"*/10 * * * * *\", overlap: {overlap}, catchup: {catchup}}}\nsteps:\n  t: {{process: {{command: [\"true\"]}}}}\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Runs the schedule loop for `secs` of paused tokio time from `base`.
+    async fn run_for(shared: &Arc<Shared>, stop: &watch::Sender<u32>, secs: u64) {
+        let task = tokio::spawn(run(shared.clone(), stop.subscribe()));
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stop.send_modify(|n| *n += 1);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_fire_on_time_once_and_catch_up_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        dags(&tmp.path().join("dags"), "allow", "latest");
+        let base = ms("2026-11-22T00:00:05Z");
+        let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+        let (shared, mut controls, stop) =
+            test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(base)));
+        // 65 simulated seconds: slots :10 to :60, each once; the first sight fires nothing
+        // from before the start.
+        run_for(&shared, &stop, 65).await;
+        let base0 = ms("2026-11-22T00:00:00Z");
+        assert_eq!(fired(&shared, "tick", base0), [10, 20, 30, 40, 50, 60]);
+        let started: Vec<Control> = std::iter::from_fn(|| controls.try_recv().ok()).collect();
+        assert_eq!(started.len(), 6, "each run went to the driver");
+        // Every run was created at its slot: the clock is tokio's, so exactly.
+        let cursor = shared.engine.store().cursor("tick").unwrap();
+        assert_eq!(cursor, Some(ms("2026-11-22T00:01:00Z")));
+
+        // "Restart" 10 minutes later with catchup: latest: only the newest missed slot runs,
+        // the ones in between are recorded as dropped.
+        let engine = Arc::try_unwrap(Arc::try_unwrap(shared).ok().unwrap().engine).ok().unwrap();
+        let later = ms("2026-11-22T00:11:05Z");
+        let (shared, _controls, stop) =
+            test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(later)));
+        run_for(&shared, &stop, 1).await;
+        let got = fired(&shared, "tick", base0);
+        assert_eq!(got.len(), 7, "{got:?}");
+        assert_eq!(got[6], 660, "the latest missed slot, 00:11:00");
+        let dropped = shared.engine.store().inbox(10, None, |r| r.source == "schedule").unwrap();
+        assert_eq!(dropped.len(), 1);
+        assert!(dropped[0].reason.contains("00:01:10") && dropped[0].reason.contains("00:10:50"), "{}", dropped[0].reason);
+
+        // The same instant again (a crash before the cursor was stored): nothing twice.
+        shared.engine.store().set_cursor("tick", ms("2026-11-22T00:10:00Z")).unwrap();
+        let engine = Arc::try_unwrap(Arc::try_unwrap(shared).ok().unwrap().engine).ok().unwrap();
+        let (shared, _c, stop) = test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(later)));
+        run_for(&shared, &stop, 1).await;
+        assert_eq!(fired(&shared, "tick", base0).len(), 7, "the slot's key keeps it from running twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlap_skip_skips_while_a_run_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        dags(&tmp.path().join("dags"), "skip", "none");
+        let base = ms("2026-11-22T00:00:05Z");
+        let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+        let (shared, _controls, stop) =
+            test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(base)));
+        // No driver: the first run never ends, so later slots are skipped and say why.
+        run_for(&shared, &stop, 35).await;
+        assert_eq!(fired(&shared, "tick", ms("2026-11-22T00:00:00Z")), [10]);
+        let skipped = shared.engine.store().inbox(10, None, |r| r.status == "skipped").unwrap();
+        assert_eq!(skipped.len(), 2);
+        assert!(skipped[0].reason.contains("still going (overlap: skip)"), "{}", skipped[0].reason);
+    }
+}
