@@ -390,3 +390,24 @@ fn a_flood_gets_429_and_the_server_recovers() {
     assert_eq!(srv.json("/api/v1/health")["status"], "ok");
     assert_eq!(srv.json(&format!("/api/v1/runs/{run}"))["state"], "succeeded");
 }
+
+#[test]
+fn a_drift_alert_retrains_the_example_model() {
+    let sb = Sandbox::new();
+    let example = std::fs::read_to_string(common::repo().join("dags/example-drift-retrain.yaml")).unwrap();
+    let dir = dags(&sb, &[("drift.yaml", &example)]);
+    let srv = Server::start(&sb, &dir, &[]);
+    let labels = json!({"alertname": "FeatureDrift", "model": "churn", "feature": "tenure"});
+    let (code, b) = srv.post("/api/v1/events/alertmanager", &alert("firing", "drift-1", labels.clone()));
+    assert_eq!(code, 202, "{b}");
+    let run = body(&b)["runs"][0].as_u64().unwrap();
+    let (_, b) = srv.post("/api/v1/events/alertmanager", &alert("firing", "drift-1", labels));
+    assert_eq!(body(&b)["status"], "deduplicated");
+    let done = srv.wait_run(run);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["params"]["feature"], "tenure");
+    assert_eq!(done["params"]["psi"], 0.42);
+    let reason: Value =
+        body(&std::fs::read_to_string(sb.data().join(format!("work/{run}/published/reason.json"))).unwrap());
+    assert_eq!(reason, json!({"trigger": "alert", "feature": "tenure", "psi": 0.42}));
+}
