@@ -148,7 +148,9 @@ fn main() -> ExitCode {
         Command::Trigger { pipeline, params, wait } => {
             cli::client::trigger(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &params, wait)
         }
-        Command::Status { run } => cli::client::status(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
+        Command::Status { run } => {
+            cli::client::status(&cli.data_dir, cli.server.as_deref(), cli.output, &run)
+        }
         Command::Retry { run, from, wait } => {
             cli::client::retry(&cli.data_dir, cli.server.as_deref(), cli.output, &run, &from, wait)
         }

@@ -74,7 +74,8 @@ fn alert(status: &str, fingerprint: &str, labels: Value) -> String {
 #[test]
 fn api_runs_pipelines_and_rejects_bad_input() {
     let sb = Sandbox::new();
-    let dir = dags(&sb, &[("hello.yaml", HELLO), ("broken.yaml", "name: broken\nsteps: {a: {process: {}}}\n")]);
+    let dir =
+        dags(&sb, &[("hello.yaml", HELLO), ("broken.yaml", "name: broken\nsteps: {a: {process: {}}}\n")]);
     let srv = Server::start(&sb, &dir, &["--body-limit", "4Ki"]);
 
     assert_eq!(srv.json("/api/v1/health")["status"], "ok");
@@ -163,7 +164,11 @@ fn cli_trigger_wait_status_retry_and_follow() {
     let failed = srv.json("/api/v1/runs?pipeline=flaky")["runs"][0]["id"].as_u64().unwrap();
 
     let out = sb.sluice(&["status", &format!("r{failed}")]);
-    assert!(text(&out.stdout).contains("not fixed") || text(&out.stdout).contains("exited with code 1"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("not fixed") || text(&out.stdout).contains("exited with code 1"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Fix what broke, retry from the failed step: `prep` is reused, not run again.
     std::fs::write(sb.data().join("work/fixed"), "").unwrap();
@@ -206,7 +211,8 @@ fn alerts_and_webhooks_start_runs_once_and_are_recorded() {
     let sb = Sandbox::new();
     let dir = dags(&sb, &[("retrain.yaml", RETRAIN), ("hello.yaml", HELLO)]);
     let srv = Server::start(&sb, &dir, &[]);
-    let labels = json!({"alertname": "FeatureDrift", "model": "churn", "feature": "tenure", "severity": "warning"});
+    let labels =
+        json!({"alertname": "FeatureDrift", "model": "churn", "feature": "tenure", "severity": "warning"});
 
     let (code, b) = srv.post("/api/v1/events/alertmanager", &alert("firing", "fp1", labels.clone()));
     assert_eq!(code, 202, "{b}");
@@ -236,7 +242,8 @@ fn alerts_and_webhooks_start_runs_once_and_are_recorded() {
     let (_, b) = srv.post("/api/v1/events/alertmanager", &alert("firing", "fp3", labels.clone()));
     assert_eq!(body(&b)["status"], "matched", "{b}");
     // Malformed: rejected, stored, and nothing started.
-    let (code, b) = srv.post("/api/v1/events/alertmanager", r#"{"version": "3", "status": "firing", "alerts": []}"#);
+    let (code, b) =
+        srv.post("/api/v1/events/alertmanager", r#"{"version": "3", "status": "firing", "alerts": []}"#);
     assert_eq!(code, 400, "{b}");
     let (code, b) = srv.post("/api/v1/events/alertmanager", "{not json");
     assert_eq!(code, 400, "{b}");
@@ -264,8 +271,19 @@ fn alerts_and_webhooks_start_runs_once_and_are_recorded() {
     assert_eq!(
         statuses,
         [
-            "matched", "deduplicated", "deduplicated", "deduplicated", "accepted", "accepted", "matched",
-            "rejected", "rejected", "matched", "deduplicated", "accepted", "rejected"
+            "matched",
+            "deduplicated",
+            "deduplicated",
+            "deduplicated",
+            "accepted",
+            "accepted",
+            "matched",
+            "rejected",
+            "rejected",
+            "matched",
+            "deduplicated",
+            "accepted",
+            "rejected"
         ]
     );
     let alerts = srv.json("/api/v1/events?source=alertmanager&status=deduplicated");
@@ -312,7 +330,8 @@ fn cron_schedules_fire_each_slot_once_across_restarts() {
     let tick = "name: tick\nschedule: {cron: \"* * * * * *\", overlap: allow, catchup: none}\nsteps:\n  t: {process: {command: [\"echo\", \"{{ run.cause.slot }}\"]}}\n";
     let dir = dags(&sb, &[("tick.yaml", tick)]);
     let mut srv = Server::start(&sb, &dir, &[]);
-    let count = |srv: &Server| srv.json("/api/v1/runs?pipeline=tick&limit=1000")["runs"].as_array().unwrap().len();
+    let count =
+        |srv: &Server| srv.json("/api/v1/runs?pipeline=tick&limit=1000")["runs"].as_array().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(20);
     while count(&srv) < 3 {
         assert!(Instant::now() < deadline, "the schedule fired");
@@ -339,10 +358,12 @@ fn cron_schedules_fire_each_slot_once_across_restarts() {
         assert!((0..5_000).contains(&late), "a run is created at its slot, not before: {r}");
     }
     // Backfill: slots of the past, and a repeat of them creates nothing.
-    let out = sb.sluice(&["backfill", "tick", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:00:02Z"]);
+    let out =
+        sb.sluice(&["backfill", "tick", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:00:02Z"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).matches("started r").count(), 3, "{}", text(&out.stdout));
-    let out = sb.sluice(&["backfill", "tick", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:00:02Z"]);
+    let out =
+        sb.sluice(&["backfill", "tick", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T00:00:02Z"]);
     assert_eq!(text(&out.stdout).matches("already ran as").count(), 3, "{}", text(&out.stdout));
     let bf = srv.json("/api/v1/runs?trigger=backfill");
     assert_eq!(bf["runs"].as_array().unwrap().len(), 3);

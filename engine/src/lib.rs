@@ -4,8 +4,8 @@
 pub mod compile;
 pub mod driver;
 pub mod scheduler;
+pub mod server;
 pub mod spec;
 pub mod store;
-pub mod server;
 pub mod template;
 pub mod trigger;

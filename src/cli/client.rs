@@ -45,7 +45,12 @@ impl Api {
     }
 
     /// Sends a request; returns the status and the JSON answer.
-    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
@@ -54,14 +59,13 @@ impl Api {
             .header("content-type", "application/json")
             .body(Full::new(bytes))
             .with_context(|| format!("bad request URL {url}"))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .with_context(|| format!("cannot reach the Sluice server at {} (is `sluice serve` running?)", self.base))?;
+        let resp = self.http.request(req).await.with_context(|| {
+            format!("cannot reach the Sluice server at {} (is `sluice serve` running?)", self.base)
+        })?;
         let status = resp.status();
         let body = resp.into_body().collect().await.context("the server's answer broke off")?.to_bytes();
-        let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
         Ok((status, value))
     }
 
@@ -87,7 +91,10 @@ impl Api {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Prints a run report as a step table.
@@ -167,7 +174,13 @@ pub(crate) fn trigger(
     let params: serde_json::Map<String, Value> =
         params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     runtime()?.block_on(async {
-        let answer = api.ok(Method::POST, &format!("/api/v1/pipelines/{pipeline}/runs"), Some(json!({ "params": params }))).await?;
+        let answer = api
+            .ok(
+                Method::POST,
+                &format!("/api/v1/pipelines/{pipeline}/runs"),
+                Some(json!({ "params": params })),
+            )
+            .await?;
         started(&api, output, answer, wait).await
     })
 }
@@ -183,12 +196,18 @@ pub(crate) fn retry(
     let api = Api::new(data_dir, server)?;
     let id = parse_run_id(run)?;
     runtime()?.block_on(async {
-        let answer = api.ok(Method::POST, &format!("/api/v1/runs/{id}/retry"), Some(json!({ "from": from }))).await?;
+        let answer =
+            api.ok(Method::POST, &format!("/api/v1/runs/{id}/retry"), Some(json!({ "from": from }))).await?;
         started(&api, output, answer, wait).await
     })
 }
 
-pub(crate) fn status(data_dir: &Path, server: Option<&str>, output: Output, run: &str) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    run: &str,
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(data_dir, server)?;
     let id = parse_run_id(run)?;
     let v = runtime()?.block_on(api.ok(Method::GET, &format!("/api/v1/runs/{id}"), None))?;
@@ -199,7 +218,12 @@ pub(crate) fn status(data_dir: &Path, server: Option<&str>, output: Output, run:
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn cancel(data_dir: &Path, server: Option<&str>, output: Output, runs: &[String]) -> anyhow::Result<ExitCode> {
+pub(crate) fn cancel(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    runs: &[String],
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(data_dir, server)?;
     runtime()?.block_on(async {
         for text in runs {

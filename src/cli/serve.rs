@@ -47,7 +47,10 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             if let Ok(addr) = rx.await {
-                eprintln!("sluice: serving the API on http://{addr}/api/v1 (pipelines from {})", args.dags.display());
+                eprintln!(
+                    "sluice: serving the API on http://{addr}/api/v1 (pipelines from {})",
+                    args.dags.display()
+                );
             }
         });
         serve_engine(engine, opts, Arc::new(SystemClock), stop, Some(tx)).await?;

@@ -38,7 +38,11 @@ impl Sandbox {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--data-dir").arg(self.data()).env_remove("SLUICE_FAULT").env_remove("SLUICE_HOME").env_remove("SLUICE_SERVER");
+        c.arg("--data-dir")
+            .arg(self.data())
+            .env_remove("SLUICE_FAULT")
+            .env_remove("SLUICE_HOME")
+            .env_remove("SLUICE_SERVER");
         c
     }
 
@@ -205,7 +209,8 @@ impl Server {
         let _ = std::fs::remove_file(&info);
         let mut cmd = sb.cmd();
         cmd.args(["serve", "--dags"]).arg(dags).args(["--listen", "127.0.0.1:0"]).args(extra);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(sb.path("serve.log")).expect("log");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(sb.path("serve.log")).expect("log");
         cmd.stdout(std::process::Stdio::null()).stderr(log);
         let mut child = cmd.spawn().expect("spawn sluice serve");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

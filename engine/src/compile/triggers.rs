@@ -17,10 +17,9 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
             cx.at(at, e);
         }
         match s.catchup_limit {
-            Some(_) if s.catchup != Catchup::All => cx.at(
-                "/schedule/catchup_limit",
-                "`catchup_limit` only applies with `catchup: all`".into(),
-            ),
+            Some(_) if s.catchup != Catchup::All => {
+                cx.at("/schedule/catchup_limit", "`catchup_limit` only applies with `catchup: all`".into())
+            }
             Some(n) if n == 0 || n > MAX_CATCHUP => {
                 cx.at("/schedule/catchup_limit", format!("`catchup_limit` must be 1 to {MAX_CATCHUP}"))
             }
@@ -29,7 +28,10 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
         for (name, value) in &s.params {
             let pp = push_pointer("/schedule/params", name);
             match spec.params.get(name) {
-                None => cx.at_key(&pp, format!("the schedule gives `{name}`, which is not a parameter of this pipeline")),
+                None => cx.at_key(
+                    &pp,
+                    format!("the schedule gives `{name}`, which is not a parameter of this pipeline"),
+                ),
                 Some(p) => {
                     let text_ok = value.is_string() && p.kind != crate::spec::ParamType::String;
                     if !text_ok && let Err(why) = check_param_value(p.kind, value) {
@@ -62,7 +64,10 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
                 if !valid_source(&w.source) {
                     cx.at(
                         &format!("{tp}/webhook/source"),
-                        format!("webhook source `{}` must be 1-64 letters, digits, `-`, `_` or `.`", w.source),
+                        format!(
+                            "webhook source `{}` must be 1-64 letters, digits, `-`, `_` or `.`",
+                            w.source
+                        ),
                     );
                 } else if w.source == "alertmanager" {
                     cx.at(
@@ -79,7 +84,10 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
             }
             let env = template::environment();
             if let Err(e) = env.template_from_str(text) {
-                cx.at(&pp, format!("the template of `{name}` does not parse: {}", template::describe(e, text)));
+                cx.at(
+                    &pp,
+                    format!("the template of `{name}` does not parse: {}", template::describe(e, text)),
+                );
             }
         }
     }

@@ -39,7 +39,9 @@ impl NewRun {
 pub enum Created {
     Run(u64),
     /// The key is held by this run; nothing was created.
-    Held { run: u64 },
+    Held {
+        run: u64,
+    },
 }
 
 impl Engine {
@@ -79,7 +81,8 @@ impl Engine {
             None => self.store.put_run(&record)?,
         }
         for (seq, event) in new.prelude.into_iter().enumerate() {
-            self.store.append_event(id, &EventRecord { v: FORMAT_VERSION, seq: seq as u64, at: now, event })?;
+            self.store
+                .append_event(id, &EventRecord { v: FORMAT_VERSION, seq: seq as u64, at: now, event })?;
         }
         self.store.flush()?;
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(plan.hash.clone(), plan.clone());

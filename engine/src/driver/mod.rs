@@ -4,8 +4,8 @@
 
 mod create;
 mod params;
-mod report;
 mod render;
+mod report;
 mod runloop;
 mod sink;
 

@@ -46,7 +46,9 @@ fn resolve<'a>(
         };
         let parsed = match value {
             Given::Text(text) => parse_value(spec.kind, text),
-            Given::Json(Value::String(text)) if spec.kind != ParamType::String => parse_value(spec.kind, text),
+            Given::Json(Value::String(text)) if spec.kind != ParamType::String => {
+                parse_value(spec.kind, text)
+            }
             Given::Json(v) => crate::compile::check_param_value(spec.kind, v)
                 .map(|_| v.clone())
                 .map_err(|e| format!("the value {e}")),

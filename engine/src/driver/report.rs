@@ -61,14 +61,17 @@ impl Engine {
             }
             for a in actions {
                 if let Action::Execute { step, item, attempt } = *a {
-                    attempts.insert((step, item, attempt), AttemptReport {
-                        item,
-                        attempt,
-                        started_at: e.at,
-                        finished_at: None,
-                        outcome: "running".into(),
-                        message: None,
-                    });
+                    attempts.insert(
+                        (step, item, attempt),
+                        AttemptReport {
+                            item,
+                            attempt,
+                            started_at: e.at,
+                            finished_at: None,
+                            outcome: "running".into(),
+                            message: None,
+                        },
+                    );
                 }
             }
             match &e.event {

@@ -87,7 +87,9 @@ impl Loader {
                 _ => false,
             };
             match &result {
-                Ok(p) if !same => tracing::info!(file = %f.display(), pipeline = p.name(), version = p.short_hash(), "loaded a pipeline"),
+                Ok(p) if !same => {
+                    tracing::info!(file = %f.display(), pipeline = p.name(), version = p.short_hash(), "loaded a pipeline")
+                }
                 Err(errors) if !same => {
                     tracing::warn!(file = %f.display(), errors = errors.len(), first = %errors[0], "a pipeline file does not compile; it is skipped")
                 }
@@ -153,7 +155,10 @@ mod tests {
         let c = l.scan().unwrap();
         assert_eq!(c.pipelines.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(c.invalid.len(), 2);
-        assert!(c.invalid[0].file.ends_with("b.yaml") && c.invalid[0].errors[0].contains("b.yaml:2"), "{c:?}");
+        assert!(
+            c.invalid[0].file.ends_with("b.yaml") && c.invalid[0].errors[0].contains("b.yaml:2"),
+            "{c:?}"
+        );
         assert!(c.invalid[1].errors[0].contains("already used by"), "{c:?}");
         assert!(l.scan().is_none(), "nothing changed");
         // Fix b, rename c's pipeline, remove nothing: both load.

@@ -46,12 +46,14 @@ impl Launcher {
 
     /// How many runs of the pipeline are going or waiting.
     pub fn going(&self, pipeline: &str) -> usize {
-        self.active.get(pipeline).map_or(0, BTreeSet::len) + self.queued.get(pipeline).map_or(0, VecDeque::len)
+        self.active.get(pipeline).map_or(0, BTreeSet::len)
+            + self.queued.get(pipeline).map_or(0, VecDeque::len)
     }
 
     /// The runs of the pipeline that are going or waiting.
     pub fn runs_of(&self, pipeline: &str) -> Vec<u64> {
-        let mut out: Vec<u64> = self.active.get(pipeline).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut out: Vec<u64> =
+            self.active.get(pipeline).map(|s| s.iter().copied().collect()).unwrap_or_default();
         out.extend(self.queued.get(pipeline).into_iter().flatten());
         out
     }

@@ -117,7 +117,12 @@ impl Shared {
     }
 
     /// [`Shared::launch`], saying whether the run waits for the pipeline's going runs.
-    pub(crate) fn launch_with(&self, plan: &Arc<Plan>, new: NewRun, queue: bool) -> Result<Created, LaunchError> {
+    pub(crate) fn launch_with(
+        &self,
+        plan: &Arc<Plan>,
+        new: NewRun,
+        queue: bool,
+    ) -> Result<Created, LaunchError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(LaunchError::Draining);
         }
@@ -129,7 +134,15 @@ impl Shared {
     }
 
     /// Stores what became of an event (not flushed: the caller flushes).
-    pub(crate) fn record(&self, source: &str, status: &str, reason: String, runs: Vec<u64>, details: Vec<Value>, payload: Value) -> u64 {
+    pub(crate) fn record(
+        &self,
+        source: &str,
+        status: &str,
+        reason: String,
+        runs: Vec<u64>,
+        details: Vec<Value>,
+        payload: Value,
+    ) -> u64 {
         let mut rec = InboxRecord {
             v: FORMAT_VERSION,
             id: 0,

@@ -72,7 +72,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
                             serde_json::to_value(spec.catchup).unwrap_or_default().as_str().unwrap_or("")
                         );
                         tracing::warn!(pipeline = %name, "{reason}");
-                        let details = vec![json!({ "pipeline": name, "first": rfc3339(first), "last": rfc3339(last) })];
+                        let details =
+                            vec![json!({ "pipeline": name, "first": rfc3339(first), "last": rfc3339(last) })];
                         shared.record("schedule", "skipped", reason, vec![], details, Value::Null);
                     }
                     if let Some(c) = d.cursor
@@ -226,12 +227,17 @@ mod tests {
         assert_eq!(got[6], 660, "the latest missed slot, 00:11:00");
         let dropped = shared.engine.store().inbox(10, None, |r| r.source == "schedule").unwrap();
         assert_eq!(dropped.len(), 1);
-        assert!(dropped[0].reason.contains("00:01:10") && dropped[0].reason.contains("00:10:50"), "{}", dropped[0].reason);
+        assert!(
+            dropped[0].reason.contains("00:01:10") && dropped[0].reason.contains("00:10:50"),
+            "{}",
+            dropped[0].reason
+        );
 
         // The same instant again (a crash before the cursor was stored): nothing twice.
         shared.engine.store().set_cursor("tick", ms("2026-11-22T00:10:00Z")).unwrap();
         let engine = Arc::try_unwrap(Arc::try_unwrap(shared).ok().unwrap().engine).ok().unwrap();
-        let (shared, _c, stop) = test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(later)));
+        let (shared, _c, stop) =
+            test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(later)));
         run_for(&shared, &stop, 1).await;
         assert_eq!(fired(&shared, "tick", base0).len(), 7, "the slot's key keeps it from running twice");
     }

@@ -9,7 +9,9 @@ mod records;
 use std::path::{Path, PathBuf};
 
 pub use inbox::Claim;
-pub use records::{DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, LogChunk, Mark, ProcRecord, RunRecord};
+pub use records::{
+    DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, LogChunk, Mark, ProcRecord, RunRecord,
+};
 
 use crate::scheduler::StepIx;
 use sluice_worker::LogStream;

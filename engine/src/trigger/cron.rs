@@ -134,7 +134,9 @@ impl CronSchedule {
         let mut out: Vec<i64> = Vec::new();
         while out.len() < k {
             let as_utc = Utc.from_utc_datetime(&wall);
-            let Some(prev) = self.parts.iter().filter_map(|p| p.after(&as_utc).next_back()).max() else { break };
+            let Some(prev) = self.parts.iter().filter_map(|p| p.after(&as_utc).next_back()).max() else {
+                break;
+            };
             wall = prev.naive_utc();
             let at = self.place(wall);
             if at <= from_ms - 3 * 3_600_000 {
@@ -166,7 +168,9 @@ impl CronSchedule {
                     LocalResult::Single(t) | LocalResult::Ambiguous(_, t) => t.offset().fix(),
                     LocalResult::None => return Utc.from_utc_datetime(&wall).timestamp_millis(),
                 };
-                (wall - chrono::Duration::seconds(offset.local_minus_utc() as i64)).and_utc().timestamp_millis()
+                (wall - chrono::Duration::seconds(offset.local_minus_utc() as i64))
+                    .and_utc()
+                    .timestamp_millis()
             }
         }
     }
@@ -267,7 +271,9 @@ mod tests {
         assert_eq!(next("*/10 * * * * *", None, "2026-11-22T10:07:01Z"), "2026-11-22T10:07:10.000Z");
         assert_eq!(next("0 0 12 1 1 * 2030", None, "2026-11-22T00:00:00Z"), "2030-01-01T12:00:00.000Z");
         assert_eq!(next("@daily", None, "2026-11-22T10:00:00Z"), "2026-11-23T00:00:00.000Z");
-        assert!(CronSchedule::parse("0 0 12 1 1 * 2020", None).unwrap().next_after(ms("2026-01-01")).is_none());
+        assert!(
+            CronSchedule::parse("0 0 12 1 1 * 2020", None).unwrap().next_after(ms("2026-01-01")).is_none()
+        );
     }
 
     #[test]
@@ -290,7 +296,12 @@ mod tests {
             c.slots_between(ms("2026-11-22"), ms("2026-12-08"), 10).into_iter().map(rfc3339).collect();
         assert_eq!(
             got,
-            ["2026-11-23T00:00:00.000Z", "2026-11-30T00:00:00.000Z", "2026-12-01T00:00:00.000Z", "2026-12-07T00:00:00.000Z"]
+            [
+                "2026-11-23T00:00:00.000Z",
+                "2026-11-30T00:00:00.000Z",
+                "2026-12-01T00:00:00.000Z",
+                "2026-12-07T00:00:00.000Z"
+            ]
         );
     }
 
@@ -301,13 +312,19 @@ mod tests {
         // New York springs forward on 2026-03-08 at 02:00 -> 03:00: 02:30 does not exist that
         // night and fires at 03:30 EDT (07:30Z); the next night it is 02:30 EDT again.
         let c = CronSchedule::parse("30 2 * * *", Some("America/New_York")).unwrap();
-        let got: Vec<String> =
-            c.slots_between(ms("2026-03-07T00:00:00Z"), ms("2026-03-10T00:00:00Z"), 10).into_iter().map(rfc3339).collect();
+        let got: Vec<String> = c
+            .slots_between(ms("2026-03-07T00:00:00Z"), ms("2026-03-10T00:00:00Z"), 10)
+            .into_iter()
+            .map(rfc3339)
+            .collect();
         assert_eq!(got, ["2026-03-07T07:30:00.000Z", "2026-03-08T07:30:00.000Z", "2026-03-09T06:30:00.000Z"]);
         // It falls back on 2026-11-01 at 02:00 -> 01:00: 01:30 happens twice and fires once.
         let c = CronSchedule::parse("30 1 * * *", Some("America/New_York")).unwrap();
-        let got: Vec<String> =
-            c.slots_between(ms("2026-10-31T00:00:00Z"), ms("2026-11-03T00:00:00Z"), 10).into_iter().map(rfc3339).collect();
+        let got: Vec<String> = c
+            .slots_between(ms("2026-10-31T00:00:00Z"), ms("2026-11-03T00:00:00Z"), 10)
+            .into_iter()
+            .map(rfc3339)
+            .collect();
         assert_eq!(got, ["2026-10-31T05:30:00.000Z", "2026-11-01T05:30:00.000Z", "2026-11-02T06:30:00.000Z"]);
         // Every 20 minutes through the skipped hour: no slot twice, none out of order.
         let c = CronSchedule::parse("*/20 * * * *", Some("America/New_York")).unwrap();
@@ -320,11 +337,10 @@ mod tests {
         let c = CronSchedule::parse("* * * * * *", None).unwrap();
         // A year of one-second slots: only the newest three are looked at.
         let got = c.latest_until(ms("2025-11-22T00:00:00Z"), ms("2026-11-22T00:00:10.500Z"), 3);
-        assert_eq!(got.into_iter().map(rfc3339).collect::<Vec<_>>(), [
-            "2026-11-22T00:00:08.000Z",
-            "2026-11-22T00:00:09.000Z",
-            "2026-11-22T00:00:10.000Z"
-        ]);
+        assert_eq!(
+            got.into_iter().map(rfc3339).collect::<Vec<_>>(),
+            ["2026-11-22T00:00:08.000Z", "2026-11-22T00:00:09.000Z", "2026-11-22T00:00:10.000Z"]
+        );
         let c = CronSchedule::parse("0 3 * * *", None).unwrap();
         assert_eq!(c.latest_until(ms("2026-11-20T03:00:00Z"), ms("2026-11-22T12:00:00Z"), 10).len(), 2);
     }

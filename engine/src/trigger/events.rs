@@ -65,7 +65,10 @@ pub fn parse_notification(body: &Value) -> Result<Notification, String> {
     let n: Notification = serde_json::from_value(body.clone())
         .map_err(|e| format!("the body is not an Alertmanager webhook notification: {e}"))?;
     if n.version != "4" {
-        return Err(format!("Alertmanager webhook version `{}` is not supported (only version 4)", n.version));
+        return Err(format!(
+            "Alertmanager webhook version `{}` is not supported (only version 4)",
+            n.version
+        ));
     }
     for (i, a) in n.alerts.iter().enumerate() {
         if a.status != "firing" && a.status != "resolved" {
@@ -114,7 +117,10 @@ pub struct Candidate {
 pub enum Matched {
     Start(Candidate),
     /// It matched, but its params are wrong for the pipeline.
-    Invalid { pipeline: String, reason: String },
+    Invalid {
+        pipeline: String,
+        reason: String,
+    },
 }
 
 fn alert_matches(m: &AlertMatch, a: &Alert) -> bool {
@@ -186,7 +192,8 @@ pub fn match_webhook<'p>(
     for plan in plans {
         for trigger in &plan.spec.on {
             let Some(w) = &trigger.webhook else { continue };
-            if w.source != source || !w.fields.iter().all(|(path, want)| lookup(payload, path) == Some(want)) {
+            if w.source != source || !w.fields.iter().all(|(path, want)| lookup(payload, path) == Some(want))
+            {
                 continue;
             }
             let key = idempotency.map(|k| (format!("webhook:{}:{source}:{k}", plan.name()), None));
@@ -225,9 +232,7 @@ fn candidate(
         }
     }
     match resolve_values(plan, &given) {
-        Ok(params) => {
-            Matched::Start(Candidate { pipeline: plan.name().to_string(), params, key, cause })
-        }
+        Ok(params) => Matched::Start(Candidate { pipeline: plan.name().to_string(), params, key, cause }),
         Err(errors) => invalid(errors.join("; ")),
     }
 }
@@ -277,7 +282,10 @@ steps:
     #[test]
     fn firing_alerts_start_runs_with_labels_as_params() {
         let plans = [plan(RETRAIN)];
-        let body = notification("firing", json!({"alertname": "FeatureDrift", "model": "churn", "feature": "tenure"}));
+        let body = notification(
+            "firing",
+            json!({"alertname": "FeatureDrift", "model": "churn", "feature": "tenure"}),
+        );
         let n = parse_notification(&body).unwrap();
         let got = match_alert(&plans, &n, &n.alerts[0], 7);
         let [Matched::Start(c)] = got.as_slice() else { panic!("{got:?}") };

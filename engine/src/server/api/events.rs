@@ -87,7 +87,9 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
     if source == ALERTMANAGER {
         let n = match parse_notification(&payload) {
             Ok(n) => n,
-            Err(reason) => return finish(shared, id, StatusCode::BAD_REQUEST, "rejected", reason, vec![], vec![]),
+            Err(reason) => {
+                return finish(shared, id, StatusCode::BAD_REQUEST, "rejected", reason, vec![], vec![]);
+            }
         };
         for a in &n.alerts {
             let about = json!({ "alert": a.name(), "status": a.status, "fingerprint": a.fingerprint() });
@@ -142,12 +144,20 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
         let list = runs.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ");
         (StatusCode::ACCEPTED, "matched", format!("started {list}"))
     } else if draining {
-        (StatusCode::SERVICE_UNAVAILABLE, "rejected", "the server is shutting down; send it again".to_string())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rejected",
+            "the server is shutting down; send it again".to_string(),
+        )
     } else if invalid > 0 {
         let first = details.iter().find_map(|d| d["reason"].as_str()).unwrap_or_default().to_string();
         (StatusCode::UNPROCESSABLE_ENTITY, "rejected", format!("matched, but no run could start: {first}"))
     } else if dup > 0 {
-        (StatusCode::ACCEPTED, "deduplicated", "every matching alert already started a run within its cooldown".into())
+        (
+            StatusCode::ACCEPTED,
+            "deduplicated",
+            "every matching alert already started a run within its cooldown".into(),
+        )
     } else {
         (StatusCode::ACCEPTED, "accepted", format!("no pipeline's `on:` matches this `{source}` event"))
     };
@@ -187,8 +197,18 @@ fn finish(
     reply(status, id, code, &reason, &runs, &details)
 }
 
-fn reply(status: StatusCode, id: u64, code: &str, reason: &str, runs: &[u64], details: &[Value]) -> (StatusCode, Value) {
-    (status, json!({ "v": 1, "event": id, "status": code, "reason": reason, "runs": runs, "details": details }))
+fn reply(
+    status: StatusCode,
+    id: u64,
+    code: &str,
+    reason: &str,
+    runs: &[u64],
+    details: &[Value],
+) -> (StatusCode, Value) {
+    (
+        status,
+        json!({ "v": 1, "event": id, "status": code, "reason": reason, "runs": runs, "details": details }),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,7 +233,10 @@ pub(super) async fn list(
     Ok(Json(json!({ "v": 1, "total": shared.engine.store().inbox_len(), "events": events })))
 }
 
-pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+pub(super) async fn one(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id: u64 = key.parse().map_err(|_| ApiError::bad_request(format!("`{key}` is not an event id")))?;
     match shared.engine.store().inbox_record(id)? {
         Some(r) => Ok(Json(json!({ "v": 1, "event": r }))),

@@ -64,9 +64,11 @@ impl IntoResponse for ApiError {
 impl From<LaunchError> for ApiError {
     fn from(e: LaunchError) -> Self {
         match e {
-            LaunchError::Draining => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the server is shutting down; try again when it is back")
-            }
+            LaunchError::Draining => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "the server is shutting down; try again when it is back",
+            ),
             LaunchError::Engine(crate::driver::EngineError::Invalid(m)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unrunnable", m)
             }
@@ -80,7 +82,9 @@ impl From<crate::driver::EngineError> for ApiError {
         use crate::driver::EngineError;
         use crate::store::StoreError;
         match e {
-            EngineError::Store(StoreError::NoRun(id)) => ApiError::not_found(format!("there is no run r{id}")),
+            EngineError::Store(StoreError::NoRun(id)) => {
+                ApiError::not_found(format!("there is no run r{id}"))
+            }
             EngineError::Invalid(m) => ApiError::conflict(m),
             e => ApiError::internal(e.to_string()),
         }
@@ -112,7 +116,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is larger than the server's limit")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is larger than the server's limit",
+            )
         } else {
             ApiError::bad_request(format!("cannot read the request body: {e}"))
         }
@@ -214,12 +222,18 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             .into_response();
     }
     let c = shared.catalog();
-    axum::Json(json!({ "v": 1, "status": "ready", "pipelines": c.pipelines.len(), "invalid": c.invalid.len() }))
-        .into_response()
+    axum::Json(
+        json!({ "v": 1, "status": "ready", "pipelines": c.pipelines.len(), "invalid": c.invalid.len() }),
+    )
+    .into_response()
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no API route {} {} (see /api/v1/openapi.json)", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "no API route {} {} (see /api/v1/openapi.json)",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {

@@ -63,7 +63,10 @@ pub(super) async fn list(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({ "v": 1, "pipelines": pipelines, "invalid": c.invalid }))
 }
 
-pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub(super) async fn one(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
     let c = shared.catalog();
     let Some(e) = c.pipelines.get(&name) else { return Err(unknown_pipeline(&shared, &name)) };
     let mut v = summary(&shared, e);
@@ -87,7 +90,9 @@ pub(super) async fn backfill(
     let c = shared.catalog();
     let Some(entry) = c.pipelines.get(&name).cloned() else { return Err(unknown_pipeline(&shared, &name)) };
     let Some(cron) = entry.schedule.clone() else {
-        return Err(ApiError::conflict(format!("the pipeline `{name}` has no (enabled) schedule to backfill")));
+        return Err(ApiError::conflict(format!(
+            "the pipeline `{name}` has no (enabled) schedule to backfill"
+        )));
     };
     let from = parse_time(&body.from).map_err(ApiError::bad_request)?;
     let to = parse_time(&body.to).map_err(ApiError::bad_request)?;

@@ -36,8 +36,12 @@ pub(crate) struct RetryRun {
 }
 
 /// Blocking work (sled flushes, event-log replays) off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("the request crashed: {e}")))?
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request crashed: {e}")))?
 }
 
 pub(super) async fn start(
@@ -89,7 +93,8 @@ pub(super) async fn list(
     query: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let state: Option<RunState> = q.state.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
+    let state: Option<RunState> =
+        q.state.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
     let before = q.before.as_deref().map(run_id).transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let runs: Vec<_> = shared
@@ -106,7 +111,10 @@ pub(super) async fn list(
     Ok(Json(json!({ "v": 1, "runs": runs })))
 }
 
-pub(super) async fn one(State(shared): State<Arc<Shared>>, Path(run): Path<String>) -> ApiResult<Json<Value>> {
+pub(super) async fn one(
+    State(shared): State<Arc<Shared>>,
+    Path(run): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = run_id(&run)?;
     let s = shared.clone();
     let report = blocking(move || Ok(s.engine.report(id)?)).await?;
@@ -157,7 +165,10 @@ pub(super) async fn wait(
     Ok(Json(v))
 }
 
-pub(super) async fn cancel(State(shared): State<Arc<Shared>>, Path(run): Path<String>) -> ApiResult<Response> {
+pub(super) async fn cancel(
+    State(shared): State<Arc<Shared>>,
+    Path(run): Path<String>,
+) -> ApiResult<Response> {
     let id = run_id(&run)?;
     let record = shared.engine.store().run(id)?;
     if record.state.is_terminal() {
