@@ -137,9 +137,7 @@ fn paced<T: Send + 'static>(
 
 /// Webhook POST to the first step's process started, at 200 requests/s; the baseline is
 /// the same measurement of spawning the process directly, in the same run.
-fn latency() {
-    let total: usize =
-        std::env::var("SERVE_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+fn latency(total: usize) {
     let hook = "name: hook\non:\n  - webhook: {source: bench}\nsteps:\n  first: {process: {command: [\"date\", \"+%s%N\"]}}\n";
     let srv = Server::start(&[("hook.yaml", hook.to_string())]);
     let addr = srv.addr.clone();
@@ -172,9 +170,7 @@ fn latency() {
 
 /// 10,000 Alertmanager notifications as fast as 32 senders go: 100 alerts (fingerprints),
 /// each notified 100 times; expect exactly 100 runs, every notification recorded, no errors.
-fn alerts() {
-    let total: usize =
-        std::env::var("SERVE_BENCH_ALERTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+fn alerts(total: usize) {
     let distinct = 100.min(total);
     let p = "name: retrain\non:\n  - alert: {name: FeatureDrift, labels: {model: churn}}\nsteps:\n  t: {process: {command: [\"true\"]}}\n";
     let srv = Server::start(&[("retrain.yaml", p.to_string())]);
@@ -203,9 +199,8 @@ fn alerts() {
     assert_eq!((errors, recorded as usize, runs), (0, total, distinct));
 }
 
-/// A schedule of one slot per second for 30 s: how long after its slot each run is created.
-fn cron() {
-    let secs: u64 = std::env::var("SERVE_BENCH_CRON_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+/// A schedule of one slot per second for `secs` (30 by default): how long after its slot each run is created.
+fn cron(secs: u64) {
     let tick = "name: tick\nschedule: {cron: \"* * * * * *\", overlap: allow}\nsteps:\n  t: {process: {command: [\"true\"]}}\n";
     let srv = Server::start(&[("tick.yaml", tick.to_string())]);
     std::thread::sleep(Duration::from_secs(secs));
@@ -220,16 +215,25 @@ fn cron() {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` each scenario runs once, small, to
+    // show it still works (those figures are not benchmarks).
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        println!("smoke run (use `cargo bench --bench serve` for the figures)");
+    }
+    let size = |var: &str, bench: u64, smoke: u64| {
+        std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(if full { bench } else { smoke })
+    };
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let on = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     assert!(Path::new(env!("CARGO_BIN_EXE_sluice")).exists());
     if on("latency") {
-        latency();
+        latency(size("SERVE_BENCH_REQUESTS", 1000, 40) as usize);
     }
     if on("alerts") {
-        alerts();
+        alerts(size("SERVE_BENCH_ALERTS", 10_000, 300) as usize);
     }
     if on("cron") {
-        cron();
+        cron(size("SERVE_BENCH_CRON_SECS", 30, 3));
     }
 }
