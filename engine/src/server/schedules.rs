@@ -204,9 +204,9 @@ mod tests {
         let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
         let (shared, mut controls, stop) =
             test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(base)));
-        // 65 simulated seconds: slots :10 to :60, each once; the first sight fires nothing
-        // from before the start.
-        run_for(&shared, &stop, 65).await;
+        // 63 simulated seconds (ending between slots): :10 to :60, each once; the first
+        // sight fires nothing from before the start.
+        run_for(&shared, &stop, 63).await;
         let base0 = ms("2026-11-22T00:00:00Z");
         assert_eq!(fired(&shared, "tick", base0), [10, 20, 30, 40, 50, 60]);
         let started: Vec<Control> = std::iter::from_fn(|| controls.try_recv().ok()).collect();
@@ -251,7 +251,7 @@ mod tests {
         let (shared, _controls, stop) =
             test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(base)));
         // No driver: the first run never ends, so later slots are skipped and say why.
-        run_for(&shared, &stop, 35).await;
+        run_for(&shared, &stop, 33).await;
         assert_eq!(fired(&shared, "tick", ms("2026-11-22T00:00:00Z")), [10]);
         let skipped = shared.engine.store().inbox(10, None, |r| r.status == "skipped").unwrap();
         assert_eq!(skipped.len(), 2);
