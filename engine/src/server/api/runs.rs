@@ -139,7 +139,10 @@ pub(super) async fn wait(
     let id = run_id(&run)?;
     let timeout = Duration::from_secs(q.timeout_s.unwrap_or(30).min(300));
     let mut notices = shared.notices.subscribe();
-    let ended = |s: RunState| s.is_terminal() || s == RunState::Interrupted;
+    // A live server resumes every interrupted run it finds (at start), so `interrupted`
+    // means "ended" only once this server itself is stopping.
+    let draining = || shared.draining.load(std::sync::atomic::Ordering::SeqCst);
+    let ended = |s: RunState| s.is_terminal() || (s == RunState::Interrupted && draining());
     let mut stopping = shared.stopping.clone();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -255,9 +258,8 @@ pub(super) async fn logs(
             let mut sent = sent;
             loop {
                 let state = shared.engine.store().run(id).map(|r| r.state).unwrap_or(RunState::Cancelled);
-                let over = state.is_terminal()
-                    || state == RunState::Interrupted
-                    || shared.draining.load(std::sync::atomic::Ordering::SeqCst);
+                // Interrupted runs are resumed by a live server; the stream ends with it.
+                let over = state.is_terminal() || shared.draining.load(std::sync::atomic::Ordering::SeqCst);
                 let (n, text) = read(sent);
                 sent = n;
                 if !text.is_empty() || over {
