@@ -1,7 +1,8 @@
 //! Checks of `schedule:` and `on:`: cron expressions and zones, catch-up settings, event
 //! matchers, and the parameters they give runs.
 
-use super::checks::{Ctx, check_param_value};
+use super::checks::Ctx;
+use crate::driver::json_value;
 use crate::spec::source::push_pointer;
 use crate::spec::{Catchup, Pipeline};
 use crate::template;
@@ -33,9 +34,8 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
                     format!("the schedule gives `{name}`, which is not a parameter of this pipeline"),
                 ),
                 Some(p) => {
-                    let text_ok = value.is_string() && p.kind != crate::spec::ParamType::String;
-                    if !text_ok && let Err(why) = check_param_value(p.kind, value) {
-                        cx.at(&pp, format!("the schedule's value of `{name}` {why}"));
+                    if let Err(why) = json_value(p.kind, value) {
+                        cx.at(&pp, format!("the schedule's value of `{name}`: {why}"));
                     }
                 }
             }

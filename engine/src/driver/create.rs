@@ -54,6 +54,8 @@ impl Engine {
                 return Err(EngineError::Invalid(format!("this run can never start: {why}")));
             }
         }
+        // A held key is common (alert repeats): answer it before a run id is spent. The
+        // transaction below decides for real.
         if let Some((key, window)) = &new.key
             && let Some(mark) = self.store.mark(key)?
             && window.is_none_or(|w| now.saturating_sub(mark.at) < w)

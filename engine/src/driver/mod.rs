@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use create::{Created, NewRun};
+pub(crate) use params::json_value;
 pub use params::{resolve_params, resolve_values};
 pub use report::{AttemptReport, RunReport, StepReport};
 pub use runloop::{Control, Fault, Notice};

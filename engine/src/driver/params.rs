@@ -30,6 +30,7 @@ fn resolve<'a>(
 ) -> Result<Map<String, Value>, Vec<String>> {
     let mut out = Map::new();
     let mut errors = Vec::new();
+    let mut given_names = std::collections::HashSet::new();
     for (name, value) in given {
         let Some(spec) = plan.spec.params.get(name) else {
             let known: Vec<&str> = plan.spec.params.keys().map(String::as_str).collect();
@@ -46,13 +47,9 @@ fn resolve<'a>(
         };
         let parsed = match value {
             Given::Text(text) => parse_value(spec.kind, text),
-            Given::Json(Value::String(text)) if spec.kind != ParamType::String => {
-                parse_value(spec.kind, text)
-            }
-            Given::Json(v) => crate::compile::check_param_value(spec.kind, v)
-                .map(|_| v.clone())
-                .map_err(|e| format!("the value {e}")),
+            Given::Json(v) => json_value(spec.kind, v),
         };
+        given_names.insert(name);
         match parsed {
             Ok(v) => {
                 out.insert(name.to_string(), v);
@@ -61,7 +58,8 @@ fn resolve<'a>(
         }
     }
     for (name, spec) in &plan.spec.params {
-        if out.contains_key(name) || errors.iter().any(|e| e.starts_with(&format!("parameter `{name}`:"))) {
+        // A given value, good or bad, is never replaced by the default.
+        if given_names.contains(name.as_str()) {
             continue;
         }
         match &spec.default {
@@ -72,6 +70,17 @@ fn resolve<'a>(
         }
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+/// Checks a JSON value against a parameter's type; text is parsed by the type as on the
+/// command line (an alert label `"0.3"` for a `number`).
+pub(crate) fn json_value(kind: ParamType, v: &Value) -> Result<Value, String> {
+    match v {
+        Value::String(text) if kind != ParamType::String => parse_value(kind, text),
+        v => crate::compile::check_param_value(kind, v)
+            .map(|_| v.clone())
+            .map_err(|e| format!("the value {e}")),
+    }
 }
 
 /// Parses one value by type; lists and objects are JSON.

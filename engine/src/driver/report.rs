@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::runloop::Notes;
 use super::{Engine, Result};
@@ -53,7 +53,7 @@ impl Engine {
     pub fn report(&self, id: u64) -> Result<RunReport> {
         let mut notes = Notes::default();
         let mut attempts: BTreeMap<(StepIx, u32, u32), AttemptReport> = BTreeMap::new();
-        let mut reasons: Map<String, Value> = Map::new();
+        let mut reasons: BTreeMap<StepIx, String> = BTreeMap::new();
         let mut reused: BTreeMap<StepIx, u64> = BTreeMap::new();
         let replayed = self.replay(id, |plan, e, accepted, actions| {
             if accepted {
@@ -113,11 +113,11 @@ impl Engine {
                 Event::Prepared { step, outcome } => {
                     use crate::scheduler::PrepareOutcome::{Error, Skip};
                     if let Skip { reason: m } | Error { message: m } = outcome {
-                        reasons.insert(plan.id(*step).to_string(), Value::String(m.clone()));
+                        reasons.insert(*step, m.clone());
                     }
                 }
                 Event::Rejected { step, reason, .. } => {
-                    reasons.insert(plan.id(*step).to_string(), Value::String(reason.clone()));
+                    reasons.insert(*step, reason.clone());
                 }
                 _ => {}
             }
@@ -135,7 +135,7 @@ impl Engine {
                     reused_from: reused.get(&ix).copied(),
                     attempts: attempts.range((ix, 0, 0)..(ix + 1, 0, 0)).map(|(_, a)| a.clone()).collect(),
                     outputs: notes.outputs.get(&ix).cloned().unwrap_or(Value::Null),
-                    reason: reasons.get(id).and_then(|v| v.as_str().map(str::to_string)),
+                    reason: reasons.remove(&ix),
                 }
             })
             .collect();

@@ -223,10 +223,15 @@ impl Store {
 
     /// The log chunks of one step of a run (every item and attempt), in order.
     pub fn logs(&self, run: u64, step: StepIx) -> Result<Vec<LogChunk>> {
+        self.logs_from(run, step, 0)
+    }
+
+    /// [`Store::logs`] without the first `skip` chunks (a follower's next read).
+    pub fn logs_from(&self, run: u64, step: StepIx, skip: usize) -> Result<Vec<LogChunk>> {
         let mut prefix = run_key(run).to_vec();
         prefix.extend_from_slice(&step.to_be_bytes());
         let mut out = Vec::new();
-        for kv in self.logs.scan_prefix(prefix) {
+        for kv in self.logs.scan_prefix(prefix).skip(skip) {
             let (k, v) = kv?;
             if k.len() != 28 || v.is_empty() {
                 return Err(StoreError::Corrupt {

@@ -62,7 +62,7 @@ pub struct Notification {
 
 /// Reads an Alertmanager notification, saying what is wrong with one that is not.
 pub fn parse_notification(body: &Value) -> Result<Notification, String> {
-    let n: Notification = serde_json::from_value(body.clone())
+    let n = Notification::deserialize(body)
         .map_err(|e| format!("the body is not an Alertmanager webhook notification: {e}"))?;
     if n.version != "4" {
         return Err(format!(

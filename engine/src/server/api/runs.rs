@@ -146,14 +146,19 @@ pub(super) async fn wait(
     let mut stopping = shared.stopping.clone();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    // The store once (subscribed first, so no change is missed), then only notices of this
+    // run; the store again only when notices were lost.
+    let mut look = true;
     loop {
-        if ended(shared.engine.store().run(id)?.state) {
+        if look && ended(shared.engine.store().run(id)?.state) {
             break;
         }
+        look = false;
         tokio::select! {
             n = notices.recv() => match n {
                 Ok(Notice::Run { run, state }) if run == id && ended(state) => break,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => look = true,
                 Err(_) => break,
             },
             _ = &mut deadline => break,
@@ -230,12 +235,12 @@ pub(super) async fn logs(
     };
     let store = shared.engine.store().clone();
     let attempt = q.attempt;
+    // Only the chunks after those already sent are decoded and copied.
     let read = move |from: usize| -> (usize, Vec<u8>) {
-        let chunks = store.logs(id, ix).unwrap_or_default();
-        let n = chunks.len();
+        let chunks = store.logs_from(id, ix, from).unwrap_or_default();
+        let n = from + chunks.len();
         let text = chunks
             .into_iter()
-            .skip(from)
             .filter(|c| attempt.is_none_or(|a| c.attempt == a))
             .flat_map(|c| c.data)
             .collect();
