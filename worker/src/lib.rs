@@ -3,7 +3,7 @@
 //! Every executor implements [`Executor`]; the engine wraps them with retries, timeouts and
 //! tracing, so an executor only runs the work, streams its logs and reports how it ended.
 //! Four executors so far: local processes, Docker containers (bollard), WASM plugins
-//! (wasmtime) and built-in trainers (CPU; the cudarc GPU path is not built yet).
+//! (wasmtime) and built-in trainers (CPU, and GPU through cudarc).
 //! This crate knows nothing of the engine.
 
 mod container;
@@ -27,7 +27,7 @@ pub use executor::{
 pub use outputs::{MAX_OUTPUTS_BYTES, read_outputs_file};
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
 pub use train::{
-    Device, ModelKind, OptimizerKind, TrainExecutor, TrainSpec, Trained, nvidia_driver, train_cpu,
+    Device, ModelKind, OptimizerKind, TrainExecutor, TrainSpec, Trained, gpu_count, gpu_status, nvidia_driver, train,
 };
 pub use wasm::{
     DEFAULT_MAX_MEMORY, MAX_MEMORY_LIMIT, MAX_RESULT_BYTES, MAX_STDERR_BYTES, ModuleReport, WASI_P1,

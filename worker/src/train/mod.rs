@@ -2,9 +2,14 @@
 //! CSV table, mini-batch SGD with momentum or Adam, the model written as safetensors weights
 //! plus JSON metadata, metrics as outputs.
 //!
-//! This is the CPU path, multi-threaded over the rows of each matrix product. The GPU path
-//! (cudarc) is not built yet; a step that asks for `device: gpu` fails with a clear message.
+//! One training loop (`train`) over two paths behind `fit::Fit`: the CPU path (`net.rs`,
+//! multi-threaded over the rows of each matrix product) and the GPU path (`gpu/`, cuBLAS and
+//! NVRTC kernels through cudarc). `device: auto` uses a GPU when the probe finds one usable and
+//! says in the step log why it trains on the CPU otherwise; `device: gpu` fails without one.
 
+mod data;
+mod fit;
+mod gpu;
 mod net;
 mod safetensors;
 
@@ -20,7 +25,8 @@ use crate::executor::{
     AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, ExecSpec, Executor, KillSignal, LogStream,
     wait_for_kill,
 };
-use net::{Head, Net, Optimizer, OptimizerState, Rng};
+use fit::{CpuFit, Fit};
+use net::{Head, Net, Optimizer, Rng};
 
 /// Which model to train.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,142 +77,6 @@ pub struct TrainSpec {
     pub output: PathBuf,
 }
 
-/// A loaded table: features row-major, labels as class indices.
-struct Table {
-    x: Vec<f32>,
-    y: Vec<u32>,
-    rows: usize,
-}
-
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<csv::StringRecord>), ExecError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| ExecError::fatal(format!("cannot read {}: {e}", path.display())))?;
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| ExecError::fatal(format!("{}: {e}", path.display())))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let records = reader
-        .records()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ExecError::fatal(format!("{}: {e}", path.display())))?;
-    Ok((header, records))
-}
-
-fn column(header: &[String], name: &str, path: &Path) -> Result<usize, ExecError> {
-    header.iter().position(|h| h == name).ok_or_else(|| {
-        ExecError::fatal(format!("{} has no column `{name}` (it has {})", path.display(), header.join(", ")))
-    })
-}
-
-/// Reads a table with the given feature columns and label classes (`classes` empty: learn
-/// them from this table, sorted).
-fn load(
-    path: &Path,
-    label: &str,
-    features: &[String],
-    classes: &mut Vec<String>,
-) -> Result<(Table, Vec<String>), ExecError> {
-    let (header, records) = read_csv(path)?;
-    let li = column(&header, label, path)?;
-    let features: Vec<String> = if features.is_empty() {
-        header.iter().filter(|h| *h != label).cloned().collect()
-    } else {
-        features.to_vec()
-    };
-    let fi = features.iter().map(|f| column(&header, f, path)).collect::<Result<Vec<_>, _>>()?;
-    if classes.is_empty() {
-        let mut seen: Vec<String> = records.iter().filter_map(|r| r.get(li)).map(str::to_string).collect();
-        seen.sort();
-        seen.dedup();
-        *classes = seen;
-    }
-    let mut x = Vec::with_capacity(records.len() * fi.len());
-    let mut y = Vec::with_capacity(records.len());
-    for (r, rec) in records.iter().enumerate() {
-        let line = r + 2;
-        let value = rec.get(li).unwrap_or_default();
-        let class = classes.iter().position(|c| c == value).ok_or_else(|| {
-            ExecError::fatal(format!(
-                "{} line {line}: label `{value}` is not one of the training classes {classes:?}",
-                path.display()
-            ))
-        })?;
-        y.push(class as u32);
-        for (&c, name) in fi.iter().zip(&features) {
-            let field = rec.get(c).unwrap_or_default();
-            let v: f32 = field.parse().map_err(|_| {
-                ExecError::fatal(format!(
-                    "{} line {line}: feature `{name}` holds `{field}`, not a number",
-                    path.display()
-                ))
-            })?;
-            if !v.is_finite() {
-                return Err(ExecError::fatal(format!(
-                    "{} line {line}: feature `{name}` is {v}",
-                    path.display()
-                )));
-            }
-            x.push(v);
-        }
-    }
-    Ok((Table { x, y, rows: records.len() }, features))
-}
-
-/// Per-feature mean and standard deviation of the training rows.
-fn normalization(t: &Table, d: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = t.rows.max(1) as f64;
-    let mut mean = vec![0f64; d];
-    let mut sq = vec![0f64; d];
-    for row in t.x.chunks(d) {
-        for (j, &v) in row.iter().enumerate() {
-            mean[j] += v as f64;
-            sq[j] += (v as f64) * (v as f64);
-        }
-    }
-    let std =
-        mean.iter().zip(&sq).map(|(m, s)| ((s / n - (m / n).powi(2)).max(0.0).sqrt()).max(1e-12) as f32);
-    (mean.iter().map(|m| (m / n) as f32).collect(), std.collect())
-}
-
-fn normalize(t: &mut Table, mean: &[f32], std: &[f32]) {
-    for row in t.x.chunks_mut(mean.len().max(1)) {
-        for ((v, m), s) in row.iter_mut().zip(mean).zip(std) {
-            *v = (*v - m) / s;
-        }
-    }
-}
-
-/// Area under the ROC curve of binary scores (ties share their rank).
-fn auc(scores: &[f32], y: &[u32]) -> Option<f64> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let (pos, neg) =
-        y.iter().fold((0f64, 0f64), |(p, n), &l| if l == 1 { (p + 1.0, n) } else { (p, n + 1.0) });
-    if pos == 0.0 || neg == 0.0 {
-        return None;
-    }
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            if y[k] == 1 {
-                rank_sum += rank;
-            }
-        }
-        i = j + 1;
-    }
-    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
-}
-
 /// What a training run produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trained {
@@ -218,59 +88,41 @@ pub struct Trained {
     pub val_rows: usize,
     pub model_file: PathBuf,
     pub metadata_file: PathBuf,
+    /// Where it trained: `cpu`, or `cuda:N (name)`.
+    pub device: String,
 }
 
-/// Trains on the CPU. `stop` is checked between batches; `log` gets a line per epoch.
-pub fn train_cpu(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Trained, ExecError> {
+/// Where a step trains: the GPU it may use, or the CPU (with the reason when it wanted a GPU).
+fn choose_device(spec: &TrainSpec, log: &dyn Fn(&str)) -> Result<Option<gpu::Gpu>, ExecError> {
+    match spec.device {
+        Device::Cpu => Ok(None),
+        Device::Gpu => gpu::probe().map(Some).map_err(|why| {
+            ExecError::fatal(format!(
+                "this step asks for `device: gpu`, but no GPU is usable here: {why} \
+                 (use `device: auto` to fall back to the CPU)"
+            ))
+        }),
+        Device::Auto => match gpu::probe() {
+            Ok(g) => Ok(Some(g)),
+            Err(why) => {
+                log(&format!("sluice: no usable GPU ({why}); training on the CPU"));
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Trains where `spec.device` says: on the GPU through CUDA when one is usable (and asked
+/// for or allowed), else on the CPU. `stop` is looked at between batches; `log` gets the
+/// device choice and a line per epoch.
+pub fn train(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Trained, ExecError> {
     if spec.epochs == 0 || spec.batch_size == 0 {
         return Err(ExecError::fatal("`epochs` and `batch_size` must be at least 1"));
     }
-    let mut classes = Vec::new();
-    let (mut all, features) = load(&spec.data, &spec.label, &spec.features, &mut classes)?;
-    let d = features.len();
-    if d == 0 {
-        return Err(ExecError::fatal("the table has no feature columns"));
-    }
-    if classes.len() < 2 {
-        return Err(ExecError::fatal(format!(
-            "the label `{}` has fewer than two classes: {classes:?}",
-            spec.label
-        )));
-    }
-    if spec.model == ModelKind::Logistic && classes.len() != 2 {
-        return Err(ExecError::fatal(format!(
-            "logistic regression needs a binary label; `{}` has {} classes (use model: mlp)",
-            spec.label,
-            classes.len()
-        )));
-    }
+    let device = choose_device(spec, log)?;
     let mut rng = Rng::new(spec.seed);
-    let (mut train, mut val) = match &spec.validation_data {
-        Some(path) => (all, load(path, &spec.label, &features, &mut classes)?.0),
-        None => {
-            if !(0.0..1.0).contains(&spec.validation) {
-                return Err(ExecError::fatal("`validation` must be a fraction in [0, 1)"));
-            }
-            let mut order: Vec<usize> = (0..all.rows).collect();
-            rng.shuffle(&mut order);
-            let held = ((all.rows as f64) * spec.validation).round() as usize;
-            let pick = |rows: &[usize]| Table {
-                x: rows.iter().flat_map(|&r| all.x[r * d..(r + 1) * d].iter().copied()).collect(),
-                y: rows.iter().map(|&r| all.y[r]).collect(),
-                rows: rows.len(),
-            };
-            let split = (pick(&order[held..]), pick(&order[..held]));
-            all.x.clear();
-            split
-        }
-    };
-    if train.rows == 0 {
-        return Err(ExecError::fatal("no training rows"));
-    }
-    let (mean, std) = normalization(&train, d);
-    normalize(&mut train, &mean, &std);
-    normalize(&mut val, &mean, &std);
-
+    let data::Prepared { train, val, features, classes, mean, std } = data::prepare(spec, &mut rng)?;
+    let d = features.len();
     let (sizes, head) = match &spec.model {
         ModelKind::Logistic => (vec![d, 1], Head::Sigmoid),
         ModelKind::Mlp { hidden } => {
@@ -280,46 +132,48 @@ pub fn train_cpu(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Res
             (s, Head::Softmax)
         }
     };
-    let mut net = Net::new(&sizes, head, &mut rng);
-    let kind = match spec.optimizer {
-        OptimizerKind::Sgd { momentum } => Optimizer::Sgd { momentum },
-        OptimizerKind::Adam => Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    let net = Net::new(&sizes, head, &mut rng);
+    let hyper = fit::Hyper {
+        batch_size: spec.batch_size,
+        learning_rate: spec.learning_rate,
+        l2: spec.l2,
+        optimizer: match spec.optimizer {
+            OptimizerKind::Sgd { momentum } => Optimizer::Sgd { momentum },
+            OptimizerKind::Adam => Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        },
     };
-    let mut opt = OptimizerState::new(kind, &net);
-    let mut order: Vec<usize> = (0..train.rows).collect();
+    let mut fit: Box<dyn Fit + '_> = match device {
+        None => Box::new(CpuFit::new(net, &train, hyper)),
+        Some(g) => match gpu::start(&g, &net, &train, hyper) {
+            Ok(f) => Box::new(f),
+            Err(e) if spec.device == Device::Auto => {
+                log(&format!("sluice: the GPU could not start ({e}); training on the CPU"));
+                Box::new(CpuFit::new(net, &train, hyper))
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let device = fit.device();
+    log(&format!("training on {device}"));
+
+    let mut order: Vec<u32> = (0..train.rows as u32).collect();
     let mut epoch_loss = Vec::with_capacity(spec.epochs);
-    let (mut bx, mut by) = (Vec::new(), Vec::new());
     for epoch in 1..=spec.epochs {
         rng.shuffle(&mut order);
-        let (mut sum, mut seen) = (0.0, 0usize);
-        for batch in order.chunks(spec.batch_size) {
-            if stop.load(Ordering::Relaxed) {
-                return Err(ExecError::cancelled("the step was stopped"));
-            }
-            bx.clear();
-            by.clear();
-            for &r in batch {
-                bx.extend_from_slice(&train.x[r * d..(r + 1) * d]);
-                by.push(train.y[r]);
-            }
-            let (loss, grads) = net.gradients(&bx, &by, spec.l2);
-            if !loss.is_finite() {
-                return Err(ExecError::fatal(format!(
-                    "the loss diverged to {loss} in epoch {epoch}; lower the learning rate"
-                )));
-            }
-            opt.apply(&mut net, &grads, spec.learning_rate);
-            sum += loss * batch.len() as f64;
-            seen += batch.len();
+        let mean_loss = fit.epoch(&order, stop)?;
+        if !mean_loss.is_finite() {
+            return Err(fit::diverged(mean_loss));
         }
-        let mean_loss = sum / seen as f64;
         log(&format!("epoch {epoch}/{}: loss {mean_loss:.6}", spec.epochs));
         epoch_loss.push(mean_loss);
     }
 
+    // Metrics on the validation rows (on the training rows when none are held out).
     let eval = if val.rows > 0 { &val } else { &train };
-    let val_loss = net.loss(&eval.x, &eval.y, 0.0);
-    let p = net.predict(&eval.x, eval.rows);
+    let p = fit.predict(&eval.x, eval.rows)?;
+    let net = fit.weights()?;
+    drop(fit);
+    let val_loss = net::data_loss(&p, &eval.y, head);
     let k = p.len() / eval.rows.max(1);
     let predicted: Vec<u32> = p
         .chunks(k.max(1))
@@ -334,7 +188,7 @@ pub fn train_cpu(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Res
         predicted.iter().zip(&eval.y).filter(|(a, b)| a == b).count() as f64 / eval.rows.max(1) as f64;
     let auc = if classes.len() == 2 {
         let positive: Vec<f32> = p.chunks(k.max(1)).map(|row| row[row.len() - 1]).collect();
-        auc(&positive, &eval.y)
+        data::auc(&positive, &eval.y)
     } else {
         None
     };
@@ -356,7 +210,7 @@ pub fn train_cpu(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Res
         },
         "metrics": { "loss": epoch_loss, "val_loss": val_loss, "accuracy": accuracy, "auc": auc },
         "rows": { "train": train.rows, "validation": val.rows },
-        "device": "cpu",
+        "device": device,
     });
     let tensors: Vec<(String, Vec<usize>, &[f32])> = net
         .layers
@@ -395,6 +249,7 @@ pub fn train_cpu(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Res
         val_rows: val.rows,
         model_file,
         metadata_file,
+        device,
     })
 }
 
@@ -405,8 +260,19 @@ fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The NVIDIA driver's version line, if its kernel module is loaded. (Whether CUDA is usable
-/// is the GPU path's to probe; that path is not built yet.)
+/// The GPU `train:` steps would use (`cuda:0 (name, memory)`), or why none is usable. The
+/// first call probes the CUDA libraries and opens the device; later calls reuse the answer.
+pub fn gpu_status() -> Result<String, String> {
+    gpu::probe().map(|g| g.describe())
+}
+
+/// How many GPUs the CUDA driver sees (0 when CUDA is not usable): the default size of the
+/// scheduler's GPU pool.
+pub fn gpu_count() -> usize {
+    gpu::device_count().unwrap_or(0)
+}
+
+/// The NVIDIA driver's version line, if its kernel module is loaded.
 pub fn nvidia_driver() -> Option<String> {
     let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
     text.lines().next().map(|l| l.trim().to_string())
@@ -431,26 +297,16 @@ impl Executor for TrainExecutor {
             let ExecSpec::Train(spec) = request.spec else {
                 return AttemptOutcome::failed(ExecError::fatal("not a train step"));
             };
-            match spec.device {
-                Device::Gpu => {
-                    return AttemptOutcome::failed(ExecError::fatal(
-                        "this step asks for `device: gpu`, but this build of Sluice trains on the CPU only \
-                         (the cudarc GPU path is not built yet); use `device: cpu` or `auto`",
-                    ));
-                }
-                Device::Auto if nvidia_driver().is_some() => sink.log(
-                    LogStream::System,
-                    b"sluice: an NVIDIA driver is loaded, but this build has no GPU trainer; training on the CPU\n",
-                ),
-                Device::Auto => sink.log(LogStream::System, b"sluice: no GPU here; training on the CPU\n"),
-                Device::Cpu => {}
-            }
             let stop = Arc::new(AtomicBool::new(false));
             let job = {
                 let (stop, sink) = (stop.clone(), sink.clone());
                 tokio::task::spawn_blocking(move || {
-                    let log = |line: &str| sink.log(LogStream::Stderr, format!("{line}\n").as_bytes());
-                    train_cpu(&spec, &stop, &log)
+                    let log = |line: &str| {
+                        // The device choice is Sluice's own note; epochs are the trainer's output.
+                        let stream = if line.starts_with("sluice: ") { LogStream::System } else { LogStream::Stderr };
+                        sink.log(stream, format!("{line}\n").as_bytes())
+                    };
+                    train(&spec, &stop, &log)
                 })
             };
             tokio::pin!(job);
@@ -476,7 +332,7 @@ impl Executor for TrainExecutor {
             outputs.insert("val_loss".into(), json!(trained.val_loss));
             outputs.insert("accuracy".into(), json!(trained.accuracy));
             outputs.insert("auc".into(), trained.auc.map_or(Value::Null, |a| json!(a)));
-            outputs.insert("device".into(), json!("cpu"));
+            outputs.insert("device".into(), json!(trained.device));
             outputs
                 .insert("rows".into(), json!({"train": trained.train_rows, "validation": trained.val_rows}));
             AttemptOutcome { result: Ok(()), outputs, exit_code: None }

@@ -200,6 +200,7 @@ impl Net {
     }
 
     /// Mean cross-entropy of a batch (labels are class indices), plus `l2 / 2 * |w|^2`.
+    #[cfg(test)]
     pub(crate) fn loss(&self, x: &[f32], y: &[u32], l2: f32) -> f64 {
         let n = y.len();
         let p = self.predict(x, n);
@@ -264,7 +265,7 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-fn data_loss(p: &[f32], y: &[u32], head: Head) -> f64 {
+pub(super) fn data_loss(p: &[f32], y: &[u32], head: Head) -> f64 {
     const EPS: f64 = 1e-7;
     let n = y.len();
     let k = p.len() / n.max(1);

@@ -1,4 +1,4 @@
-//! The CPU trainer end to end on generated tables.
+//! The trainer end to end on generated tables (the CPU path; gpu/tests.rs runs the GPU path).
 
 use std::fmt::Write as _;
 
@@ -6,7 +6,7 @@ use super::*;
 
 /// Two classes: `blobs` are linearly separable Gaussian clouds; `rings` are an inner disc and
 /// an outer ring, which no linear model separates.
-fn table(dir: &Path, name: &str, rows: usize, rings: bool, seed: u64) -> PathBuf {
+pub(super) fn table(dir: &Path, name: &str, rows: usize, rings: bool, seed: u64) -> PathBuf {
     let mut rng = Rng::new(seed);
     let mut text = String::from("x1,x2,noise,label\n");
     for _ in 0..rows {
@@ -27,7 +27,7 @@ fn table(dir: &Path, name: &str, rows: usize, rings: bool, seed: u64) -> PathBuf
     path
 }
 
-fn spec(dir: &Path, data: PathBuf, model: ModelKind) -> TrainSpec {
+pub(super) fn spec(dir: &Path, data: PathBuf, model: ModelKind) -> TrainSpec {
     TrainSpec {
         data,
         validation_data: None,
@@ -47,7 +47,7 @@ fn spec(dir: &Path, data: PathBuf, model: ModelKind) -> TrainSpec {
 }
 
 fn run(spec: &TrainSpec) -> Result<Trained, ExecError> {
-    train_cpu(spec, &AtomicBool::new(false), &|_| {})
+    train(spec, &AtomicBool::new(false), &|_| {})
 }
 
 #[test]
@@ -135,15 +135,15 @@ fn bad_input_gets_a_clear_error() {
     s.epochs = 0;
     assert!(run(&s).unwrap_err().message.contains("at least 1"));
     s.epochs = 3;
-    let stopped = train_cpu(&s, &AtomicBool::new(true), &|_| {}).unwrap_err();
+    let stopped = train(&s, &AtomicBool::new(true), &|_| {}).unwrap_err();
     assert_eq!(stopped.kind, crate::ErrorKind::Cancelled);
 }
 
 #[test]
 fn auc_counts_ranks_and_ties() {
-    assert_eq!(auc(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]), Some(0.75));
-    assert_eq!(auc(&[0.5, 0.5], &[0, 1]), Some(0.5));
-    assert_eq!(auc(&[0.2, 0.9], &[1, 1]), None);
+    assert_eq!(data::auc(&[0.1, 0.4, 0.35, 0.8], &[0, 0, 1, 1]), Some(0.75));
+    assert_eq!(data::auc(&[0.5, 0.5], &[0, 1]), Some(0.5));
+    assert_eq!(data::auc(&[0.2, 0.9], &[1, 1]), None);
 }
 
 #[tokio::test]
@@ -172,14 +172,31 @@ async fn the_executor_reports_metrics_and_refuses_a_gpu_it_lacks() {
     assert_eq!(outcome.result, Ok(()));
     assert!(outcome.outputs["accuracy"].as_f64().unwrap() > 0.9);
     assert_eq!(outcome.outputs["loss"].as_array().unwrap().len(), 30);
-    assert_eq!(outcome.outputs["device"], "cpu");
     let log = sink.0.lock().unwrap().clone();
-    assert!(log.contains("training on the CPU") && log.contains("epoch 30/30"), "{log}");
+    assert!(log.contains("epoch 30/30"), "{log}");
+    let probe = gpu::probe();
+    match &probe {
+        // `auto` without a GPU: the CPU, and the log says why.
+        Err(why) => {
+            assert_eq!(outcome.outputs["device"], "cpu");
+            assert!(log.contains(&format!("sluice: no usable GPU ({why}); training on the CPU")), "{log}");
+        }
+        Ok(g) => assert_eq!(outcome.outputs["device"], g.describe()),
+    }
 
+    // `gpu` without one fails, naming the reason; with one it trains there.
     s.device = Device::Gpu;
     let (_switch, rx) = crate::KillSwitch::new();
     let outcome = TrainExecutor.execute(request(s), sink, rx).await;
-    let e = outcome.result.unwrap_err();
-    assert_eq!(e.kind, crate::ErrorKind::Fatal);
-    assert!(e.message.contains("device: gpu"), "{}", e.message);
+    match probe {
+        Err(why) => {
+            let e = outcome.result.unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::Fatal);
+            assert!(e.message.contains("asks for `device: gpu`") && e.message.contains(&why), "{}", e.message);
+        }
+        Ok(g) => {
+            assert_eq!(outcome.result, Ok(()));
+            assert_eq!(outcome.outputs["device"], g.describe());
+        }
+    }
 }
