@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Set-up: the Rust toolchain, a private Docker Engine for the container tests and clang with
-# wasi-libc for the C plugins (both installed from Debian's packages when missing), so that a
-# fresh machine passes as it is.
+# Set-up: the Rust toolchain, a private Docker Engine for the container tests, clang with
+# wasi-libc for the C plugins (both installed from Debian's packages when missing) and NVRTC
+# for the GPU kernels' compile test (from PyPI), so that a fresh machine passes as it is.
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tests/run.sh: cargo is not installed; install Rust (https://rustup.rs) first" >&2
   exit 1
@@ -29,6 +29,13 @@ say "plugins (C plugins built to WASM with Debian's clang + wasi-libc)"
 bash plugins/build.sh
 # The tests that use them fail rather than skip when they are missing.
 export SLUICE_REQUIRE_PLUGINS=1
+
+say "nvrtc (NVIDIA's runtime compiler, for the GPU kernels' compile test; no GPU needed)"
+source tests/nvrtc.sh
+provide_nvrtc
+# That test fails rather than skips without it. The other GPU tests skip loudly without a GPU
+# (CI has none); SLUICE_REQUIRE_GPU=1 makes them fail instead, on a GPU machine.
+export SLUICE_REQUIRE_NVRTC=1
 
 say "format"
 cargo fmt --all -- --check

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::json;
-use sluice_worker::{ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor, nvidia_driver};
+use sluice_worker::{ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor, gpu_slots, gpu_status, nvidia_driver};
 
 use crate::Output;
 
@@ -23,7 +23,8 @@ pub(crate) fn doctor(
         .build()?
         .block_on(async { ContainerExecutor::new(config).probe().await });
     let wasm = WasmExecutor::new(WasmConfig::in_data_dir(&std::path::absolute(data_dir)?)).probe();
-    let gpu = nvidia_driver();
+    let driver = nvidia_driver();
+    let gpu = gpu_status();
     if output == Output::Json {
         let doc = json!({
             "process": {"ok": true},
@@ -36,8 +37,8 @@ pub(crate) fn doctor(
                 Err(e) => json!({"ok": false, "error": e.message}),
             },
             "gpu": match &gpu {
-                Some(driver) => json!({"ok": true, "driver": driver, "trainer": "cpu only: the GPU path is not built yet"}),
-                None => json!({"ok": false, "error": "no NVIDIA driver is loaded"}),
+                Ok(device) => json!({"ok": true, "device": device, "driver": driver, "slots": gpu_slots()}),
+                Err(e) => json!({"ok": false, "error": e, "driver": driver, "trainer": "train: steps run on the CPU (device: auto) or fail (device: gpu)"}),
             },
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -59,14 +60,12 @@ pub(crate) fn doctor(
             Err(e) => println!("wasm       unavailable: {}", e.message),
         }
         match &gpu {
-            Some(driver) => {
-                println!(
-                    "gpu        driver found: {driver} (train: steps run on the CPU: the GPU path is not built yet)"
-                )
-            }
-            None => {
-                println!("gpu        unavailable: no NVIDIA driver is loaded (/proc/driver/nvidia/version)")
-            }
+            Ok(device) => println!(
+                "gpu        ok: {device}, {} slot(s) in the GPU pool{}",
+                gpu_slots(),
+                driver.as_ref().map_or(String::new(), |d| format!("; {d}"))
+            ),
+            Err(e) => println!("gpu        unavailable: {e} (train: steps run on the CPU)"),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -66,10 +66,13 @@ impl EngineOptions {
     }
 }
 
-/// Pools sized for this machine: 4 cpu slots per core, all of its memory, no GPUs.
+/// Pools sized for this machine: 4 cpu slots per core, all of its memory, one slot per GPU
+/// the NVIDIA driver lists (and `CUDA_VISIBLE_DEVICES` allows).
 pub fn default_capacity() -> Capacity {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    Capacity { slots: 64, cpu: (cores * 4).max(4), memory: total_memory().unwrap_or(u64::MAX / 2), gpu: 0 }
+    Capacity { slots: 64, cpu: (cores * 4).max(4), memory: total_memory().unwrap_or(u64::MAX / 2),
+        gpu: sluice_worker::gpu_slots(),
+    }
 }
 
 fn total_memory() -> Option<u64> {

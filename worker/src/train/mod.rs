@@ -7,6 +7,7 @@
 //! NVRTC kernels through cudarc). `device: auto` uses a GPU when the probe finds one usable and
 //! says in the step log why it trains on the CPU otherwise; `device: gpu` fails without one.
 
+mod bench;
 mod data;
 mod fit;
 mod gpu;
@@ -25,6 +26,7 @@ use crate::executor::{
     AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, ExecSpec, Executor, KillSignal, LogStream,
     wait_for_kill,
 };
+pub use bench::{Throughput, throughput};
 use fit::{CpuFit, Fit};
 use net::{Head, Net, Optimizer, Rng};
 
@@ -270,6 +272,18 @@ pub fn gpu_status() -> Result<String, String> {
 /// scheduler's GPU pool.
 pub fn gpu_count() -> usize {
     gpu::device_count().unwrap_or(0)
+}
+
+/// GPU slots for the scheduler's pool: the GPUs the NVIDIA kernel driver lists
+/// (/proc/driver/nvidia/gpus), no more than `CUDA_VISIBLE_DEVICES` names. Cheap (no CUDA
+/// initialization), so every engine can size its pool with it; whether CUDA is usable is
+/// `gpu_status`'s question.
+pub fn gpu_slots() -> u32 {
+    let listed = std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count()) as u32;
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) => listed.min(v.split(',').filter(|d| !d.trim().is_empty() && !d.trim().starts_with('-')).count() as u32),
+        Err(_) => listed,
+    }
 }
 
 /// The NVIDIA driver's version line, if its kernel module is loaded.
