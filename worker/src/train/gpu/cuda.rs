@@ -184,7 +184,10 @@ pub(crate) struct Cuda {
 
 impl Cuda {
     pub(crate) fn new(gpu: &Gpu) -> Result<Self, ExecError> {
-        let stream = gpu.ctx.default_stream();
+        // Training runs on one thread from here on; cuBLAS uses the thread's current context.
+        gpu.ctx.bind_to_thread().map_err(cuda_err("context"))?;
+        // A stream of its own, so that steps training at once on one GPU do not wait on each other.
+        let stream = gpu.ctx.new_stream().map_err(cuda_err("stream"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| ExecError::fatal(format!("cuBLAS: {e}")))?;
         let ptx = ptx().map_err(ExecError::fatal)?;
         let module = gpu.ctx.load_module(Ptx::from_src(ptx)).map_err(cuda_err("module load"))?;

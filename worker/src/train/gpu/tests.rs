@@ -190,7 +190,7 @@ fn gpu_or_skip(test: &str) -> Option<Gpu> {
             use std::io::Write;
             let _ = writeln!(
                 std::io::stderr(),
-                "\n*** SKIPPED {test}: no usable GPU ({why}). The GPU path is tested on a machine with CUDA (DEVELOPERS.md). ***\n"
+                "\n*** SKIPPED {test}: no usable GPU ({why}). On a machine with CUDA: `bash benches/train_gpu.sh`. ***\n"
             );
             None
         }
