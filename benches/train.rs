@@ -48,7 +48,8 @@ fn main() {
     if !full {
         println!("smoke run (use `cargo bench --bench train` for the figures)");
     }
-    let cpu = if on("cpu") { rate(Device::Cpu, size("TRAIN_BENCH_CPU_ROWS", 16_384, 256), epochs) } else { None };
+    let cpu =
+        if on("cpu") { rate(Device::Cpu, size("TRAIN_BENCH_CPU_ROWS", 16_384, 256), epochs) } else { None };
     let gpu = if on("gpu") {
         match sluice_worker::gpu_status() {
             Ok(_) => rate(Device::Gpu, size("TRAIN_BENCH_GPU_ROWS", 1_000_000, 4096), epochs),

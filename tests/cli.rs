@@ -237,7 +237,11 @@ fn graph_schema_and_bad_input() {
         "gpu.yaml",
         "name: g\nsteps:\n  t: { resources: { gpu: 1 }, process: { command: [\"true\"] } }\n",
     );
-    assert_clean_error(&sb.sluice(&["run", "--gpus", "0", gpu.to_str().unwrap()]), 2, "asks for 1 GPUs but the pool has 0");
+    assert_clean_error(
+        &sb.sluice(&["run", "--gpus", "0", gpu.to_str().unwrap()]),
+        2,
+        "asks for 1 GPUs but the pool has 0",
+    );
 }
 
 #[test]

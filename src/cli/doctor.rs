@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::json;
-use sluice_worker::{ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor, gpu_slots, gpu_status, nvidia_driver};
+use sluice_worker::{
+    ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor, gpu_slots, gpu_status, nvidia_driver,
+};
 
 use crate::Output;
 

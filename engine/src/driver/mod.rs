@@ -70,7 +70,10 @@ impl EngineOptions {
 /// the NVIDIA driver lists (and `CUDA_VISIBLE_DEVICES` allows).
 pub fn default_capacity() -> Capacity {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    Capacity { slots: 64, cpu: (cores * 4).max(4), memory: total_memory().unwrap_or(u64::MAX / 2),
+    Capacity {
+        slots: 64,
+        cpu: (cores * 4).max(4),
+        memory: total_memory().unwrap_or(u64::MAX / 2),
         gpu: sluice_worker::gpu_slots(),
     }
 }

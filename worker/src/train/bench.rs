@@ -37,7 +37,10 @@ pub fn throughput(
     let mut rng = Rng::new(1);
     let w: Vec<f32> = (0..features).map(|_| rng.normal() as f32).collect();
     let x: Vec<f32> = (0..rows * features).map(|_| rng.normal() as f32).collect();
-    let y = x.chunks(features).map(|r| u32::from(r.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>() > 0.0)).collect();
+    let y = x
+        .chunks(features)
+        .map(|r| u32::from(r.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>() > 0.0))
+        .collect();
     let table = Table { x, y, rows };
     let mut sizes = vec![features];
     sizes.extend(hidden);

@@ -143,7 +143,6 @@ pub(super) fn auc(scores: &[f32], y: &[u32]) -> Option<f64> {
     Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
 }
 
-
 /// The tables a training run works on, standardized by the training rows' statistics.
 pub(super) struct Prepared {
     pub train: Table,

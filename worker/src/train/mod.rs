@@ -281,7 +281,8 @@ pub fn gpu_count() -> usize {
 pub fn gpu_slots() -> u32 {
     let listed = std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count()) as u32;
     match std::env::var("CUDA_VISIBLE_DEVICES") {
-        Ok(v) => listed.min(v.split(',').filter(|d| !d.trim().is_empty() && !d.trim().starts_with('-')).count() as u32),
+        Ok(v) => listed
+            .min(v.split(',').filter(|d| !d.trim().is_empty() && !d.trim().starts_with('-')).count() as u32),
         Err(_) => listed,
     }
 }
@@ -317,7 +318,8 @@ impl Executor for TrainExecutor {
                 tokio::task::spawn_blocking(move || {
                     let log = |line: &str| {
                         // The device choice is Sluice's own note; epochs are the trainer's output.
-                        let stream = if line.starts_with("sluice: ") { LogStream::System } else { LogStream::Stderr };
+                        let stream =
+                            if line.starts_with("sluice: ") { LogStream::System } else { LogStream::Stderr };
                         sink.log(stream, format!("{line}\n").as_bytes())
                     };
                     train(&spec, &stop, &log)

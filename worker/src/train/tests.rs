@@ -192,7 +192,11 @@ async fn the_executor_reports_metrics_and_refuses_a_gpu_it_lacks() {
         Err(why) => {
             let e = outcome.result.unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::Fatal);
-            assert!(e.message.contains("asks for `device: gpu`") && e.message.contains(&why), "{}", e.message);
+            assert!(
+                e.message.contains("asks for `device: gpu`") && e.message.contains(&why),
+                "{}",
+                e.message
+            );
         }
         Ok(g) => {
             assert_eq!(outcome.result, Ok(()));

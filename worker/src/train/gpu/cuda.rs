@@ -98,7 +98,10 @@ pub(crate) fn probe() -> Result<Gpu, String> {
         .get_or_init(|| {
             let count = device_count()?;
             let ordinal = match std::env::var("SLUICE_CUDA_DEVICE") {
-                Ok(v) => v.trim().parse::<usize>().map_err(|_| format!("SLUICE_CUDA_DEVICE={v} is not a device number"))?,
+                Ok(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("SLUICE_CUDA_DEVICE={v} is not a device number"))?,
                 Err(_) => 0,
             };
             if ordinal >= count {
@@ -260,8 +263,10 @@ impl Backend for Cuda {
         holds(a, span(g.ta, g.m, g.k, g.lda), "sgemm A")?;
         holds(b, span(g.tb, g.k, g.n, g.ldb), "sgemm B")?;
         holds(c, span(Trans::N, g.m, g.n, g.ldc), "sgemm C")?;
-        let op = |t| if t == Trans::N { cublasOperation_t::CUBLAS_OP_N } else { cublasOperation_t::CUBLAS_OP_T };
-        let int = |v: usize| i32::try_from(v).map_err(|_| ExecError::fatal(format!("matrix side {v} too large")));
+        let op =
+            |t| if t == Trans::N { cublasOperation_t::CUBLAS_OP_N } else { cublasOperation_t::CUBLAS_OP_T };
+        let int =
+            |v: usize| i32::try_from(v).map_err(|_| ExecError::fatal(format!("matrix side {v} too large")));
         let cfg = GemmConfig {
             transa: op(g.ta),
             transb: op(g.tb),
@@ -347,11 +352,18 @@ impl Backend for Cuda {
         holds(out, slot + 1, "sum output")?;
         let (n, square, slot) = (u(len)?, i32::from(square), u(slot)?);
         // One block of exactly THREADS threads: the kernel's reduction assumes it.
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
+        let one =
+            LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS as u32, 1, 1), shared_mem_bytes: 0 };
         launch!(self, sum_into, one, v, &n, &square, &scale, out, &slot)
     }
 
-    fn col_sum(&mut self, m: &Self::Buf, rows: usize, cols: usize, out: &mut Self::Buf) -> Result<(), ExecError> {
+    fn col_sum(
+        &mut self,
+        m: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        out: &mut Self::Buf,
+    ) -> Result<(), ExecError> {
         holds(m, rows * cols, "matrix")?;
         holds(out, cols, "column sums")?;
         let (r, c) = (u(rows)?, u(cols)?);
@@ -380,14 +392,38 @@ impl Backend for Cuda {
         }
         let n = u(len)?;
         match rule {
-            Rule::Sgd { lr, momentum } => launch!(self, sgd_update, grid(len), w, g, m, &n, &lr, &momentum, &l2),
+            Rule::Sgd { lr, momentum } => {
+                launch!(self, sgd_update, grid(len), w, g, m, &n, &lr, &momentum, &l2)
+            }
             Rule::Adam { lr, beta1, beta2, eps, c1, c2 } => {
-                launch!(self, adam_update, grid(len), w, g, m, v, &n, &lr, &beta1, &beta2, &eps, &c1, &c2, &l2)
+                launch!(
+                    self,
+                    adam_update,
+                    grid(len),
+                    w,
+                    g,
+                    m,
+                    v,
+                    &n,
+                    &lr,
+                    &beta1,
+                    &beta2,
+                    &eps,
+                    &c1,
+                    &c2,
+                    &l2
+                )
             }
         }
     }
 
-    fn probabilities(&mut self, head: Head, s: &mut Self::Buf, rows: usize, k: usize) -> Result<(), ExecError> {
+    fn probabilities(
+        &mut self,
+        head: Head,
+        s: &mut Self::Buf,
+        rows: usize,
+        k: usize,
+    ) -> Result<(), ExecError> {
         holds(s, rows * k, "scores")?;
         let (r, k32, sigmoid) = (u(rows)?, u(k)?, i32::from(head == Head::Sigmoid));
         launch!(self, probabilities, grid(rows), s, &r, &k32, &sigmoid)

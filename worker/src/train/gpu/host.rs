@@ -1,5 +1,7 @@
 //! A host mirror of the device operations, for tests: each operation does what its kernel
 //! (or cuBLAS call) does, element by element, with cuBLAS's column-major sgemm conventions.
+// The loops index like the kernels' threads do, on purpose.
+#![allow(clippy::needless_range_loop)]
 
 use super::{Backend, Gemm, Rule, Trans};
 use crate::error::ExecError;
@@ -155,7 +157,13 @@ impl Backend for Host {
         Ok(())
     }
 
-    fn col_sum(&mut self, m: &Vec<f32>, rows: usize, cols: usize, out: &mut Vec<f32>) -> Result<(), ExecError> {
+    fn col_sum(
+        &mut self,
+        m: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ExecError> {
         self.count("kernel");
         for c in 0..cols {
             out[c] = (0..rows).map(|r| m[r * cols + c]).sum();
@@ -201,7 +209,13 @@ impl Backend for Host {
         Ok(())
     }
 
-    fn probabilities(&mut self, head: Head, s: &mut Vec<f32>, rows: usize, k: usize) -> Result<(), ExecError> {
+    fn probabilities(
+        &mut self,
+        head: Head,
+        s: &mut Vec<f32>,
+        rows: usize,
+        k: usize,
+    ) -> Result<(), ExecError> {
         self.count("kernel");
         for r in 0..rows {
             match head {

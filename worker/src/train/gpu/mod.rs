@@ -71,9 +71,19 @@ impl Gemm {
 /// An optimizer step's constants.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Rule {
-    Sgd { lr: f32, momentum: f32 },
+    Sgd {
+        lr: f32,
+        momentum: f32,
+    },
     /// `c1`, `c2`: the bias corrections `1 - beta^step`.
-    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, c1: f32, c2: f32 },
+    Adam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        c1: f32,
+        c2: f32,
+    },
 }
 
 /// The operations the GPU trainer is made of. Buffers are the device's; every operation is
@@ -138,7 +148,13 @@ pub(crate) trait Backend {
         slot: usize,
     ) -> Result<(), ExecError>;
     /// `out[c] = sum over r of m[r][c]`.
-    fn col_sum(&mut self, m: &Self::Buf, rows: usize, cols: usize, out: &mut Self::Buf) -> Result<(), ExecError>;
+    fn col_sum(
+        &mut self,
+        m: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        out: &mut Self::Buf,
+    ) -> Result<(), ExecError>;
     /// `delta[i] = 0` where `act[i] <= 0`.
     fn relu_mask(&mut self, delta: &mut Self::Buf, act: &Self::Buf, len: usize) -> Result<(), ExecError>;
     /// One optimizer step of a tensor; `l2 * w` is added to the gradient first.
@@ -154,7 +170,13 @@ pub(crate) trait Backend {
         l2: f32,
     ) -> Result<(), ExecError>;
     /// Scores to probabilities in place: sigmoid, or softmax over each row of `k`.
-    fn probabilities(&mut self, head: Head, s: &mut Self::Buf, rows: usize, k: usize) -> Result<(), ExecError>;
+    fn probabilities(
+        &mut self,
+        head: Head,
+        s: &mut Self::Buf,
+        rows: usize,
+        k: usize,
+    ) -> Result<(), ExecError>;
 }
 
 /// A parameter tensor with its gradient and optimizer moments.
@@ -260,7 +282,15 @@ impl<B: Backend> DeviceFit<B> {
         self.forward(n)?;
         let last = self.layers.len() - 1;
         let k = self.layers[last].outputs;
-        self.be.head_loss(self.head, &self.acts[last], &self.yb, n, k, &mut self.deltas[last], &mut self.row_loss)?;
+        self.be.head_loss(
+            self.head,
+            &self.acts[last],
+            &self.yb,
+            n,
+            k,
+            &mut self.deltas[last],
+            &mut self.row_loss,
+        )?;
         self.be.sum_into(&self.row_loss, n, false, 1.0 / n as f32, slots, slot)?;
         if self.hyper.l2 != 0.0 {
             for l in &self.layers {
@@ -360,6 +390,11 @@ impl<B: Backend> Fit for DeviceFit<B> {
 }
 
 /// The CUDA trainer for `net` on `gpu`, with the training table uploaded.
-pub(crate) fn start(gpu: &Gpu, net: &Net, train: &Table, hyper: Hyper) -> Result<DeviceFit<cuda::Cuda>, ExecError> {
+pub(crate) fn start(
+    gpu: &Gpu,
+    net: &Net,
+    train: &Table,
+    hyper: Hyper,
+) -> Result<DeviceFit<cuda::Cuda>, ExecError> {
     DeviceFit::new(cuda::Cuda::new(gpu)?, net, train, hyper)
 }

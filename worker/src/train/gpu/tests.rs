@@ -38,7 +38,11 @@ fn cases() -> Vec<Case> {
     let adam = Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     vec![
         Case { sizes: vec![5, 1], head: Head::Sigmoid, hyper: hyper(32, 0.05, 0.01, adam) },
-        Case { sizes: vec![5, 7, 6, 3], head: Head::Softmax, hyper: hyper(32, 0.05, 1e-3, Optimizer::Sgd { momentum: 0.9 }) },
+        Case {
+            sizes: vec![5, 7, 6, 3],
+            head: Head::Softmax,
+            hyper: hyper(32, 0.05, 1e-3, Optimizer::Sgd { momentum: 0.9 }),
+        },
         Case { sizes: vec![5, 9, 2], head: Head::Softmax, hyper: hyper(50, 0.01, 0.0, adam) },
     ]
 }
@@ -102,7 +106,8 @@ fn gradients_match_cpu_path<B: Backend>(make: impl Fn() -> B, tol: f64) {
             let gw = dev.be.download(&l.w.grad, l.w.len).unwrap();
             let gb = dev.be.download(&l.b.grad, l.b.len).unwrap();
             // The device adds L2 in the update, not in the gradient.
-            let want: Vec<f32> = grads.w[i].iter().zip(&net.layers[i].w).map(|(g, w)| g - c.hyper.l2 * w).collect();
+            let want: Vec<f32> =
+                grads.w[i].iter().zip(&net.layers[i].w).map(|(g, w)| g - c.hyper.l2 * w).collect();
             let scale = want.iter().map(|g| g.abs() as f64).fold(1e-3, f64::max);
             assert!(max_diff(&want, &gw) / scale < tol, "{:?} layer {i} weight gradient", c.sizes);
             assert!(max_diff(&grads.b[i], &gb) / scale < tol, "{:?} layer {i} bias gradient", c.sizes);
