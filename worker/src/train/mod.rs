@@ -95,7 +95,7 @@ pub struct Trained {
 }
 
 /// Where a step trains: the GPU it may use, or the CPU (with the reason when it wanted a GPU).
-fn choose_device(spec: &TrainSpec, log: &dyn Fn(&str)) -> Result<Option<gpu::Gpu>, ExecError> {
+fn choose_device(spec: &TrainSpec, log: &dyn Fn(LogStream, &str)) -> Result<Option<gpu::Gpu>, ExecError> {
     match spec.device {
         Device::Cpu => Ok(None),
         Device::Gpu => gpu::probe().map(Some).map_err(|why| {
@@ -107,7 +107,7 @@ fn choose_device(spec: &TrainSpec, log: &dyn Fn(&str)) -> Result<Option<gpu::Gpu
         Device::Auto => match gpu::probe() {
             Ok(g) => Ok(Some(g)),
             Err(why) => {
-                log(&format!("sluice: no usable GPU ({why}); training on the CPU"));
+                log(LogStream::System, &format!("sluice: no usable GPU ({why}); training on the CPU"));
                 Ok(None)
             }
         },
@@ -116,8 +116,13 @@ fn choose_device(spec: &TrainSpec, log: &dyn Fn(&str)) -> Result<Option<gpu::Gpu
 
 /// Trains where `spec.device` says: on the GPU through CUDA when one is usable (and asked
 /// for or allowed), else on the CPU. `stop` is looked at between batches; `log` gets the
-/// device choice and a line per epoch.
-pub fn train(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Trained, ExecError> {
+/// device choice (Sluice's own `System` lines) and the trainer's lines (`Stderr`): the
+/// device, then one per epoch.
+pub fn train(
+    spec: &TrainSpec,
+    stop: &AtomicBool,
+    log: &dyn Fn(LogStream, &str),
+) -> Result<Trained, ExecError> {
     if spec.epochs == 0 || spec.batch_size == 0 {
         return Err(ExecError::fatal("`epochs` and `batch_size` must be at least 1"));
     }
@@ -149,14 +154,17 @@ pub fn train(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<
         Some(g) => match gpu::start(&g, &net, &train, hyper) {
             Ok(f) => Box::new(f),
             Err(e) if spec.device == Device::Auto => {
-                log(&format!("sluice: the GPU could not start ({e}); training on the CPU"));
+                log(
+                    LogStream::System,
+                    &format!("sluice: the GPU could not start ({e}); training on the CPU"),
+                );
                 Box::new(CpuFit::new(net, &train, hyper))
             }
             Err(e) => return Err(e),
         },
     };
     let device = fit.device();
-    log(&format!("training on {device}"));
+    log(LogStream::Stderr, &format!("training on {device}"));
 
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
     let mut epoch_loss = Vec::with_capacity(spec.epochs);
@@ -166,7 +174,7 @@ pub fn train(spec: &TrainSpec, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<
         if !mean_loss.is_finite() {
             return Err(fit::diverged(mean_loss));
         }
-        log(&format!("epoch {epoch}/{}: loss {mean_loss:.6}", spec.epochs));
+        log(LogStream::Stderr, &format!("epoch {epoch}/{}: loss {mean_loss:.6}", spec.epochs));
         epoch_loss.push(mean_loss);
     }
 
@@ -268,12 +276,6 @@ pub fn gpu_status() -> Result<String, String> {
     gpu::probe().map(|g| g.describe())
 }
 
-/// How many GPUs the CUDA driver sees (0 when CUDA is not usable): the default size of the
-/// scheduler's GPU pool.
-pub fn gpu_count() -> usize {
-    gpu::device_count().unwrap_or(0)
-}
-
 /// GPU slots for the scheduler's pool: the GPUs the NVIDIA kernel driver lists
 /// (/proc/driver/nvidia/gpus), no more than `CUDA_VISIBLE_DEVICES` names. Cheap (no CUDA
 /// initialization), so every engine can size its pool with it; whether CUDA is usable is
@@ -316,12 +318,7 @@ impl Executor for TrainExecutor {
             let job = {
                 let (stop, sink) = (stop.clone(), sink.clone());
                 tokio::task::spawn_blocking(move || {
-                    let log = |line: &str| {
-                        // The device choice is Sluice's own note; epochs are the trainer's output.
-                        let stream =
-                            if line.starts_with("sluice: ") { LogStream::System } else { LogStream::Stderr };
-                        sink.log(stream, format!("{line}\n").as_bytes())
-                    };
+                    let log = |stream, line: &str| sink.log(stream, format!("{line}\n").as_bytes());
                     train(&spec, &stop, &log)
                 })
             };

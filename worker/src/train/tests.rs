@@ -47,7 +47,7 @@ pub(super) fn spec(dir: &Path, data: PathBuf, model: ModelKind) -> TrainSpec {
 }
 
 fn run(spec: &TrainSpec) -> Result<Trained, ExecError> {
-    train(spec, &AtomicBool::new(false), &|_| {})
+    train(spec, &AtomicBool::new(false), &|_, _| {})
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn bad_input_gets_a_clear_error() {
     s.epochs = 0;
     assert!(run(&s).unwrap_err().message.contains("at least 1"));
     s.epochs = 3;
-    let stopped = train(&s, &AtomicBool::new(true), &|_| {}).unwrap_err();
+    let stopped = train(&s, &AtomicBool::new(true), &|_, _| {}).unwrap_err();
     assert_eq!(stopped.kind, crate::ErrorKind::Cancelled);
 }
 

@@ -19,7 +19,9 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub(crate) use cuda::{Gpu, device_count, probe};
+#[cfg(test)]
+use cuda::device_count;
+pub(crate) use cuda::{Gpu, probe};
 
 use super::data::Table;
 use super::fit::{Fit, Hyper, stopped};
