@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_engine::driver::{Engine, EngineOptions, Fault, resolve_params};
+use sluice_engine::driver::{Engine, EngineOptions, Fault};
 use sluice_engine::scheduler::RunState;
 use sluice_engine::spec::ByteSize;
 use tokio::sync::{mpsc, watch};
@@ -182,7 +182,7 @@ fn report(engine: &Engine, output: Output, states: &[(u64, RunState)]) -> anyhow
 pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = super::spec::load(&args.file)?;
     let params =
-        resolve_params(&plan, &args.params).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
+        plan.spec.resolve_params(&args.params).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
     let engine = open(data_dir, &args.engine)?;
     let orphans = engine.orphaned_runs()?;
     let plan = std::sync::Arc::new(plan);

@@ -3,10 +3,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use sluice_engine::server::clock::SystemClock;
 use sluice_engine::server::{ServeOptions, serve as serve_engine};
 use sluice_engine::spec::ByteSize;
 
@@ -53,7 +51,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
                 );
             }
         });
-        serve_engine(engine, opts, Arc::new(SystemClock), stop, Some(tx)).await?;
+        serve_engine(engine, opts, stop, Some(tx)).await?;
         eprintln!("sluice: stopped; runs that were going resume when the server starts again");
         anyhow::Ok(())
     })?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Diagnostic;
 use crate::scheduler::StepIx;
 use crate::spec::source::{SourceMap, push_pointer};
-use crate::spec::{EXECUTOR_KEYS, ParamType, Pipeline, Step};
+use crate::spec::{EXECUTOR_KEYS, Pipeline, Step};
 use crate::template;
 
 /// Upstream and downstream adjacency by step index.
@@ -148,30 +148,10 @@ fn check_params(spec: &Pipeline, cx: &mut Ctx) {
             cx.at_key(&pp, format!("parameter name `{name}` must start with a letter or `_` and hold only letters, digits and `_`"));
         }
         if let Some(default) = &p.default
-            && let Err(why) = check_param_value(p.kind, default)
+            && let Err(why) = p.kind.check(default)
         {
             cx.at(&push_pointer(&pp, "default"), format!("the default of parameter `{name}` {why}"));
         }
-    }
-}
-
-/// Whether a JSON value has a parameter's type.
-pub(crate) fn check_param_value(kind: ParamType, v: &Value) -> Result<(), String> {
-    let ok = match kind {
-        ParamType::String => v.is_string(),
-        ParamType::Number => v.is_number(),
-        ParamType::Integer => v.is_i64() || v.is_u64(),
-        ParamType::Boolean => v.is_boolean(),
-        ParamType::List => v.is_array(),
-        ParamType::Object => v.is_object(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "must be of type {}, but it is {v}",
-            serde_json::to_string(&kind).unwrap_or_default().trim_matches('"')
-        ))
     }
 }
 

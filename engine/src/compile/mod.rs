@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub(crate) use checks::check_param_value;
 pub use diagnostic::Diagnostic;
 pub use export::{to_dot, to_mermaid};
 pub use triggers::{MAX_CATCHUP, valid_source};

@@ -2,7 +2,6 @@
 //! matchers, and the parameters they give runs.
 
 use super::checks::Ctx;
-use crate::driver::json_value;
 use crate::spec::source::push_pointer;
 use crate::spec::{Catchup, Pipeline};
 use crate::template;
@@ -34,7 +33,7 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
                     format!("the schedule gives `{name}`, which is not a parameter of this pipeline"),
                 ),
                 Some(p) => {
-                    if let Err(why) = json_value(p.kind, value) {
+                    if let Err(why) = p.kind.coerce(value) {
                         cx.at(&pp, format!("the schedule's value of `{name}`: {why}"));
                     }
                 }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::runloop::Notes;
-use super::{Engine, EngineError, Result, now_ms};
+use super::{Engine, EngineError, Result};
 use crate::compile::Plan;
 use crate::scheduler::{Event, StepIx, StepState};
 use crate::store::{Claim, DagRecord, EventRecord, FORMAT_VERSION, RunRecord};
@@ -48,7 +47,7 @@ impl Engine {
     /// Records a new run (its DAG version, run record, claimed key and prelude), durably:
     /// one flush for all of it.
     pub fn create_run_with(&self, plan: &Arc<Plan>, new: NewRun) -> Result<Created> {
-        let now = now_ms();
+        let now = self.now_ms();
         for step in plan.core.iter() {
             if let Some(why) = self.opts.capacity.misfit(&step.resources) {
                 return Err(EngineError::Invalid(format!("this run can never start: {why}")));
@@ -96,12 +95,8 @@ impl Engine {
     /// every step after it, and every step that did not succeed (with the steps after them)
     /// run again; the others keep their outputs.
     pub fn retry_prelude(&self, original: u64, from: &str) -> Result<(Arc<Plan>, RunRecord, Vec<Event>)> {
-        let mut notes = Notes::default();
-        let replayed = self.replay(original, |_, e, accepted, _| {
-            if accepted {
-                notes.note(&e.event);
-            }
-        })?;
+        let replayed = self.replay(original, |_, _, _, _| {})?;
+        let notes = &replayed.notes;
         let plan = replayed.plan.clone();
         let state = replayed.machine.state();
         if !state.is_terminal() {

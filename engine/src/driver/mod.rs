@@ -3,8 +3,8 @@
 //! admission, executors, timers and kills.
 
 mod create;
-mod params;
 mod render;
+mod replay;
 mod report;
 mod runloop;
 mod sink;
@@ -16,16 +16,16 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub use create::{Created, NewRun};
-pub(crate) use params::json_value;
-pub use params::{resolve_params, resolve_values};
+pub use replay::{Notes, Replayed};
 pub use report::{AttemptReport, RunReport, StepReport};
 pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 
+use crate::clock::{Clock, SystemClock};
 use crate::compile::{Diagnostic, Plan, compile_source};
-use crate::scheduler::{Action, Capacity, RunMachine, RunState};
+use crate::scheduler::{Capacity, RunState};
 use crate::spec::source::Format;
-use crate::store::{EventRecord, RunRecord, Store, StoreError};
+use crate::store::{RunRecord, Store, StoreError};
 use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 
 /// Errors of the engine.
@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub fault: Option<Fault>,
     /// The Docker Engine for container steps; `DOCKER_HOST` when not set.
     pub docker_host: Option<String>,
+    /// Where the engine reads the time (timers, run records, cooldown windows).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl EngineOptions {
@@ -62,6 +64,7 @@ impl EngineOptions {
             grace: Duration::from_secs(10),
             fault: None,
             docker_host: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -83,10 +86,6 @@ fn total_memory() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// An engine over one data folder.
@@ -124,6 +123,21 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Replaces the clock (tests run the engine on paused tokio time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.opts.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.opts.clock
+    }
+
+    /// The time now, in ms since the epoch, from the engine's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.opts.clock.now_ms()
     }
 
     /// Records a new run of `plan` (its DAG version, run record and `Start` event), durably.
@@ -174,36 +188,4 @@ impl Engine {
             }
         })
     }
-
-    /// Replays a run's event log into a fresh machine: the run's state as of its last event.
-    /// `visit` sees the run's plan and each event, whether the machine took it into account
-    /// (results of stale attempts are dropped) and the actions it produced.
-    pub fn replay(
-        &self,
-        run: u64,
-        mut visit: impl FnMut(&Plan, &EventRecord, bool, &[Action]),
-    ) -> Result<Replayed> {
-        let record = self.store.run(run)?;
-        let plan = self.plan_of(&record)?;
-        let events = self.store.events(run)?;
-        let mut machine = RunMachine::new(plan.core.clone(), run);
-        for e in &events {
-            let accepted = machine.accepts(&e.event);
-            let actions = machine.apply(&e.event, e.at);
-            visit(&plan, e, accepted, &actions);
-        }
-        let next_seq = events.last().map_or(0, |e| e.seq + 1);
-        Ok(Replayed { record, plan, machine, events: events.len(), next_seq })
-    }
-}
-
-/// A run rebuilt from its event log.
-pub struct Replayed {
-    pub record: RunRecord,
-    pub plan: Arc<Plan>,
-    pub machine: RunMachine,
-    /// How many events the log holds.
-    pub events: usize,
-    /// The sequence number the next event gets.
-    pub next_seq: u64,
 }

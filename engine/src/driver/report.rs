@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::runloop::Notes;
 use super::{Engine, Result};
 use crate::scheduler::{Action, Event, Outcome, StepIx, StepState, TimerKind};
 use crate::store::RunRecord;
@@ -51,14 +50,10 @@ pub struct RunReport {
 impl Engine {
     /// The report of run `id`.
     pub fn report(&self, id: u64) -> Result<RunReport> {
-        let mut notes = Notes::default();
         let mut attempts: BTreeMap<(StepIx, u32, u32), AttemptReport> = BTreeMap::new();
         let mut reasons: BTreeMap<StepIx, String> = BTreeMap::new();
         let mut reused: BTreeMap<StepIx, u64> = BTreeMap::new();
-        let replayed = self.replay(id, |plan, e, accepted, actions| {
-            if accepted {
-                notes.note(&e.event);
-            }
+        let replayed = self.replay(id, |plan, e, _, actions| {
             for a in actions {
                 if let Action::Execute { step, item, attempt } = *a {
                     attempts.insert(
@@ -122,7 +117,7 @@ impl Engine {
                 _ => {}
             }
         })?;
-        let (record, plan, machine) = (replayed.record, replayed.plan, replayed.machine);
+        let (record, plan, machine) = (replayed.record.clone(), replayed.plan.clone(), &replayed.machine);
         let steps = plan
             .ids
             .iter()
@@ -134,7 +129,7 @@ impl Engine {
                     state: machine.step_state(ix),
                     reused_from: reused.get(&ix).copied(),
                     attempts: attempts.range((ix, 0, 0)..(ix + 1, 0, 0)).map(|(_, a)| a.clone()).collect(),
-                    outputs: notes.outputs.get(&ix).cloned().unwrap_or(Value::Null),
+                    outputs: replayed.notes.outputs.get(&ix).cloned().unwrap_or(Value::Null),
                     reason: reasons.remove(&ix),
                 }
             })

@@ -5,17 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use sluice_worker::{ErrorKind, ExecutorSet, KillSwitch, LogStream};
 use tokio::sync::{mpsc, watch};
 
 use super::render::{self, RunView};
+use super::replay::Notes;
 use super::sink::StoreSink;
-use super::{Engine, Result, now_ms};
+use super::{Engine, Result};
 use crate::compile::Plan;
 use crate::scheduler::{
-    Action, Admission, Event, KillReason, Outcome, PrepareOutcome, RunMachine, RunState, StepIx, StepState,
-    TimerKind,
+    Action, Admission, Event, KillReason, Outcome, RunMachine, RunState, StepIx, StepState, TimerKind,
 };
 use crate::store::{AttemptKey, EventRecord, FORMAT_VERSION, RunRecord};
 
@@ -75,45 +74,6 @@ struct Active {
     notes: Notes,
     kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
     run_dir_made: bool,
-}
-
-/// What templates need of a run's history: map items and the outputs of accepted results.
-#[derive(Default)]
-pub(super) struct Notes {
-    pub(super) items: HashMap<StepIx, Vec<Value>>,
-    pub(super) outputs: HashMap<StepIx, Value>,
-}
-
-impl Notes {
-    /// Folds an event the machine accepted into the notes.
-    pub(super) fn note(&mut self, event: &Event) {
-        match event {
-            Event::Prepared { step, outcome: PrepareOutcome::Map { items } } => {
-                self.items.insert(*step, items.clone());
-                self.outputs.insert(*step, Value::Array(vec![Value::Null; items.len()]));
-            }
-            Event::Reused { step, items, outputs, .. } => {
-                if let Some(items) = items {
-                    self.items.insert(*step, items.clone());
-                }
-                self.outputs.insert(*step, outputs.clone());
-            }
-            Event::Finished { step, item, outcome: Outcome::Succeeded { outputs }, .. } => {
-                let value = Value::Object(outputs.clone());
-                match self.outputs.get_mut(step) {
-                    Some(Value::Array(list)) if self.items.contains_key(step) => {
-                        if let Some(slot) = list.get_mut(*item as usize) {
-                            *slot = value;
-                        }
-                    }
-                    _ => {
-                        self.outputs.insert(*step, value);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 impl Active {
@@ -255,11 +215,10 @@ impl Engine {
         {
             if d.backlog.is_empty() {
                 let next_timer = d.timers.keys().next().map(|(at, _)| *at);
+                let now = self.now_ms();
                 let sleep = async {
                     match next_timer {
-                        Some(at) => {
-                            tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await
-                        }
+                        Some(at) => tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -314,19 +273,14 @@ impl Engine {
 
 impl Driver<'_> {
     fn load(&mut self, id: u64, intent: Intent) -> Result<()> {
-        let mut noted = Notes::default();
-        let r = self.engine.replay(id, |_, e, accepted, _| {
-            if accepted {
-                noted.note(&e.event);
-            }
-        })?;
+        let r = self.engine.replay(id, |_, _, _, _| {})?;
         let plan = r.plan.clone();
         let active = Active {
             plan: r.plan,
             machine: r.machine,
             record: r.record,
             next_seq: r.next_seq,
-            notes: noted,
+            notes: r.notes,
             kills: HashMap::new(),
             run_dir_made: false,
         };
@@ -386,7 +340,7 @@ impl Driver<'_> {
     }
 
     fn fire_timers(&mut self) {
-        let now = now_ms();
+        let now = self.engine.now_ms();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -419,7 +373,7 @@ impl Driver<'_> {
         if self.backlog.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.engine.now_ms();
         let store = self.engine.store().clone();
         let mut external: Vec<(u64, Action)> = Vec::new();
         loop {

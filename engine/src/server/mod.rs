@@ -8,7 +8,6 @@
 
 mod api;
 pub mod catalog;
-pub mod clock;
 pub mod launcher;
 mod schedules;
 
@@ -27,7 +26,6 @@ use crate::scheduler::RunState;
 use crate::spec::Overlap;
 use crate::store::{FORMAT_VERSION, InboxRecord};
 use catalog::{Catalog, Loader};
-use clock::Clock;
 use launcher::Launcher;
 
 /// The file in the data folder that tells clients where the server listens.
@@ -85,7 +83,6 @@ pub(crate) struct Shared {
     /// Serializes the intake of events and keyed runs (dedup reads then writes).
     pub intake: Mutex<()>,
     pub draining: AtomicBool,
-    pub clock: Arc<dyn Clock>,
     /// Bumped when the catalog changes, so the schedule loop looks again.
     pub catalog_version: watch::Sender<u64>,
     pub in_flight: tokio::sync::Semaphore,
@@ -147,7 +144,7 @@ impl Shared {
             v: FORMAT_VERSION,
             id: 0,
             source: source.to_string(),
-            received_at: self.clock.now_ms(),
+            received_at: self.engine.now_ms(),
             status: status.to_string(),
             reason,
             runs,
@@ -170,7 +167,6 @@ impl Shared {
 pub async fn serve(
     engine: Engine,
     opts: ServeOptions,
-    clock: Arc<dyn Clock>,
     shutdown: watch::Receiver<u32>,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServerError> {
@@ -200,7 +196,6 @@ pub async fn serve(
         notices,
         intake: Mutex::new(()),
         draining: AtomicBool::new(false),
-        clock,
         catalog_version,
         stopping: shutdown.clone(),
     });
@@ -314,14 +309,14 @@ async fn reload_loop(shared: Arc<Shared>, mut loader: Loader, mut shutdown: watc
 pub(crate) fn test_shared(
     engine: Engine,
     dags: &std::path::Path,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn crate::clock::Clock>,
 ) -> (Arc<Shared>, mpsc::UnboundedReceiver<Control>, watch::Sender<u32>) {
     let (controls, controls_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(0u32);
     let catalog = Loader::new(dags).scan().unwrap_or_default();
     let opts = ServeOptions::new(dags);
     let shared = Arc::new(Shared {
-        engine: Arc::new(engine),
+        engine: Arc::new(engine.with_clock(clock)),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         opts,
         catalog: RwLock::new(Arc::new(catalog)),
@@ -330,7 +325,6 @@ pub(crate) fn test_shared(
         notices: broadcast::channel(16).0,
         intake: Mutex::new(()),
         draining: AtomicBool::new(false),
-        clock,
         catalog_version: watch::channel(0).0,
         stopping: stop_rx,
     });

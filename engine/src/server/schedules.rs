@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::catalog::Entry;
 use super::{LaunchError, Shared};
-use crate::driver::{Created, NewRun, resolve_values};
+use crate::driver::{Created, NewRun};
 use crate::spec::Overlap;
 use crate::trigger::cron::rfc3339;
 use crate::trigger::schedule::{DEFAULT_CATCHUP_LIMIT, due};
@@ -32,7 +32,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
     let mut version = shared.catalog_version.subscribe();
     let mut cursors: HashMap<String, Option<i64>> = HashMap::new();
     loop {
-        let now = shared.clock.now_ms();
+        let now = shared.engine.now_ms();
         let catalog = shared.catalog();
         let mut next: Option<i64> = None;
         let mut work = Vec::new();
@@ -88,7 +88,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
             });
             let _ = done.await;
         }
-        let wait = next.map(|n| Duration::from_millis((n - shared.clock.now_ms()).max(0) as u64));
+        let wait = next.map(|n| Duration::from_millis((n - shared.engine.now_ms()).max(0) as u64));
         tokio::select! {
             _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {}
             _ = version.changed() => {}
@@ -121,7 +121,7 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, bac
         }
     }
     let given: Map<String, Value> = spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let params = match resolve_values(plan, &given) {
+    let params = match plan.spec.resolve_values(&given) {
         Ok(p) => p,
         Err(errors) => return Fired::Failed(errors.join("; ")),
     };
@@ -153,8 +153,8 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, bac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TokioClock;
     use crate::driver::{Control, Engine, EngineOptions};
-    use crate::server::clock::TokioClock;
     use crate::server::test_shared;
     use crate::trigger::cron::parse_time;
 

@@ -3,6 +3,7 @@
 //! The same types serve YAML and JSON, generate the JSON Schema (`sluice schema`) and define
 //! the DAG's content hash. Validation beyond types lives in `compile`.
 
+mod params;
 pub mod source;
 mod triggers;
 mod units;
@@ -14,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use params::{ParamSpec, ParamType};
 pub use triggers::{AlertMatch, AlertStatus, Catchup, EventTrigger, Overlap, ScheduleSpec, WebhookMatch};
 pub use units::{ByteSize, DurationSpec};
 
@@ -42,31 +44,6 @@ pub struct Pipeline {
     pub on: Vec<EventTrigger>,
     /// The steps, by id.
     pub steps: IndexMap<String, Step>,
-}
-
-/// The type of a parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ParamType {
-    String,
-    Number,
-    Integer,
-    Boolean,
-    List,
-    Object,
-}
-
-/// A typed pipeline parameter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ParamSpec {
-    #[serde(rename = "type")]
-    pub kind: ParamType,
-    /// The value used when a run does not give one; without it the parameter is required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
 }
 
 /// When a step runs, given how its upstream steps ended.

@@ -4,15 +4,12 @@
 //! event and creates the runs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::compile::Plan;
-use crate::driver::resolve_values;
-use crate::spec::{AlertMatch, AlertStatus, EventTrigger};
+use crate::spec::{AlertMatch, AlertStatus, EventTrigger, Pipeline};
 use crate::template;
 
 /// How long notifications of one alert start one run, unless `cooldown` says otherwise.
@@ -134,7 +131,7 @@ fn alert_matches(m: &AlertMatch, a: &Alert) -> bool {
 
 /// The pipelines one alert of a notification starts.
 pub fn match_alert<'p>(
-    plans: impl IntoIterator<Item = &'p Arc<Plan>>,
+    pipelines: impl IntoIterator<Item = &'p Pipeline>,
     n: &Notification,
     alert: &Alert,
     event_id: u64,
@@ -147,8 +144,8 @@ pub fn match_alert<'p>(
         "labels": alert.labels,
         "annotations": alert.annotations,
     });
-    for plan in plans {
-        for trigger in &plan.spec.on {
+    for p in pipelines {
+        for trigger in &p.on {
             let Some(m) = &trigger.alert else { continue };
             if !alert_matches(m, alert) {
                 continue;
@@ -156,12 +153,12 @@ pub fn match_alert<'p>(
             // Labels, then annotations, fill parameters of the same name.
             let mut given = Map::new();
             for (k, v) in alert.annotations.iter().chain(alert.labels.iter()) {
-                if plan.spec.params.contains_key(k) {
+                if p.params.contains_key(k) {
                     given.insert(k.clone(), Value::String(v.clone()));
                 }
             }
             let window = m.cooldown.map_or(DEFAULT_COOLDOWN_MS, |c| c.0.as_millis() as i64);
-            let key = format!("alert:{}:{}:{}", plan.name(), alert.status, fp);
+            let key = format!("alert:{}:{}:{}", p.name, alert.status, fp);
             let cause = json!({
                 "event": event_id,
                 "source": "alertmanager",
@@ -171,7 +168,7 @@ pub fn match_alert<'p>(
                 "labels": alert.labels,
                 "annotations": alert.annotations,
             });
-            out.push(candidate(plan, trigger, given, &ctx, Some((key, Some(window))), cause));
+            out.push(candidate(p, trigger, given, &ctx, Some((key, Some(window))), cause));
             break; // one run per pipeline per alert, however many entries match
         }
     }
@@ -181,7 +178,7 @@ pub fn match_alert<'p>(
 /// The pipelines a generic webhook event starts. `idempotency` is the request's
 /// `Idempotency-Key`: a repeated key starts nothing more.
 pub fn match_webhook<'p>(
-    plans: impl IntoIterator<Item = &'p Arc<Plan>>,
+    pipelines: impl IntoIterator<Item = &'p Pipeline>,
     source: &str,
     payload: &Value,
     idempotency: Option<&str>,
@@ -189,16 +186,16 @@ pub fn match_webhook<'p>(
 ) -> Vec<Matched> {
     let mut out = Vec::new();
     let ctx = json!({ "event": payload, "source": source });
-    for plan in plans {
-        for trigger in &plan.spec.on {
+    for p in pipelines {
+        for trigger in &p.on {
             let Some(w) = &trigger.webhook else { continue };
             if w.source != source || !w.fields.iter().all(|(path, want)| lookup(payload, path) == Some(want))
             {
                 continue;
             }
-            let key = idempotency.map(|k| (format!("webhook:{}:{source}:{k}", plan.name()), None));
+            let key = idempotency.map(|k| (format!("webhook:{}:{source}:{k}", p.name), None));
             let cause = json!({ "event": event_id, "source": source });
-            out.push(candidate(plan, trigger, Map::new(), &ctx, key, cause));
+            out.push(candidate(p, trigger, Map::new(), &ctx, key, cause));
             break;
         }
     }
@@ -215,14 +212,14 @@ fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
 }
 
 fn candidate(
-    plan: &Arc<Plan>,
+    pipeline: &Pipeline,
     trigger: &EventTrigger,
     mut given: Map<String, Value>,
     ctx: &Value,
     key: Option<(String, Option<i64>)>,
     cause: Value,
 ) -> Matched {
-    let invalid = |reason: String| Matched::Invalid { pipeline: plan.name().to_string(), reason };
+    let invalid = |reason: String| Matched::Invalid { pipeline: pipeline.name.clone(), reason };
     for (name, text) in &trigger.params {
         match template::render(template::environment(), text, &minijinja::Value::from_serialize(ctx)) {
             Ok(v) => {
@@ -231,8 +228,8 @@ fn candidate(
             Err(e) => return invalid(format!("the template of parameter `{name}` failed: {e}")),
         }
     }
-    match resolve_values(plan, &given) {
-        Ok(params) => Matched::Start(Candidate { pipeline: plan.name().to_string(), params, key, cause }),
+    match pipeline.resolve_values(&given) {
+        Ok(params) => Matched::Start(Candidate { pipeline: pipeline.name.clone(), params, key, cause }),
         Err(errors) => invalid(errors.join("; ")),
     }
 }
@@ -244,8 +241,8 @@ mod tests {
     use crate::spec::source::Format;
     use std::path::Path;
 
-    fn plan(text: &str) -> Arc<Plan> {
-        Arc::new(compile_source(Path::new("p.yaml"), Path::new("."), text, Format::Yaml).unwrap())
+    fn plan(text: &str) -> Pipeline {
+        compile_source(Path::new("p.yaml"), Path::new("."), text, Format::Yaml).unwrap().spec
     }
 
     const RETRAIN: &str = r#"

@@ -81,7 +81,7 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
     let kept = if body.len() <= KEEP_PAYLOAD { payload.clone() } else { json!({ "truncated": body.len() }) };
     let id = shared.record(source, "received", String::new(), vec![], vec![], kept);
     let catalog = shared.catalog();
-    let plans: Vec<_> = catalog.pipelines.values().map(|e| e.plan.clone()).collect();
+    let specs: Vec<&crate::spec::Pipeline> = catalog.pipelines.values().map(|e| &e.plan.spec).collect();
     // Per alert (or once for a webhook): the pipelines it matched.
     let mut groups: Vec<(Value, Vec<Matched>)> = Vec::new();
     if source == ALERTMANAGER {
@@ -93,10 +93,10 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
         };
         for a in &n.alerts {
             let about = json!({ "alert": a.name(), "status": a.status, "fingerprint": a.fingerprint() });
-            groups.push((about, match_alert(&plans, &n, a, id)));
+            groups.push((about, match_alert(specs.iter().copied(), &n, a, id)));
         }
     } else {
-        groups.push((json!({}), match_webhook(&plans, source, &payload, idempotency, id)));
+        groups.push((json!({}), match_webhook(specs.iter().copied(), source, &payload, idempotency, id)));
     }
     let (mut runs, mut details) = (Vec::new(), Vec::new());
     let (mut dup, mut invalid, mut draining) = (0, 0, false);

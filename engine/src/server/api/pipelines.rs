@@ -33,7 +33,7 @@ pub(crate) struct Backfill {
 
 fn summary(shared: &Shared, e: &Entry) -> Value {
     let plan = &e.plan;
-    let now = shared.clock.now_ms();
+    let now = shared.engine.now_ms();
     let schedule = plan.spec.schedule.as_ref().map(|s| {
         json!({
             "cron": s.cron,

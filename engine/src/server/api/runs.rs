@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiResult, JsonBody, run_id};
-use crate::driver::{Control, Created, NewRun, Notice, resolve_values};
+use crate::driver::{Control, Created, NewRun, Notice};
 use crate::scheduler::RunState;
 use crate::server::Shared;
 
@@ -54,7 +54,9 @@ pub(super) async fn start(
         return Err(unknown_pipeline(&shared, &name));
     };
     let plan = entry.plan.clone();
-    let params = resolve_values(&plan, &body.params)
+    let params = plan
+        .spec
+        .resolve_values(&body.params)
         .map_err(|errors| ApiError::new(StatusCode::BAD_REQUEST, "invalid_params", errors.join("; ")))?;
     let s = shared.clone();
     let created = blocking(move || Ok(s.launch(&plan, NewRun::new(params, "api"))?)).await?;

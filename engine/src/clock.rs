@@ -1,11 +1,14 @@
-//! The server's clock, injectable so that schedule tests run on paused tokio time.
+//! The one clock of an engine process. The driver (timers, run times, cooldown windows) and
+//! the server (schedules, received events) read time only through it, so that tests run on
+//! paused tokio time; the scheduler core reads none at all (time is an argument).
 
 /// Wall-clock time in ms since the epoch.
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> i64;
 }
 
 /// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
@@ -16,6 +19,7 @@ impl Clock for SystemClock {
 
 /// A clock that starts at a chosen time and moves with tokio's clock: under
 /// `tokio::time::pause` it jumps exactly as far as the runtime's timers do.
+#[derive(Debug)]
 pub struct TokioClock {
     base_ms: i64,
     start: tokio::time::Instant,
