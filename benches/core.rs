@@ -14,11 +14,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use sluice_engine::compile::{Plan, compile_source};
 use sluice_engine::driver::{Engine, EngineOptions};
 use sluice_engine::scheduler::{Action, Admission, Capacity, Event, Outcome, RunMachine, RunState};
-use sluice_engine::spec::source::Format;
+use sluice_engine::syntax::Format;
 use sluice_worker::{
-    AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, DEFAULT_MAX_MEMORY, DockerConfig,
-    ExecSpec, Executor, ExecutorSet, KillSignal, KillSwitch, LogStream, ProcessExecutor, ProcessSpec,
-    WasmConfig, WasmExecutor, WasmSpec,
+    AttemptFiles, AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, DEFAULT_MAX_MEMORY,
+    DockerConfig, ExecSpec, Executor, ExecutorSet, KillSignal, KillSwitch, LogStream, ProcessExecutor,
+    ProcessSpec, WasmConfig, WasmExecutor, WasmSpec,
 };
 
 fn compile(text: &str) -> Plan {
@@ -111,17 +111,17 @@ struct Discard;
 
 impl AttemptSink for Discard {
     fn log(&self, _: LogStream, _: &[u8]) {}
-    fn started(&self, _: u32) {}
+    fn started(&self, _: u32) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn attempt(spec: ExecSpec, dir: &Path) -> AttemptRequest {
-    AttemptRequest {
-        id: AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
+    AttemptRequest::new(
+        AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
         spec,
-        env: Default::default(),
-        workdir: dir.to_path_buf(),
-        outputs_file: dir.join("outputs.json"),
-    }
+        AttemptFiles::at(dir.to_path_buf(), &dir.join("s.0.1"), false),
+    )
 }
 
 /// A cached plugin's instantiation, a whole plugin attempt, and a process attempt of `true`
@@ -135,8 +135,6 @@ fn wasm(c: &mut Criterion) {
         module: module.clone(),
         input: serde_json::json!({"config": {}, "params": {}, "step": "s"}),
         work_dir: dir.path().to_path_buf(),
-        inputs: Vec::new(),
-        inputs_dir: dir.path().join("inputs"),
         max_memory: DEFAULT_MAX_MEMORY,
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -176,7 +174,7 @@ fn drive(plan: &Arc<Plan>, data: &Path) {
     opts.capacity.cpu = 64;
     let executors = ExecutorSet::only(Arc::new(Noop), DockerConfig::from_env("bench"));
     let engine = Engine::open(opts).unwrap().with_executors(executors);
-    let id = engine.create_run(plan, Default::default(), "bench").unwrap();
+    let id = engine.create_run(plan, Default::default(), sluice_engine::store::Trigger::Manual).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let states = rt.block_on(engine.drive(&[id], None, tokio::sync::watch::channel(0).1)).unwrap();
     assert_eq!(states[&id], RunState::Succeeded);

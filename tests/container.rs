@@ -199,7 +199,7 @@ fn logs_stream_while_running_and_cancel_stops_and_removes_the_container() {
     );
     let plan = std::sync::Arc::new(sluice_engine::compile::compile_file(&spec).unwrap());
     let engine = Engine::open(EngineOptions::new(sb.data())).unwrap();
-    let id = engine.create_run(&plan, Default::default(), "manual").unwrap();
+    let id = engine.create_run(&plan, Default::default(), sluice_engine::store::Trigger::Manual).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let started = Instant::now();
     let state = rt.block_on(async {

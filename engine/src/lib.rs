@@ -4,9 +4,11 @@
 pub mod clock;
 pub mod compile;
 pub mod driver;
+pub mod kinds;
 pub mod scheduler;
 pub mod server;
 pub mod spec;
 pub mod store;
+pub mod syntax;
 pub mod template;
 pub mod trigger;

@@ -5,7 +5,7 @@ use std::path::Path;
 use sluice_engine::compile::compile_source;
 use sluice_engine::driver::{Engine, EngineOptions, Notice};
 use sluice_engine::scheduler::{RunState, StepState};
-use sluice_engine::spec::source::Format;
+use sluice_engine::syntax::Format;
 
 fn plan(text: &str) -> std::sync::Arc<sluice_engine::compile::Plan> {
     std::sync::Arc::new(
@@ -20,7 +20,7 @@ async fn drives_a_run_when_nobody_can_ask_it_to_stop() {
     let p = plan(
         "name: t\nsteps:\n  a: { process: { command: [\"true\"] } }\n  b: { needs: [a], process: { command: [\"true\"] } }\n",
     );
-    let id = engine.create_run(&p, Default::default(), "manual").unwrap();
+    let id = engine.create_run(&p, Default::default(), sluice_engine::store::Trigger::Manual).unwrap();
     // The stop sender is gone at once: the driver must neither spin nor stop.
     let stop = tokio::sync::watch::channel(0u32).1;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -49,7 +49,7 @@ async fn a_stop_request_interrupts_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(EngineOptions::new(dir.path())).unwrap();
     let p = plan("name: t\nsteps:\n  slow: { process: { shell: 'sleep 30 & wait' } }\n");
-    let id = engine.create_run(&p, Default::default(), "manual").unwrap();
+    let id = engine.create_run(&p, Default::default(), sluice_engine::store::Trigger::Manual).unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(0u32);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let runs = [id];
@@ -73,7 +73,7 @@ async fn cancel_kills_running_attempts_and_cancels_the_rest() {
     let p = plan(
         "name: t\nsteps:\n  slow: { process: { shell: 'sleep 30 & wait' } }\n  after: { needs: [slow], process: { command: [\"true\"] } }\n",
     );
-    let id = engine.create_run(&p, Default::default(), "manual").unwrap();
+    let id = engine.create_run(&p, Default::default(), sluice_engine::store::Trigger::Manual).unwrap();
     let (_stop_tx, stop) = tokio::sync::watch::channel(0u32);
     let (ctl_tx, ctl) = tokio::sync::mpsc::unbounded_channel();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -109,7 +109,7 @@ pub(crate) fn show(data_dir: &Path, output: Output, run: &str) -> anyhow::Result
             (Some(s), Some(e)) => Some(e - s),
             _ => None,
         };
-        let outputs = if plan.steps[ix as usize].map.is_some() {
+        let outputs = if plan.steps[ix as usize].spec.map.is_some() {
             let mut o = f.outputs.clone();
             o.sort_by_key(|(i, _)| *i);
             Value::Array(o.into_iter().map(|(_, v)| v).collect())

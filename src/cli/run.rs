@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sluice_engine::driver::{Engine, EngineOptions, Fault};
 use sluice_engine::scheduler::RunState;
-use sluice_engine::spec::ByteSize;
+use sluice_engine::syntax::ByteSize;
 use tokio::sync::{mpsc, watch};
 
 use super::{parse_run_id, progress};
@@ -186,7 +186,7 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
     let engine = open(data_dir, &args.engine)?;
     let orphans = engine.orphaned_runs()?;
     let plan = std::sync::Arc::new(plan);
-    let id = engine.create_run(&plan, params, "manual")?;
+    let id = engine.create_run(&plan, params, sluice_engine::store::Trigger::Manual)?;
     let mut runs = vec![id];
     if !orphans.is_empty() {
         let list: Vec<String> = orphans.iter().map(|r| format!("r{r}")).collect();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sluice_engine::server::{ServeOptions, serve as serve_engine};
-use sluice_engine::spec::ByteSize;
+use sluice_engine::syntax::ByteSize;
 
 use super::run::{EngineArgs, open, signals};
 

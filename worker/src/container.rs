@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum};
 use bollard::query_parameters::{
@@ -23,7 +25,8 @@ use crate::executor::{
 use crate::outputs::read_outputs_file;
 
 /// When to pull a step's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     /// Use the local image; fail if it is missing.
     Never,
@@ -35,15 +38,14 @@ pub enum PullPolicy {
 }
 
 /// A host path mounted into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    pub source: PathBuf,
-    pub target: String,
-    pub read_only: bool,
+struct Bind {
+    source: PathBuf,
+    target: String,
+    read_only: bool,
 }
 
 /// A `container:` step after templating.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub image: String,
     /// Arguments (the image's `CMD` when empty).
@@ -61,8 +63,6 @@ pub struct ContainerSpec {
     pub pull: PullPolicy,
     /// Run an init process (docker-init) as PID 1, so that SIGTERM reaches the command.
     pub init: bool,
-    /// Declared input files, mounted read-only.
-    pub inputs: Vec<Bind>,
 }
 
 /// Where the engine's folders appear inside a container.
@@ -229,6 +229,13 @@ impl ContainerExecutor {
         if let Err(e) = self.ensure_image(docker, spec, sink.as_ref()).await {
             return AttemptOutcome::failed(e);
         }
+        // The attempt's folder, mounted read-write: its outputs file is inside.
+        if let Err(e) = std::fs::create_dir_all(&request.files.attempt_dir) {
+            return AttemptOutcome::failed(ExecError::retryable(format!(
+                "cannot create the attempt folder {}: {e}",
+                request.files.attempt_dir.display()
+            )));
+        }
         let name = container_name(&self.inner.config.owner, &request);
         // A container of this very attempt can only be a leftover of a crash: replace it.
         let force = RemoveContainerOptionsBuilder::new().force(true).build();
@@ -239,10 +246,13 @@ impl ContainerExecutor {
             .await;
         if let Err(e) = created {
             let msg = docker_message(&e);
-            let err = if msg.contains("No such image") {
-                ExecError::fatal(format!("image `{}` does not exist: {msg}", spec.image))
-            } else {
-                ExecError::retryable(format!("cannot create the container: {msg}"))
+            // The Engine API answers 404 when the image is missing (and the pull policy did
+            // not fetch it).
+            let err = match e {
+                bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                    ExecError::fatal(format!("image `{}` does not exist: {msg}", spec.image))
+                }
+                _ => ExecError::retryable(format!("cannot create the container: {msg}")),
             };
             return AttemptOutcome::failed(err);
         }
@@ -261,14 +271,21 @@ impl ContainerExecutor {
         env.push(format!("SLUICE_STEP={}", id.step));
         env.push(format!("SLUICE_ITEM={}", id.item));
         env.push(format!("SLUICE_ATTEMPT={}", id.attempt));
-        let attempt_dir = request.outputs_file.parent().map(PathBuf::from).unwrap_or_default();
-        let mut binds =
-            vec![Bind { source: attempt_dir, target: CONTAINER_ATTEMPT_DIR.into(), read_only: false }];
-        if let Some(run_dir) = request.env.get("SLUICE_RUN_DIR") {
-            binds.push(Bind { source: run_dir.into(), target: CONTAINER_RUN_DIR.into(), read_only: false });
-            env.push(format!("SLUICE_RUN_DIR={CONTAINER_RUN_DIR}"));
-        }
-        binds.extend(spec.inputs.iter().cloned());
+        env.push(format!("SLUICE_RUN_DIR={CONTAINER_RUN_DIR}"));
+        let files = &request.files;
+        let mut binds = vec![
+            Bind {
+                source: files.attempt_dir.clone(),
+                target: CONTAINER_ATTEMPT_DIR.into(),
+                read_only: false,
+            },
+            Bind { source: files.run_dir.clone(), target: CONTAINER_RUN_DIR.into(), read_only: false },
+        ];
+        binds.extend(request.inputs.iter().map(|i| Bind {
+            source: i.source.clone(),
+            target: format!("{CONTAINER_INPUTS_DIR}/{}", i.name),
+            read_only: true,
+        }));
         let mounts = binds
             .into_iter()
             .map(|b| Mount {
@@ -388,7 +405,7 @@ impl ContainerExecutor {
             };
         }
         match exit_code {
-            Some(0) => match read_outputs_file(&request.outputs_file) {
+            Some(0) => match read_outputs_file(&request.files.outputs_file) {
                 Ok(outputs) => AttemptOutcome { result: Ok(()), outputs, exit_code },
                 Err(e) => AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code },
             },

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -17,7 +18,7 @@ use crate::train::{TrainExecutor, TrainSpec};
 use crate::wasm::{WasmConfig, WasmExecutor, WasmSpec};
 
 /// The fence of an attempt: every result names the attempt it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AttemptId {
     pub run: u64,
     pub step: String,
@@ -26,15 +27,16 @@ pub struct AttemptId {
 }
 
 /// A `process:` step after templating: what to exec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     /// argv; `argv[0]` is looked up on `PATH`.
     pub argv: Vec<String>,
 }
 
-/// The executor-specific part of an attempt. Adding an executor adds a variant here, an
-/// implementation of [`Executor`] and a field in the engine's step spec.
-#[derive(Debug, Clone, PartialEq)]
+/// The executor-specific part of an attempt, rendered from its step kind. Adding an executor
+/// adds a variant here and an implementation of [`Executor`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExecSpec {
     Process(ProcessSpec),
     Container(ContainerSpec),
@@ -42,16 +44,83 @@ pub enum ExecSpec {
     Train(TrainSpec),
 }
 
-/// Everything an executor needs to carry out one attempt.
-#[derive(Debug, Clone)]
-pub struct AttemptRequest {
-    pub id: AttemptId,
-    pub spec: ExecSpec,
-    /// Variables added to the engine's own environment.
-    pub env: BTreeMap<String, String>,
-    pub workdir: PathBuf,
+/// A host file an attempt reads, and the name it is seen under (`/sluice/inputs/<name>` in a
+/// container, `/inputs/<name>` in a plugin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    pub source: PathBuf,
+    pub name: String,
+}
+
+/// Where an attempt's files are on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptFiles {
+    /// The folder the steps of a run share (`SLUICE_RUN_DIR`; `/sluice/run` in a container).
+    pub run_dir: PathBuf,
+    /// The attempt's own folder. Only executors that need one make it (a container mounts
+    /// it at `/sluice/attempt`); the others keep their files beside it.
+    pub attempt_dir: PathBuf,
     /// Where the step may write a JSON object of outputs (`SLUICE_OUTPUTS`).
     pub outputs_file: PathBuf,
+    /// Where a sandbox gathers the attempt's input files (hard links or copies).
+    pub inputs_dir: PathBuf,
+}
+
+impl AttemptFiles {
+    /// The files of the attempt `stem` (a path without extension): the folder `<stem>`, and
+    /// `<stem>.outputs.json` and `<stem>.inputs` beside it; with `in_folder`, the outputs file
+    /// is `<stem>/outputs.json` instead (an executor that mounts the folder).
+    pub fn at(run_dir: PathBuf, stem: &Path, in_folder: bool) -> Self {
+        let beside = |suffix: &str| {
+            let mut name = stem.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        let outputs_file = if in_folder { stem.join("outputs.json") } else { beside(".outputs.json") };
+        AttemptFiles { run_dir, attempt_dir: stem.to_path_buf(), outputs_file, inputs_dir: beside(".inputs") }
+    }
+}
+
+/// The version of [`AttemptRequest`] this build writes.
+pub const ATTEMPT_REQUEST_VERSION: u32 = 1;
+
+fn v1() -> u32 {
+    1
+}
+
+/// Everything an executor needs to carry out one attempt, as one value: it can be stored,
+/// hashed (a step cache key) and sent to a remote worker. Nothing else travels with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRequest {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub id: AttemptId,
+    /// The kind-specific request, rendered.
+    pub spec: ExecSpec,
+    /// The step's variables, added to the engine's own environment (a plugin sees only
+    /// these); each executor adds Sluice's own (`SLUICE_OUTPUTS`, `SLUICE_RUN_DIR`, ...).
+    pub env: BTreeMap<String, String>,
+    /// Where a process runs: the step's `workdir`, else the pipeline file's folder.
+    pub workdir: PathBuf,
+    /// The files the step declares it reads (`inputs:`), each by the name it is seen under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputFile>,
+    pub files: AttemptFiles,
+}
+
+impl AttemptRequest {
+    /// A request with no env and no inputs, run in the run's folder.
+    pub fn new(id: AttemptId, spec: ExecSpec, files: AttemptFiles) -> Self {
+        AttemptRequest {
+            v: ATTEMPT_REQUEST_VERSION,
+            id,
+            spec,
+            env: BTreeMap::new(),
+            workdir: files.run_dir.clone(),
+            inputs: Vec::new(),
+            files,
+        }
+    }
 }
 
 /// Which stream a log chunk came from.
@@ -67,8 +136,10 @@ pub enum LogStream {
 pub trait AttemptSink: Send + Sync {
     /// A chunk of output, in the order it was read from its stream.
     fn log(&self, stream: LogStream, chunk: &[u8]);
-    /// The attempt's OS process started (its process group id equals `pid`).
-    fn started(&self, pid: u32);
+    /// The attempt's OS process started (its process group id equals `pid`). An error says
+    /// the process could not be recorded, so that a crashed engine could not find and stop it:
+    /// the executor stops it and fails the attempt (retryable) with that sentence.
+    fn started(&self, pid: u32) -> Result<(), String>;
 }
 
 /// How an attempt ended.

@@ -15,14 +15,14 @@ mod train;
 mod wasm;
 
 pub use container::{
-    Bind, CONTAINER_ATTEMPT_DIR, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerExecutor, ContainerSpec,
+    CONTAINER_ATTEMPT_DIR, CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerExecutor, ContainerSpec,
     DockerConfig, EngineInfo, LABEL_ATTEMPT, LABEL_ITEM, LABEL_OWNER, LABEL_RUN, LABEL_STEP, PullPolicy,
     container_name,
 };
 pub use error::{ErrorKind, ExecError};
 pub use executor::{
-    AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture, ExecSpec, Executor, ExecutorSet,
-    KillSignal, KillSwitch, LogStream, ProcessSpec,
+    ATTEMPT_REQUEST_VERSION, AttemptFiles, AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture,
+    ExecSpec, Executor, ExecutorSet, InputFile, KillSignal, KillSwitch, LogStream, ProcessSpec,
 };
 pub use outputs::{MAX_OUTPUTS_BYTES, read_outputs_file};
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
@@ -32,6 +32,6 @@ pub use train::{
 };
 pub use wasm::{
     DEFAULT_MAX_MEMORY, MAX_MEMORY_LIMIT, MAX_RESULT_BYTES, MAX_STDERR_BYTES, ModuleReport, WASI_P1,
-    WASM_INPUTS_DIR, WASM_WORK_DIR, WasmConfig, WasmExecutor, WasmInfo, WasmInput, WasmSpec, check_module,
+    WASM_INPUTS_DIR, WASM_WORK_DIR, WasmConfig, WasmExecutor, WasmInfo, WasmSpec, check_module,
     wasmtime_version,
 };

@@ -54,7 +54,8 @@ async fn run(
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .envs(&request.env)
-        .env("SLUICE_OUTPUTS", &request.outputs_file)
+        .env("SLUICE_OUTPUTS", &request.files.outputs_file)
+        .env("SLUICE_RUN_DIR", &request.files.run_dir)
         .env("SLUICE_RUN_ID", request.id.run.to_string())
         .env("SLUICE_STEP", &request.id.step)
         .env("SLUICE_ITEM", request.id.item.to_string())
@@ -81,7 +82,12 @@ async fn run(
         }
     };
     let pid = child.id().unwrap_or(0);
-    sink.started(pid);
+    if let Err(why) = sink.started(pid) {
+        // Unrecorded, a crash of the engine would leave it running with nobody to stop it.
+        signal_group(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+        return AttemptOutcome::failed(ExecError::retryable(format!("`{program}` was stopped: {why}")));
+    }
     let out = child.stdout.take().map(|s| tokio::spawn(pump(s, LogStream::Stdout, sink.clone())));
     let err = child.stderr.take().map(|s| tokio::spawn(pump(s, LogStream::Stderr, sink.clone())));
 
@@ -122,7 +128,7 @@ async fn run(
     }
     let exit_code = status.code();
     if status.success() {
-        return match read_outputs_file(&request.outputs_file) {
+        return match read_outputs_file(&request.files.outputs_file) {
             Ok(outputs) => AttemptOutcome { result: Ok(()), outputs, exit_code },
             Err(e) => AttemptOutcome { result: Err(e), outputs: Default::default(), exit_code },
         };
@@ -182,7 +188,7 @@ pub fn reap_process_group(pid: u32, start_time: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::{AttemptId, KillSwitch, ProcessSpec};
+    use crate::executor::{AttemptFiles, AttemptId, KillSwitch, ProcessSpec};
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -190,13 +196,15 @@ mod tests {
     struct Capture {
         out: Mutex<Vec<(LogStream, Vec<u8>)>>,
         pid: Mutex<Option<u32>>,
+        refuse_pid: bool,
     }
     impl AttemptSink for Capture {
         fn log(&self, stream: LogStream, chunk: &[u8]) {
             self.out.lock().unwrap().push((stream, chunk.to_vec()));
         }
-        fn started(&self, pid: u32) {
+        fn started(&self, pid: u32) -> Result<(), String> {
             *self.pid.lock().unwrap() = Some(pid);
+            if self.refuse_pid { Err("cannot record the process".into()) } else { Ok(()) }
         }
     }
     impl Capture {
@@ -210,13 +218,13 @@ mod tests {
     }
 
     fn request(dir: &std::path::Path, argv: &[&str]) -> AttemptRequest {
-        AttemptRequest {
-            id: AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
-            spec: ExecSpec::Process(ProcessSpec { argv: argv.iter().map(|s| s.to_string()).collect() }),
-            env: [("GREETING".to_string(), "hi".to_string())].into(),
-            workdir: dir.to_path_buf(),
-            outputs_file: dir.join("outputs.json"),
-        }
+        let mut r = AttemptRequest::new(
+            AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
+            ExecSpec::Process(ProcessSpec { argv: argv.iter().map(|s| s.to_string()).collect() }),
+            AttemptFiles::at(dir.to_path_buf(), &dir.join("s.0.1"), false),
+        );
+        r.env = [("GREETING".to_string(), "hi".to_string())].into();
+        r
     }
 
     async fn exec(req: AttemptRequest) -> (AttemptOutcome, Arc<Capture>) {
@@ -289,6 +297,21 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("grandchild still alive: {state}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_cannot_be_recorded_is_stopped_and_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran-on");
+        let script = format!("sleep 0.5; touch {}", marker.display());
+        let sink = Arc::new(Capture { refuse_pid: true, ..Default::default() });
+        let (_switch, rx) = KillSwitch::new();
+        let outcome = ProcessExecutor.execute(request(dir.path(), &["sh", "-c", &script]), sink, rx).await;
+        let err = outcome.result.unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Retryable);
+        assert!(err.message.contains("cannot record the process"), "{}", err.message);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!marker.exists(), "the unrecorded process was stopped before it did its work");
     }
 
     #[test]

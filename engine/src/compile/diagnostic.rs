@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::source::Location;
+use crate::syntax::Location;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {

@@ -13,7 +13,7 @@ pub fn to_dot(plan: &Plan) -> String {
     for (ix, id) in plan.ids.iter().enumerate() {
         let step = &plan.steps[ix];
         let mut label = id.clone();
-        if step.map.is_some() {
+        if step.spec.map.is_some() {
             label.push_str(" [map]");
         }
         out.push_str(&format!("  {} [label={}];\n", quote(id), quote(&label)));

@@ -1,33 +1,56 @@
 //! Compiling a spec file into a [`Plan`]: parse, deserialize, check, build the DAG.
 //!
 //! Compilation reports **every** error at once, each with file, line and column, before any
-//! run starts. A plan is immutable and identified by the hash of its normalized content.
+//! run starts. A plan is immutable and identified by its DAG version: the hash of its
+//! normalized content and of the code files it references. A run stores its plan, so nothing
+//! is compiled again for it (see `Plan::to_stored`).
 
 mod checks;
 mod diagnostic;
 mod export;
+mod graph;
+mod refs;
 mod structure;
 mod triggers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use diagnostic::Diagnostic;
 pub use export::{to_dot, to_mermaid};
 pub use triggers::{MAX_CATCHUP, valid_source};
 
+use crate::kinds::StepKind;
 use crate::scheduler::{CoreStep, ResourceRequest, RetryPolicy, StepIx};
-use crate::spec::source::{self, Format};
 use crate::spec::{Pipeline, Step};
+use crate::syntax::{DurationSpec, Format, source};
+
+/// One step of a plan: its effective settings (defaults applied) and what it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// The step's settings with the pipeline's defaults applied; its kind block is in `kind`.
+    pub spec: Step,
+    pub kind: StepKind,
+}
+
+/// A code file a plan references (a plugin's module), by its path as written (relative to
+/// the pipeline file's folder) and the sha256 of its content when it was compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeFile {
+    pub path: String,
+    pub sha256: String,
+}
 
 /// A compiled pipeline, ready to run.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// The pipeline without its steps (they are in `steps`, effective).
     pub spec: Pipeline,
-    /// sha256 of the normalized spec: the DAG version.
+    /// The DAG version: sha256 of the normalized spec and of the code files it references.
     pub hash: String,
     /// The file it came from, and the folder relative paths resolve against.
     pub path: PathBuf,
@@ -37,11 +60,12 @@ pub struct Plan {
     /// Step ids in plan order (the file's order).
     pub ids: Vec<String>,
     pub index: HashMap<String, StepIx>,
-    /// The effective spec of each step (defaults applied).
-    pub steps: Vec<Step>,
+    pub steps: Vec<PlanStep>,
     pub core: Arc<Vec<CoreStep>>,
     /// The steps whose outputs each step's templates read (`None`: all of them).
     pub reads: Vec<Option<Vec<StepIx>>>,
+    /// The code files the plan references, by path.
+    pub code: Vec<CodeFile>,
 }
 
 impl Plan {
@@ -57,6 +81,65 @@ impl Plan {
     pub fn id(&self, ix: StepIx) -> &str {
         &self.ids[ix as usize]
     }
+    /// The code file at `path` (as the spec writes it).
+    pub fn code_file(&self, path: &str) -> Option<&CodeFile> {
+        self.code.iter().find(|c| c.path == path)
+    }
+
+    /// The plan as stored with its DAG version (everything but the file's text, which the
+    /// version keeps beside it).
+    pub fn to_stored(&self) -> StoredPlan {
+        StoredPlan {
+            v: STORED_PLAN_VERSION,
+            spec: self.spec.clone(),
+            hash: self.hash.clone(),
+            path: self.path.clone(),
+            base_dir: self.base_dir.clone(),
+            ids: self.ids.clone(),
+            steps: self.steps.clone(),
+            core: self.core.as_ref().clone(),
+            reads: self.reads.clone(),
+            code: self.code.clone(),
+        }
+    }
+
+    /// A stored plan back as a plan, with the file's text it was compiled from.
+    pub fn from_stored(stored: StoredPlan, source: String) -> Plan {
+        let index = stored.ids.iter().enumerate().map(|(i, id)| (id.clone(), i as StepIx)).collect();
+        Plan {
+            spec: stored.spec,
+            hash: stored.hash,
+            path: stored.path,
+            base_dir: stored.base_dir,
+            source,
+            ids: stored.ids,
+            index,
+            steps: stored.steps,
+            core: Arc::new(stored.core),
+            reads: stored.reads,
+            code: stored.code,
+        }
+    }
+}
+
+/// The version of [`StoredPlan`] this build writes.
+pub const STORED_PLAN_VERSION: u32 = 1;
+
+/// A checked plan as the store keeps it with its DAG version: what a run needs to resume, be
+/// shown or be retried, without the pipeline file or the code files it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPlan {
+    pub v: u32,
+    pub spec: Pipeline,
+    pub hash: String,
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+    pub ids: Vec<String>,
+    pub steps: Vec<PlanStep>,
+    pub core: Vec<CoreStep>,
+    pub reads: Vec<Option<Vec<StepIx>>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code: Vec<CodeFile>,
 }
 
 /// Reads and compiles a pipeline file.
@@ -68,7 +151,8 @@ pub fn compile_file(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
     compile_source(path, &base, &text, Format::from_path(path))
 }
 
-/// Compiles pipeline text; `path` names it in diagnostics.
+/// Compiles pipeline text; `path` names it in diagnostics. Code files the steps reference
+/// (plugin modules) are read from `base_dir` and their content becomes part of the version.
 pub fn compile_source(
     path: &Path,
     base_dir: &Path,
@@ -81,42 +165,83 @@ pub fn compile_source(
         duplicates.into_iter().map(|d| Diagnostic::new(path, d.location, d.message)).collect();
     let parsed = structure::deserialize(&value, &map, path, &mut diags);
     let Some((spec, _)) = parsed.filter(|(_, whole)| *whole || diags.is_empty()) else {
-        diags.sort_by_key(|d| (d.location.line, d.location.column));
-        return Err(diags);
+        return Err(sorted(diags));
     };
     let graph = checks::check(&spec, &map, path, base_dir, &mut diags);
     if !diags.is_empty() {
-        diags.sort_by_key(|d| (d.location.line, d.location.column));
-        return Err(diags);
+        return Err(sorted(diags));
     }
-    Ok(build(spec, graph, path, base_dir, text))
+    let code = code_files(&spec, base_dir).map_err(|e| vec![Diagnostic::new(path, Default::default(), e)])?;
+    let hash = version(&spec, &code).map_err(|e| vec![Diagnostic::new(path, Default::default(), e)])?;
+    Ok(build(spec, graph, hash, code, path, base_dir, text))
 }
 
-/// The execution limit of a `wasm:` step that sets no `timeout`: a plugin runs inside the
-/// engine, so none runs without a deadline.
-pub const DEFAULT_WASM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by_key(|d| (d.location.line, d.location.column));
+    diags
+}
 
-fn build(spec: Pipeline, graph: checks::Graph, path: &Path, base_dir: &Path, text: &str) -> Plan {
-    let hash = hex(&Sha256::digest(serde_json::to_vec(&spec).unwrap_or_default()));
-    let ids: Vec<String> = spec.steps.keys().cloned().collect();
+/// The content digest of every code file the steps reference, each file read once.
+fn code_files(spec: &Pipeline, base_dir: &Path) -> Result<Vec<CodeFile>, String> {
+    let mut by_path: BTreeMap<&str, String> = BTreeMap::new();
+    for step in spec.steps.values() {
+        for (_, block) in step.blocks() {
+            for path in block.code() {
+                if by_path.contains_key(path) {
+                    continue;
+                }
+                let bytes = std::fs::read(base_dir.join(path))
+                    .map_err(|e| format!("cannot read the code file `{path}`: {e}"))?;
+                by_path.insert(path, hex(&Sha256::digest(&bytes)));
+            }
+        }
+    }
+    Ok(by_path.into_iter().map(|(path, sha256)| CodeFile { path: path.to_string(), sha256 }).collect())
+}
+
+/// The DAG version: sha256 of the normalized spec, then of each code file's path and digest.
+fn version(spec: &Pipeline, code: &[CodeFile]) -> Result<String, String> {
+    let normalized =
+        serde_json::to_vec(spec).map_err(|e| format!("cannot normalize the pipeline to hash it: {e}"))?;
+    let mut h = Sha256::new();
+    h.update(&normalized);
+    for c in code {
+        h.update(b"\ncode ");
+        h.update(c.path.as_bytes());
+        h.update(b" ");
+        h.update(c.sha256.as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn build(
+    mut spec: Pipeline,
+    graph: graph::Graph,
+    hash: String,
+    code: Vec<CodeFile>,
+    path: &Path,
+    base_dir: &Path,
+    text: &str,
+) -> Plan {
+    let raw = std::mem::take(&mut spec.steps);
+    let ids: Vec<String> = raw.keys().cloned().collect();
     let index: HashMap<String, StepIx> =
         ids.iter().enumerate().map(|(i, id)| (id.clone(), i as StepIx)).collect();
     let d = &spec.defaults;
     let mut steps = Vec::with_capacity(ids.len());
     let mut core = Vec::with_capacity(ids.len());
-    for (ix, step) in spec.steps.values().enumerate() {
-        let mut eff = step.clone();
+    for (ix, mut eff) in raw.into_values().enumerate() {
+        // The checks made sure there is exactly one.
+        let kind = eff.take_kinds().into_iter().next().expect("a checked step has one kind");
+        let own_env = std::mem::take(&mut eff.env);
         eff.retries = eff.retries.or_else(|| d.retries.clone());
-        eff.timeout = eff.timeout.or(d.timeout);
-        if eff.wasm.is_some() && eff.timeout.is_none() {
-            eff.timeout = Some(crate::spec::DurationSpec(DEFAULT_WASM_TIMEOUT));
-        }
+        eff.timeout = eff.timeout.or(d.timeout).or(kind.hooks().default_timeout().map(DurationSpec));
         eff.workdir = eff.workdir.or_else(|| d.workdir.clone());
         eff.resources = eff.resources.or_else(|| d.resources.clone());
         eff.priority = eff.priority.or(d.priority);
         eff.trigger_rule = eff.trigger_rule.or(d.trigger_rule);
         let mut env = d.env.clone();
-        env.extend(step.env.clone());
+        env.extend(own_env);
         eff.env = env;
         let retry = eff.retries.as_ref().map_or_else(RetryPolicy::default, |r| {
             let base = RetryPolicy::default();
@@ -143,7 +268,7 @@ fn build(spec: Pipeline, graph: checks::Graph, path: &Path, base_dir: &Path, tex
             },
             prepare: eff.when.is_some() || eff.map.is_some(),
         });
-        steps.push(eff);
+        steps.push(PlanStep { spec: eff, kind });
     }
     Plan {
         spec,
@@ -156,10 +281,11 @@ fn build(spec: Pipeline, graph: checks::Graph, path: &Path, base_dir: &Path, tex
         steps,
         core: Arc::new(core),
         reads: graph.reads,
+        code,
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

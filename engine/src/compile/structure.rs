@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Diagnostic;
 use crate::spec::Pipeline;
-use crate::spec::source::{SourceMap, display_pointer, push_pointer};
+use crate::syntax::{SourceMap, display_pointer, push_pointer};
 
 const MAX_ERRORS: usize = 100;
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::spec::source::Format;
+use crate::syntax::Format;
 
 fn compile(text: &str) -> Result<Plan, Vec<Diagnostic>> {
     compile_source(Path::new("t.yaml"), Path::new("."), text, Format::Yaml)
@@ -40,7 +40,7 @@ steps:
     assert_eq!(plan.core[0].retry.max_delay_ms, 120_000);
     assert_eq!(plan.core[1].retry.count, 0);
     assert_eq!(plan.core[0].timeout_ms, Some(1_800_000));
-    assert_eq!(plan.steps[1].env.len(), 2);
+    assert_eq!(plan.steps[1].spec.env.len(), 2);
     assert_eq!(plan.hash.len(), 64);
 }
 

@@ -2,8 +2,8 @@
 //! matchers, and the parameters they give runs.
 
 use super::checks::Ctx;
-use crate::spec::source::push_pointer;
 use crate::spec::{Catchup, Pipeline};
+use crate::syntax::push_pointer;
 use crate::template;
 use crate::trigger::cron::CronSchedule;
 

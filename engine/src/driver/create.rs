@@ -10,14 +10,13 @@ use serde_json::{Map, Value};
 use super::{Engine, EngineError, Result};
 use crate::compile::Plan;
 use crate::scheduler::{Event, StepIx, StepState};
-use crate::store::{Claim, DagRecord, EventRecord, FORMAT_VERSION, RunRecord};
+use crate::store::{Claim, DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Trigger};
 
 /// What a new run is made of besides its plan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewRun {
     pub params: Map<String, Value>,
-    /// `manual`, `api`, `cron`, `backfill`, `event`, `retry`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// The trigger's details, kept on the run record.
     pub cause: Option<Value>,
     /// A key the run claims, and for how long (ms) the claim keeps another run with the same
@@ -28,8 +27,8 @@ pub struct NewRun {
 }
 
 impl NewRun {
-    pub fn new(params: Map<String, Value>, trigger: &str) -> Self {
-        NewRun { params, trigger: trigger.to_string(), ..Default::default() }
+    pub fn new(params: Map<String, Value>, trigger: Trigger) -> Self {
+        NewRun { params, trigger, cause: None, key: None, prelude: Vec::new() }
     }
 }
 
@@ -61,17 +60,23 @@ impl Engine {
         {
             return Ok(Created::Held { run: mark.run });
         }
-        self.store.put_dag(&DagRecord {
-            v: FORMAT_VERSION,
-            hash: plan.hash.clone(),
-            name: plan.name().to_string(),
-            path: plan.path.display().to_string(),
-            source: plan.source.clone(),
-            stored_at: now,
-        })?;
+        // A new DAG version: its code files are kept first (durably), then the version with
+        // its checked plan, which every later look at its runs reads instead of the files.
+        if !self.store.has_dag(&plan.hash)? {
+            self.keep_code(plan)?;
+            self.store.put_dag(&DagRecord {
+                v: FORMAT_VERSION,
+                hash: plan.hash.clone(),
+                name: plan.name().to_string(),
+                path: plan.path.display().to_string(),
+                source: plan.source.clone(),
+                stored_at: now,
+                plan: Some(plan.to_stored()),
+            })?;
+        }
         let id = self.store.next_run_id()?;
         let mut record =
-            RunRecord::new(id, plan.name(), &plan.hash, new.params, &new.trigger, plan.ids.len() as u32, now);
+            RunRecord::new(id, plan.name(), &plan.hash, new.params, new.trigger, plan.ids.len() as u32, now);
         record.cause = new.cause;
         match &new.key {
             Some((key, window)) => {

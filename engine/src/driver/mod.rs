@@ -2,6 +2,8 @@
 //! group commit), applies them to each run's machine, and carries out the resulting actions:
 //! admission, executors, timers and kills.
 
+mod attempt;
+mod code;
 mod create;
 mod render;
 mod replay;
@@ -24,8 +26,8 @@ pub use sink::MAX_LOG_BYTES;
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{Diagnostic, Plan, compile_source};
 use crate::scheduler::{Capacity, RunState};
-use crate::spec::source::Format;
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{RunRecord, Store, StoreError, Trigger};
+use crate::syntax::Format;
 use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 
 /// Errors of the engine.
@@ -33,8 +35,10 @@ use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the stored DAG version of run {run} no longer compiles: {detail}")]
+    #[error("the stored DAG version of run r{run} cannot be used: {detail}")]
     StoredDag { run: u64, detail: String },
+    #[error("the code file {path}: {detail}")]
+    Code { path: PathBuf, detail: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -141,7 +145,7 @@ impl Engine {
     }
 
     /// Records a new run of `plan` (its DAG version, run record and `Start` event), durably.
-    pub fn create_run(&self, plan: &Arc<Plan>, params: Map<String, Value>, trigger: &str) -> Result<u64> {
+    pub fn create_run(&self, plan: &Arc<Plan>, params: Map<String, Value>, trigger: Trigger) -> Result<u64> {
         match self.create_run_with(plan, NewRun::new(params, trigger))? {
             Created::Run(id) | Created::Held { run: id } => Ok(id),
         }
@@ -169,23 +173,45 @@ impl Engine {
             .collect())
     }
 
-    /// The plan of a stored run, compiled from the DAG version it was started with.
+    /// The plan of a stored run: the checked plan stored with the DAG version it started
+    /// with. Nothing is read from the pipeline file or its code files. (A version stored
+    /// before plans were, format 1, is compiled from its stored text once.)
     pub fn plan_of(&self, run: &RunRecord) -> Result<Arc<Plan>> {
         if let Some(plan) = self.plans.lock().unwrap_or_else(|p| p.into_inner()).get(&run.dag) {
             return Ok(plan.clone());
         }
         let dag = self.store.dag(&run.dag)?;
-        let path = PathBuf::from(&dag.path);
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| ".".into());
-        compile_source(&path, &base, &dag.source, Format::from_path(&path)).map(Arc::new).map_err(|diags| {
-            EngineError::StoredDag {
-                run: run.id,
-                detail: diags.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("; "),
-            }
-        })
+        let plan =
+            match dag.plan {
+                Some(stored) if stored.hash == dag.hash => Plan::from_stored(stored, dag.source),
+                Some(stored) => {
+                    return Err(EngineError::StoredDag {
+                        run: run.id,
+                        detail: format!("its stored plan is of version {}, not {}", stored.hash, dag.hash),
+                    });
+                }
+                None => {
+                    let path = PathBuf::from(&dag.path);
+                    let base = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or_else(|| ".".into());
+                    let mut plan = compile_source(&path, &base, &dag.source, Format::from_path(&path))
+                        .map_err(|diags| EngineError::StoredDag {
+                            run: run.id,
+                            detail: format!(
+                                "it was stored without its plan, and its text no longer compiles: {}",
+                                diags.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("; ")
+                            ),
+                        })?;
+                    // The version the run was created under, whatever the files hold now.
+                    plan.hash = dag.hash;
+                    plan
+                }
+            };
+        let plan = Arc::new(plan);
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(run.dag.clone(), plan.clone());
+        Ok(plan)
     }
 }

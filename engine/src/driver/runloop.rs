@@ -1,13 +1,13 @@
 //! The driver loop: persist a batch of events, apply them, flush once, then act.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_worker::{ErrorKind, ExecutorSet, KillSwitch, LogStream};
+use sluice_worker::{ExecutorSet, KillSwitch, LogStream};
 use tokio::sync::{mpsc, watch};
 
+use super::attempt::with_suffix;
 use super::render::{self, RunView};
 use super::replay::Notes;
 use super::sink::StoreSink;
@@ -16,7 +16,7 @@ use crate::compile::Plan;
 use crate::scheduler::{
     Action, Admission, Event, KillReason, Outcome, RunMachine, RunState, StepIx, StepState, TimerKind,
 };
-use crate::store::{AttemptKey, EventRecord, FORMAT_VERSION, RunRecord};
+use crate::store::{EventRecord, FORMAT_VERSION, RunRecord};
 
 /// What the driver tells its caller (progress views, the server later).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,26 +66,28 @@ impl std::str::FromStr for Fault {
     }
 }
 
-struct Active {
-    plan: Arc<Plan>,
-    machine: RunMachine,
-    record: RunRecord,
-    next_seq: u64,
-    notes: Notes,
-    kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
-    run_dir_made: bool,
+pub(super) struct Active {
+    pub(super) plan: Arc<Plan>,
+    pub(super) machine: RunMachine,
+    pub(super) record: RunRecord,
+    pub(super) next_seq: u64,
+    pub(super) notes: Notes,
+    pub(super) kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
+    pub(super) run_dir_made: bool,
+    /// The run's tracing span: every attempt's span is a child of it.
+    pub(super) span: tracing::Span,
 }
 
 impl Active {
     /// What templates of this run can see.
-    fn view(&self, id: u64) -> RunView<'_> {
+    pub(super) fn view(&self, id: u64) -> RunView<'_> {
         RunView {
             id,
             plan: &self.plan,
             params: &self.record.params,
             outputs: &self.notes.outputs,
             machine: &self.machine,
-            trigger: &self.record.trigger,
+            trigger: self.record.trigger,
             cause: self.record.cause.as_ref(),
         }
     }
@@ -96,12 +98,12 @@ impl Active {
     }
 }
 
-struct Done {
-    run: u64,
-    step: StepIx,
-    item: u32,
-    attempt: u32,
-    outcome: Outcome,
+pub(super) struct Done {
+    pub(super) run: u64,
+    pub(super) step: StepIx,
+    pub(super) item: u32,
+    pub(super) attempt: u32,
+    pub(super) outcome: Outcome,
 }
 
 /// An armed timer: what fires, for which attempt.
@@ -113,15 +115,15 @@ struct Timer {
     kind: TimerKind,
 }
 
-struct Driver<'e> {
-    engine: &'e Engine,
-    executors: ExecutorSet,
-    runs: HashMap<u64, Active>,
+pub(super) struct Driver<'e> {
+    pub(super) engine: &'e Engine,
+    pub(super) executors: ExecutorSet,
+    pub(super) runs: HashMap<u64, Active>,
     admission: Admission,
     timers: BTreeMap<(i64, u64), Timer>,
     timer_seq: u64,
     backlog: VecDeque<(u64, Event)>,
-    tx: mpsc::UnboundedSender<Done>,
+    pub(super) tx: mpsc::UnboundedSender<Done>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
     commits: u64,
     grace: Duration,
@@ -283,6 +285,7 @@ impl Driver<'_> {
             notes: r.notes,
             kills: HashMap::new(),
             run_dir_made: false,
+            span: tracing::info_span!("run", run = id, pipeline = plan.name()),
         };
         self.admission.set_run_limit(id, plan.spec.concurrency);
         let state = active.machine.state();
@@ -313,7 +316,7 @@ impl Driver<'_> {
     /// Removes containers a dead engine left behind; they belong to attempts that are about
     /// to run again. Only asks Docker when a run here has container steps.
     async fn reap_containers(&self) {
-        let any = self.runs.values().any(|a| a.plan.steps.iter().any(|s| s.container.is_some()));
+        let any = self.runs.values().any(|a| a.plan.steps.iter().any(|s| s.kind.hooks().uses_docker()));
         if !any {
             return;
         }
@@ -505,102 +508,6 @@ impl Driver<'_> {
             _ => {}
         }
     }
-
-    /// The run's folder of attempt files.
-    fn attempts_dir(&self, run: u64) -> PathBuf {
-        self.engine.store().dir().join("attempts").join(run.to_string())
-    }
-
-    /// Where an attempt's files go: `<step>.<item>.<attempt>.*` in the run's attempts folder.
-    /// Plain files, not a folder per attempt: a mkdir per attempt was the largest cost of
-    /// the engine's own work per step (ext4 inode allocation for directories).
-    fn attempt_stem(&self, run: u64, plan: &Plan, step: StepIx, item: u32, attempt: u32) -> PathBuf {
-        self.attempts_dir(run).join(format!("{}.{item}.{attempt}", plan.id(step)))
-    }
-
-    fn execute(&mut self, run: u64, step: StepIx, item: u32, attempt: u32) {
-        let store = self.engine.store().clone();
-        let stem = self.attempt_stem(run, &self.runs[&run].plan, step, item, attempt);
-        let attempts_dir = self.attempts_dir(run);
-        let a = self.runs.get_mut(&run).expect("active run");
-        let run_dir = store.dir().join("work").join(run.to_string());
-        let made_run_dir = if a.run_dir_made {
-            Ok(())
-        } else {
-            std::fs::create_dir_all(&run_dir).and_then(|_| std::fs::create_dir_all(&attempts_dir))
-        };
-        a.run_dir_made = made_run_dir.is_ok();
-        // A container gets a folder to mount, with its outputs file inside.
-        let in_container = a.plan.steps[step as usize].container.is_some();
-        let outputs_file =
-            if in_container { stem.join("outputs.json") } else { with_suffix(&stem, ".outputs.json") };
-        let view = a.view(run);
-        let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize));
-        let paths = render::AttemptPaths { run_dir, outputs_file, inputs_dir: with_suffix(&stem, ".inputs") };
-        let request = made_run_dir
-            .and_then(|_| if in_container { std::fs::create_dir(&stem) } else { Ok(()) })
-            .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
-            .and_then(|_| render::request(&view, step, item, attempt, item_value, paths));
-        let process_file = with_suffix(&stem, ".process.json");
-        let sink = Arc::new(StoreSink::new(store, AttemptKey { run, step, item, attempt }, process_file));
-        let request = match request {
-            Ok(r) => r,
-            Err(message) => {
-                use sluice_worker::AttemptSink;
-                sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
-                let outcome = Outcome::Failed { retryable: false, message };
-                let _ = self.tx.send(Done { run, step, item, attempt, outcome });
-                return;
-            }
-        };
-        let (switch, kill_rx) = KillSwitch::new();
-        a.kills.insert((step, item, attempt), (switch, sink.clone()));
-        let declared = a.plan.steps[step as usize].outputs.clone();
-        let executors = self.executors.clone();
-        let tx = self.tx.clone();
-        let attempt_sink = sink.clone();
-        let work = tokio::spawn(async move {
-            let executor = executors.for_spec(&request.spec);
-            executor.execute(request, attempt_sink, kill_rx).await
-        });
-        tokio::spawn(async move {
-            let result = match work.await {
-                Ok(result) => result,
-                // An executor that panics loses its attempt, never the run: report it failed.
-                Err(e) => sluice_worker::AttemptOutcome::failed(sluice_worker::ExecError::retryable(
-                    format!("the executor crashed: {e}"),
-                )),
-            };
-            let outcome = match result.result {
-                Ok(()) => match declared.iter().find(|d| !result.outputs.contains_key(*d)) {
-                    Some(missing) => Outcome::Failed {
-                        retryable: false,
-                        message: format!(
-                            "the step declares output `{missing}` but did not write it to SLUICE_OUTPUTS"
-                        ),
-                    },
-                    None => Outcome::Succeeded { outputs: result.outputs },
-                },
-                Err(e) => match e.kind {
-                    ErrorKind::Retryable => Outcome::Failed { retryable: true, message: e.message },
-                    ErrorKind::Fatal => Outcome::Failed { retryable: false, message: e.message },
-                    ErrorKind::Timeout => Outcome::TimedOut { message: e.message },
-                    ErrorKind::Cancelled => Outcome::Cancelled { message: e.message },
-                },
-            };
-            if let Outcome::Failed { message, .. } = &outcome {
-                use sluice_worker::AttemptSink;
-                sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
-            }
-            let _ = tx.send(Done { run, step, item, attempt, outcome });
-        });
-    }
-}
-
-fn with_suffix(stem: &std::path::Path, suffix: &str) -> PathBuf {
-    let mut name = stem.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 fn crash() -> ! {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sluice_worker::{AttemptSink, LogStream, process_start_time};
 
-use crate::store::{AttemptKey, ProcRecord, Store};
+use crate::store::{AttemptKey, FORMAT_VERSION, ProcRecord, Store};
 
 /// The most log an attempt keeps; the rest is dropped with a note.
 pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
@@ -29,7 +29,7 @@ pub(crate) struct StoreSink {
 }
 
 impl StoreSink {
-    pub(super) fn new(store: Store, key: AttemptKey, process_file: PathBuf) -> Self {
+    pub(crate) fn new(store: Store, key: AttemptKey, process_file: PathBuf) -> Self {
         Self {
             store,
             key,
@@ -69,13 +69,42 @@ impl AttemptSink for StoreSink {
     }
 
     /// Records the attempt's process in a plain file: a write that survives the engine being
-    /// SIGKILLed a moment later, without paying for an fsync on every attempt.
-    fn started(&self, pid: u32) {
-        let Some(start_time) = process_start_time(pid) else { return };
+    /// SIGKILLed a moment later, without paying for an fsync on every attempt. Without it a
+    /// restarted engine could not stop the process, so a failed write stops the attempt.
+    fn started(&self, pid: u32) -> Result<(), String> {
+        // A process that is gone already needs no record: there is nothing left to stop.
+        let Some(start_time) = process_start_time(pid) else { return Ok(()) };
         let k = self.key;
-        let rec = ProcRecord { v: 1, step: k.step, item: k.item, attempt: k.attempt, pid, start_time };
-        if let Ok(bytes) = serde_json::to_vec(&rec) {
-            let _ = std::fs::write(&self.process_file, bytes);
-        }
+        let rec =
+            ProcRecord { v: FORMAT_VERSION, step: k.step, item: k.item, attempt: k.attempt, pid, start_time };
+        let bytes = serde_json::to_vec(&rec).map_err(|e| format!("cannot encode the process record: {e}"))?;
+        std::fs::write(&self.process_file, bytes).map_err(|e| {
+            format!(
+                "cannot record the step's process in {} ({e}), so a restarted engine could not stop it; \
+                 check the data folder's disk",
+                self.process_file.display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_cannot_be_recorded_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let key = AttemptKey { run: 1, step: 0, item: 0, attempt: 1 };
+        let me = std::process::id();
+        let ok = StoreSink::new(store.clone(), key, dir.path().join("a.process.json"));
+        ok.started(me).unwrap();
+        let rec: ProcRecord =
+            serde_json::from_slice(&std::fs::read(dir.path().join("a.process.json")).unwrap()).unwrap();
+        assert_eq!(rec.pid, me);
+        let bad = StoreSink::new(store, key, dir.path().join("missing-folder").join("a.process.json"));
+        let e = bad.started(me).unwrap_err();
+        assert!(e.contains("cannot record the step's process") && e.contains("missing-folder"), "{e}");
     }
 }

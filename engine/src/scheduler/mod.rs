@@ -32,7 +32,7 @@ pub struct ResourceRequest {
 }
 
 /// The retry policy of a step, resolved from the spec.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RetryPolicy {
     pub count: u32,
     pub backoff: Backoff,
@@ -66,7 +66,7 @@ impl RetryPolicy {
 }
 
 /// What the core needs to know of one step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CoreStep {
     pub upstream: Vec<StepIx>,
     pub downstream: Vec<StepIx>,

@@ -24,7 +24,7 @@ use crate::compile::Plan;
 use crate::driver::{Control, Created, Engine, EngineError, NewRun, Notice};
 use crate::scheduler::RunState;
 use crate::spec::Overlap;
-use crate::store::{FORMAT_VERSION, InboxRecord};
+use crate::store::{FORMAT_VERSION, InboxRecord, InboxStatus, StoreError};
 use catalog::{Catalog, Loader};
 use launcher::Launcher;
 
@@ -134,30 +134,24 @@ impl Shared {
     pub(crate) fn record(
         &self,
         source: &str,
-        status: &str,
+        status: InboxStatus,
         reason: String,
         runs: Vec<u64>,
         details: Vec<Value>,
         payload: Value,
-    ) -> u64 {
+    ) -> Result<u64, StoreError> {
         let mut rec = InboxRecord {
             v: FORMAT_VERSION,
             id: 0,
             source: source.to_string(),
             received_at: self.engine.now_ms(),
-            status: status.to_string(),
+            status,
             reason,
             runs,
             details,
             payload,
         };
-        match self.engine.store().put_inbox(&mut rec) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store a received event");
-                0
-            }
-        }
+        self.engine.store().put_inbox(&mut rec)
     }
 }
 

@@ -14,6 +14,7 @@ use super::catalog::Entry;
 use super::{LaunchError, Shared};
 use crate::driver::{Created, NewRun};
 use crate::spec::Overlap;
+use crate::store::{InboxStatus, Trigger};
 use crate::trigger::cron::rfc3339;
 use crate::trigger::schedule::{DEFAULT_CATCHUP_LIMIT, due};
 
@@ -61,7 +62,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
                 for (entry, d) in work {
                     let name = entry.plan.name().to_string();
                     for slot in &d.fire {
-                        fire(&shared, &entry, *slot, "cron", false);
+                        fire(&shared, &entry, *slot, Trigger::Cron, false);
                     }
                     if let Some((first, last)) = d.dropped {
                         let spec = entry.plan.spec.schedule.as_ref().expect("scheduled");
@@ -74,7 +75,16 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
                         tracing::warn!(pipeline = %name, "{reason}");
                         let details =
                             vec![json!({ "pipeline": name, "first": rfc3339(first), "last": rfc3339(last) })];
-                        shared.record("schedule", "skipped", reason, vec![], details, Value::Null);
+                        if let Err(e) = shared.record(
+                            "schedule",
+                            InboxStatus::Skipped,
+                            reason,
+                            vec![],
+                            details,
+                            Value::Null,
+                        ) {
+                            tracing::error!(pipeline = %name, error = %e, "cannot record the dropped slots");
+                        }
                     }
                     if let Some(c) = d.cursor
                         && let Err(e) = shared.engine.store().set_cursor(&name, c)
@@ -99,7 +109,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
 
 /// Starts the run of one slot (blocking: it writes and flushes). `backfill` runs are never
 /// skipped for overlap; they queue unless the schedule says `overlap: allow`.
-pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, backfill: bool) -> Fired {
+pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: Trigger, backfill: bool) -> Fired {
     let plan = &entry.plan;
     let name = plan.name();
     let Some(spec) = plan.spec.schedule.as_ref() else {
@@ -116,7 +126,11 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, bac
             );
             tracing::info!(pipeline = name, "{reason}");
             let details = vec![json!({ "pipeline": name, "slot": rfc3339(slot), "going": going })];
-            shared.record("schedule", "skipped", reason, vec![], details, Value::Null);
+            if let Err(e) =
+                shared.record("schedule", InboxStatus::Skipped, reason, vec![], details, Value::Null)
+            {
+                tracing::error!(pipeline = name, error = %e, "cannot record a skipped slot");
+            }
             return Fired::Skipped(going);
         }
     }
@@ -136,7 +150,7 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, bac
     let queue = if backfill { spec.overlap != Overlap::Allow } else { spec.overlap == Overlap::Queue };
     match shared.launch_with(plan, new, queue) {
         Ok(Created::Run(id)) => {
-            tracing::info!(pipeline = name, run = id, slot = %rfc3339(slot), trigger, "started a scheduled run");
+            tracing::info!(pipeline = name, run = id, slot = %rfc3339(slot), trigger = trigger.as_str(), "started a scheduled run");
             Fired::Run(id)
         }
         Ok(Created::Held { run }) => Fired::Held(run),
@@ -144,7 +158,11 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: &str, bac
         Err(LaunchError::Engine(e)) => {
             let reason = format!("the slot {} of `{name}` could not start a run: {e}", rfc3339(slot));
             tracing::error!(pipeline = name, "{reason}");
-            shared.record("schedule", "rejected", reason.clone(), vec![], vec![], Value::Null);
+            if let Err(e) =
+                shared.record("schedule", InboxStatus::Rejected, reason.clone(), vec![], vec![], Value::Null)
+            {
+                tracing::error!(pipeline = name, error = %e, "cannot record a slot that could not start");
+            }
             Fired::Failed(reason)
         }
     }
@@ -170,7 +188,7 @@ mod tests {
             .runs()
             .unwrap()
             .into_iter()
-            .filter(|r| r.pipeline == pipeline && r.trigger == "cron")
+            .filter(|r| r.pipeline == pipeline && r.trigger == Trigger::Cron)
             .map(|r| (r.cause.unwrap()["slot_ms"].as_i64().unwrap() - base) / 1000)
             .collect();
         v.sort();
@@ -253,7 +271,7 @@ mod tests {
         // No driver: the first run never ends, so later slots are skipped and say why.
         run_for(&shared, &stop, 33).await;
         assert_eq!(fired(&shared, "tick", ms("2026-11-22T00:00:00Z")), [10]);
-        let skipped = shared.engine.store().inbox(10, None, |r| r.status == "skipped").unwrap();
+        let skipped = shared.engine.store().inbox(10, None, |r| r.status == InboxStatus::Skipped).unwrap();
         assert_eq!(skipped.len(), 2);
         assert!(skipped[0].reason.contains("still going (overlap: skip)"), "{}", skipped[0].reason);
     }

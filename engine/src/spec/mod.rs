@@ -4,9 +4,7 @@
 //! the DAG's content hash. Validation beyond types lives in `compile`.
 
 mod params;
-pub mod source;
 mod triggers;
-mod units;
 
 use std::collections::BTreeMap;
 
@@ -15,9 +13,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::kinds::{Kind, StepKind};
+use crate::syntax::{ByteSize, DurationSpec};
+
 pub use params::{ParamSpec, ParamType};
 pub use triggers::{AlertMatch, AlertStatus, Catchup, EventTrigger, Overlap, ScheduleSpec, WebhookMatch};
-pub use units::{ByteSize, DurationSpec};
 
 /// A pipeline: one DAG file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -179,250 +179,80 @@ impl StepDefaults {
     }
 }
 
-/// A `process:` executor block: a command as argv, or a shell script run by `sh -c`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessBlock {
-    /// The program and its arguments (templated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    /// A script for `sh -c` (templated); use instead of `command`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shell: Option<String>,
-}
-
-/// When a container step's image is pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum PullPolicy {
-    Never,
-    /// Pull only when the image is missing (the default).
-    #[default]
-    IfNotPresent,
-    Always,
-}
-
-/// A `container:` executor block: run the step in a Docker container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerBlock {
-    /// The image, as `name:tag` (templated).
-    pub image: String,
-    /// Arguments; the image's `CMD` when left out (templated).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Replaces the image's `ENTRYPOINT` (templated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    /// `user`, `uid` or `uid:gid` to run as.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// The working folder inside the container (default `/sluice/run`, the run's shared folder).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<String>,
-    /// CPU limit in cores, fractions allowed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    /// Memory limit: `256Mi`, `1G`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<ByteSize>,
-    /// Network mode (default `none`: no network).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    #[serde(default)]
-    pub pull: PullPolicy,
-    /// Run an init process as PID 1 so that the command gets signals (default true); without
-    /// it a command that ignores SIGTERM as PID 1 is only stopped by SIGKILL after the grace.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
-    pub init: bool,
-    /// Files the step reads, relative to the pipeline file's folder (templated); each is
-    /// mounted read-only at `/sluice/inputs/<file name>`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<String>,
-}
-
-/// A `wasm:` executor block: run a WASI preview 1 plugin inside the engine, sandboxed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WasmBlock {
-    /// The plugin: a `.wasm` binary or `.wat` text file, relative to the pipeline file's folder.
-    pub module: String,
-    /// Any JSON, handed to the plugin as `config` on stdin (strings templated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<Value>,
-    /// Files the plugin reads, relative to the pipeline file's folder (templated); each is
-    /// seen read-only at `/inputs/<file name>`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<String>,
-    /// The cap on the plugin's linear memory (default `256Mi`, at most `4Gi`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_memory: Option<ByteSize>,
-}
-
-/// A built-in trainer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainModel {
-    /// Binary logistic regression.
-    Logistic,
-    /// A multi-layer perceptron: ReLU hidden layers, softmax output.
-    Mlp,
-}
-
-/// The optimizer of a `train:` step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainOptimizer {
-    #[default]
-    Adam,
-    /// Mini-batch SGD with momentum.
-    Sgd,
-}
-
-/// Where a `train:` step runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TrainDevice {
-    /// A GPU when one is usable, else the CPU.
-    #[default]
-    Auto,
-    Cpu,
-    Gpu,
-}
-
-/// A `train:` executor block: train a built-in model on a CSV table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrainBlock {
-    pub model: TrainModel,
-    /// The training table, CSV with a header (templated; relative to the pipeline file's folder).
-    pub data: String,
-    /// The label column.
-    pub label: String,
-    /// Feature columns (default: every column but the label).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub features: Vec<String>,
-    /// A separate validation table (templated); without it `validation` of the rows are held out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_data: Option<String>,
-    /// The share of rows held out for validation (default 0.2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation: Option<f64>,
-    /// Hidden layer sizes of an `mlp` (default [64]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hidden: Vec<usize>,
-    #[serde(default)]
-    pub optimizer: TrainOptimizer,
-    /// SGD momentum (default 0.9).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub momentum: Option<f32>,
-    /// Default 10.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<u32>,
-    /// Default 64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
-    /// Default 0.01.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learning_rate: Option<f32>,
-    /// L2 weight penalty (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l2: Option<f32>,
-    /// Default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    #[serde(default)]
-    pub device: TrainDevice,
-    /// Where the model goes, without extension, relative to the run's shared folder (default
-    /// the step id): `<output>.safetensors` and `<output>.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
-}
-
-/// One step of the DAG. Exactly one executor block (`process:`, `container:`, `wasm:`,
-/// `train:`) says what it runs.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Run a local process.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<ProcessBlock>,
-    /// Run a Docker container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerBlock>,
-    /// Run a WASM plugin inside the engine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wasm: Option<WasmBlock>,
-    /// Train a built-in model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train: Option<TrainBlock>,
-    /// The steps this one runs after.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub needs: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger_rule: Option<TriggerRule>,
-    /// A Jinja expression on `params` and upstream `steps`; the step is skipped when false.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub when: Option<String>,
-    /// Fan out: a list, or an expression giving one (`params.regions`,
-    /// `steps.a.outputs.files`); one attempt per item, `{{ item }}` in templates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub map: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Retries>,
-    /// The longest one attempt may run, as `30s`, `5m`, `1h 30m` (a `wasm:` step that sets
-    /// none gets 10m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<DurationSpec>,
-    /// Environment variables (values templated).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// The working folder, relative to the pipeline file's folder (templated). A `wasm:` plugin
-    /// sees it as `/work` (default: the run's shared folder).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<Resources>,
-    /// Higher runs first when steps wait for slots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    /// The output names this step promises to write to `SLUICE_OUTPUTS`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outputs: Vec<String>,
-}
-
-/// The executor blocks a step may carry, by spec key. Adding an executor adds its key here.
-pub const EXECUTOR_KEYS: &[&str] = &["process", "container", "wasm", "train"];
-
-impl Step {
-    /// The executor blocks that are set, by key.
-    pub fn executor_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.process.is_some() {
-            keys.push("process");
+macro_rules! define_step {
+    ($($key:ident : $variant:ident($ty:ty),)*) => {
+        /// One step of the DAG. Exactly one kind block (`process:`, `container:`, `wasm:`,
+        /// `train:`; `kinds::step_kinds!` lists them) says what it runs.
+        #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct Step {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub description: Option<String>,
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $key: Option<$ty>,
+            )*
+            /// The steps this one runs after.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub needs: Vec<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub trigger_rule: Option<TriggerRule>,
+            /// A Jinja expression on `params` and upstream `steps`; the step is skipped when false.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub when: Option<String>,
+            /// Fan out: a list, or an expression giving one (`params.regions`,
+            /// `steps.a.outputs.files`); one attempt per item, `{{ item }}` in templates.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub map: Option<Value>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub retries: Option<Retries>,
+            /// The longest one attempt may run, as `30s`, `5m`, `1h 30m` (a `wasm:` step that
+            /// sets none gets 10m).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub timeout: Option<DurationSpec>,
+            /// Environment variables (values templated).
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub env: BTreeMap<String, String>,
+            /// The working folder, relative to the pipeline file's folder (templated). A `wasm:`
+            /// plugin sees it as `/work` (default: the run's shared folder).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub workdir: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub resources: Option<Resources>,
+            /// Higher runs first when steps wait for slots.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub priority: Option<i32>,
+            /// The output names this step promises to write to `SLUICE_OUTPUTS`.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub outputs: Vec<String>,
         }
-        if self.container.is_some() {
-            keys.push("container");
+
+        impl Step {
+            /// The kind blocks that are set, with their keys.
+            pub fn blocks(&self) -> Vec<(&'static str, &dyn Kind)> {
+                let mut found: Vec<(&'static str, &dyn Kind)> = Vec::new();
+                $(
+                    if let Some(block) = &self.$key {
+                        found.push((stringify!($key), block));
+                    }
+                )*
+                found
+            }
+
+            /// Takes the kind blocks out of the step.
+            pub fn take_kinds(&mut self) -> Vec<StepKind> {
+                let mut found = Vec::new();
+                $(
+                    if let Some(block) = self.$key.take() {
+                        found.push(StepKind::$variant(block));
+                    }
+                )*
+                found
+            }
         }
-        if self.wasm.is_some() {
-            keys.push("wasm");
-        }
-        if self.train.is_some() {
-            keys.push("train");
-        }
-        keys
-    }
+    };
 }
+crate::kinds::step_kinds!(define_step);
 
 /// The JSON Schema of a pipeline file, for editors.
 pub fn json_schema() -> Value {

@@ -124,20 +124,21 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Trigger;
 
     #[test]
     fn claims_hold_for_their_window_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            let r1 = RunRecord::new(1, "p", "h", Default::default(), "cron", 1, 0);
+            let r1 = RunRecord::new(1, "p", "h", Default::default(), Trigger::Cron, 1, 0);
             assert_eq!(s.claim_run(&r1, "cron:p:100", None, 1000).unwrap(), Claim::Created);
-            let r2 = RunRecord::new(2, "p", "h", Default::default(), "cron", 1, 0);
+            let r2 = RunRecord::new(2, "p", "h", Default::default(), Trigger::Cron, 1, 0);
             assert_eq!(s.claim_run(&r2, "cron:p:100", None, 5000).unwrap(), Claim::Held { run: 1 });
             assert!(s.run(2).is_err(), "a run that lost its claim is not stored");
             // A window: held inside it, free after it.
             assert_eq!(s.claim_run(&r2, "alert:p:fp", Some(100), 1000).unwrap(), Claim::Created);
-            let r3 = RunRecord::new(3, "p", "h", Default::default(), "event", 1, 0);
+            let r3 = RunRecord::new(3, "p", "h", Default::default(), Trigger::Event, 1, 0);
             assert_eq!(s.claim_run(&r3, "alert:p:fp", Some(100), 1050).unwrap(), Claim::Held { run: 2 });
             assert_eq!(s.claim_run(&r3, "alert:p:fp", Some(100), 1100).unwrap(), Claim::Created);
             s.set_cursor("p", 42).unwrap();
@@ -146,7 +147,7 @@ mod tests {
                 id: 0,
                 source: "x".into(),
                 received_at: 1,
-                status: "accepted".into(),
+                status: crate::store::InboxStatus::Accepted,
                 reason: "r".into(),
                 runs: vec![],
                 details: vec![],

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 pub use inbox::Claim;
 pub use records::{
-    DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, LogChunk, Mark, ProcRecord, RunRecord,
+    DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunRecord,
+    Trigger,
 };
 
 use crate::scheduler::StepIx;
@@ -139,11 +140,16 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a DAG version (a version is stored once: its hash names its content).
     pub fn put_dag(&self, dag: &DagRecord) -> Result<()> {
-        if !self.dags.contains_key(dag.hash.as_bytes())? {
+        if !self.has_dag(&dag.hash)? {
             self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
         }
         Ok(())
+    }
+
+    pub fn has_dag(&self, hash: &str) -> Result<bool> {
+        Ok(self.dags.contains_key(hash.as_bytes())?)
     }
 
     /// Every stored version of the pipeline `name`, oldest first.
@@ -263,7 +269,8 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             let id = s.next_run_id().unwrap();
-            s.put_run(&RunRecord::new(id, "p", "abc", serde_json::Map::new(), "manual", 3, 10)).unwrap();
+            s.put_run(&RunRecord::new(id, "p", "abc", serde_json::Map::new(), Trigger::Manual, 3, 10))
+                .unwrap();
             for seq in 0..3 {
                 s.append_event(
                     id,

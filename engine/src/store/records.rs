@@ -1,20 +1,24 @@
 //! Persisted records. Each carries a format version `v`; decoding accepts every version
 //! written so far (tests decode fixtures of each).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::compile::StoredPlan;
 use crate::scheduler::{Event, RunState, StepIx};
 use sluice_worker::LogStream;
 
-/// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the checked plan to DAG versions
+/// and made the trigger of runs and the status of inbox records closed sets (their text is
+/// the same as version 1 wrote).
+pub const FORMAT_VERSION: u32 = 2;
 
 fn v1() -> u32 {
     1
 }
 
-/// A DAG version: the file's text as it was when a run used it.
+/// A DAG version: the file's text as it was when a run used it, and its checked plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DagRecord {
     #[serde(default = "v1")]
@@ -24,6 +28,100 @@ pub struct DagRecord {
     pub path: String,
     pub source: String,
     pub stored_at: i64,
+    /// The plan as it was compiled (version 2 on): runs of this version are driven, shown and
+    /// retried from it, never from the file system. Version 1 kept only the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<StoredPlan>,
+}
+
+/// Why a run started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `sluice run`.
+    Manual,
+    /// `POST /api/v1/pipelines/{name}/runs` (`sluice trigger`).
+    Api,
+    /// A slot of the pipeline's schedule.
+    Cron,
+    /// A schedule slot asked for by a backfill.
+    Backfill,
+    /// An Alertmanager alert matched by `on: - alert`.
+    Alert,
+    /// A webhook event matched by `on: - webhook`.
+    Event,
+    /// A retry of an ended run from one of its steps.
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Api => "api",
+            Trigger::Cron => "cron",
+            Trigger::Backfill => "backfill",
+            Trigger::Alert => "alert",
+            Trigger::Event => "event",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Trigger, String> {
+        serde_json::from_value(Value::String(s.to_string()))
+            .map_err(|_| format!("`{s}` is not a trigger (manual, api, cron, backfill, alert, event, retry)"))
+    }
+}
+
+/// What became of a received event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxStatus {
+    /// Stored, not yet matched (an event whose handling was cut short stays so).
+    Received,
+    /// It started at least one run.
+    Matched,
+    /// Every run it asked for was started earlier by the same alert or key.
+    Deduplicated,
+    /// A schedule slot skipped or dropped (overlap, catch-up).
+    Skipped,
+    /// Valid, but no pipeline's `on:` matches it.
+    Accepted,
+    /// Invalid, or no run could start.
+    Rejected,
+}
+
+impl InboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Received => "received",
+            InboxStatus::Matched => "matched",
+            InboxStatus::Deduplicated => "deduplicated",
+            InboxStatus::Skipped => "skipped",
+            InboxStatus::Accepted => "accepted",
+            InboxStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for InboxStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<InboxStatus, String> {
+        serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+            format!(
+                "`{s}` is not an event status (received, matched, deduplicated, skipped, accepted, rejected)"
+            )
+        })
+    }
 }
 
 /// A run's summary; the event log is the source of truth, this is its index.
@@ -35,8 +133,8 @@ pub struct RunRecord {
     pub pipeline: String,
     pub dag: String,
     pub params: Map<String, Value>,
-    /// Why it started: `manual`, `api`, `cron`, `backfill`, `event`, `retry`.
-    pub trigger: String,
+    /// Why it started.
+    pub trigger: Trigger,
     /// The details of the trigger: the schedule slot, the event id and alert, the run retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Value>,
@@ -55,7 +153,7 @@ impl RunRecord {
         pipeline: &str,
         dag: &str,
         params: Map<String, Value>,
-        trigger: &str,
+        trigger: Trigger,
         steps: u32,
         now: i64,
     ) -> Self {
@@ -65,7 +163,7 @@ impl RunRecord {
             pipeline: pipeline.to_string(),
             dag: dag.to_string(),
             params,
-            trigger: trigger.to_string(),
+            trigger,
             cause: None,
             state: RunState::Pending,
             steps,
@@ -86,9 +184,7 @@ pub struct InboxRecord {
     /// `alertmanager`, `schedule`, or the `{source}` of a generic webhook.
     pub source: String,
     pub received_at: i64,
-    /// `matched` (a run started), `deduplicated`, `skipped`, `accepted` (valid, nothing
-    /// matched) or `rejected` (invalid).
-    pub status: String,
+    pub status: InboxStatus,
     /// Why, in a sentence.
     pub reason: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

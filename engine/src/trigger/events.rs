@@ -238,7 +238,7 @@ fn candidate(
 mod tests {
     use super::*;
     use crate::compile::compile_source;
-    use crate::spec::source::Format;
+    use crate::syntax::Format;
     use std::path::Path;
 
     fn plan(text: &str) -> Pipeline {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -31,7 +32,8 @@ use fit::{CpuFit, Fit};
 use net::{Head, Net, Optimizer, Rng};
 
 /// Which model to train.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// Binary logistic regression (sigmoid output).
     Logistic,
@@ -40,14 +42,16 @@ pub enum ModelKind {
 }
 
 /// Which optimizer updates the weights.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     Sgd { momentum: f32 },
     Adam,
 }
 
 /// Where the training runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Device {
     /// A GPU when one is usable, else the CPU (saying so in the log).
     #[default]
@@ -57,7 +61,7 @@ pub enum Device {
 }
 
 /// A `train:` step after templating.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSpec {
     /// The training table (CSV with a header).
     pub data: PathBuf,

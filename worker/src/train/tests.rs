@@ -152,19 +152,21 @@ async fn the_executor_reports_metrics_and_refuses_a_gpu_it_lacks() {
     let data = table(dir.path(), "blobs.csv", 400, false, 5);
     let mut s = spec(dir.path(), data, ModelKind::Logistic);
     s.device = Device::Auto;
-    let request = |spec: TrainSpec| AttemptRequest {
-        id: crate::executor::AttemptId { run: 1, step: "train".into(), item: 0, attempt: 1 },
-        spec: ExecSpec::Train(spec),
-        env: Default::default(),
-        workdir: dir.path().to_path_buf(),
-        outputs_file: dir.path().join("unused"),
+    let request = |spec: TrainSpec| {
+        AttemptRequest::new(
+            crate::executor::AttemptId { run: 1, step: "train".into(), item: 0, attempt: 1 },
+            ExecSpec::Train(spec),
+            crate::AttemptFiles::at(dir.path().to_path_buf(), &dir.path().join("train.0.1"), false),
+        )
     };
     struct Lines(std::sync::Mutex<String>);
     impl AttemptSink for Lines {
         fn log(&self, _: LogStream, chunk: &[u8]) {
             self.0.lock().unwrap().push_str(&String::from_utf8_lossy(chunk));
         }
-        fn started(&self, _: u32) {}
+        fn started(&self, _: u32) -> Result<(), String> {
+            Ok(())
+        }
     }
     let sink = Arc::new(Lines(Default::default()));
     let (_switch, rx) = crate::KillSwitch::new();

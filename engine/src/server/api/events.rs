@@ -16,7 +16,7 @@ use super::{ApiError, ApiResult, read_body};
 use crate::compile::valid_source;
 use crate::driver::{Created, NewRun};
 use crate::server::{LaunchError, Shared};
-use crate::store::InboxRecord;
+use crate::store::{InboxRecord, InboxStatus, Trigger};
 use crate::trigger::events::{Matched, match_alert, match_webhook, parse_notification};
 
 /// How much of a payload is kept with its record.
@@ -46,7 +46,7 @@ pub(super) async fn receive(
             let s = shared.clone();
             let (src, msg) = (source.clone(), e.message.clone());
             let id = blocking(move || {
-                let id = s.record(&src, "rejected", msg, vec![], vec![], Value::Null);
+                let id = s.record(&src, InboxStatus::Rejected, msg, vec![], vec![], Value::Null)?;
                 s.engine.store().flush()?;
                 Ok(id)
             })
@@ -55,7 +55,7 @@ pub(super) async fn receive(
         }
     };
     let s = shared.clone();
-    let (status, outcome) = blocking(move || Ok(intake(&s, &source, &body, idempotency.as_deref()))).await?;
+    let (status, outcome) = blocking(move || intake(&s, &source, &body, idempotency.as_deref())).await?;
     Ok((status, Json(outcome)).into_response())
 }
 
@@ -64,8 +64,24 @@ fn with_event(e: ApiError, id: u64) -> Response {
     (e.status, Json(body)).into_response()
 }
 
+/// The answer when an event cannot be stored: nothing was started, so the sender should
+/// send it again (Alertmanager does).
+fn unstored(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "cannot store a received event; nothing was started");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unstored",
+        format!("the event could not be stored ({e}); nothing was started: send it again"),
+    )
+}
+
 /// Stores, matches and acts on one event (blocking).
-fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>) -> (StatusCode, Value) {
+fn intake(
+    shared: &Shared,
+    source: &str,
+    body: &[u8],
+    idempotency: Option<&str>,
+) -> ApiResult<(StatusCode, Value)> {
     let _intake = shared.intake.lock().unwrap_or_else(|p| p.into_inner());
     let store = shared.engine.store();
     let payload: Value = match serde_json::from_slice(body) {
@@ -73,13 +89,17 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
         Err(e) => {
             let kept = String::from_utf8_lossy(&body[..body.len().min(KEEP_PAYLOAD)]).into_owned();
             let reason = format!("the body is not valid JSON: {e}");
-            let id = shared.record(source, "rejected", reason.clone(), vec![], vec![], Value::String(kept));
-            let _ = store.flush();
-            return reply(StatusCode::BAD_REQUEST, id, "rejected", &reason, &[], &[]);
+            let id = shared
+                .record(source, InboxStatus::Rejected, reason.clone(), vec![], vec![], Value::String(kept))
+                .map_err(unstored)?;
+            store.flush().map_err(unstored)?;
+            return Ok(reply(StatusCode::BAD_REQUEST, id, InboxStatus::Rejected, &reason, &[], &[]));
         }
     };
     let kept = if body.len() <= KEEP_PAYLOAD { payload.clone() } else { json!({ "truncated": body.len() }) };
-    let id = shared.record(source, "received", String::new(), vec![], vec![], kept);
+    let id = shared
+        .record(source, InboxStatus::Received, String::new(), vec![], vec![], kept)
+        .map_err(unstored)?;
     let catalog = shared.catalog();
     let specs: Vec<&crate::spec::Pipeline> = catalog.pipelines.values().map(|e| &e.plan.spec).collect();
     // Per alert (or once for a webhook): the pipelines it matched.
@@ -88,7 +108,15 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
         let n = match parse_notification(&payload) {
             Ok(n) => n,
             Err(reason) => {
-                return finish(shared, id, StatusCode::BAD_REQUEST, "rejected", reason, vec![], vec![]);
+                return Ok(finish(
+                    shared,
+                    id,
+                    StatusCode::BAD_REQUEST,
+                    InboxStatus::Rejected,
+                    reason,
+                    vec![],
+                    vec![],
+                ));
             }
         };
         for a in &n.alerts {
@@ -112,7 +140,7 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
                 }
                 Matched::Start(c) => {
                     let Some(entry) = catalog.pipelines.get(&c.pipeline) else { continue };
-                    let trigger = if source == ALERTMANAGER { "alert" } else { "event" };
+                    let trigger = if source == ALERTMANAGER { Trigger::Alert } else { Trigger::Event };
                     let mut new = NewRun::new(c.params, trigger);
                     new.cause = Some(c.cause);
                     new.key = c.key;
@@ -142,26 +170,34 @@ fn intake(shared: &Shared, source: &str, body: &[u8], idempotency: Option<&str>)
     }
     let (status, code, reason) = if !runs.is_empty() {
         let list = runs.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ");
-        (StatusCode::ACCEPTED, "matched", format!("started {list}"))
+        (StatusCode::ACCEPTED, InboxStatus::Matched, format!("started {list}"))
     } else if draining {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "rejected",
+            InboxStatus::Rejected,
             "the server is shutting down; send it again".to_string(),
         )
     } else if invalid > 0 {
         let first = details.iter().find_map(|d| d["reason"].as_str()).unwrap_or_default().to_string();
-        (StatusCode::UNPROCESSABLE_ENTITY, "rejected", format!("matched, but no run could start: {first}"))
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            InboxStatus::Rejected,
+            format!("matched, but no run could start: {first}"),
+        )
     } else if dup > 0 {
         (
             StatusCode::ACCEPTED,
-            "deduplicated",
+            InboxStatus::Deduplicated,
             "every matching alert already started a run within its cooldown".into(),
         )
     } else {
-        (StatusCode::ACCEPTED, "accepted", format!("no pipeline's `on:` matches this `{source}` event"))
+        (
+            StatusCode::ACCEPTED,
+            InboxStatus::Accepted,
+            format!("no pipeline's `on:` matches this `{source}` event"),
+        )
     };
-    finish(shared, id, status, code, reason, runs, details)
+    Ok(finish(shared, id, status, code, reason, runs, details))
 }
 
 fn merge(a: &Value, b: Value) -> Value {
@@ -172,27 +208,34 @@ fn merge(a: &Value, b: Value) -> Value {
     out
 }
 
+/// Stores what became of an event and answers with it. The runs it started are stored
+/// already; if its record cannot be updated, the answer still says what happened and the log
+/// says the record is behind.
 fn finish(
     shared: &Shared,
     id: u64,
     status: StatusCode,
-    code: &str,
+    code: InboxStatus,
     reason: String,
     runs: Vec<u64>,
     details: Vec<Value>,
 ) -> (StatusCode, Value) {
     let store = shared.engine.store();
-    if let Ok(Some(mut rec)) = store.inbox_record(id) {
-        rec.status = code.to_string();
-        rec.reason = reason.clone();
-        rec.runs = runs.clone();
-        rec.details = details.clone();
-        if let Err(e) = store.update_inbox(&rec) {
-            tracing::error!(error = %e, "cannot store what became of an event");
+    let updated = store.inbox_record(id).and_then(|rec| match rec {
+        Some(mut rec) => {
+            rec.status = code;
+            rec.reason = reason.clone();
+            rec.runs = runs.clone();
+            rec.details = details.clone();
+            store.update_inbox(&rec)
         }
-    }
-    if let Err(e) = store.flush() {
-        tracing::error!(error = %e, "cannot flush a received event");
+        None => Err(crate::store::StoreError::Corrupt {
+            what: "inbox record",
+            detail: format!("event {id} vanished while it was handled"),
+        }),
+    });
+    if let Err(e) = updated.and_then(|_| store.flush()) {
+        tracing::error!(event = id, status = code.as_str(), error = %e, "cannot store what became of an event; its record stays `received`");
     }
     reply(status, id, code, &reason, &runs, &details)
 }
@@ -200,7 +243,7 @@ fn finish(
 fn reply(
     status: StatusCode,
     id: u64,
-    code: &str,
+    code: InboxStatus,
     reason: &str,
     runs: &[u64],
     details: &[Value],
@@ -226,8 +269,10 @@ pub(super) async fn list(
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let status: Option<InboxStatus> =
+        q.status.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
     let keep = |r: &InboxRecord| {
-        q.source.as_ref().is_none_or(|s| &r.source == s) && q.status.as_ref().is_none_or(|s| &r.status == s)
+        q.source.as_ref().is_none_or(|s| &r.source == s) && status.is_none_or(|s| r.status == s)
     };
     let events = shared.engine.store().inbox(limit, q.before, keep)?;
     Ok(Json(json!({ "v": 1, "total": shared.engine.store().inbox_len(), "events": events })))

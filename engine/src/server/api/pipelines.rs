@@ -108,7 +108,10 @@ pub(super) async fn backfill(
     }
     let s = shared.clone();
     let results = blocking(move || {
-        Ok(slots.into_iter().map(|slot| (slot, fire(&s, &entry, slot, "backfill", true))).collect::<Vec<_>>())
+        Ok(slots
+            .into_iter()
+            .map(|slot| (slot, fire(&s, &entry, slot, crate::store::Trigger::Backfill, true)))
+            .collect::<Vec<_>>())
     })
     .await?;
     let mut created = Vec::new();

@@ -17,6 +17,7 @@ use super::{ApiError, ApiResult, JsonBody, run_id};
 use crate::driver::{Control, Created, NewRun, Notice};
 use crate::scheduler::RunState;
 use crate::server::Shared;
+use crate::store::Trigger;
 
 /// The body of `POST /api/v1/pipelines/{name}/runs`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -59,7 +60,7 @@ pub(super) async fn start(
         .resolve_values(&body.params)
         .map_err(|errors| ApiError::new(StatusCode::BAD_REQUEST, "invalid_params", errors.join("; ")))?;
     let s = shared.clone();
-    let created = blocking(move || Ok(s.launch(&plan, NewRun::new(params, "api"))?)).await?;
+    let created = blocking(move || Ok(s.launch(&plan, NewRun::new(params, Trigger::Api))?)).await?;
     let Created::Run(id) = created else { return Err(ApiError::internal("a run without a key was held")) };
     let record = shared.engine.store().run(id)?;
     Ok((StatusCode::CREATED, Json(json!({ "v": 1, "run": record }))).into_response())
@@ -97,6 +98,8 @@ pub(super) async fn list(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let state: Option<RunState> =
         q.state.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
+    let trigger: Option<Trigger> =
+        q.trigger.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
     let before = q.before.as_deref().map(run_id).transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let runs: Vec<_> = shared
@@ -107,7 +110,7 @@ pub(super) async fn list(
         .filter(|r| before.is_none_or(|b| r.id < b))
         .filter(|r| q.pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
         .filter(|r| state.is_none_or(|s| r.state == s))
-        .filter(|r| q.trigger.as_ref().is_none_or(|t| &r.trigger == t))
+        .filter(|r| trigger.is_none_or(|t| r.trigger == t))
         .take(limit)
         .collect();
     Ok(Json(json!({ "v": 1, "runs": runs })))
@@ -200,7 +203,7 @@ pub(super) async fn retry(
     let created = blocking(move || {
         let (plan, record, prelude) = s.engine.retry_prelude(id, &body.from)?;
         let reused = prelude.len();
-        let mut new = NewRun::new(record.params, "retry");
+        let mut new = NewRun::new(record.params, Trigger::Retry);
         new.cause = Some(json!({ "retry_of": id, "from": body.from, "reused_steps": reused }));
         new.prelude = prelude;
         Ok(s.launch(&plan, new)?)

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::ErrorKind;
-use crate::executor::{AttemptId, KillSwitch};
+use crate::executor::{AttemptFiles, AttemptId, KillSwitch};
 
 #[derive(Default)]
 struct Log {
@@ -19,7 +19,9 @@ impl AttemptSink for Log {
     fn log(&self, stream: LogStream, chunk: &[u8]) {
         self.chunks.lock().unwrap().push((stream, chunk.to_vec()));
     }
-    fn started(&self, _pid: u32) {}
+    fn started(&self, _pid: u32) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Log {
@@ -55,26 +57,28 @@ impl Fixture {
             module: plugin(module),
             input: json!({"config": {"answer": 42}, "params": {}, "step": "s"}),
             work_dir: self.dir.path().join("work"),
-            inputs: Vec::new(),
-            inputs_dir: self.dir.path().join("s.0.1.inputs"),
             max_memory: DEFAULT_MAX_MEMORY,
         }
     }
 
     fn request(&self, spec: WasmSpec) -> AttemptRequest {
-        AttemptRequest {
-            id: AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
-            spec: ExecSpec::Wasm(spec),
-            env: [("GREETING".to_string(), "hi".to_string())].into(),
-            workdir: self.dir.path().to_path_buf(),
-            outputs_file: self.dir.path().join("unused.json"),
-        }
+        let mut r = AttemptRequest::new(
+            AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
+            ExecSpec::Wasm(spec),
+            AttemptFiles::at(self.dir.path().to_path_buf(), &self.dir.path().join("s.0.1"), false),
+        );
+        r.env = [("GREETING".to_string(), "hi".to_string())].into();
+        r
     }
 
     async fn run(&self, spec: WasmSpec) -> (AttemptOutcome, Arc<Log>) {
+        self.run_request(self.request(spec)).await
+    }
+
+    async fn run_request(&self, request: AttemptRequest) -> (AttemptOutcome, Arc<Log>) {
         let log = Arc::new(Log::default());
         let (_switch, rx) = KillSwitch::new();
-        (self.executor.execute(self.request(spec), log.clone(), rx).await, log)
+        (self.executor.execute(request, log.clone(), rx).await, log)
     }
 }
 
@@ -107,9 +111,9 @@ async fn the_sandbox_holds() {
     std::fs::write(f.dir.path().join("secret.txt"), "root:x:0:0:secret").unwrap();
     let data = f.dir.path().join("data.csv");
     std::fs::write(&data, "a,b\n1,2\n").unwrap();
-    let mut spec = f.spec("escape.wat");
-    spec.inputs = vec![WasmInput { source: data.clone(), name: "data.csv".into() }];
-    let (outcome, log) = f.run(spec).await;
+    let mut request = f.request(f.spec("escape.wat"));
+    request.inputs = vec![InputFile { source: data.clone(), name: "data.csv".into() }];
+    let (outcome, log) = f.run_request(request).await;
     assert_eq!(outcome.result, Ok(()), "{}", log.text(LogStream::System));
     for key in ["relative", "absolute", "symlink", "inputs_parent"] {
         let errno: u32 = outcome.outputs[key].as_str().unwrap().parse().unwrap();
@@ -277,6 +281,24 @@ async fn modules_are_compiled_once_and_cached_on_disk() {
     f.executor.prepare(&module).unwrap();
     std::fs::write(&module, "(module").unwrap();
     assert!(f.executor.prepare(&module).unwrap_err().message.contains("not valid WebAssembly text"));
+}
+
+#[tokio::test]
+async fn a_panic_while_the_module_cache_is_locked_breaks_no_later_attempt() {
+    let f = Fixture::new();
+    let rt = f.executor.runtime().unwrap();
+    for which in 0..2 {
+        let held = rt.clone();
+        let _ = std::thread::spawn(move || {
+            let _cache = held.by_path.lock();
+            let _compiling = (which == 1).then(|| held.compiling.lock());
+            panic!("a panic while the module cache is locked");
+        })
+        .join();
+        assert!(rt.by_path.is_poisoned());
+        let (outcome, _) = f.run(f.spec("noop.wat")).await;
+        assert_eq!(outcome.result, Ok(()), "after poisoning #{which}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -1,0 +1,139 @@
+//! Template checks: every templated string of every step parses, and what it reads exists
+//! and is upstream of the step. Also which upstream outputs each step's templates read, so
+//! that rendering builds only what a step needs.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::checks::{Ctx, step_pointer, suggest};
+use super::graph::{Graph, is_ancestor};
+use crate::kinds::Templates;
+use crate::scheduler::StepIx;
+use crate::spec::{Pipeline, Step};
+use crate::syntax::push_pointer;
+use crate::template;
+
+/// Checks every step's templates; returns, per step, the upstream steps whose outputs they
+/// read (`None`: a template reads `steps` as a whole).
+pub(super) fn check_templates(
+    spec: &Pipeline,
+    index: &HashMap<&str, StepIx>,
+    graph: &Graph,
+    cx: &mut Ctx,
+) -> Vec<Option<Vec<StepIx>>> {
+    let env = template::environment();
+    let mut all_reads = Vec::with_capacity(spec.steps.len());
+    for (ix, (id, step)) in spec.steps.iter().enumerate() {
+        let mut reads: Option<Vec<StepIx>> = Some(Vec::new());
+        let sp = step_pointer(id);
+        // (pointer, text, whether it is an expression rather than a template)
+        let mut fields: Vec<(String, &str, bool)> = Vec::new();
+        for (key, block) in step.blocks() {
+            let mut found = Templates::new(id, key);
+            block.templates(&mut found);
+            fields.extend(found.into_found().into_iter().map(|(p, t)| (p, t, false)));
+        }
+        for (k, v) in step.env.iter().chain(spec.defaults.env.iter()) {
+            if template::is_template(v) {
+                fields.push((push_pointer(&push_pointer(&sp, "env"), k), v, false));
+            }
+        }
+        if let Some(w) = &step.workdir
+            && template::is_template(w)
+        {
+            fields.push((push_pointer(&sp, "workdir"), w, false));
+        }
+        if let Some(w) = &step.when {
+            fields.push((push_pointer(&sp, "when"), w, true));
+        }
+        if let Some(Value::String(m)) = &step.map {
+            fields.push((push_pointer(&sp, "map"), m, true));
+        }
+        for (pointer, text, expression) in fields {
+            match template::references(env, text, expression) {
+                Err(e) => cx.at(&pointer, format!("step `{id}`: bad template: {e}")),
+                Ok(refs) => {
+                    for r in refs {
+                        if let Err(why) = check_reference(spec, index, graph, ix as StepIx, step, &r) {
+                            cx.at(&pointer, format!("step `{id}`: {why}"));
+                        }
+                        let mut parts = r.split('.');
+                        if parts.next() == Some("steps") {
+                            match (parts.next().and_then(|s| index.get(s)), reads.as_mut()) {
+                                (Some(&up), Some(list)) if !list.contains(&up) => list.push(up),
+                                (Some(_), _) => {}
+                                (None, _) => reads = None,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all_reads.push(reads);
+    }
+    all_reads
+}
+
+fn check_reference(
+    spec: &Pipeline,
+    index: &HashMap<&str, StepIx>,
+    graph: &Graph,
+    me: StepIx,
+    step: &Step,
+    reference: &str,
+) -> Result<(), String> {
+    let parts: Vec<&str> = reference.split('.').collect();
+    match parts[0] {
+        "params" => match parts.get(1) {
+            Some(p) if !spec.params.contains_key(*p) => Err(format!(
+                "the template reads `params.{p}`, but the pipeline has no parameter `{p}`{}",
+                suggest(p, spec.params.keys().map(String::as_str))
+            )),
+            _ => Ok(()),
+        },
+        "run" => match parts.get(1) {
+            Some(f) if !["id", "name", "dag", "trigger", "cause"].contains(f) => Err(format!(
+                "the template reads `run.{f}`; runs have `id`, `name`, `dag`, `trigger` and `cause`"
+            )),
+            _ => Ok(()),
+        },
+        "item" if step.map.is_none() => Err("the template reads `item`, but the step has no `map:`".into()),
+        "item" => Ok(()),
+        "steps" => {
+            let Some(other) = parts.get(1) else { return Ok(()) };
+            let Some(&up) = index.get(other) else {
+                return Err(format!(
+                    "the template reads `steps.{other}`, which is not a step of this pipeline"
+                ));
+            };
+            if !is_ancestor(graph, up, me) {
+                return Err(format!(
+                    "the template reads `steps.{other}`, but `{other}` is not upstream of this step (add it to `needs`)"
+                ));
+            }
+            match (parts.get(2), parts.get(3)) {
+                (Some(&"outputs"), Some(name)) => {
+                    let declared = &spec.steps[*other].outputs;
+                    if !declared.is_empty()
+                        && !declared.iter().any(|d| d == name)
+                        && spec.steps[*other].map.is_none()
+                    {
+                        return Err(format!(
+                            "the template reads `steps.{other}.outputs.{name}`, but `{other}` declares only {}",
+                            declared.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                    Ok(())
+                }
+                (Some(&"outputs") | Some(&"state") | None, _) => Ok(()),
+                (Some(f), _) => {
+                    Err(format!("the template reads `steps.{other}.{f}`; steps have `outputs` and `state`"))
+                }
+            }
+        }
+        other => Err(format!(
+            "the template reads `{other}`, which is not defined; templates see `params`, `steps`, `run` and `item`"
+        )),
+    }
+}
