@@ -158,7 +158,7 @@ fn main() -> ExitCode {
             cli::client::backfill(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &from, &to)
         }
         Command::Runs { limit } => cli::inspect::runs(&cli.data_dir, cli.output, limit),
-        Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.output, &run),
+        Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
         Command::Logs { run, step, attempt } => cli::inspect::logs(&cli.data_dir, &run, &step, attempt),
         Command::Validate { files } => cli::spec::validate(&files, cli.output),
         Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),

@@ -80,14 +80,14 @@ steps:
     let show = sb.show("r1");
     assert_eq!(show["state"], "failed");
     assert_eq!(step(&show, "flaky")["state"], "succeeded");
-    assert_eq!(step(&show, "flaky")["attempts"], 3);
+    assert_eq!(attempts(step(&show, "flaky")), 3);
     assert_eq!(step(&show, "slow")["state"], "timed_out");
     assert_eq!(step(&show, "after_slow")["state"], "upstream_failed");
     assert_eq!(step(&show, "on_failure")["state"], "succeeded");
     assert!(step(&show, "bad_outputs")["message"].as_str().unwrap().contains("invalid JSON"));
     assert!(step(&show, "missing_output")["message"].as_str().unwrap().contains("declares output `model`"));
     assert!(step(&show, "missing_cmd")["message"].as_str().unwrap().contains("was not found"));
-    assert_eq!(step(&show, "missing_cmd")["attempts"], 1, "a fatal error is not retried");
+    assert_eq!(attempts(step(&show, "missing_cmd")), 1, "a fatal error is not retried");
     let logs = text(&sb.sluice(&["logs", "r1", "flaky"]).stdout);
     assert!(logs.contains("attempt 1") && logs.contains("try 0") && logs.contains("try 2"), "{logs}");
     let one = text(&sb.sluice(&["logs", "r1", "flaky", "--attempt", "2"]).stdout);
@@ -295,8 +295,8 @@ steps:
     assert!(out.status.success(), "{}", text(&out.stderr));
     let show = sb.show("1");
     assert_eq!(show["state"], "succeeded");
-    assert_eq!(step(&show, "a")["attempts"], 1);
-    assert_eq!(step(&show, "b")["attempts"], 2);
+    assert_eq!(attempts(step(&show, "a")), 1);
+    assert_eq!(attempts(step(&show, "b")), 2);
     assert_eq!(step(&show, "c")["state"], "succeeded");
     assert_eq!(text(&sb.sluice(&["resume"]).stdout), "nothing to resume: every run has finished\n");
     assert_clean_error(&sb.sluice(&["cancel", "r1"]), 2, "already succeeded");

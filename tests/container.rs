@@ -96,7 +96,7 @@ steps:
     let show = sb.show("1");
     let exit3 = step(&show, "exit3");
     assert_eq!(exit3["state"], "failed");
-    assert_eq!(exit3["attempts"], 2);
+    assert_eq!(attempts(exit3), 2);
     assert!(exit3["message"].as_str().unwrap().contains("exited with code 3"), "{exit3}");
     assert_eq!(step(&show, "slow")["state"], "timed_out");
     let missing = step(&show, "missing")["message"].as_str().unwrap().to_string();
@@ -146,7 +146,7 @@ steps:
     assert!(out.status.success(), "{}", text(&out.stderr));
     let show = sb.show("1");
     assert_eq!(show["state"], "succeeded");
-    assert_eq!(step(&show, "work")["attempts"], 2);
+    assert_eq!(attempts(step(&show, "work")), 2);
 }
 
 #[test]
@@ -182,7 +182,7 @@ steps:
     assert!(sb.leftover_containers().is_empty(), "the orphan was reaped: {:?}", sb.leftover_containers());
     let show = sb.show("1");
     assert_eq!(show["state"], "succeeded");
-    assert_eq!(step(&show, "long")["attempts"], 2, "the lost attempt ran again");
+    assert_eq!(attempts(step(&show, "long")), 2, "the lost attempt ran again");
 }
 
 #[test]

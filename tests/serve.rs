@@ -432,3 +432,31 @@ fn a_drift_alert_retrains_the_example_model() {
         body(&std::fs::read_to_string(sb.data().join(format!("work/{run}/published/reason.json"))).unwrap());
     assert_eq!(reason, json!({"trigger": "alert", "feature": "tenure", "psi": 0.42}));
 }
+
+/// `sluice show --output json` and `GET /api/v1/runs/{id}` are one document: through the
+/// server while it owns the data folder, and read from the store once it has stopped.
+#[test]
+fn the_cli_and_the_api_show_the_same_run_document() {
+    let sb = Sandbox::new();
+    let dir = dags(&sb, &[("flaky.yaml", FLAKY)]);
+    let mut srv = Server::start(&sb, &dir, &[]);
+    let (_, b) = srv.post("/api/v1/pipelines/flaky/runs", "{}");
+    let run = body(&b)["run"]["id"].as_u64().unwrap();
+    srv.wait_run(run);
+    let api = srv.json(&format!("/api/v1/runs/{run}"));
+    assert_eq!(api["v"], 2);
+    assert_eq!(api["state"], "failed");
+    assert_eq!(api["steps"][0]["outputs"]["rows"], 5);
+    assert_eq!(api["steps"][1]["attempts"][0]["outcome"], "failed");
+    assert!(api["steps"][1]["message"].as_str().unwrap().contains("exited with code 1"), "{api:#}");
+    assert_eq!(api["steps"][2]["state"], "upstream_failed");
+    let through = sb.sluice(&["show", &format!("r{run}"), "--output", "json"]);
+    assert!(through.status.success(), "{}", text(&through.stderr));
+    assert_eq!(body(&text(&through.stdout)), api, "show asks the server that owns the folder");
+    let status = sb.sluice(&["status", &format!("r{run}"), "--output", "json"]);
+    assert_eq!(body(&text(&status.stdout)), api);
+    assert!(srv.stop().success());
+    let local = sb.sluice(&["show", &format!("r{run}"), "--output", "json"]);
+    assert!(local.status.success(), "{}", text(&local.stderr));
+    assert_eq!(body(&text(&local.stdout)), api, "the store's replay gives the server's document");
+}

@@ -78,7 +78,7 @@ steps:
     assert_eq!(state("babbles"), "failed");
     assert!(message("babbles").contains("not a result document"), "{}", message("babbles"));
     assert_eq!(state("crashes"), "failed");
-    assert_eq!(step(&show, "crashes")["attempts"], 2, "a crash is retried");
+    assert_eq!(attempts(step(&show, "crashes")), 2, "a crash is retried");
     assert_eq!(state("escapes"), "succeeded", "{}", message("escapes"));
     let outputs = &step(&show, "escapes")["outputs"];
     for key in ["relative", "absolute", "symlink", "inputs_parent"] {
@@ -259,7 +259,7 @@ steps:
     let show = sb.show("1");
     let check = step(&show, "check");
     assert_eq!(check["state"], "failed");
-    assert_eq!(check["attempts"], 1, "a data failure is not retried");
+    assert_eq!(attempts(check), 1, "a data failure is not retried");
     let message = check["message"].as_str().unwrap();
     assert!(message.contains("reported a failure") && message.contains("see the step log"), "{message}");
     assert_eq!(step(&show, "features")["state"], "upstream_failed");
@@ -296,12 +296,46 @@ fn a_plugin_lost_with_a_killed_engine_runs_again_on_resume() {
     let out = sb.sluice(&["resume", "-q"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let show = sb.show("1");
-    assert_eq!(step(&show, "mark")["attempts"], 1, "a completed step does not run again");
-    assert_eq!(step(&show, "spin")["attempts"], 2, "the lost attempt runs again as attempt 2: {show:#}");
+    assert_eq!(attempts(step(&show, "mark")), 1, "a completed step does not run again");
+    assert_eq!(attempts(step(&show, "spin")), 2, "the lost attempt runs again as attempt 2: {show:#}");
     assert_eq!(step(&show, "spin")["state"], "timed_out");
 
     // And `sluice doctor` says the runtime is there.
     let doctor: Value = serde_json::from_slice(&sb.sluice(&["doctor", "--output", "json"]).stdout).unwrap();
     assert_eq!(doctor["wasm"]["ok"], true, "{doctor}");
     assert_eq!(doctor["wasm"]["wasmtime"], sluice_worker::wasmtime_version());
+}
+
+/// A run keeps the plan it was created with and its own copy of its module: with the module
+/// deleted and the pipeline file rewritten, `show`, `logs` and `resume` of the run still work,
+/// and the resumed plugin is the module as it was.
+#[test]
+fn a_run_keeps_its_plan_and_module_when_the_files_change() {
+    let sb = Sandbox::new();
+    let module = sb.path("echo.wat");
+    std::fs::copy(plugin("echo.wat"), &module).unwrap();
+    let spec = sb.write(
+        "kept.yaml",
+        "name: kept\nsteps:\n  first:\n    process: { shell: 'echo attempt $SLUICE_ATTEMPT; if [ $SLUICE_ATTEMPT = 1 ]; then echo go > $SLUICE_RUN_DIR/../../started; sleep 30; fi' }\n  plugin:\n    needs: [first]\n    wasm: { module: echo.wat, config: { answer: 7 } }\n",
+    );
+    let out = sb.interrupt_run(&spec, "started");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    std::fs::remove_file(&module).unwrap();
+    std::fs::write(&spec, "name: kept\nsteps: { only: { process: { command: [\"false\"] } } }\n").unwrap();
+
+    let show = sb.show("1");
+    assert_eq!(show["state"], "interrupted", "{show:#}");
+    assert_eq!(show["steps"].as_array().unwrap().len(), 2, "the run's own steps, not the file's");
+    let logs = sb.sluice(&["logs", "r1", "first"]);
+    assert!(logs.status.success() && text(&logs.stdout).contains("attempt 1"), "{}", text(&logs.stderr));
+
+    let out = sb.sluice(&["resume", "-q", "r1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = sb.show("1");
+    assert_eq!(show["state"], "succeeded", "{show:#}");
+    assert_eq!(step(&show, "plugin")["outputs"]["input"]["config"]["answer"], 7);
+    // A new run compiles the file as it is now: another DAG version.
+    assert_clean_error(&sb.sluice(&["run", "-q", spec.to_str().unwrap()]), 1, "");
+    let v2 = sb.show("2");
+    assert_ne!(v2["dag"], show["dag"]);
 }

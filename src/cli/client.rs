@@ -14,7 +14,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use super::{fmt_ms, parse_run_id};
+use sluice_engine::driver::RunReport;
+use sluice_engine::scheduler::RunState;
+
+use super::parse_run_id;
 use crate::Output;
 
 /// A client of one server.
@@ -97,46 +100,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Prints a run report as a step table.
-fn print_run(v: &Value) {
-    println!(
-        "run r{} of {} ({}): {}",
-        v["id"],
-        v["pipeline"].as_str().unwrap_or("?"),
-        v["trigger"].as_str().unwrap_or("?"),
-        v["state"].as_str().unwrap_or("?")
-    );
-    for s in v["steps"].as_array().into_iter().flatten() {
-        let attempts = s["attempts"].as_array().map_or(0, Vec::len);
-        let took = s["attempts"]
-            .as_array()
-            .and_then(|a| Some(a.last()?["finished_at"].as_i64()? - a.first()?["started_at"].as_i64()?))
-            .map(fmt_ms)
-            .unwrap_or_default();
-        let note = if let Some(r) = s["reused_from"].as_u64() {
-            format!("reused from r{r}")
-        } else {
-            s["attempts"]
-                .as_array()
-                .and_then(|a| a.last()?["message"].as_str().map(str::to_string))
-                .or_else(|| s["reason"].as_str().map(str::to_string))
-                .unwrap_or_default()
-        };
-        println!(
-            "  {:<20} {:<16} {:>2} attempt(s) {:>8}  {}",
-            s["id"].as_str().unwrap_or("?"),
-            s["state"].as_str().unwrap_or("?"),
-            attempts,
-            took,
-            note
-        );
-    }
+/// A run report from the server's answer (a report, with `done` when it came from a wait).
+fn report(v: Value) -> anyhow::Result<RunReport> {
+    serde_json::from_value(v).context("the server's answer is not a run report")
 }
 
-fn exit_for(state: &str) -> ExitCode {
+fn exit_for(state: RunState) -> ExitCode {
     match state {
-        "succeeded" => ExitCode::SUCCESS,
-        "interrupted" => ExitCode::from(3),
+        RunState::Succeeded => ExitCode::SUCCESS,
+        RunState::Interrupted => ExitCode::from(3),
         _ => ExitCode::FAILURE,
     }
 }
@@ -155,11 +127,12 @@ async fn started(api: &Api, output: Output, answer: Value, wait: bool) -> anyhow
         eprintln!("started r{run}; waiting for it to end");
     }
     let v = api.wait(run).await?;
+    let r = report(v.clone())?;
     match output {
         Output::Json => println!("{v}"),
-        Output::Text => print_run(&v),
+        Output::Text => super::report::print(&r),
     }
-    Ok(exit_for(v["state"].as_str().unwrap_or("")))
+    Ok(exit_for(r.state))
 }
 
 pub(crate) fn trigger(
@@ -212,8 +185,8 @@ pub(crate) fn status(
     let id = parse_run_id(run)?;
     let v = runtime()?.block_on(api.ok(Method::GET, &format!("/api/v1/runs/{id}"), None))?;
     match output {
-        Output::Json => println!("{v}"),
-        Output::Text => print_run(&v),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Output::Text => super::report::print(&report(v)?),
     }
     Ok(ExitCode::SUCCESS)
 }

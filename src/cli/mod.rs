@@ -5,6 +5,7 @@ pub(crate) mod doctor;
 pub(crate) mod inspect;
 pub(crate) mod plugin;
 pub(crate) mod progress;
+pub(crate) mod report;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod spec;

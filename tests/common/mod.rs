@@ -101,6 +101,11 @@ pub fn assert_clean_error(out: &Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "a panic: {err}");
 }
 
+/// How many attempts a step of a run report had (every task's).
+pub fn attempts(step: &serde_json::Value) -> usize {
+    step["attempts"].as_array().unwrap_or_else(|| panic!("no attempts in {step}")).len()
+}
+
 pub fn step<'a>(show: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     show["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id}"))
 }

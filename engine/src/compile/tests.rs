@@ -130,3 +130,28 @@ fn malformed_spec_corpus() {
     }
     assert!(checked >= 15, "the corpus has only {checked} specs");
 }
+
+#[test]
+fn the_dag_version_covers_the_code_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("p.wat");
+    std::fs::write(&module, "(module (memory (export \"memory\") 1) (func (export \"_start\")))").unwrap();
+    let spec =
+        "name: x\nsteps:\n  a: { wasm: { module: p.wat } }\n  b: { wasm: { module: p.wat }, needs: [a] }\n";
+    let at = |d: &Path| compile_source(&d.join("x.yaml"), d, spec, Format::Yaml).unwrap();
+    let first = at(dir.path());
+    assert_eq!(first.code.len(), 1, "a file two steps run is one code file");
+    assert_eq!(first.code[0].path, "p.wat");
+    assert_eq!(at(dir.path()).hash, first.hash, "the same content is the same version");
+    std::fs::write(&module, "(module (memory (export \"memory\") 1) (func (export \"_start\") nop))")
+        .unwrap();
+    let edited = at(dir.path());
+    assert_ne!(edited.hash, first.hash, "an edited module is a new version");
+    assert_ne!(edited.code[0].sha256, first.code[0].sha256);
+    // And a stored plan comes back as it was compiled.
+    let back = Plan::from_stored(
+        serde_json::from_value(serde_json::to_value(edited.to_stored()).unwrap()).unwrap(),
+        edited.source.clone(),
+    );
+    assert_eq!(back, edited);
+}

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 pub use create::{Created, NewRun};
 pub use replay::{Notes, Replayed};
-pub use report::{AttemptReport, RunReport, StepReport};
+pub use report::{AttemptEnd, AttemptReport, REPORT_VERSION, RunReport, StepReport, TaskReport, TaskStatus};
 pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 

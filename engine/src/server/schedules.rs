@@ -18,6 +18,9 @@ use crate::store::{InboxStatus, Trigger};
 use crate::trigger::cron::rfc3339;
 use crate::trigger::schedule::{DEFAULT_CATCHUP_LIMIT, due};
 
+/// How soon a schedule whose last slot could not be read is looked at again.
+const CURSOR_RETRY_MS: i64 = 5_000;
+
 /// What became of one slot.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Fired {
@@ -41,10 +44,21 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
             let (Some(cron), Some(spec)) = (&entry.schedule, &entry.plan.spec.schedule) else { continue };
             let cursor = match cursors.get(name) {
                 Some(c) => *c,
-                None => shared.engine.store().cursor(name).unwrap_or_else(|e| {
-                    tracing::error!(pipeline = %name, error = %e, "cannot read the schedule's last slot");
-                    None
-                }),
+                None => match shared.engine.store().cursor(name) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Without its last slot the schedule cannot tell missed slots from new
+                        // ones: it waits (and looks again) rather than drop or repeat any.
+                        tracing::error!(
+                            pipeline = %name,
+                            error = %e,
+                            "cannot read the schedule's last slot; its slots wait until it can be read (set it again with a backfill, or remove the pipeline's cursor)"
+                        );
+                        next =
+                            Some(next.map_or(now + CURSOR_RETRY_MS, |m: i64| m.min(now + CURSOR_RETRY_MS)));
+                        continue;
+                    }
+                },
             };
             let d = due(cron, cursor, now, spec.catchup, spec.catchup_limit.unwrap_or(DEFAULT_CATCHUP_LIMIT));
             let cursor = d.cursor.or(cursor);
@@ -258,6 +272,27 @@ mod tests {
             test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(later)));
         run_for(&shared, &stop, 1).await;
         assert_eq!(fired(&shared, "tick", base0).len(), 7, "the slot's key keeps it from running twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cursor_that_cannot_be_read_holds_the_schedule_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        dags(&tmp.path().join("dags"), "allow", "all");
+        let base = ms("2026-11-22T00:00:05Z");
+        let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+        engine.store().set_cursor("tick", ms("2026-11-21T23:59:00Z")).unwrap();
+        engine.store().damage_cursor("tick", b"bad").unwrap();
+        let (shared, _controls, stop) =
+            test_shared(engine, &tmp.path().join("dags"), Arc::new(TokioClock::starting_at(base)));
+        run_for(&shared, &stop, 33).await;
+        let base0 = ms("2026-11-22T00:00:00Z");
+        assert!(fired(&shared, "tick", base0).is_empty(), "nothing fired while the cursor was unreadable");
+        assert!(shared.engine.store().cursor("tick").is_err(), "the damaged cursor was not overwritten");
+        // Repaired, the schedule catches up on every slot it held back (catchup: all).
+        shared.engine.store().set_cursor("tick", ms("2026-11-21T23:59:00Z")).unwrap();
+        run_for(&shared, &stop, 6).await;
+        let got = fired(&shared, "tick", base0);
+        assert!(got.len() >= 9 && got.contains(&-50) && got.contains(&30), "{got:?}");
     }
 
     #[tokio::test(start_paused = true)]

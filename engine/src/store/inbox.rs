@@ -23,6 +23,7 @@ impl Store {
     /// Stores a received event under a new id (set on the record) and returns the id. Not
     /// flushed: the caller flushes with whatever else the event caused.
     pub fn put_inbox(&self, record: &mut InboxRecord) -> Result<u64> {
+        self.injected()?;
         let stored = self
             .inbox
             .last()?
@@ -109,10 +110,19 @@ impl Store {
 
     /// The last slot a schedule handled (fired, skipped or dropped), in ms since the epoch.
     pub fn cursor(&self, schedule: &str) -> Result<Option<i64>> {
-        Ok(self
-            .cursors
-            .get(schedule.as_bytes())?
-            .and_then(|b| b.as_ref().try_into().ok().map(i64::from_be_bytes)))
+        let Some(bytes) = self.cursors.get(schedule.as_bytes())? else { return Ok(None) };
+        let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "schedule cursor",
+            detail: format!("the last slot of `{schedule}` is {} bytes, not 8", bytes.len()),
+        })?;
+        Ok(Some(i64::from_be_bytes(bytes)))
+    }
+
+    /// Overwrites a cursor with raw bytes (tests of a damaged store).
+    #[cfg(test)]
+    pub(crate) fn damage_cursor(&self, schedule: &str, bytes: &[u8]) -> Result<()> {
+        self.cursors.insert(schedule.as_bytes(), bytes)?;
+        Ok(())
     }
 
     pub fn set_cursor(&self, schedule: &str, at: i64) -> Result<()> {

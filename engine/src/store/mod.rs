@@ -59,6 +59,11 @@ pub struct Store {
     inbox: sled::Tree,
     marks: sled::Tree,
     cursors: sled::Tree,
+    /// The folder's lock, released when the last clone goes.
+    _lock: std::sync::Arc<std::fs::File>,
+    /// Tests of what callers do when the store fails: writes of received events fail.
+    #[cfg(test)]
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The last run id handed out, in the default tree.
@@ -99,19 +104,30 @@ impl Store {
         // Steps run in other folders; every path handed to them must be absolute.
         let dir = &std::path::absolute(dir)
             .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
-        // sled lets go of its lock a moment after a database in this process is dropped
-        // (its background threads finish first), so a reopen gets a short grace.
+        // One process per data folder: an exclusive lock on `<dir>/lock`, held as long as
+        // this store (and its clones) live. `WouldBlock` is another process's.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(|e| StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) });
+            }
+        }
+        // With the folder's lock held, sled's own lock can only be held by a database this
+        // process just dropped (sled lets go a moment later, once its threads end): retry
+        // briefly.
         let mut tries = 0;
         let db = loop {
             match sled::Config::new().path(dir.join("db")).flush_every_ms(None).open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-                {
+                Err(sled::Error::Io(_)) if tries < 40 => {
                     tries += 1;
-                    if tries == 20 {
-                        return Err(StoreError::Locked(dir.to_path_buf()));
-                    }
                     std::thread::sleep(std::time::Duration::from_millis(25));
                 }
                 Err(e) => return Err(StoreError::Open { path: dir.to_path_buf(), source: e }),
@@ -127,7 +143,25 @@ impl Store {
             cursors: db.open_tree("cursors")?,
             dir: dir.to_path_buf(),
             db,
+            _lock: std::sync::Arc::new(lock),
+            #[cfg(test)]
+            failing: Default::default(),
         })
+    }
+
+    /// Makes the writes of received events fail (or work again), to test their callers.
+    #[cfg(test)]
+    pub(crate) fn set_failing(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The injected failure, when a test asked for one.
+    fn injected(&self) -> Result<()> {
+        #[cfg(test)]
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Sled(sled::Error::Io(std::io::Error::other("injected by a test"))));
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -224,6 +258,16 @@ impl Store {
         });
         value.extend_from_slice(chunk);
         self.logs.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Writes a log chunk no build writes (tests of a damaged store).
+    #[cfg(test)]
+    pub(crate) fn damage_log(&self, run: u64, step: StepIx) -> Result<()> {
+        let mut key = run_key(run).to_vec();
+        key.extend_from_slice(&step.to_be_bytes());
+        key.push(0);
+        self.logs.insert(key, b"o".to_vec())?;
         Ok(())
     }
 

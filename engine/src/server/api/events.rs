@@ -288,3 +288,36 @@ pub(super) async fn one(
         None => Err(ApiError::not_found(format!("there is no event {id}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::driver::{Engine, EngineOptions};
+    use crate::server::test_shared;
+
+    #[test]
+    fn an_event_that_cannot_be_stored_starts_nothing_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dags = tmp.path().join("dags");
+        std::fs::create_dir_all(&dags).unwrap();
+        std::fs::write(
+            dags.join("hook.yaml"),
+            "name: hook\non:\n  - webhook: {source: ci}\nsteps:\n  a: {process: {command: [\"true\"]}}\n",
+        )
+        .unwrap();
+        let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+        let (shared, _controls, _stop) = test_shared(engine, &dags, Arc::new(SystemClock));
+        shared.engine.store().set_failing(true);
+        let e = intake(&shared, "ci", b"{}", None).unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("could not be stored") && e.message.contains("injected"), "{}", e.message);
+        assert!(shared.engine.store().runs().unwrap().is_empty(), "nothing was started");
+        // The same event once the store works: recorded, and its run started.
+        shared.engine.store().set_failing(false);
+        let (status, answer) = intake(&shared, "ci", b"{}", None).unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["status"], "matched");
+        assert_eq!(shared.engine.store().runs().unwrap().len(), 1);
+    }
+}

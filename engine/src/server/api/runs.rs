@@ -10,11 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiResult, JsonBody, run_id};
-use crate::driver::{Control, Created, NewRun, Notice};
+use crate::driver::{Control, Created, NewRun, Notice, RunReport};
 use crate::scheduler::RunState;
 use crate::server::Shared;
 use crate::store::Trigger;
@@ -119,11 +119,19 @@ pub(super) async fn list(
 pub(super) async fn one(
     State(shared): State<Arc<Shared>>,
     Path(run): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RunReport>> {
     let id = run_id(&run)?;
     let s = shared.clone();
-    let report = blocking(move || Ok(s.engine.report(id)?)).await?;
-    Ok(Json(serde_json::to_value(report).unwrap_or_default()))
+    Ok(Json(blocking(move || Ok(s.engine.report(id)?)).await?))
+}
+
+/// The answer of `wait`: the run's report, and whether the run has ended.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Waited {
+    /// The run ended (or stopped with the server); false when the wait timed out first.
+    pub done: bool,
+    #[serde(flatten)]
+    pub report: RunReport,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +147,7 @@ pub(super) async fn wait(
     State(shared): State<Arc<Shared>>,
     Path(run): Path<String>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Waited>> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = run_id(&run)?;
     let timeout = Duration::from_secs(q.timeout_s.unwrap_or(30).min(300));
@@ -172,10 +180,7 @@ pub(super) async fn wait(
     }
     let s = shared.clone();
     let report = blocking(move || Ok(s.engine.report(id)?)).await?;
-    let done = ended(report.record.state);
-    let mut v = serde_json::to_value(report).unwrap_or_default();
-    v["done"] = json!(done);
-    Ok(Json(v))
+    Ok(Json(Waited { done: ended(report.state), report }))
 }
 
 pub(super) async fn cancel(
@@ -241,22 +246,23 @@ pub(super) async fn logs(
     let store = shared.engine.store().clone();
     let attempt = q.attempt;
     // Only the chunks after those already sent are decoded and copied.
-    let read = move |from: usize| -> (usize, Vec<u8>) {
-        let chunks = store.logs_from(id, ix, from).unwrap_or_default();
+    let read = move |from: usize| -> Result<(usize, Vec<u8>), crate::store::StoreError> {
+        let chunks = store.logs_from(id, ix, from)?;
         let n = from + chunks.len();
         let text = chunks
             .into_iter()
             .filter(|c| attempt.is_none_or(|a| c.attempt == a))
             .flat_map(|c| c.data)
             .collect();
-        (n, text)
+        Ok((n, text))
     };
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !q.follow {
-        let (_, text) = read(0);
+        let (_, text) = read(0)?;
         return Ok((text_plain, text).into_response());
     }
-    // Follow: poll the store for new chunks until the run has ended and all is sent.
+    // Follow: poll the store for new chunks until the run has ended and all is sent. A log
+    // that cannot be read ends the stream with an error (the client sees it cut off).
     let shared2 = shared.clone();
     let stream = futures_util::stream::unfold((0usize, false), move |(sent, last)| {
         let read = read.clone();
@@ -267,10 +273,16 @@ pub(super) async fn logs(
             }
             let mut sent = sent;
             loop {
-                let state = shared.engine.store().run(id).map(|r| r.state).unwrap_or(RunState::Cancelled);
+                let state = match shared.engine.store().run(id) {
+                    Ok(r) => r.state,
+                    Err(e) => return Some((Err(broken(id, e)), (sent, true))),
+                };
                 // Interrupted runs are resumed by a live server; the stream ends with it.
                 let over = state.is_terminal() || shared.draining.load(std::sync::atomic::Ordering::SeqCst);
-                let (n, text) = read(sent);
+                let (n, text) = match read(sent) {
+                    Ok(r) => r,
+                    Err(e) => return Some((Err(broken(id, e)), (sent, true))),
+                };
                 sent = n;
                 if !text.is_empty() || over {
                     return Some((Ok::<Bytes, std::io::Error>(Bytes::from(text)), (sent, over)));
@@ -280,4 +292,38 @@ pub(super) async fn logs(
         }
     });
     Ok((text_plain, Body::from_stream(stream)).into_response())
+}
+
+/// A followed log that cannot be read any more.
+fn broken(run: u64, e: crate::store::StoreError) -> std::io::Error {
+    tracing::error!(run, error = %e, "cannot read a followed step log; the stream ends");
+    std::io::Error::other(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::driver::{Engine, EngineOptions};
+    use crate::server::test_shared;
+
+    #[tokio::test]
+    async fn a_log_that_cannot_be_read_is_an_error_not_an_empty_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dags = tmp.path().join("dags");
+        std::fs::create_dir_all(&dags).unwrap();
+        std::fs::write(dags.join("p.yaml"), "name: p\nsteps:\n  a: {process: {command: [\"true\"]}}\n")
+            .unwrap();
+        let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+        let (shared, _controls, _stop) = test_shared(engine, &dags, Arc::new(SystemClock));
+        let plan = shared.catalog().pipelines["p"].plan.clone();
+        let id = shared.engine.create_run(&plan, Default::default(), Trigger::Api).unwrap();
+        let query = || Ok(Query(LogQuery { follow: false, attempt: None }));
+        let path = || Path((id.to_string(), "a".to_string()));
+        assert!(logs(State(shared.clone()), path(), query()).await.is_ok(), "an empty log reads as empty");
+        shared.engine.store().damage_log(id, 0).unwrap();
+        let e = logs(State(shared.clone()), path(), query()).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(e.message.contains("log chunk could not be decoded"), "{}", e.message);
+    }
 }
