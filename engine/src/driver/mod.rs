@@ -4,6 +4,7 @@
 
 mod attempt;
 mod code;
+mod control;
 mod create;
 mod render;
 mod replay;
@@ -17,10 +18,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use control::{Control, Fault, Notice};
 pub use create::{Created, NewRun};
 pub use replay::{Notes, Replayed};
 pub use report::{AttemptEnd, AttemptReport, REPORT_VERSION, RunReport, StepReport, TaskReport, TaskStatus};
-pub use runloop::{Control, Fault, Notice};
 pub use sink::MAX_LOG_BYTES;
 
 use crate::clock::{Clock, SystemClock};
