@@ -20,6 +20,13 @@ struct Cli {
     /// server.json).
     #[arg(long, global = true, env = "SLUICE_SERVER")]
     server: Option<String>,
+    /// What to log to stderr: a level (error, warn, info, debug, trace) or a filter such as
+    /// `sluice_engine=debug,warn` (default: RUST_LOG, else warn; info for `serve`).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// How log lines look: text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = cli::logging::LogFormat::Text)]
+    log_format: cli::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,13 +134,11 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    if let Err(e) = cli::logging::init(cli.log_level.as_deref(), cli.log_format, default_level) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.data_dir, cli.output, args),
         Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.output, args),

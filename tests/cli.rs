@@ -319,3 +319,43 @@ fn an_interrupted_run_can_be_cancelled_instead_of_resumed() {
     assert_eq!(step(&show, "b")["state"], "cancelled");
     assert_eq!(text(&sb.sluice(&["resume"]).stdout), "nothing to resume: every run has finished\n");
 }
+
+/// Logs go to stderr as JSON lines, each event inside its run's and attempt's spans; stdout
+/// keeps only the command's own output.
+#[test]
+fn logs_are_structured_and_carry_run_and_attempt_fields() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "logged.yaml",
+        "name: logged\nsteps:\n  a: {process: {command: [\"true\"]}}\n  b: {process: {shell: \"exit 3\"}, needs: [a]}\n",
+    );
+    let out = sb
+        .cmd()
+        .args(["run", "--output", "json", "--log-level", "sluice_engine=debug", "--log-format", "json"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is the run's JSON only");
+    assert_eq!(report[0]["state"], "failed");
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "attempt failed")
+        .unwrap_or_else(|| panic!("no attempt failure logged: {lines:#?}"));
+    let spans = failed["spans"].as_array().unwrap();
+    assert_eq!(spans[0]["name"], "run");
+    assert_eq!(spans[0]["pipeline"], "logged");
+    let attempt = &spans[1];
+    assert_eq!(attempt["name"], "attempt");
+    assert_eq!((attempt["run"].as_u64(), attempt["step"].as_str()), (Some(1), Some("b")));
+    assert_eq!((attempt["item"].as_u64(), attempt["attempt"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(attempt["kind"], "process");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "the run is failed" && l["span"]["run"] == 1));
+    // A bad filter is a clean error.
+    assert_clean_error(&sb.sluice(&["--log-level", "=[", "runs"]), 2, "--log-level");
+}

@@ -439,7 +439,7 @@ fn a_drift_alert_retrains_the_example_model() {
 fn the_cli_and_the_api_show_the_same_run_document() {
     let sb = Sandbox::new();
     let dir = dags(&sb, &[("flaky.yaml", FLAKY)]);
-    let mut srv = Server::start(&sb, &dir, &[]);
+    let mut srv = Server::start(&sb, &dir, &["--log-format", "json"]);
     let (_, b) = srv.post("/api/v1/pipelines/flaky/runs", "{}");
     let run = body(&b)["run"]["id"].as_u64().unwrap();
     srv.wait_run(run);
@@ -456,6 +456,25 @@ fn the_cli_and_the_api_show_the_same_run_document() {
     let status = sb.sluice(&["status", &format!("r{run}"), "--output", "json"]);
     assert_eq!(body(&text(&status.stdout)), api);
     assert!(srv.stop().success());
+    // The server logged one structured line per request, with its route's template.
+    let log = std::fs::read_to_string(sb.path("serve.log")).unwrap();
+    let requests: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "sluice::http")
+        .collect();
+    let one = requests
+        .iter()
+        .find(|l| l["fields"]["route"] == "/api/v1/runs/{run}")
+        .unwrap_or_else(|| panic!("no request line for the run: {log}"));
+    assert_eq!(one["fields"]["method"], "GET");
+    assert_eq!(one["fields"]["status"], 200);
+    assert!(one["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        requests
+            .iter()
+            .any(|l| l["fields"]["route"] == "/api/v1/pipelines/{name}/runs" && l["fields"]["status"] == 201)
+    );
     let local = sb.sluice(&["show", &format!("r{run}"), "--output", "json"]);
     assert!(local.status.success(), "{}", text(&local.stderr));
     assert_eq!(body(&text(&local.stdout)), api, "the store's replay gives the server's document");

@@ -3,6 +3,7 @@
 pub(crate) mod client;
 pub(crate) mod doctor;
 pub(crate) mod inspect;
+pub(crate) mod logging;
 pub(crate) mod plugin;
 pub(crate) mod progress;
 pub(crate) mod report;

@@ -15,6 +15,7 @@ pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64) {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    super::logging::set_bar(Some(bar.clone()));
     let mut started: HashMap<(u64, String), Instant> = HashMap::new();
     let mut running: Vec<String> = Vec::new();
     while let Some(n) = rx.recv().await {
@@ -53,6 +54,7 @@ pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64) {
             }
         }
     }
+    super::logging::set_bar(None);
     bar.finish_and_clear();
 }
 

@@ -86,6 +86,7 @@ impl Driver<'_> {
         let attempt_sink = sink.clone();
         let work = tokio::spawn(
             async move {
+                tracing::debug!("the attempt starts");
                 let executor = executors.for_spec(&request.spec);
                 executor.execute(request, attempt_sink, kill_rx).await
             }

@@ -421,6 +421,7 @@ impl Driver<'_> {
                     a.record.finished_at = None;
                 }
                 self.engine.store().put_run(&a.record)?;
+                tracing::info!(parent: &a.span, state = state.as_str(), "the run is {state}");
                 if state.is_terminal() {
                     self.admission.forget_run(run);
                 }

@@ -189,15 +189,42 @@ fn check(principal: &Principal, permission: Permission) -> ApiResult<()> {
     }
 }
 
+/// The route a request matched (its template, such as `/api/v1/runs/{run}`), handed back
+/// out to the access log.
+#[derive(Debug, Clone)]
+struct Route(String);
+
 async fn authorize(matched: Option<MatchedPath>, mut req: Request, next: Next) -> Response {
     let path = matched.as_ref().map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let permission = Permission::of(req.method(), &path);
     let principal = Principal::Anonymous;
-    if let Err(e) = check(&principal, permission) {
-        return e.into_response();
-    }
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let mut resp = match check(&principal, permission) {
+        Err(e) => e.into_response(),
+        Ok(()) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+    };
+    resp.extensions_mut().insert(Route(path));
+    resp
+}
+
+/// One structured line per request: method, route (its template, so run ids do not make
+/// every line a new route), status, and the latency until the answer's head.
+async fn access_log(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let route = resp.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
+    tracing::info!(
+        target: "sluice::http",
+        method = %method,
+        route,
+        status = resp.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
 }
 
 async fn limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -258,5 +285,6 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(shared.clone(), limit))
+        .layer(middleware::from_fn(access_log))
         .with_state(shared)
 }
