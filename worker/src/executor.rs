@@ -254,3 +254,38 @@ pub(crate) async fn wait_for_kill(kill: &mut watch::Receiver<Option<KillSignal>>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request as version 1 writes it keeps decoding: the cache key and remote workers
+    /// read stored requests.
+    #[test]
+    fn decodes_version_1_requests() {
+        let r: AttemptRequest = serde_json::from_str(
+            r#"{"v":1,"id":{"run":3,"step":"s","item":0,"attempt":2},
+                "spec":{"kind":"process","argv":["echo","hi"]},
+                "env":{"A":"1"},"workdir":"/w",
+                "inputs":[{"source":"/data/x.csv","name":"x.csv"}],
+                "files":{"run_dir":"/d/work/3","attempt_dir":"/d/attempts/3/s.0.2",
+                         "outputs_file":"/d/attempts/3/s.0.2.outputs.json","inputs_dir":"/d/attempts/3/s.0.2.inputs"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.spec, ExecSpec::Process(ProcessSpec { argv: vec!["echo".into(), "hi".into()] }));
+        assert_eq!(r.inputs[0].name, "x.csv");
+        assert_eq!(r.files.run_dir, PathBuf::from("/d/work/3"));
+        let again: AttemptRequest = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn attempt_files_sit_beside_or_inside_the_attempt_folder() {
+        let beside = AttemptFiles::at("/run".into(), Path::new("/a/s.0.1"), false);
+        assert_eq!(beside.outputs_file, PathBuf::from("/a/s.0.1.outputs.json"));
+        assert_eq!(beside.inputs_dir, PathBuf::from("/a/s.0.1.inputs"));
+        let inside = AttemptFiles::at("/run".into(), Path::new("/a/s.0.1"), true);
+        assert_eq!(inside.outputs_file, PathBuf::from("/a/s.0.1/outputs.json"));
+        assert_eq!(inside.attempt_dir, PathBuf::from("/a/s.0.1"));
+    }
+}

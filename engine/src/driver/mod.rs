@@ -216,3 +216,6 @@ impl Engine {
         Ok(plan)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -182,6 +182,13 @@ impl Store {
         Ok(())
     }
 
+    /// Rewrites a stored DAG version (tests of records older builds wrote).
+    #[cfg(test)]
+    pub(crate) fn replace_dag(&self, dag: &DagRecord) -> Result<()> {
+        self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
+        Ok(())
+    }
+
     pub fn has_dag(&self, hash: &str) -> Result<bool> {
         Ok(self.dags.contains_key(hash.as_bytes())?)
     }

@@ -273,5 +273,40 @@ mod tests {
             serde_json::from_str(r#"{"v":1,"step":1,"item":0,"attempt":2,"pid":77,"start_time":123}"#)
                 .unwrap();
         assert_eq!(p.pid, 77);
+        // Version 1 kept a DAG version's text only; version 2 adds its checked plan.
+        let dag: DagRecord = serde_json::from_str(
+            r#"{"v":1,"hash":"ab12","name":"demo","path":"dags/demo.yaml","source":"name: demo","stored_at":5}"#,
+        )
+        .unwrap();
+        assert!(dag.plan.is_none());
+        // Version 1 wrote triggers and inbox statuses as text: the same text decodes to the enums.
+        for (text, want) in [
+            ("manual", Trigger::Manual),
+            ("api", Trigger::Api),
+            ("cron", Trigger::Cron),
+            ("backfill", Trigger::Backfill),
+            ("alert", Trigger::Alert),
+            ("event", Trigger::Event),
+            ("retry", Trigger::Retry),
+        ] {
+            let r: RunRecord = serde_json::from_value(serde_json::json!({
+                "v": 1, "id": 1, "pipeline": "p", "dag": "h", "params": {}, "trigger": text,
+                "state": "pending", "steps": 1, "created_at": 0
+            }))
+            .unwrap();
+            assert_eq!(r.trigger, want);
+            assert_eq!(text.parse::<Trigger>().unwrap(), want);
+        }
+        for text in ["received", "matched", "deduplicated", "skipped", "accepted", "rejected"] {
+            let r: InboxRecord = serde_json::from_value(serde_json::json!({
+                "v": 1, "id": 3, "source": "alertmanager", "received_at": 9, "status": text,
+                "reason": "why", "payload": null
+            }))
+            .unwrap();
+            assert_eq!(r.status.as_str(), text);
+        }
+        let m: Mark = serde_json::from_str(r#"{"v":1,"run":4,"at":8}"#).unwrap();
+        assert_eq!(m.run, 4);
+        assert!("bench".parse::<Trigger>().unwrap_err().contains("not a trigger"));
     }
 }
