@@ -44,7 +44,7 @@ macro_rules! define_step_kind {
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum StepKind {
-            $($variant($ty),)*
+            $($variant(Box<$ty>),)*
         }
 
         /// The key of every kind, in the registry's order.
@@ -61,7 +61,7 @@ macro_rules! define_step_kind {
             /// The kind's hooks.
             pub fn hooks(&self) -> &dyn Kind {
                 match self {
-                    $(StepKind::$variant(block) => block,)*
+                    $(StepKind::$variant(block) => block.as_ref(),)*
                 }
             }
         }
