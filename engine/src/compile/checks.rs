@@ -4,32 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use super::context::suggest;
+use super::context::{Ctx, step_pointer};
 use super::graph::{self, Graph};
 use super::{Diagnostic, refs};
 use crate::kinds::{self, Check};
 use crate::scheduler::StepIx;
 use crate::spec::{Pipeline, Step};
 use crate::syntax::{SourceMap, push_pointer};
-
-pub(super) struct Ctx<'a> {
-    file: &'a Path,
-    pub(super) base_dir: &'a Path,
-    map: &'a SourceMap,
-    diags: &'a mut Vec<Diagnostic>,
-}
-
-impl Ctx<'_> {
-    pub(super) fn at(&mut self, pointer: &str, message: String) {
-        self.diags.push(Diagnostic::new(self.file, self.map.value(pointer), message));
-    }
-    pub(super) fn at_key(&mut self, pointer: &str, message: String) {
-        self.diags.push(Diagnostic::new(self.file, self.map.key(pointer), message));
-    }
-}
-
-pub(super) fn step_pointer(id: &str) -> String {
-    push_pointer("/steps", id)
-}
 
 pub(super) fn check(
     spec: &Pipeline,
@@ -38,7 +20,7 @@ pub(super) fn check(
     base_dir: &Path,
     diags: &mut Vec<Diagnostic>,
 ) -> Graph {
-    let mut cx = Ctx { file, base_dir, map, diags };
+    let mut cx = Ctx::new(file, base_dir, map, diags);
     if spec.name.trim().is_empty() {
         cx.at("/name", "the pipeline's `name` is empty".into());
     }
@@ -103,28 +85,6 @@ fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-pub(super) fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    candidates
-        .filter(|c| strsim(name, c) <= 2)
-        .min_by_key(|c| strsim(name, c))
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn strsim(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn check_params(spec: &Pipeline, cx: &mut Ctx) {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::checks::{Ctx, step_pointer};
+use super::context::{Ctx, step_pointer};
 use crate::scheduler::StepIx;
 use crate::spec::Pipeline;
 

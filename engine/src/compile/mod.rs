@@ -6,6 +6,7 @@
 //! is compiled again for it (see `Plan::to_stored`).
 
 mod checks;
+mod context;
 mod diagnostic;
 mod export;
 mod graph;

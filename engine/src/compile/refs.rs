@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::checks::{Ctx, step_pointer, suggest};
+use super::context::{Ctx, step_pointer, suggest};
 use super::graph::{Graph, is_ancestor};
 use crate::kinds::Templates;
 use crate::scheduler::StepIx;

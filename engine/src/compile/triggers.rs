@@ -1,20 +1,21 @@
 //! Checks of `schedule:` and `on:`: cron expressions and zones, catch-up settings, event
 //! matchers, and the parameters they give runs.
 
-use super::checks::Ctx;
+use super::context::Ctx;
 use crate::spec::{Catchup, Pipeline};
 use crate::syntax::push_pointer;
 use crate::template;
-use crate::trigger::cron::CronSchedule;
+use crate::trigger::cron::{CronError, CronSchedule};
 
 /// The most missed slots `catchup: all` may run.
 pub const MAX_CATCHUP: u32 = 10_000;
 
 pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
     if let Some(s) = &spec.schedule {
-        if let Err(e) = CronSchedule::parse(&s.cron, s.timezone.as_deref()) {
-            let at = if e.contains("time zone") { "/schedule/timezone" } else { "/schedule/cron" };
-            cx.at(at, e);
+        match CronSchedule::parse(&s.cron, s.timezone.as_deref()) {
+            Ok(_) => {}
+            Err(CronError::Zone(e)) => cx.at("/schedule/timezone", e),
+            Err(CronError::Expression(e)) => cx.at("/schedule/cron", e),
         }
         match s.catchup_limit {
             Some(_) if s.catchup != Catchup::All => {

@@ -1,121 +1,164 @@
 //! Carrying out one attempt: its files, its request (rendered from the run's state), the
-//! executor in a task of its own, and its result turned into the event the run's machine takes.
+//! executor in a task of its own, and its result turned into the [`Done`] the run loop feeds
+//! to the run's machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sluice_worker::{AttemptFiles, AttemptOutcome, AttemptSink, ErrorKind, ExecError, KillSwitch, LogStream};
+use serde_json::Value;
+use sluice_worker::{
+    AttemptFiles, AttemptOutcome, AttemptSink, ErrorKind, ExecError, ExecutorSet, KillSwitch, LogStream,
+};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::render;
-use super::runloop::{Done, Driver};
+use super::Engine;
+use super::render::{self, RunView};
 use super::sink::StoreSink;
 use crate::compile::Plan;
 use crate::scheduler::{Outcome, StepIx};
 use crate::store::AttemptKey;
 
-impl Driver<'_> {
-    /// The run's folder of attempt files.
-    pub(super) fn attempts_dir(&self, run: u64) -> PathBuf {
-        self.engine.store().dir().join("attempts").join(run.to_string())
-    }
+/// How an attempt ended, for the run loop.
+pub(super) struct Done {
+    pub(super) run: u64,
+    pub(super) step: StepIx,
+    pub(super) item: u32,
+    pub(super) attempt: u32,
+    pub(super) outcome: Outcome,
+}
 
-    /// Where an attempt's files go: `<step>.<item>.<attempt>.*` in the run's attempts folder.
-    /// Plain files, not a folder per attempt (unless its kind mounts one): a mkdir per attempt
-    /// was the largest cost of the engine's own work per step (ext4 inode allocation).
-    pub(super) fn attempt_stem(
-        &self,
-        run: u64,
-        plan: &Plan,
-        step: StepIx,
-        item: u32,
-        attempt: u32,
-    ) -> PathBuf {
-        self.attempts_dir(run).join(format!("{}.{item}.{attempt}", plan.id(step)))
-    }
+/// What a started attempt leaves with the run loop: how to stop it, and its log.
+pub(super) type Running = (KillSwitch, Arc<StoreSink>);
 
-    pub(super) fn execute(&mut self, run: u64, step: StepIx, item: u32, attempt: u32) {
-        let store = self.engine.store().clone();
-        let stem = self.attempt_stem(run, &self.runs[&run].plan, step, item, attempt);
-        let attempts_dir = self.attempts_dir(run);
-        let a = self.runs.get_mut(&run).expect("active run");
-        let run_dir = store.dir().join("work").join(run.to_string());
-        let made_run_dir = if a.run_dir_made {
-            Ok(())
-        } else {
-            std::fs::create_dir_all(&run_dir).and_then(|_| std::fs::create_dir_all(&attempts_dir))
-        };
-        a.run_dir_made = made_run_dir.is_ok();
-        let ps = &a.plan.steps[step as usize];
-        let kind = ps.kind.key();
-        let files = AttemptFiles::at(run_dir, &stem, ps.kind.hooks().attempt_folder());
-        let view = a.view(run);
-        let item_value = a.notes.items.get(&step).and_then(|v| v.get(item as usize)).map(|v| (item, v));
-        let code = |path: &str| self.engine.code_copy(&a.plan, path);
-        let request = made_run_dir
-            .map_err(|e| format!("cannot create the attempt folders under {}: {e}", store.dir().display()))
-            .and_then(|_| render::request(&view, step, item_value, attempt, files, &code));
-        let span = tracing::info_span!(
-            parent: &a.span,
-            "attempt",
-            run,
-            pipeline = a.plan.name(),
-            step = a.plan.id(step),
-            item,
-            attempt,
-            kind
-        );
-        let process_file = with_suffix(&stem, ".process.json");
-        let sink = Arc::new(StoreSink::new(store, AttemptKey { run, step, item, attempt }, process_file));
-        let request = match request {
-            Ok(r) => r,
-            Err(message) => {
-                let _in = span.enter();
-                tracing::warn!(error = %message, "cannot start the attempt");
-                sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
-                let outcome = Outcome::Failed { retryable: false, message };
-                let _ = self.tx.send(Done { run, step, item, attempt, outcome });
-                return;
-            }
-        };
-        let (switch, kill_rx) = KillSwitch::new();
-        a.kills.insert((step, item, attempt), (switch, sink.clone()));
-        let declared = a.plan.steps[step as usize].spec.outputs.clone();
-        let executors = self.executors.clone();
-        let tx = self.tx.clone();
-        let attempt_sink = sink.clone();
-        let work = tokio::spawn(
-            async move {
-                tracing::debug!("the attempt starts");
-                let executor = executors.for_spec(&request.spec);
-                executor.execute(request, attempt_sink, kill_rx).await
-            }
-            .instrument(span.clone()),
-        );
-        tokio::spawn(
-            async move {
-                let result = match work.await {
-                    Ok(result) => result,
-                    // An executor that panics loses its attempt, never the run: report it failed.
-                    Err(e) => {
-                        AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}")))
-                    }
-                };
-                let outcome = outcome(result, &declared);
-                match &outcome {
-                    Outcome::Succeeded { .. } => tracing::debug!("attempt succeeded"),
-                    Outcome::Failed { message, retryable } => {
-                        tracing::info!(error = %message, retryable, "attempt failed");
-                        sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
-                    }
-                    Outcome::TimedOut { message } => tracing::info!(error = %message, "attempt timed out"),
-                    Outcome::Cancelled { message } => tracing::info!(error = %message, "attempt stopped"),
+/// The run's folder of attempt files.
+fn attempts_dir(data_dir: &Path, run: u64) -> PathBuf {
+    data_dir.join("attempts").join(run.to_string())
+}
+
+/// Where an attempt's files go: `<step>.<item>.<attempt>.*` in the run's attempts folder.
+/// Plain files, not a folder per attempt (unless its kind mounts one): a mkdir per attempt
+/// was the largest cost of the engine's own work per step (ext4 inode allocation).
+fn stem(data_dir: &Path, run: u64, plan: &Plan, step: StepIx, item: u32, attempt: u32) -> PathBuf {
+    attempts_dir(data_dir, run).join(format!("{}.{item}.{attempt}", plan.id(step)))
+}
+
+/// Where an attempt records its OS process (for a restarted engine to stop it).
+pub(super) fn process_file(
+    data_dir: &Path,
+    run: u64,
+    plan: &Plan,
+    step: StepIx,
+    item: u32,
+    attempt: u32,
+) -> PathBuf {
+    with_suffix(&stem(data_dir, run, plan, step, item, attempt), ".process.json")
+}
+
+/// Makes the run's shared folder and its attempts folder, once per run (`made` remembers).
+pub(super) fn run_folders(data_dir: &Path, run: u64, made: &mut bool) -> Result<(), String> {
+    if *made {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir.join("work").join(run.to_string()))
+        .and_then(|_| std::fs::create_dir_all(attempts_dir(data_dir, run)))
+        .map_err(|e| format!("cannot create the attempt folders under {}: {e}", data_dir.display()))?;
+    *made = true;
+    Ok(())
+}
+
+/// One attempt to start.
+pub(super) struct Start<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) executors: &'a ExecutorSet,
+    pub(super) results: &'a mpsc::UnboundedSender<Done>,
+    pub(super) view: RunView<'a>,
+    pub(super) item: Option<&'a Value>,
+    /// The run's span: the attempt's is its child.
+    pub(super) span: &'a tracing::Span,
+    /// Whether the run's folders are there.
+    pub(super) folders: Result<(), String>,
+}
+
+/// Starts attempt `attempt` of `step`/`item`: renders its request and hands it to its
+/// executor in a task of its own, whose result arrives on `results`. An attempt that cannot
+/// start reports its failure there at once and returns `None`.
+pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Option<Running> {
+    let (run, plan) = (s.view.id, s.view.plan);
+    let store = s.engine.store().clone();
+    let data_dir = store.dir().to_path_buf();
+    let stem = stem(&data_dir, run, plan, step, item, attempt);
+    let ps = &plan.steps[step as usize];
+    let files = AttemptFiles::at(
+        data_dir.join("work").join(run.to_string()),
+        &stem,
+        ps.kind.hooks().attempt_folder(),
+    );
+    let code = |path: &str| s.engine.code_copy(plan, path);
+    let request = s
+        .folders
+        .and_then(|_| render::request(&s.view, step, s.item.map(|v| (item, v)), attempt, files, &code));
+    let span = tracing::info_span!(
+        parent: s.span,
+        "attempt",
+        run,
+        pipeline = plan.name(),
+        step = plan.id(step),
+        item,
+        attempt,
+        kind = ps.kind.key()
+    );
+    let sink = Arc::new(StoreSink::new(
+        store,
+        AttemptKey { run, step, item, attempt },
+        with_suffix(&stem, ".process.json"),
+    ));
+    let request = match request {
+        Ok(r) => r,
+        Err(message) => {
+            let _in = span.enter();
+            tracing::warn!(error = %message, "cannot start the attempt");
+            sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
+            let outcome = Outcome::Failed { retryable: false, message };
+            let _ = s.results.send(Done { run, step, item, attempt, outcome });
+            return None;
+        }
+    };
+    let (switch, kill_rx) = KillSwitch::new();
+    let declared = ps.spec.outputs.clone();
+    let executors = s.executors.clone();
+    let results = s.results.clone();
+    let (attempt_sink, log) = (sink.clone(), sink.clone());
+    let work = tokio::spawn(
+        async move {
+            tracing::debug!("the attempt starts");
+            let executor = executors.for_spec(&request.spec);
+            executor.execute(request, attempt_sink, kill_rx).await
+        }
+        .instrument(span.clone()),
+    );
+    tokio::spawn(
+        async move {
+            let result = match work.await {
+                Ok(result) => result,
+                // An executor that panics loses its attempt, never the run: report it failed.
+                Err(e) => AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}"))),
+            };
+            let outcome = outcome(result, &declared);
+            match &outcome {
+                Outcome::Succeeded { .. } => tracing::debug!("attempt succeeded"),
+                Outcome::Failed { message, retryable } => {
+                    tracing::info!(error = %message, retryable, "attempt failed");
+                    log.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
                 }
-                let _ = tx.send(Done { run, step, item, attempt, outcome });
+                Outcome::TimedOut { message } => tracing::info!(error = %message, "attempt timed out"),
+                Outcome::Cancelled { message } => tracing::info!(error = %message, "attempt stopped"),
             }
-            .instrument(span),
-        );
-    }
+            let _ = results.send(Done { run, step, item, attempt, outcome });
+        }
+        .instrument(span),
+    );
+    Some((switch, sink))
 }
 
 /// How an executor's outcome counts for the run: its error classified, its declared outputs
@@ -140,7 +183,7 @@ fn outcome(result: AttemptOutcome, declared: &[String]) -> Outcome {
     }
 }
 
-pub(super) fn with_suffix(stem: &std::path::Path, suffix: &str) -> PathBuf {
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
     let mut name = stem.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

@@ -4,19 +4,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_worker::{ExecutorSet, KillSwitch, LogStream};
+use sluice_worker::{ExecutorSet, LogStream};
 use tokio::sync::{mpsc, watch};
 
-use super::attempt::with_suffix;
+use super::attempt::{self, Done, Running, Start};
 use super::control::{Control, Notice, crash};
 use super::render::{self, RunView};
 use super::replay::Notes;
-use super::sink::StoreSink;
 use super::{Engine, Result};
 use crate::compile::Plan;
-use crate::scheduler::{
-    Action, Admission, Event, KillReason, Outcome, RunMachine, RunState, StepIx, TimerKind,
-};
+use crate::scheduler::{Action, Admission, Event, KillReason, RunMachine, RunState, StepIx, TimerKind};
 use crate::store::{EventRecord, FORMAT_VERSION, RunRecord};
 
 /// What a driver does with the runs it loads.
@@ -28,21 +25,21 @@ enum Intent {
     Cancel,
 }
 
-pub(super) struct Active {
-    pub(super) plan: Arc<Plan>,
-    pub(super) machine: RunMachine,
-    pub(super) record: RunRecord,
-    pub(super) next_seq: u64,
-    pub(super) notes: Notes,
-    pub(super) kills: HashMap<(StepIx, u32, u32), (KillSwitch, Arc<StoreSink>)>,
-    pub(super) run_dir_made: bool,
+struct Active {
+    plan: Arc<Plan>,
+    machine: RunMachine,
+    record: RunRecord,
+    next_seq: u64,
+    notes: Notes,
+    kills: HashMap<(StepIx, u32, u32), Running>,
+    run_dir_made: bool,
     /// The run's tracing span: every attempt's span is a child of it.
-    pub(super) span: tracing::Span,
+    span: tracing::Span,
 }
 
 impl Active {
     /// What templates of this run can see.
-    pub(super) fn view(&self, id: u64) -> RunView<'_> {
+    fn view(&self, id: u64) -> RunView<'_> {
         RunView {
             id,
             plan: &self.plan,
@@ -60,14 +57,6 @@ impl Active {
     }
 }
 
-pub(super) struct Done {
-    pub(super) run: u64,
-    pub(super) step: StepIx,
-    pub(super) item: u32,
-    pub(super) attempt: u32,
-    pub(super) outcome: Outcome,
-}
-
 /// An armed timer: what fires, for which attempt.
 struct Timer {
     run: u64,
@@ -77,15 +66,15 @@ struct Timer {
     kind: TimerKind,
 }
 
-pub(super) struct Driver<'e> {
-    pub(super) engine: &'e Engine,
-    pub(super) executors: ExecutorSet,
-    pub(super) runs: HashMap<u64, Active>,
+struct Driver<'e> {
+    engine: &'e Engine,
+    executors: ExecutorSet,
+    runs: HashMap<u64, Active>,
     admission: Admission,
     timers: BTreeMap<(i64, u64), Timer>,
     timer_seq: u64,
     backlog: VecDeque<(u64, Event)>,
-    pub(super) tx: mpsc::UnboundedSender<Done>,
+    tx: mpsc::UnboundedSender<Done>,
     notices: Option<mpsc::UnboundedSender<Notice>>,
     commits: u64,
     grace: Duration,
@@ -258,13 +247,22 @@ impl Driver<'_> {
             RunState::Running | RunState::Interrupting | RunState::Interrupted => {
                 let a = &self.runs[&id];
                 for (step, item, attempt) in a.machine.running_attempts() {
-                    let stem = self.attempt_stem(id, &a.plan, step, item, attempt);
-                    if let Some(pid) = super::sink::reap(&with_suffix(&stem, ".process.json")) {
-                        tracing::warn!(
+                    let file =
+                        attempt::process_file(self.engine.store().dir(), id, &a.plan, step, item, attempt);
+                    match super::sink::reap(&file) {
+                        Ok(Some(pid)) => {
+                            tracing::warn!(
+                                run = id,
+                                pid,
+                                "killed a step process left over from an earlier engine"
+                            )
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(
                             run = id,
-                            pid,
-                            "killed a step process left over from an earlier engine"
-                        );
+                            error = %e,
+                            "cannot tell whether a step process of an earlier engine is still running; if one is, stop it by hand"
+                        ),
                     }
                 }
                 let event = if intent == Intent::Drive { Event::Resume } else { Event::Cancel };
@@ -443,7 +441,22 @@ impl Driver<'_> {
     /// Actions with effects outside the driver; carried out only once the batch is durable.
     fn external(&mut self, run: u64, action: Action) {
         match action {
-            Action::Execute { step, item, attempt } => self.execute(run, step, item, attempt),
+            Action::Execute { step, item, attempt } => {
+                let Some(a) = self.runs.get_mut(&run) else { return };
+                let folders = attempt::run_folders(self.engine.store().dir(), run, &mut a.run_dir_made);
+                let start = Start {
+                    engine: self.engine,
+                    executors: &self.executors,
+                    results: &self.tx,
+                    view: a.view(run),
+                    item: a.notes.items.get(&step).and_then(|v| v.get(item as usize)),
+                    span: &a.span,
+                    folders,
+                };
+                if let Some(running) = attempt::start(start, step, item, attempt) {
+                    a.kills.insert((step, item, attempt), running);
+                }
+            }
             Action::ArmTimer { step, item, attempt, kind, at } => {
                 self.timer_seq += 1;
                 self.timers.insert((at, self.timer_seq), Timer { run, step, item, attempt, kind });

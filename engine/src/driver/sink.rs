@@ -12,11 +12,17 @@ use crate::store::{AttemptKey, FORMAT_VERSION, ProcRecord, Store};
 pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Kills what is left of an attempt an earlier engine started, if anything; returns its pid.
-/// `process_file` is where the attempt's sink recorded its process.
-pub(crate) fn reap(process_file: &Path) -> Option<u32> {
-    let bytes = std::fs::read(process_file).ok()?;
-    let rec: ProcRecord = serde_json::from_slice(&bytes).ok()?;
-    sluice_worker::reap_process_group(rec.pid, rec.start_time).then_some(rec.pid)
+/// `process_file` is where the attempt's sink recorded its process; no file means the
+/// attempt had no process (it never started one, or runs in a container or the engine).
+pub(crate) fn reap(process_file: &Path) -> Result<Option<u32>, String> {
+    let bytes = match std::fs::read(process_file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", process_file.display())),
+    };
+    let rec: ProcRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not a process record: {e}", process_file.display()))?;
+    Ok(sluice_worker::reap_process_group(rec.pid, rec.start_time).then_some(rec.pid))
 }
 
 pub(crate) struct StoreSink {

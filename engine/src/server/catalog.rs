@@ -34,10 +34,25 @@ pub struct Catalog {
     pub invalid: Vec<Invalid>,
 }
 
-/// One file as last seen.
+/// A file's size and modification time, to tell whether it changed.
+type Stamp = (u64, Option<SystemTime>);
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None))
+}
+
+/// One file as last seen, with the code files (plugin modules) its plan referenced: editing
+/// one of those is a new DAG version too.
 struct Seen {
-    stamp: (u64, Option<SystemTime>),
+    stamp: Stamp,
+    code: Vec<(PathBuf, Stamp)>,
     result: Result<Arc<Plan>, Vec<String>>,
+}
+
+impl Seen {
+    fn unchanged(&self, now: Stamp) -> bool {
+        self.stamp == now && self.code.iter().all(|(path, was)| stamp(path) == *was)
+    }
 }
 
 /// Scans the folder, keeping compiled files between scans.
@@ -74,8 +89,8 @@ impl Loader {
         let mut changed = files.len() != self.seen.len() || files.iter().any(|f| !self.seen.contains_key(f));
         self.seen.retain(|p, _| files.contains(p));
         for f in &files {
-            let stamp = std::fs::metadata(f).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None));
-            if self.seen.get(f).is_some_and(|s| s.stamp == stamp) {
+            let now = stamp(f);
+            if self.seen.get(f).is_some_and(|s| s.unchanged(now)) {
                 continue;
             }
             let result = compile_file(f)
@@ -96,7 +111,13 @@ impl Loader {
                 _ => {}
             }
             changed |= !same;
-            self.seen.insert(f.clone(), Seen { stamp, result });
+            let code = match &result {
+                Ok(p) => {
+                    p.code.iter().map(|c| p.base_dir.join(&c.path)).map(|c| (c.clone(), stamp(&c))).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            self.seen.insert(f.clone(), Seen { stamp: now, code, result });
         }
         changed.then(|| self.catalog())
     }
@@ -169,5 +190,21 @@ mod tests {
         assert!(c.invalid.is_empty());
         std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
         assert_eq!(l.scan().unwrap().pipelines.len(), 2);
+    }
+
+    #[test]
+    fn an_edited_module_is_a_new_version_of_its_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("p.wat");
+        std::fs::write(&module, "(module (memory (export \"memory\") 1) (func (export \"_start\")))")
+            .unwrap();
+        std::fs::write(dir.path().join("w.yaml"), "name: w\nsteps:\n  s: {wasm: {module: p.wat}}\n").unwrap();
+        let mut l = Loader::new(dir.path());
+        let first = l.scan().unwrap().pipelines["w"].plan.hash.clone();
+        assert!(l.scan().is_none(), "nothing changed");
+        std::fs::write(&module, "(module (memory (export \"memory\") 1) (func (export \"_start\") nop nop))")
+            .unwrap();
+        let second = l.scan().expect("the module changed").pipelines["w"].plan.hash.clone();
+        assert_ne!(first, second);
     }
 }

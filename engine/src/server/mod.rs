@@ -260,11 +260,16 @@ pub async fn serve(
     });
     let http_result = http.await;
     shared.draining.store(true, Ordering::SeqCst);
-    let _ = reload.await;
-    let _ = schedules.await;
+    for (what, task) in [("the DAG folder's reload", reload), ("the schedule loop", schedules)] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "{what} crashed");
+        }
+    }
     let driven = driver.await;
     forward.abort();
-    let _ = std::fs::remove_file(&server_file);
+    if let Err(e) = std::fs::remove_file(&server_file) {
+        tracing::warn!(file = %server_file.display(), error = %e, "cannot remove the server file; clients may look for this server until it is removed");
+    }
     engine.store().flush().map_err(EngineError::from)?;
     http_result.map_err(ServerError::Http)?;
     match driven {

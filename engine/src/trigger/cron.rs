@@ -19,6 +19,15 @@ use std::str::FromStr;
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+/// Why a schedule does not parse: its time zone, or its expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error("{0}")]
+    Zone(String),
+    #[error("{0}")]
+    Expression(String),
+}
+
 /// A parsed schedule in its zone.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
@@ -30,13 +39,19 @@ pub struct CronSchedule {
 
 impl CronSchedule {
     /// Parses `expression` in `timezone` (an IANA name; `None` is UTC).
-    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<CronSchedule, String> {
+    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<CronSchedule, CronError> {
         let tz = match timezone {
             None => Tz::UTC,
             Some(name) => Tz::from_str(name).map_err(|_| {
-                format!("`{name}` is not an IANA time zone (such as `UTC`, `Europe/Berlin`, `Asia/Dubai`)")
+                CronError::Zone(format!(
+                    "`{name}` is not an IANA time zone (such as `UTC`, `Europe/Berlin`, `Asia/Dubai`)"
+                ))
             })?,
         };
+        Self::parse_in(expression, tz).map_err(CronError::Expression)
+    }
+
+    fn parse_in(expression: &str, tz: Tz) -> Result<CronSchedule, String> {
         let text = expression.trim();
         let expanded = match text {
             "@yearly" | "@annually" => "0 0 1 1 *",
@@ -356,7 +371,8 @@ mod tests {
             ("0 9 * * *", Some("Mars/Olympus"), "not an IANA time zone"),
         ] {
             let err = CronSchedule::parse(expr, tz).unwrap_err();
-            assert!(err.contains(want), "{expr}: {err}");
+            assert!(err.to_string().contains(want), "{expr}: {err}");
+            assert_eq!(matches!(err, CronError::Zone(_)), tz.is_some(), "{expr}: {err:?}");
         }
         assert!(parse_time("yesterday").is_err());
         assert_eq!(parse_time("2026-11-22").unwrap(), ms("2026-11-22T00:00:00Z"));

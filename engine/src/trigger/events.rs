@@ -15,11 +15,45 @@ use crate::template;
 /// How long notifications of one alert start one run, unless `cooldown` says otherwise.
 pub const DEFAULT_COOLDOWN_MS: i64 = 3_600_000;
 
+/// Whether an alert (or a whole notification) fires or has resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AlertState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "firing" => Ok(AlertState::Firing),
+            "resolved" => Ok(AlertState::Resolved),
+            other => Err(serde::de::Error::custom(format!("status `{other}`, not `firing` or `resolved`"))),
+        }
+    }
+}
+
 /// One alert of a notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    pub status: String,
+    pub status: AlertState,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -43,7 +77,7 @@ pub struct Notification {
     pub group_key: Option<String>,
     #[serde(default)]
     pub truncated_alerts: u64,
-    pub status: String,
+    pub status: AlertState,
     #[serde(default)]
     pub receiver: Option<String>,
     #[serde(default)]
@@ -59,18 +93,16 @@ pub struct Notification {
 
 /// Reads an Alertmanager notification, saying what is wrong with one that is not.
 pub fn parse_notification(body: &Value) -> Result<Notification, String> {
-    let n = Notification::deserialize(body)
-        .map_err(|e| format!("the body is not an Alertmanager webhook notification: {e}"))?;
+    let n: Notification = serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!("{path}: ") };
+        format!("the body is not an Alertmanager webhook notification: {at}{}", e.into_inner())
+    })?;
     if n.version != "4" {
         return Err(format!(
             "Alertmanager webhook version `{}` is not supported (only version 4)",
             n.version
         ));
-    }
-    for (i, a) in n.alerts.iter().enumerate() {
-        if a.status != "firing" && a.status != "resolved" {
-            return Err(format!("alert {i} has status `{}`, not `firing` or `resolved`", a.status));
-        }
     }
     Ok(n)
 }
@@ -122,8 +154,8 @@ pub enum Matched {
 
 fn alert_matches(m: &AlertMatch, a: &Alert) -> bool {
     let status_ok = match m.status {
-        AlertStatus::Firing => a.status == "firing",
-        AlertStatus::Resolved => a.status == "resolved",
+        AlertStatus::Firing => a.status == AlertState::Firing,
+        AlertStatus::Resolved => a.status == AlertState::Resolved,
         AlertStatus::Any => true,
     };
     status_ok && a.name() == m.name && m.labels.iter().all(|(k, v)| a.labels.get(k) == Some(v))
