@@ -89,6 +89,13 @@ fn api_runs_pipelines_and_rejects_bad_input() {
     assert_eq!(api["openapi"], "3.1.0");
     assert!(api["paths"]["/api/v1/runs/{run}/retry"]["post"].is_object());
     assert!(api["components"]["schemas"]["StartRun"]["properties"]["params"].is_object());
+    assert!(api["components"]["schemas"]["RunReport"]["properties"]["steps"].is_object());
+    // Every reference between the schemas resolves inside the document.
+    let text = api.to_string();
+    for r in text.split("\"$ref\":\"#").skip(1) {
+        let pointer = &r[..r.find('"').unwrap()];
+        assert!(api.pointer(pointer).is_some(), "unresolved $ref #{pointer}");
+    }
 
     // A run with typed params given as text and as JSON.
     let (code, b) = srv.post("/api/v1/pipelines/hello/runs", r#"{"params": {"who": "api", "n": "3"}}"#);

@@ -5,7 +5,8 @@ use axum::Json;
 use serde_json::{Value, json};
 
 use super::pipelines::Backfill;
-use super::runs::{RetryRun, StartRun};
+use super::runs::{RetryRun, StartRun, Waited};
+use crate::driver::RunReport;
 
 fn op(summary: &str, params: &[(&str, &str, &str)], body: Option<&str>, answers: &[(&str, &str)]) -> Value {
     let parameters: Vec<Value> = params
@@ -28,7 +29,33 @@ fn op(summary: &str, params: &[(&str, &str, &str)], body: Option<&str>, answers:
     o
 }
 
+/// Names the schema of an operation's 200 answer.
+fn answers(mut o: Value, schema: &str) -> Value {
+    o["responses"]["200"]["content"] =
+        json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } });
+    o
+}
+
 const ERR: (&str, &str) = ("4XX", "An error: `{v, error: {code, message}}`");
+
+/// The schemas of the bodies and answers, each named once under `#/components/schemas`, so
+/// that the references between them resolve inside this document.
+fn schemas() -> Value {
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    let mut generator = settings.into_generator();
+    generator.subschema_for::<StartRun>();
+    generator.subschema_for::<RetryRun>();
+    generator.subschema_for::<Backfill>();
+    generator.subschema_for::<RunReport>();
+    generator.subschema_for::<Waited>();
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert(
+        "Event".into(),
+        json!({ "type": "object", "description": "Any JSON object; for `alertmanager`, the webhook notification (version 4)." }),
+    );
+    Value::Object(schemas.into_iter().collect())
+}
 
 pub(super) async fn document() -> Json<Value> {
     let run = ("run", "path", "A run id, `r12` or `12`");
@@ -49,8 +76,8 @@ pub(super) async fn document() -> Json<Value> {
             "/api/v1/pipelines/{name}/runs": { "post": op("Start a run", &[name], Some("StartRun"), &[("201", "`{run}`"), ("400", "bad params or body"), ("404", "no such pipeline"), ("413", "body too large"), ("503", "shutting down")]) },
             "/api/v1/pipelines/{name}/backfill": { "post": op("Create the runs of the schedule's slots between two instants (slots already run are not run again)", &[name], Some("Backfill"), &[("201", "`{created, existing, failed}`"), ERR]) },
             "/api/v1/runs": { "get": op("Runs, newest first", &[("pipeline", "query", "only this pipeline"), ("state", "query", "pending, running, succeeded, failed, cancelled, interrupted"), ("trigger", "query", "manual, api, cron, backfill, alert, event, retry"), ("before", "query", "only runs older than this id"), ("limit", "query", "at most this many (default 50, max 1000)")], None, &[("200", "`{runs}`"), ERR]) },
-            "/api/v1/runs/{run}": { "get": op("A run: its record, and per step the state, attempts and outputs", &[run], None, &[("200", "the run"), ERR]) },
-            "/api/v1/runs/{run}/wait": { "get": op("Answer when the run has ended, or after `timeout_s` (default 30, max 300); `done` says which", &[run, ("timeout_s", "query", "seconds")], None, &[("200", "the run with `done`"), ERR]) },
+            "/api/v1/runs/{run}": { "get": answers(op("The run report: its record, and per step the state, tasks, attempts and outputs (the document `sluice show --output json` prints)", &[run], None, &[("200", "the run"), ERR]), "RunReport") },
+            "/api/v1/runs/{run}/wait": { "get": answers(op("Answer when the run has ended, or after `timeout_s` (default 30, max 300); `done` says which", &[run, ("timeout_s", "query", "seconds")], None, &[("200", "the run with `done`"), ERR]), "Waited") },
             "/api/v1/runs/{run}/cancel": { "post": op("Cancel a run", &[run], None, &[("202", "cancel requested"), ("409", "already ended"), ERR]) },
             "/api/v1/runs/{run}/retry": { "post": op("Run again from a step: a new run that reuses the results of the steps before it", &[run], Some("RetryRun"), &[("201", "`{run}`"), ("409", "the run has not ended, or no such step"), ERR]) },
             "/api/v1/runs/{run}/steps/{step}/logs": { "get": op("A step's log (every attempt) as text; `follow=true` streams until the run ends", &[run, ("step", "path", "a step id"), ("follow", "query", "true to stream"), ("attempt", "query", "only this attempt")], None, &[("200", "text/plain"), ERR]) },
@@ -60,13 +87,6 @@ pub(super) async fn document() -> Json<Value> {
                 "post": op("Send an event. Source `alertmanager` takes Alertmanager's webhook (version 4); any other source takes JSON matched against `on: - webhook: {source}`. An `Idempotency-Key` header makes repeats start nothing more.", &[("key", "path", "the source")], Some("Event"), &[("202", "`{event, status, reason, runs, details}`"), ("400", "malformed"), ("413", "too large"), ("422", "matched but the params are wrong"), ("429", "too many requests in flight")])
             }
         },
-        "components": {
-            "schemas": {
-                "StartRun": schemars::schema_for!(StartRun),
-                "RetryRun": schemars::schema_for!(RetryRun),
-                "Backfill": schemars::schema_for!(Backfill),
-                "Event": { "type": "object", "description": "Any JSON object; for `alertmanager`, the webhook notification (version 4)." }
-            }
-        }
+        "components": { "schemas": schemas() }
     }))
 }
