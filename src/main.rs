@@ -21,7 +21,8 @@ struct Cli {
     #[arg(long, global = true, env = "SLUICE_SERVER")]
     server: Option<String>,
     /// What to log to stderr: a level (error, warn, info, debug, trace) or a filter such as
-    /// `sluice_engine=debug,warn` (default: RUST_LOG, else warn; info for `serve`).
+    /// `sluice_engine=debug,warn` (default: RUST_LOG, else SLUICE_LOG, else warn; Sluice's own
+    /// lines at info for `serve`).
     #[arg(long, global = true)]
     log_level: Option<String>,
     /// How log lines look: text, or one JSON object per line.
@@ -134,7 +135,11 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "warn,sluice=info,sluice_engine=info,sluice_worker=info"
+    } else {
+        "warn"
+    };
     if let Err(e) = cli::logging::init(cli.log_level.as_deref(), cli.log_format, default_level) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);

@@ -38,18 +38,24 @@ fn files() -> Vec<(String, String, String)> {
             }
             let rel = path.strip_prefix(src()).unwrap();
             let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            if parts.len() < 2 || path.extension().is_none_or(|e| e != "rs") {
-                continue; // lib.rs, kernels
+            if rel == Path::new("lib.rs") || path.extension().is_none_or(|e| e != "rs") {
+                continue; // the crate root declares every module; kernels are not Rust
             }
             let name = parts.last().unwrap().trim_end_matches(".rs").to_string();
+            let top = if parts.len() == 1 { name.clone() } else { parts[0].clone() };
             if ["tests", "properties"].contains(&name.as_str()) || name.ends_with("_tests") {
                 continue;
             }
-            let sub = if parts.len() == 2 { name.clone() } else { parts[1].clone() };
+            // A top-level file (`clock.rs`) is its module's own file, as a folder's `mod.rs` is.
+            let sub = match parts.len() {
+                1 => "mod".to_string(),
+                2 => name.clone(),
+                _ => parts[1].clone(),
+            };
             let text = std::fs::read_to_string(&path).unwrap();
             // Inline test modules are the tests', not the module's.
             let code = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
-            out.push((parts[0].clone(), if sub == "mod" { "mod".into() } else { sub }, code));
+            out.push((top, sub, code));
         }
     }
     out

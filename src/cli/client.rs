@@ -127,12 +127,13 @@ async fn started(api: &Api, output: Output, answer: Value, wait: bool) -> anyhow
         eprintln!("started r{run}; waiting for it to end");
     }
     let v = api.wait(run).await?;
-    let r = report(v.clone())?;
+    // The state decides the exit code; the rest is printed as the server sent it.
+    let state: RunState = v["state"].as_str().and_then(|s| s.parse().ok()).unwrap_or(RunState::Failed);
     match output {
-        Output::Json => println!("{v}"),
-        Output::Text => super::report::print(&r),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Output::Text => super::report::print(&report(v)?),
     }
-    Ok(exit_for(r.state))
+    Ok(exit_for(state))
 }
 
 pub(crate) fn trigger(

@@ -1,6 +1,6 @@
 //! The process's log: `tracing` events as text or JSON lines on stderr. The level comes from
-//! `--log-level`, else `RUST_LOG` (or the older `SLUICE_LOG`), else `warn` (`info` for `sluice
-//! serve`, which logs a line per request). While `sluice run` draws its progress bar, each line
+//! `--log-level`, else `RUST_LOG` (or the older `SLUICE_LOG`), else `warn` (for `sluice serve`,
+//! `info` for Sluice's own crates, which log a line per request, and `warn` for the others). While `sluice run` draws its progress bar, each line
 //! is written with the bar lifted, so the two never mix.
 
 use std::io::Write;
@@ -29,12 +29,16 @@ pub(crate) fn set_bar(bar: Option<ProgressBar>) {
 /// Starts the log. `level` is `--log-level`: a level (`debug`) or a filter
 /// (`sluice_engine=debug,info`).
 pub(crate) fn init(level: Option<&str>, format: LogFormat, default: &str) -> anyhow::Result<()> {
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("--log-level `{l}`: {e}"))?,
-        None => EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_from_env("SLUICE_LOG"))
-            .unwrap_or_else(|_| EnvFilter::new(default)),
+    let from_env =
+        |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty()).map(|v| (var.to_string(), v));
+    let (what, text) = match level {
+        Some(l) => ("--log-level".to_string(), l.to_string()),
+        None => from_env("RUST_LOG")
+            .or_else(|| from_env("SLUICE_LOG"))
+            .unwrap_or(("the default".into(), default.into())),
     };
+    let filter = EnvFilter::try_new(&text)
+        .map_err(|e| anyhow::anyhow!("{what} `{text}` is not a log level or filter: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(Stderr);
     match format {
         LogFormat::Text => {

@@ -11,7 +11,7 @@ pub(crate) fn print(r: &RunReport) {
     println!("run r{}  {}  {}{took}", r.id, r.pipeline, r.state);
     println!(
         "version {}  trigger {}  created {}",
-        &r.dag[..12.min(r.dag.len())],
+        r.dag.get(..12).unwrap_or(&r.dag),
         r.trigger,
         fmt_time(r.created_at)
     );

@@ -222,6 +222,23 @@ impl ContainerExecutor {
         let ExecSpec::Container(spec) = &request.spec else {
             return AttemptOutcome::failed(ExecError::fatal("not a container step"));
         };
+        // The attempt's folder, mounted read-write; the outputs file must be inside it, where
+        // the container can write it.
+        let files = &request.files;
+        let Ok(outputs) = files.outputs_file.strip_prefix(&files.attempt_dir) else {
+            return AttemptOutcome::failed(ExecError::fatal(format!(
+                "a container step's outputs file must be in its attempt folder {}, not at {}",
+                files.attempt_dir.display(),
+                files.outputs_file.display()
+            )));
+        };
+        let outputs_in_container = format!("{CONTAINER_ATTEMPT_DIR}/{}", outputs.display());
+        if let Err(e) = std::fs::create_dir_all(&files.attempt_dir) {
+            return AttemptOutcome::failed(ExecError::fatal(format!(
+                "cannot create the attempt folder {}: {e}",
+                files.attempt_dir.display()
+            )));
+        }
         let docker = match self.docker().await {
             Ok(d) => d,
             Err(e) => return AttemptOutcome::failed(e),
@@ -229,18 +246,12 @@ impl ContainerExecutor {
         if let Err(e) = self.ensure_image(docker, spec, sink.as_ref()).await {
             return AttemptOutcome::failed(e);
         }
-        // The attempt's folder, mounted read-write: its outputs file is inside.
-        if let Err(e) = std::fs::create_dir_all(&request.files.attempt_dir) {
-            return AttemptOutcome::failed(ExecError::retryable(format!(
-                "cannot create the attempt folder {}: {e}",
-                request.files.attempt_dir.display()
-            )));
-        }
+
         let name = container_name(&self.inner.config.owner, &request);
         // A container of this very attempt can only be a leftover of a crash: replace it.
         let force = RemoveContainerOptionsBuilder::new().force(true).build();
         let _ = docker.remove_container(&name, Some(force.clone())).await;
-        let body = self.body(&request, spec);
+        let body = self.body(&request, spec, &outputs_in_container);
         let created = docker
             .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
             .await;
@@ -263,10 +274,10 @@ impl ContainerExecutor {
         outcome
     }
 
-    fn body(&self, request: &AttemptRequest, spec: &ContainerSpec) -> ContainerCreateBody {
+    fn body(&self, request: &AttemptRequest, spec: &ContainerSpec, outputs: &str) -> ContainerCreateBody {
         let id = &request.id;
         let mut env: Vec<String> = request.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push(format!("SLUICE_OUTPUTS={CONTAINER_ATTEMPT_DIR}/outputs.json"));
+        env.push(format!("SLUICE_OUTPUTS={outputs}"));
         env.push(format!("SLUICE_RUN_ID={}", id.run));
         env.push(format!("SLUICE_STEP={}", id.step));
         env.push(format!("SLUICE_ITEM={}", id.item));
@@ -479,6 +490,42 @@ fn docker_message(e: &bollard::errors::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_outputs_file_outside_the_attempt_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ContainerSpec {
+            image: "busybox:1".into(),
+            command: vec![],
+            entrypoint: None,
+            user: None,
+            workdir: CONTAINER_RUN_DIR.into(),
+            cpus: None,
+            memory: None,
+            network: "none".into(),
+            pull: PullPolicy::Never,
+            init: true,
+        };
+        let request = AttemptRequest::new(
+            crate::AttemptId { run: 1, step: "s".into(), item: 0, attempt: 1 },
+            ExecSpec::Container(spec),
+            crate::AttemptFiles::at(dir.path().to_path_buf(), &dir.path().join("s.0.1"), false),
+        );
+        let executor =
+            ContainerExecutor::new(DockerConfig { host: "unix:///nonexistent".into(), owner: "t".into() });
+        let (_switch, rx) = crate::KillSwitch::new();
+        struct Quiet;
+        impl AttemptSink for Quiet {
+            fn log(&self, _: LogStream, _: &[u8]) {}
+            fn started(&self, _: u32) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let outcome = executor.execute(request, Arc::new(Quiet), rx).await;
+        let e = outcome.result.unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Fatal);
+        assert!(e.message.contains("must be in its attempt folder"), "{}", e.message);
+    }
 
     #[test]
     fn image_names_split_into_name_and_tag() {

@@ -172,7 +172,7 @@ pub fn compile_source(
     if !diags.is_empty() {
         return Err(sorted(diags));
     }
-    let code = code_files(&spec, base_dir).map_err(|e| vec![Diagnostic::new(path, Default::default(), e)])?;
+    let code = code_files(&spec, base_dir, &map, path)?;
     let hash = version(&spec, &code).map_err(|e| vec![Diagnostic::new(path, Default::default(), e)])?;
     Ok(build(spec, graph, hash, code, path, base_dir, text))
 }
@@ -182,20 +182,53 @@ fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diags
 }
 
-/// The content digest of every code file the steps reference, each file read once.
-fn code_files(spec: &Pipeline, base_dir: &Path) -> Result<Vec<CodeFile>, String> {
+/// The largest code file a step may reference: a plugin module is read whole, to hash it and
+/// to keep a copy.
+pub const MAX_CODE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads a code file whole, refusing one over [`MAX_CODE_BYTES`].
+pub(crate) fn read_code(path: &Path) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?.len();
+    if len > MAX_CODE_BYTES {
+        return Err(format!("it is {len} bytes, over the limit of {MAX_CODE_BYTES} for a code file"));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))
+}
+
+/// The content digest of every code file the steps reference, each file read once; a file
+/// that cannot be read is an error at the block that names it.
+fn code_files(
+    spec: &Pipeline,
+    base_dir: &Path,
+    map: &source::SourceMap,
+    file: &Path,
+) -> Result<Vec<CodeFile>, Vec<Diagnostic>> {
     let mut by_path: BTreeMap<&str, String> = BTreeMap::new();
-    for step in spec.steps.values() {
-        for (_, block) in step.blocks() {
+    let mut diags = Vec::new();
+    for (id, step) in &spec.steps {
+        for (key, block) in step.blocks() {
             for path in block.code() {
                 if by_path.contains_key(path) {
                     continue;
                 }
-                let bytes = std::fs::read(base_dir.join(path))
-                    .map_err(|e| format!("cannot read the code file `{path}`: {e}"))?;
-                by_path.insert(path, hex(&Sha256::digest(&bytes)));
+                match read_code(&base_dir.join(path)) {
+                    Ok(bytes) => {
+                        by_path.insert(path, hex(&Sha256::digest(&bytes)));
+                    }
+                    Err(e) => {
+                        let at = crate::syntax::push_pointer(&crate::syntax::push_pointer("/steps", id), key);
+                        diags.push(Diagnostic::new(
+                            file,
+                            map.value(&at),
+                            format!("step `{id}`: the code file `{path}`: {e}"),
+                        ));
+                    }
+                }
             }
         }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
     }
     Ok(by_path.into_iter().map(|(path, sha256)| CodeFile { path: path.to_string(), sha256 }).collect())
 }

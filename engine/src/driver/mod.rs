@@ -27,7 +27,7 @@ pub use sink::MAX_LOG_BYTES;
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{Diagnostic, Plan, compile_source};
 use crate::scheduler::{Capacity, RunState};
-use crate::store::{RunRecord, Store, StoreError, Trigger};
+use crate::store::{DagRecord, FORMAT_VERSION, RunRecord, Store, StoreError, Trigger};
 use crate::syntax::Format;
 use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 
@@ -92,6 +92,9 @@ fn total_memory() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// How many plans an engine keeps in memory (by DAG version) before it lets them go.
+const MAX_CACHED_PLANS: usize = 64;
 
 /// An engine over one data folder.
 pub struct Engine {
@@ -182,37 +185,53 @@ impl Engine {
             return Ok(plan.clone());
         }
         let dag = self.store.dag(&run.dag)?;
-        let plan =
-            match dag.plan {
-                Some(stored) if stored.hash == dag.hash => Plan::from_stored(stored, dag.source),
-                Some(stored) => {
-                    return Err(EngineError::StoredDag {
-                        run: run.id,
-                        detail: format!("its stored plan is of version {}, not {}", stored.hash, dag.hash),
-                    });
-                }
-                None => {
-                    let path = PathBuf::from(&dag.path);
-                    let base = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .filter(|p| !p.as_os_str().is_empty())
-                        .unwrap_or_else(|| ".".into());
-                    let mut plan = compile_source(&path, &base, &dag.source, Format::from_path(&path))
-                        .map_err(|diags| EngineError::StoredDag {
+        let plan = match dag.plan {
+            Some(stored) if stored.hash == dag.hash => Plan::from_stored(stored, dag.source),
+            Some(stored) => {
+                return Err(EngineError::StoredDag {
+                    run: run.id,
+                    detail: format!("its stored plan is of version {}, not {}", stored.hash, dag.hash),
+                });
+            }
+            None => {
+                let path = PathBuf::from(&dag.path);
+                let base = path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or_else(|| ".".into());
+                let mut plan =
+                    compile_source(&path, &base, &dag.source, Format::from_path(&path)).map_err(|diags| {
+                        EngineError::StoredDag {
                             run: run.id,
                             detail: format!(
                                 "it was stored without its plan, and its text no longer compiles: {}",
                                 diags.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("; ")
                             ),
-                        })?;
+                        }
+                    })?;
+                if plan.hash == dag.hash {
+                    // Compiled to the same version (it runs no code files): keep the plan
+                    // with the version from now on, as a version stored today is kept.
+                    let upgraded = DagRecord { v: FORMAT_VERSION, plan: Some(plan.to_stored()), ..dag };
+                    let kept = self.keep_code(&plan).and_then(|_| Ok(self.store.replace_dag(&upgraded)?));
+                    if let Err(e) = kept {
+                        tracing::warn!(run = run.id, error = %e, "cannot store the plan with an old DAG version; it is compiled again next time");
+                    }
+                } else {
                     // The version the run was created under, whatever the files hold now.
                     plan.hash = dag.hash;
-                    plan
                 }
-            };
+                plan
+            }
+        };
         let plan = Arc::new(plan);
-        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(run.dag.clone(), plan.clone());
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        // A server shows runs of every version it ever stored: keep a bounded few in memory.
+        if plans.len() >= MAX_CACHED_PLANS {
+            plans.clear();
+        }
+        plans.insert(run.dag.clone(), plan.clone());
         Ok(plan)
     }
 }

@@ -442,7 +442,16 @@ impl Driver<'_> {
     fn external(&mut self, run: u64, action: Action) {
         match action {
             Action::Execute { step, item, attempt } => {
-                let Some(a) = self.runs.get_mut(&run) else { return };
+                let Some(a) = self.runs.get_mut(&run) else {
+                    tracing::error!(
+                        run,
+                        step,
+                        item,
+                        attempt,
+                        "asked to start an attempt of a run this driver does not hold; it is not started"
+                    );
+                    return;
+                };
                 let folders = attempt::run_folders(self.engine.store().dir(), run, &mut a.run_dir_made);
                 let start = Start {
                     engine: self.engine,

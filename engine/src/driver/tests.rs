@@ -143,4 +143,33 @@ async fn a_run_whose_version_has_no_stored_plan_still_runs() {
     let report = engine.report(id).unwrap();
     assert_eq!(report.dag, plan.hash);
     assert_eq!(report.steps.len(), 2);
+    // It compiled to the same version, so the version now keeps its plan.
+    let dag = engine.store().dag(&plan.hash).unwrap();
+    assert_eq!(dag.v, crate::store::FORMAT_VERSION);
+    assert_eq!(dag.plan.map(|p| p.hash), Some(plan.hash.clone()));
+}
+
+#[test]
+fn code_copies_taken_at_once_all_succeed_and_keep_the_file_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.wat"),
+        "(module (memory (export \"memory\") 1) (func (export \"_start\")))",
+    )
+    .unwrap();
+    let plan = compile_in(tmp.path(), "name: c\nsteps:\n  a: {wasm: {module: p.wat}}\n");
+    let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+    std::thread::scope(|s| {
+        let copies: Vec<_> = (0..8).map(|_| s.spawn(|| engine.code_copy(&plan, "p.wat"))).collect();
+        for c in copies {
+            let path = c.join().unwrap().unwrap();
+            assert_eq!(path.file_name().unwrap(), "p.wat");
+            assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+        }
+    });
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("data/code").join(&plan.code[0].sha256))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["p.wat"], "no temporary file is left behind");
 }

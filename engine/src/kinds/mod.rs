@@ -24,27 +24,28 @@ use sluice_worker::{ExecSpec, InputFile};
 use crate::syntax::push_pointer;
 use crate::template;
 
-/// THE registry of step kinds: `key: Variant(block type)`, one line per kind. The key is the
-/// field users write in a step; the order is the order of the spec's fields.
+/// THE registry of step kinds: `key: Variant(block type) "what it does"`, one line per kind.
+/// The key is the field users write in a step (its text is the field's description in the
+/// JSON Schema); the order is the order of the spec's fields.
 macro_rules! step_kinds {
     ($then:ident) => {
         $then! {
-            process: Process($crate::kinds::process::ProcessBlock),
-            container: Container($crate::kinds::container::ContainerBlock),
-            wasm: Wasm($crate::kinds::wasm::WasmBlock),
-            train: Train($crate::kinds::train::TrainBlock),
+            process: Process($crate::kinds::process::ProcessBlock) "Run a local process.",
+            container: Container($crate::kinds::container::ContainerBlock) "Run a Docker container.",
+            wasm: Wasm($crate::kinds::wasm::WasmBlock) "Run a WASM plugin inside the engine.",
+            train: Train($crate::kinds::train::TrainBlock) "Train a built-in model.",
         }
     };
 }
 pub(crate) use step_kinds;
 
 macro_rules! define_step_kind {
-    ($($key:ident : $variant:ident($ty:ty),)*) => {
+    ($($key:ident : $variant:ident($ty:ty) $doc:literal,)*) => {
         /// What a step runs: one variant per kind, holding the step's block.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum StepKind {
-            $($variant(Box<$ty>),)*
+            $(#[doc = $doc] $variant(Box<$ty>),)*
         }
 
         /// The key of every kind, in the registry's order.

@@ -38,6 +38,7 @@ fn the_schema_offers_every_kind() {
     let schema = serde_json::to_value(schemars::schema_for!(Step)).unwrap();
     for key in KEYS {
         assert!(schema["properties"][key].is_object(), "no `{key}` in {schema:#}");
+        assert!(schema["properties"][key]["description"].is_string(), "`{key}` has no description");
     }
 }
 

@@ -41,17 +41,29 @@ fn stamp(path: &Path) -> Stamp {
     std::fs::metadata(path).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None))
 }
 
+/// A file changed this recently may still be being written: what was read of it is not
+/// trusted to be final, and the file is read again at the next scan.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn settled(s: &Stamp) -> bool {
+    s.1.and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= SETTLE)
+}
+
 /// One file as last seen, with the code files (plugin modules) its plan referenced: editing
 /// one of those is a new DAG version too.
 struct Seen {
     stamp: Stamp,
     code: Vec<(PathBuf, Stamp)>,
     result: Result<Arc<Plan>, Vec<String>>,
+    /// Every file read was older than [`SETTLE`] and the file compiled: a scan may keep it as
+    /// long as nothing changes. A file that does not compile is compiled again at every scan
+    /// (what it lacks, a module, may appear).
+    keep: bool,
 }
 
 impl Seen {
     fn unchanged(&self, now: Stamp) -> bool {
-        self.stamp == now && self.code.iter().all(|(path, was)| stamp(path) == *was)
+        self.keep && self.stamp == now && self.code.iter().all(|(path, was)| stamp(path) == *was)
     }
 }
 
@@ -111,13 +123,14 @@ impl Loader {
                 _ => {}
             }
             changed |= !same;
-            let code = match &result {
+            let code: Vec<(PathBuf, Stamp)> = match &result {
                 Ok(p) => {
                     p.code.iter().map(|c| p.base_dir.join(&c.path)).map(|c| (c.clone(), stamp(&c))).collect()
                 }
                 Err(_) => Vec::new(),
             };
-            self.seen.insert(f.clone(), Seen { stamp: now, code, result });
+            let keep = result.is_ok() && settled(&now) && code.iter().all(|(_, s)| settled(s));
+            self.seen.insert(f.clone(), Seen { stamp: now, code, result, keep });
         }
         changed.then(|| self.catalog())
     }

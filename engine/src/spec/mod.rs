@@ -180,7 +180,7 @@ impl StepDefaults {
 }
 
 macro_rules! define_step {
-    ($($key:ident : $variant:ident($ty:ty),)*) => {
+    ($($key:ident : $variant:ident($ty:ty) $doc:literal,)*) => {
         /// One step of the DAG. Exactly one kind block (`process:`, `container:`, `wasm:`,
         /// `train:`; `kinds::step_kinds!` lists them) says what it runs.
         #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -191,6 +191,7 @@ macro_rules! define_step {
             // Boxed: a step holds one block, so a step is no bigger than its common settings
             // plus a pointer per kind (a plan of 10,000 steps holds 20,000 of them).
             $(
+                #[doc = $doc]
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $key: Option<Box<$ty>>,
             )*

@@ -182,9 +182,8 @@ impl Store {
         Ok(())
     }
 
-    /// Rewrites a stored DAG version (tests of records older builds wrote).
-    #[cfg(test)]
-    pub(crate) fn replace_dag(&self, dag: &DagRecord) -> Result<()> {
+    /// Rewrites a stored DAG version (an older build's record, given the plan it lacked).
+    pub fn replace_dag(&self, dag: &DagRecord) -> Result<()> {
         self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
         Ok(())
     }

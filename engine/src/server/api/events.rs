@@ -46,8 +46,10 @@ pub(super) async fn receive(
             let s = shared.clone();
             let (src, msg) = (source.clone(), e.message.clone());
             let id = blocking(move || {
-                let id = s.record(&src, InboxStatus::Rejected, msg, vec![], vec![], Value::Null)?;
-                s.engine.store().flush()?;
+                let id = s
+                    .record(&src, InboxStatus::Rejected, msg, vec![], vec![], Value::Null)
+                    .map_err(unstored)?;
+                s.engine.store().flush().map_err(unstored)?;
                 Ok(id)
             })
             .await?;
