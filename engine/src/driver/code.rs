@@ -28,9 +28,12 @@ impl Engine {
             .code_file(path)
             .ok_or_else(|| format!("the run's plan does not list the code file `{path}`"))?;
         let kept = self.code_path(file);
-        if kept.is_file() {
+        let mut seen = self.kept_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&kept) || kept.is_file() {
+            seen.insert(kept.clone());
             return Ok(kept);
         }
+        drop(seen);
         // The copy is gone (a data folder restored without `code/`), or the run's version was
         // stored before versions kept their code (format 1: its plan was compiled again from
         // its text, so its digests are of the files as they are now). Take the copy now.

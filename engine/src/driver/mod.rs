@@ -103,6 +103,9 @@ pub struct Engine {
     executors: ExecutorSet,
     /// Plans by DAG version, so that a run started here is not compiled a second time.
     plans: std::sync::Mutex<std::collections::HashMap<String, Arc<Plan>>>,
+    /// Code copies this process has seen in place, so that an attempt does not look at the
+    /// file system again for each one (a wide DAG of plugins runs the same module 10,000 times).
+    kept_code: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Engine {
@@ -116,7 +119,13 @@ impl Engine {
         }
         // Compiled plugins are cached next to the state, keyed by content and wasmtime version.
         let wasm = WasmConfig::in_data_dir(store.dir());
-        Ok(Engine { store, opts, executors: ExecutorSet::new(docker, wasm), plans: Default::default() })
+        Ok(Engine {
+            store,
+            opts,
+            executors: ExecutorSet::new(docker, wasm),
+            plans: Default::default(),
+            kept_code: Default::default(),
+        })
     }
 
     pub fn executors(&self) -> &ExecutorSet {
