@@ -145,7 +145,8 @@ pub struct StoredPlan {
 
 /// Reads and compiles a pipeline file.
 pub fn compile_file(path: &Path) -> Result<Plan, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path)
+    let text = read_regular(path, MAX_SPEC_BYTES)
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|e| format!("it is not UTF-8 text: {e}")))
         .map_err(|e| vec![Diagnostic::new(path, Default::default(), format!("cannot read the file: {e}"))])?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
@@ -186,13 +187,40 @@ fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
 /// to keep a copy.
 pub const MAX_CODE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The largest pipeline file: a pipeline of 10,000 steps is about 1 MB.
+pub const MAX_SPEC_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Reads a code file whole, refusing one over [`MAX_CODE_BYTES`].
 pub(crate) fn read_code(path: &Path) -> Result<Vec<u8>, String> {
-    let len = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?.len();
-    if len > MAX_CODE_BYTES {
-        return Err(format!("it is {len} bytes, over the limit of {MAX_CODE_BYTES} for a code file"));
+    read_regular(path, MAX_CODE_BYTES).map_err(|e| format!("cannot read it: {e}"))
+}
+
+/// Reads a regular file of at most `max` bytes. Anything else (a FIFO, a device) is refused
+/// before it is opened, and the file is opened non-blocking, so no file can hang the reader.
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
     }
-    std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))
+    if meta.len() > max {
+        return Err(format!("it is {} bytes, over the limit of {max}", meta.len()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("it is over the limit of {max} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// The content digest of every code file the steps reference, each file read once; a file

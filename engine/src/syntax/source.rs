@@ -92,8 +92,21 @@ impl Format {
     }
 }
 
-/// Parses `text`; on success also returns non-fatal problems (duplicate keys).
+/// The most values a spec may hold once its aliases are expanded: a pipeline of 10,000 steps
+/// holds about 200,000. A YAML "billion laughs" file (anchors that each repeat the previous
+/// one) stops here instead of growing without bound.
+pub const MAX_NODES: usize = 1_000_000;
+/// The most scalar text a spec may hold once its aliases are expanded.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024 * 1024;
+/// How deeply lists and maps may nest.
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses `text`; on success also returns non-fatal problems (duplicate keys). A leading
+/// UTF-8 byte-order mark is ignored. What a file may expand to is bounded ([`MAX_NODES`],
+/// [`MAX_TEXT_BYTES`], [`MAX_DEPTH`]); past a bound the file is an error at the node that
+/// crossed it.
 pub fn parse(text: &str, format: Format) -> Result<(Value, SourceMap, Vec<SyntaxError>), SyntaxError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
         Format::Json => {
             let value: Value = serde_json::from_str(text).map_err(|e| SyntaxError {
@@ -142,9 +155,42 @@ struct Builder {
     stack: Vec<Frame>,
     root: Option<Value>,
     nodes: HashMap<String, NodeLoc>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored value, with the values and scalar bytes it holds.
+    anchors: HashMap<usize, (Value, Size)>,
     duplicates: Vec<SyntaxError>,
     error: Option<SyntaxError>,
+    /// Values and scalar bytes so far, aliases expanded.
+    total: Size,
+}
+
+/// How much a value holds: values (itself included) and scalar text bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+    /// How deeply it nests (a scalar: 0).
+    depth: usize,
+}
+
+impl Size {
+    fn of(value: &Value) -> Size {
+        let mut size = Size::default();
+        let mut stack = vec![(value, 0)];
+        while let Some((v, depth)) = stack.pop() {
+            size.nodes += 1;
+            size.depth = size.depth.max(depth);
+            match v {
+                Value::String(s) => size.bytes += s.len(),
+                Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+                Value::Object(map) => {
+                    size.bytes += map.keys().map(String::len).sum::<usize>();
+                    stack.extend(map.values().map(|i| (i, depth + 1)));
+                }
+                _ => {}
+            }
+        }
+        size
+    }
 }
 
 impl Builder {
@@ -164,7 +210,8 @@ impl Builder {
 
     fn complete(&mut self, value: Value, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            let size = Size::of(&value);
+            self.anchors.insert(anchor, (value.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -181,6 +228,19 @@ impl Builder {
                 }
             }
         }
+    }
+
+    /// Counts `size` more values and bytes; past a bound, the file is an error at `mark`.
+    fn grow(&mut self, mark: Marker, size: Size, alias: bool) -> bool {
+        self.total.nodes += size.nodes;
+        self.total.bytes += size.bytes;
+        let how = if alias { "with its aliases expanded, " } else { "" };
+        if self.total.nodes > MAX_NODES {
+            self.fail(mark, &format!("{how}the file holds more than {MAX_NODES} values, the most a spec may hold (anchors that repeat each other, a YAML alias bomb, stop here)"));
+        } else if self.total.bytes > MAX_TEXT_BYTES {
+            self.fail(mark, &format!("{how}the file holds more than {MAX_TEXT_BYTES} bytes of text, the most a spec may hold"));
+        }
+        self.error.is_none()
     }
 
     fn fail(&mut self, mark: Marker, message: &str) {
@@ -216,6 +276,9 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(text, style, anchor, tag) => match self.next_slot() {
                 None => {
                     let key_loc = loc(&mark);
+                    if !self.grow(mark, Size { nodes: 0, bytes: text.len(), depth: 0 }, false) {
+                        return;
+                    }
                     if let Some(Frame::Map { key, pointer, map, .. }) = self.stack.last_mut() {
                         // A block map's own mark lies after its first key; point at the key.
                         if map.is_empty()
@@ -228,6 +291,9 @@ impl MarkedEventReceiver for Builder {
                     }
                 }
                 Some((pointer, key)) => {
+                    if !self.grow(mark, Size { nodes: 1, bytes: text.len(), depth: 0 }, false) {
+                        return;
+                    }
                     self.nodes.insert(pointer, NodeLoc { key, value: loc(&mark) });
                     let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
                     let value = if style != TScalarStyle::Plain || is_str_tag {
@@ -242,6 +308,12 @@ impl MarkedEventReceiver for Builder {
                 let Some((pointer, key)) = self.next_slot() else {
                     return self.fail(mark, "a list or map cannot be a mapping key");
                 };
+                if self.stack.len() >= MAX_DEPTH {
+                    return self.fail(mark, &format!("lists and maps nest more than {MAX_DEPTH} deep, the most a spec may"));
+                }
+                if !self.grow(mark, Size { nodes: 1, bytes: 0, depth: 0 }, false) {
+                    return;
+                }
                 self.nodes.insert(pointer.clone(), NodeLoc { key, value: loc(&mark) });
                 if matches!(ev, Event::SequenceStart(..)) {
                     self.stack.push(Frame::Seq { items: Vec::new(), pointer, anchor });
@@ -257,8 +329,18 @@ impl MarkedEventReceiver for Builder {
             Event::Alias(id) => match self.next_slot() {
                 None => self.fail(mark, "an alias cannot be a mapping key"),
                 Some((pointer, key)) => {
+                    let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
+                        return self.fail(mark, "an alias names no anchor before it");
+                    };
+                    // Aliases of aliases nest deeper with each one.
+                    if self.stack.len() + size.depth >= MAX_DEPTH {
+                        return self.fail(mark, &format!("with its aliases expanded, lists and maps nest more than {MAX_DEPTH} deep, the most a spec may"));
+                    }
+                    if !self.grow(mark, size, true) {
+                        return;
+                    }
                     self.nodes.insert(pointer, NodeLoc { key, value: loc(&mark) });
-                    let value = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
+                    let value = self.anchors[&id].0.clone();
                     self.complete(value, 0);
                 }
             },
@@ -352,6 +434,54 @@ mod tests {
     fn anchors_and_aliases() {
         let (v, _, _) = parse("x: &e {A: 1}\ny: *e\n", Format::Yaml).unwrap();
         assert_eq!(v["y"]["A"], 1);
+    }
+
+    /// Anchors that each repeat the previous one ten times: 10^9 values if expanded.
+    fn alias_bomb() -> String {
+        let mut text = String::from("name: bomb\nsteps:\n  a:\n    process: {command: [\"true\"]}\nx0: &x0 [a,a,a,a,a,a,a,a,a,a]\n");
+        for i in 1..=8 {
+            let p = i - 1;
+            text.push_str(&format!("x{i}: &x{i} [*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_a_located_error() {
+        let text = alias_bomb();
+        assert!(text.len() < 600, "{}", text.len());
+        let e = parse(&text, Format::Yaml).unwrap_err();
+        assert!(e.message.contains("more than 1000000 values"), "{}", e.message);
+        assert!(e.message.contains("aliases expanded"), "{}", e.message);
+        // At the alias that crossed the bound: on x5's line (x4 holds 10^5 values).
+        assert_eq!(e.location.line, 10, "{e:?}");
+    }
+
+    #[test]
+    fn nesting_is_bounded_directly_and_through_aliases() {
+        let deep = format!("a: {}{}", "[".repeat(100), "]".repeat(100));
+        let e = parse(&deep, Format::Yaml).unwrap_err();
+        assert!(e.message.contains("nest more than 64 deep"), "{}", e.message);
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for i in 1..80 {
+            chain.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+        }
+        let e = parse(&chain, Format::Yaml).unwrap_err();
+        assert!(e.message.contains("aliases expanded, lists and maps nest"), "{}", e.message);
+        let e = parse("a: *nowhere\n", Format::Yaml).unwrap_err();
+        assert!(e.message.contains("anchor"), "{}", e.message);
+        // Ordinary sharing still works.
+        let (v, _, _) = parse("d: &d {n: 1}\nx: [*d, *d]\n", Format::Yaml).unwrap();
+        assert_eq!(v["x"][1]["n"], 1);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored() {
+        let (v, map, _) = parse("\u{feff}name: x\n", Format::Yaml).unwrap();
+        assert_eq!(v["name"], "x");
+        assert_eq!(map.key("/name"), Location { line: 1, column: 1 });
+        let (v, _, _) = parse("\u{feff}{\"name\": \"x\"}", Format::Json).unwrap();
+        assert_eq!(v["name"], "x");
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! Hostile input, end to end: files, steps and clients that tried to exhaust memory, freeze
+//! the engine or run shell code. Each test bounds itself (a memory limit, a deadline) so that a
+//! regression fails fast instead of hanging CI.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs `sluice ARGS` on the sandbox's data folder with at most `mem_mb` of address space and
+/// `secs` of wall time (then SIGKILL); returns its output and whether it was killed.
+fn bounded(sb: &Sandbox, args: &[&str], secs: u64, mem_mb: u64) -> (Output, bool) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -v {}; exec \"$@\"", mem_mb * 1024))
+        .arg("sh")
+        .arg(bin())
+        .arg("--data-dir")
+        .arg(sb.data())
+        .args(args)
+        .env_remove("SLUICE_FAULT")
+        .env_remove("SLUICE_HOME")
+        .env_remove("SLUICE_SERVER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start sluice");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut killed = false;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().expect("output"), killed)
+}
+
+/// The 482-byte file of the report: anchors that each repeat the previous one ten times.
+fn alias_bomb() -> String {
+    let mut text = String::from(
+        "name: bomb\nsteps:\n  a:\n    process: {command: [\"true\"]}\nx0: &x0 [a,a,a,a,a,a,a,a,a,a]\n",
+    );
+    for i in 1..=8 {
+        let p = format!("*x{}", i - 1);
+        let ten = vec![p.as_str(); 10].join(",");
+        text.push_str(&format!("x{i}: &x{i} [{ten}]\n"));
+    }
+    text
+}
+
+#[test]
+fn an_alias_bomb_is_a_located_error_within_bounded_memory() {
+    let sb = Sandbox::new();
+    let spec = sb.write("bomb.yaml", &alias_bomb());
+    let (out, killed) = bounded(&sb, &["validate", spec.to_str().unwrap()], 20, 1024);
+    assert!(!killed, "validate ran for 20 s");
+    let err = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("bomb.yaml:10:"), "located at the alias that crossed the bound: {err}");
+    assert!(err.contains("more than 1000000 values"), "{err}");
+}
+
+#[test]
+fn an_alias_bomb_in_the_dags_folder_leaves_the_server_answering() {
+    let sb = Sandbox::new();
+    let dags = sb.path("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::write(dags.join("ok.yaml"), "name: ok\nsteps:\n  a:\n    process: {command: [\"true\"]}\n").unwrap();
+    std::fs::write(dags.join("bomb.yaml"), alias_bomb()).unwrap();
+    let server = Server::start(&sb, &dags, &[]);
+    let pipelines = server.json("/api/v1/pipelines");
+    let text = pipelines.to_string();
+    assert!(text.contains("more than 1000000 values"), "the bomb is listed with its error: {text}");
+    assert!(text.contains("\"ok\""), "{text}");
+    // The server stayed small: the catalog never held the expanded document.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(rss_kb < 400 * 1024, "peak resident memory {rss_kb} kB");
+    assert_eq!(server.get("/api/v1/health").0, 200);
+}
