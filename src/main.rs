@@ -144,6 +144,11 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
+    // Processes a step leaves behind, outside its group, are re-parented to this engine, which
+    // kills them when their step ends.
+    if let Err(e) = sluice_worker::adopt_orphans() {
+        tracing::warn!("{e}; processes that leave a step's process group are found more slowly");
+    }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.data_dir, cli.output, args),
         Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.output, args),

@@ -69,7 +69,8 @@ fn an_alias_bomb_in_the_dags_folder_leaves_the_server_answering() {
     let sb = Sandbox::new();
     let dags = sb.path("dags");
     std::fs::create_dir_all(&dags).unwrap();
-    std::fs::write(dags.join("ok.yaml"), "name: ok\nsteps:\n  a:\n    process: {command: [\"true\"]}\n").unwrap();
+    std::fs::write(dags.join("ok.yaml"), "name: ok\nsteps:\n  a:\n    process: {command: [\"true\"]}\n")
+        .unwrap();
     std::fs::write(dags.join("bomb.yaml"), alias_bomb()).unwrap();
     let server = Server::start(&sb, &dags, &[]);
     let pipelines = server.json("/api/v1/pipelines");
@@ -85,4 +86,67 @@ fn an_alias_bomb_in_the_dags_folder_leaves_the_server_answering() {
         .expect("VmHWM");
     assert!(rss_kb < 400 * 1024, "peak resident memory {rss_kb} kB");
     assert_eq!(server.get("/api/v1/health").0, 200);
+}
+
+/// Whether process `pid` is gone (or a zombie about to be reaped).
+fn gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z")
+}
+
+#[test]
+fn a_fifo_or_a_link_at_sluice_outputs_fails_the_step_at_once() {
+    let sb = Sandbox::new();
+    let secret = sb.write("secret.json", r#"{"token": "s3cret"}"#);
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let spec = sb.write(
+        "p.yaml",
+        &format!(
+            "name: p\nsteps:\n  fifo:\n    timeout: 3s\n    retries: 0\n    process: {{shell: 'rm -f \"$SLUICE_OUTPUTS\"; mkfifo \"$SLUICE_OUTPUTS\"'}}\n  link:\n    retries: 0\n    process: {{shell: 'rm -f \"$SLUICE_OUTPUTS\"; ln -s {} \"$SLUICE_OUTPUTS\"'}}\n",
+            secret.display()
+        ),
+    );
+    let (out, killed) = bounded(&sb, &["run", "-q", "--output", "json", spec.to_str().unwrap()], 30, 4096);
+    assert!(!killed, "the run froze: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report = sb.show("1");
+    let all = report.to_string();
+    assert!(!all.contains("s3cret"), "the linked file's content never becomes outputs: {all}");
+    let fifo = step(&report, "fifo");
+    assert_eq!(fifo["state"], "failed", "{fifo}");
+    assert!(fifo.to_string().contains("not a regular file"), "{fifo}");
+    let link = step(&report, "link");
+    assert!(link.to_string().contains("symbolic link"), "{link}");
+}
+
+#[test]
+fn a_step_ends_when_its_process_exits_and_its_stragglers_die() {
+    let sb = Sandbox::new();
+    let pids = sb.path("pids");
+    let spec = sb.write(
+        "p.yaml",
+        &format!(
+            concat!(
+                "name: p\nsteps:\n  s:\n    timeout: 20s\n    process:\n      shell: |\n",
+                "        setsid sleep 307 &\n        echo $! >> {p}\n",
+                "        setsid sh -c 'sleep 308 >/dev/null 2>&1 </dev/null' >/dev/null 2>&1 &\n        echo $! >> {p}\n",
+                "        env -i setsid sleep 309 >/dev/null 2>&1 </dev/null &\n        echo $! >> {p}\n",
+                "        echo done\n"
+            ),
+            p = pids.display()
+        ),
+    );
+    let started = Instant::now();
+    let (out, killed) = bounded(&sb, &["run", "-q", "--output", "json", spec.to_str().unwrap()], 15, 4096);
+    assert!(!killed, "the run waited on its stragglers: {}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = sb.show("1");
+    assert_eq!(step(&report, "s")["state"], "succeeded", "the shell's exit code is the outcome");
+    let pids: Vec<i32> =
+        std::fs::read_to_string(&pids).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(gone(pid), "straggler {pid} outlived its step");
+    }
 }

@@ -24,7 +24,8 @@ pub use executor::{
     ATTEMPT_REQUEST_VERSION, AttemptFiles, AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture,
     ExecSpec, Executor, ExecutorSet, InputFile, KillSignal, KillSwitch, LogStream, ProcessSpec,
 };
-pub use outputs::{MAX_OUTPUTS_BYTES, read_outputs_file};
+pub use outputs::{MAX_OUTPUTS_BYTES, open_step_file, read_outputs_file};
+pub use process::stragglers::adopt_orphans;
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
 pub use train::{
     Device, ModelKind, OptimizerKind, Throughput, TrainExecutor, TrainSpec, Trained, gpu_slots, gpu_status,

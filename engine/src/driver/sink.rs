@@ -15,7 +15,14 @@ pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 /// `process_file` is where the attempt's sink recorded its process; no file means the
 /// attempt had no process (it never started one, or runs in a container or the engine).
 pub(crate) fn reap(process_file: &Path) -> Result<Option<u32>, String> {
-    let bytes = match std::fs::read(process_file) {
+    // The attempts folder is one a step can write to: read the record the way that cannot
+    // block or follow a link.
+    let read = sluice_worker::open_step_file(process_file).and_then(|f| {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        f.take(64 * 1024).read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let bytes = match read {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", process_file.display())),
@@ -84,7 +91,7 @@ impl AttemptSink for StoreSink {
         let rec =
             ProcRecord { v: FORMAT_VERSION, step: k.step, item: k.item, attempt: k.attempt, pid, start_time };
         let bytes = serde_json::to_vec(&rec).map_err(|e| format!("cannot encode the process record: {e}"))?;
-        std::fs::write(&self.process_file, bytes).map_err(|e| {
+        write_new(&self.process_file, &bytes).map_err(|e| {
             format!(
                 "cannot record the step's process in {} ({e}), so a restarted engine could not stop it; \
                  check the data folder's disk",
@@ -92,6 +99,19 @@ impl AttemptSink for StoreSink {
             )
         })
     }
+}
+
+/// Writes `path` by way of a new file renamed over it: nothing a step left at either name (a
+/// FIFO, a link) is opened.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

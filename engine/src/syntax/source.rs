@@ -238,7 +238,12 @@ impl Builder {
         if self.total.nodes > MAX_NODES {
             self.fail(mark, &format!("{how}the file holds more than {MAX_NODES} values, the most a spec may hold (anchors that repeat each other, a YAML alias bomb, stop here)"));
         } else if self.total.bytes > MAX_TEXT_BYTES {
-            self.fail(mark, &format!("{how}the file holds more than {MAX_TEXT_BYTES} bytes of text, the most a spec may hold"));
+            self.fail(
+                mark,
+                &format!(
+                    "{how}the file holds more than {MAX_TEXT_BYTES} bytes of text, the most a spec may hold"
+                ),
+            );
         }
         self.error.is_none()
     }
@@ -309,7 +314,10 @@ impl MarkedEventReceiver for Builder {
                     return self.fail(mark, "a list or map cannot be a mapping key");
                 };
                 if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(mark, &format!("lists and maps nest more than {MAX_DEPTH} deep, the most a spec may"));
+                    return self.fail(
+                        mark,
+                        &format!("lists and maps nest more than {MAX_DEPTH} deep, the most a spec may"),
+                    );
                 }
                 if !self.grow(mark, Size { nodes: 1, bytes: 0, depth: 0 }, false) {
                     return;
@@ -438,10 +446,14 @@ mod tests {
 
     /// Anchors that each repeat the previous one ten times: 10^9 values if expanded.
     fn alias_bomb() -> String {
-        let mut text = String::from("name: bomb\nsteps:\n  a:\n    process: {command: [\"true\"]}\nx0: &x0 [a,a,a,a,a,a,a,a,a,a]\n");
+        let mut text = String::from(
+            "name: bomb\nsteps:\n  a:\n    process: {command: [\"true\"]}\nx0: &x0 [a,a,a,a,a,a,a,a,a,a]\n",
+        );
         for i in 1..=8 {
             let p = i - 1;
-            text.push_str(&format!("x{i}: &x{i} [*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p}]\n"));
+            text.push_str(&format!(
+                "x{i}: &x{i} [*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p},*x{p}]\n"
+            ));
         }
         text
     }

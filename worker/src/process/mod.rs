@@ -1,4 +1,8 @@
-//! The process executor: runs argv in its own process group and streams its output.
+//! The process executor: runs argv in its own process group and streams its output. The
+//! step ends when its process exits: what it left running is killed, in its group or out of
+//! it ([`stragglers`]).
+
+pub(crate) mod stragglers;
 
 use std::sync::Arc;
 
@@ -51,6 +55,7 @@ async fn run(
             request.workdir.display()
         )));
     }
+    let tag = stragglers::new_tag();
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .envs(&request.env)
@@ -60,12 +65,13 @@ async fn run(
         .env("SLUICE_STEP", &request.id.step)
         .env("SLUICE_ITEM", request.id.item.to_string())
         .env("SLUICE_ATTEMPT", request.id.attempt.to_string())
+        .env(stragglers::TAG_VAR, &tag)
         .current_dir(&request.workdir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0);
-    let mut child = match cmd.spawn() {
+    let mut child = match stragglers::spawn(&mut cmd, &tag) {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return AttemptOutcome::failed(ExecError::fatal(format!(
@@ -86,6 +92,7 @@ async fn run(
         // Unrecorded, a crash of the engine would leave it running with nobody to stop it.
         signal_group(pid, Signal::SIGKILL);
         let _ = child.wait().await;
+        stragglers::finished(pid);
         return AttemptOutcome::failed(ExecError::retryable(format!("`{program}` was stopped: {why}")));
     }
     let out = child.stdout.take().map(|s| tokio::spawn(pump(s, LogStream::Stdout, sink.clone())));
@@ -107,11 +114,27 @@ async fn run(
             }
         }
     };
-    // Whatever the step left running in its group dies with it, so that no stray process
-    // outlives its attempt or holds the log pipes open.
+    stragglers::finished(pid);
+    // Whatever the step left running dies with it, in its group or out of it, so that no
+    // stray process outlives its attempt or holds the log pipes open.
     signal_group(pid, Signal::SIGKILL);
+    for _ in 0..5 {
+        if stragglers::sweep() == 0 {
+            break;
+        }
+        // Let the killed die (and their children be re-parented), then reap and look again.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let deadline = tokio::time::Instant::now() + PIPE_GRACE;
     for task in [out, err].into_iter().flatten() {
-        let _ = task.await;
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            abort.abort();
+            sink.log(
+                LogStream::System,
+                format!("sluice: a process that left the step still held its output open {PIPE_GRACE:?} after the step ended; the rest of its output is not kept\n").as_bytes(),
+            );
+        }
     }
     let status = match status {
         Ok(s) => s,
@@ -146,6 +169,10 @@ async fn run(
     };
     AttemptOutcome { result: Err(ExecError::retryable(message)), outputs: Default::default(), exit_code }
 }
+
+/// How long the output of a step that has exited is still read: what its processes wrote
+/// before they were stopped.
+const PIPE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn pump(mut stream: impl AsyncRead + Unpin, which: LogStream, sink: Arc<dyn AttemptSink>) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -297,6 +324,28 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("grandchild still alive: {state}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_leaves_the_group_dies_when_the_step_ends() {
+        // Without the subreaper (this test binary did not opt in): found by its tag.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("straggler.pid");
+        let script = format!("setsid sleep 30 & echo $! > {}; echo bye", marker.display());
+        let started = std::time::Instant::now();
+        let (outcome, sink) = exec(request(dir.path(), &["sh", "-c", &script])).await;
+        assert_eq!(outcome.result, Ok(()));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(sink.text(LogStream::Stdout), "bye\n");
+        let pid: u32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+        for _ in 0..200 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the straggler {pid} outlived its step");
     }
 
     #[tokio::test]
