@@ -150,3 +150,41 @@ fn a_step_ends_when_its_process_exits_and_its_stragglers_die() {
         assert!(gone(pid), "straggler {pid} outlived its step");
     }
 }
+
+#[test]
+fn parameters_reach_a_shell_script_as_text_not_code() {
+    let sb = Sandbox::new();
+    let pwned = sb.path("pwned");
+    let spec = sb.write(
+        "p.yaml",
+        "name: p\nparams:\n  s: {type: string}\nsteps:\n  echo:\n    process: {shell: 'echo {{ params.s }} > \"$SLUICE_RUN_DIR/said\"'}\n  raw:\n    needs: [echo]\n    process: {shell: 'echo {{ \"raw-ok\" | raw }}'}\n",
+    );
+    let payload = format!("$(touch {}) `touch {}`; touch {} #", pwned.display(), pwned.display(), pwned.display());
+    let out = sb.sluice(&["run", "-q", spec.to_str().unwrap(), "--param", &format!("s={payload}")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!pwned.exists(), "a parameter ran as shell code");
+    let said = std::fs::read_to_string(sb.data().join("work/1/said")).unwrap();
+    assert_eq!(said.trim_end(), payload, "the value arrives whole, as one word");
+}
+
+#[test]
+fn an_event_field_reaches_a_shell_script_as_text_not_code() {
+    let sb = Sandbox::new();
+    let pwned = sb.path("pwned");
+    let dir = sb.path("dags");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ci.yaml"),
+        "name: ci\nparams:\n  commit: {type: string}\non:\n  - webhook: {source: ci}\n    params: {commit: \"{{ event.after }}\"}\nsteps:\n  build:\n    process: {shell: 'echo building {{ params.commit }}'}\n",
+    )
+    .unwrap();
+    let server = Server::start(&sb, &dir, &[]);
+    let body = serde_json::json!({ "after": format!("x; touch {} #", pwned.display()) }).to_string();
+    let (code, answer) = server.post("/api/v1/events/ci", &body);
+    assert_eq!(code, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let run = answer["runs"][0]["run"].as_u64().or_else(|| answer["runs"][0].as_u64()).unwrap_or_else(|| panic!("{answer}"));
+    let done = server.wait_run(run);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(!pwned.exists(), "an event field ran as shell code");
+}

@@ -54,6 +54,9 @@ pub(super) fn check_templates(
             match template::references(env, text, expression) {
                 Err(e) => cx.at(&pointer, format!("step `{id}`: bad template: {e}")),
                 Ok(refs) => {
+                    for unknown in template::unknown_names(env, text, expression) {
+                        cx.at(&pointer, format!("step `{id}`: bad template: {unknown}"));
+                    }
                     for r in refs {
                         if let Err(why) = check_reference(spec, index, graph, ix as StepIx, step, &r) {
                             cx.at(&pointer, format!("step `{id}`: {why}"));

@@ -88,6 +88,10 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
                     &pp,
                     format!("the template of `{name}` does not parse: {}", template::describe(e, text)),
                 );
+            } else {
+                for unknown in template::unknown_names(env, text, false) {
+                    cx.at(&pp, format!("the template of `{name}`: {unknown}"));
+                }
             }
         }
     }

@@ -126,6 +126,14 @@ pub(crate) fn request(
             Ok(s.to_string())
         }
     };
+    let shell = |s: &str| {
+        if template::is_template(s) {
+            let ctx = ctx.get_or_init(|| view.context(step, item.map(|(_, v)| v)));
+            template::render(template::shell_environment(), s, ctx)
+        } else {
+            Ok(s.to_string())
+        }
+    };
     let base_dir = &view.plan.base_dir;
     let workdir = match &ps.spec.workdir {
         Some(w) => Some(base_dir.join(text(w).map_err(|e| format!("workdir: {e}"))?)),
@@ -134,6 +142,7 @@ pub(crate) fn request(
     let upstream = || view.upstream(step);
     let cx = Render {
         text: &text,
+        shell: &shell,
         run: RunFacts { id: view.id, pipeline: view.plan.name(), dag: view.plan.short_hash() },
         step: view.plan.id(step),
         item,

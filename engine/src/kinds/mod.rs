@@ -197,6 +197,9 @@ pub struct Render<'a> {
     /// Renders a string of the block as a template against the attempt's context (a plain
     /// string comes back as it is).
     pub text: &'a dyn Fn(&str) -> Result<String, String>,
+    /// Renders a shell script: like `text`, but every value is written as one quoted shell
+    /// word (see [`crate::template::shell_environment`]).
+    pub shell: &'a dyn Fn(&str) -> Result<String, String>,
     pub run: RunFacts<'a>,
     pub step: &'a str,
     /// The item of a mapped step: its index and value.

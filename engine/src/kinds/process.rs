@@ -7,7 +7,8 @@ use sluice_worker::{ExecSpec, ProcessSpec};
 
 use super::{Check, Kind, Render, Rendered, Templates};
 
-/// A `process:` block: a command as argv, or a shell script run by `sh -c`.
+/// A `process:` block: a command as argv, or a shell script run by `sh -c`. Each element of
+/// `command` is one argument, never split again; values in `shell` are quoted as shell words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessBlock {
@@ -41,7 +42,7 @@ impl Kind for ProcessBlock {
     fn render(&self, cx: &Render<'_>) -> Result<Rendered, String> {
         let argv = match (&self.command, &self.shell) {
             (Some(cmd), _) => cmd.iter().map(|a| (cx.text)(a)).collect::<Result<Vec<_>, _>>()?,
-            (None, Some(script)) => vec!["sh".into(), "-c".into(), (cx.text)(script)?],
+            (None, Some(script)) => vec!["sh".into(), "-c".into(), (cx.shell)(script)?],
             (None, None) => return Err("the step has no command".into()),
         };
         Ok(ExecSpec::Process(ProcessSpec { argv }).into())
