@@ -188,3 +188,20 @@ fn an_event_field_reaches_a_shell_script_as_text_not_code() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert!(!pwned.exists(), "an event field ran as shell code");
 }
+
+#[test]
+fn the_longest_valid_step_id_runs_and_a_longer_one_is_refused() {
+    let sb = Sandbox::new();
+    let longest = format!("s{}", "x".repeat(127));
+    let spec = sb.write(
+        "p.yaml",
+        &format!("name: p\nsteps:\n  {longest}:\n    map: [1, 2]\n    retries: 1\n    process: {{shell: 'echo {{{{ item }}}}; echo \"{{}}\" > \"$SLUICE_OUTPUTS\"'}}\n"),
+    );
+    let out = sb.sluice(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(step(&sb.show("1"), &longest)["state"], "succeeded");
+    let spec = sb.write("q.yaml", &format!("name: q\nsteps:\n  {longest}x:\n    process: {{command: [\"true\"]}}\n"));
+    let out = sb.sluice(&["validate", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("at most 128"), "{}", text(&out.stdout));
+}

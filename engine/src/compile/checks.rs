@@ -44,6 +44,11 @@ pub(super) fn check(
         let sp = step_pointer(id);
         if !valid_id(id) {
             cx.at_key(&sp, format!("step id `{id}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
+        } else if id.len() > MAX_ID_LEN {
+            cx.at_key(
+                &sp,
+                format!("step id `{}…` is {} characters long; a step id may have at most {MAX_ID_LEN} (it names the step's files)", &id[..24], id.len()),
+            );
         }
         check_kind(id, step, &sp, &mut cx);
         check_retries_and_limits(step, &sp, &mut cx);
@@ -80,6 +85,11 @@ pub(super) fn check(
     }
     graph
 }
+
+/// The longest step id: the engine names each attempt's files
+/// `<id>.<item>.<attempt>.<suffix>`, and with a 10-digit item, a 10-digit attempt and the
+/// longest suffix every name stays well under the 255 bytes a file name may have.
+pub const MAX_ID_LEN: usize = 128;
 
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
