@@ -402,7 +402,7 @@ fn a_flood_gets_429_and_the_server_recovers() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     let (code, b) = loop {
-        let (code, b) = srv.get("/api/v1/health");
+        let (code, b) = srv.get("/api/v1/pipelines");
         if code == 429 || Instant::now() > deadline {
             break (code, b);
         }
@@ -410,6 +410,9 @@ fn a_flood_gets_429_and_the_server_recovers() {
     };
     assert_eq!(code, 429, "{b}");
     assert!(body(&b)["error"]["message"].as_str().unwrap().contains("retry shortly"));
+    // Health takes no slot: it answers while every slot is held.
+    assert_eq!(srv.get("/api/v1/health").0, 200);
+    assert_eq!(srv.get("/api/v1/ready").0, 200);
     for w in waits {
         let answer = w.join().unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

@@ -17,8 +17,23 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, Undefi
 fn base() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.add_filter("raw", |v: Value| Value::from_safe_string(v.to_string()));
+    env.add_filter("raw", |v: Value| Value::from_object(Raw(v.to_string())));
     env
+}
+
+/// A value the author asked to insert unquoted (`| raw`). Its own type, not minijinja's
+/// "safe" strings: those mean HTML-safe, and filters such as `tojson` return them, which must
+/// not make a value shell code.
+#[derive(Debug)]
+struct Raw(String);
+
+impl minijinja::value::Object for Raw {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Plain
+    }
+    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 static ENVIRONMENT: std::sync::LazyLock<Environment<'static>> = std::sync::LazyLock::new(|| {
@@ -46,7 +61,7 @@ pub fn shell_environment() -> &'static Environment<'static> {
 
 fn shell_formatter(out: &mut Output, _state: &State, value: &Value) -> Result<(), Error> {
     let text = value.to_string();
-    let written = if value.is_safe() {
+    let written = if value.downcast_object_ref::<Raw>().is_some() {
         out.write_str(&text)
     } else {
         let quoted = shlex::try_quote(&text).map_err(|_| {
@@ -206,6 +221,9 @@ mod tests {
         assert_eq!(render(env, "echo {{ params.q }}", &ctx).unwrap(), r#"echo "it's""#);
         assert_eq!(render(env, "echo {{ params.empty }}", &ctx).unwrap(), "echo ''");
         assert_eq!(render(env, "tool {{ params.flags | raw }}", &ctx).unwrap(), "tool -v --fast");
+        // HTML-safe strings (what `safe` and `tojson` give) are still quoted.
+        assert_eq!(render(env, "echo {{ params.s | tojson }}", &ctx).unwrap(), r#"echo '"$(touch /tmp/pwned)"'"#);
+        assert_eq!(render(env, "echo {{ params.s | safe }}", &ctx).unwrap(), "echo '$(touch /tmp/pwned)'");
         // Template text itself is the author's code, and is not quoted.
         assert_eq!(render(env, "{% if params.n > 1 %}a && b{% endif %}", &ctx).unwrap(), "a && b");
         // The same filters elsewhere: `raw` changes nothing where nothing is quoted.

@@ -89,7 +89,7 @@ pub(super) fn check(
 /// The longest step id: the engine names each attempt's files
 /// `<id>.<item>.<attempt>.<suffix>`, and with a 10-digit item, a 10-digit attempt and the
 /// longest suffix every name stays well under the 255 bytes a file name may have.
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod catalog;
+mod http;
 pub mod launcher;
 mod schedules;
 
@@ -28,6 +29,9 @@ use crate::store::{FORMAT_VERSION, InboxRecord, InboxStatus, StoreError};
 use catalog::{Catalog, Loader};
 use launcher::Launcher;
 
+/// Requests to the event endpoints handled at once (beside the general limit).
+const EVENT_SLOTS: usize = 64;
+
 /// The file in the data folder that tells clients where the server listens.
 pub const SERVER_FILE: &str = "server.json";
 
@@ -44,6 +48,17 @@ pub struct ServeOptions {
     pub max_in_flight: usize,
     /// How often the DAG folder is scanned for changes.
     pub reload_every: Duration,
+    /// Connections open at once, in all and from one client address; past either, a new
+    /// connection is closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// How long a client has to send a request's headers, and its body.
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// How long the listener stays open after shutdown begins, answering `/ready` with 503.
+    pub drain_for: Duration,
+    /// Host names the server answers to besides its addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServeOptions {
@@ -54,6 +69,12 @@ impl ServeOptions {
             body_limit: 1 << 20,
             max_in_flight: 1024,
             reload_every: Duration::from_secs(1),
+            max_connections: 2048,
+            max_connections_per_client: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            drain_for: Duration::from_millis(500),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -65,8 +86,6 @@ pub enum ServerError {
     Engine(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("the HTTP server failed: {0}")]
-    Http(std::io::Error),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -86,6 +105,8 @@ pub(crate) struct Shared {
     /// Bumped when the catalog changes, so the schedule loop looks again.
     pub catalog_version: watch::Sender<u64>,
     pub in_flight: tokio::sync::Semaphore,
+    /// The event endpoints' own slots, so that other traffic cannot crowd out alerts.
+    pub events_in_flight: tokio::sync::Semaphore,
     /// Tells long requests (waits, log streams) to finish: the server is stopping.
     pub stopping: watch::Receiver<u32>,
 }
@@ -183,6 +204,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         engine: engine.clone(),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
+        events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
         opts,
         catalog: RwLock::new(Arc::new(catalog)),
         launcher: Mutex::new(Launcher::new(controls.clone())),
@@ -252,13 +274,16 @@ pub async fn serve(
     }
     tracing::info!(%addr, dags = %shared.opts.dags.display(), "serving");
     let app = api::router(shared.clone());
-    let mut stop = shutdown.clone();
     let draining = shared.clone();
-    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
+    let limits = http::ConnLimits {
+        max_connections: shared.opts.max_connections,
+        max_per_client: shared.opts.max_connections_per_client,
+        header_timeout: shared.opts.header_timeout,
+    };
+    http::serve(listener, app, limits, shared.opts.drain_for, shutdown.clone(), move || {
         draining.draining.store(true, Ordering::SeqCst);
-    });
-    let http_result = http.await;
+    })
+    .await;
     shared.draining.store(true, Ordering::SeqCst);
     for (what, task) in [("the DAG folder's reload", reload), ("the schedule loop", schedules)] {
         if let Err(e) = task.await {
@@ -271,7 +296,6 @@ pub async fn serve(
         tracing::warn!(file = %server_file.display(), error = %e, "cannot remove the server file; clients may look for this server until it is removed");
     }
     engine.store().flush().map_err(EngineError::from)?;
-    http_result.map_err(ServerError::Http)?;
     match driven {
         Ok(r) => r.map(|_| ()).map_err(ServerError::from),
         Err(e) => Err(ServerError::Engine(EngineError::Invalid(format!("the driver crashed: {e}")))),
@@ -317,6 +341,7 @@ pub(crate) fn test_shared(
     let shared = Arc::new(Shared {
         engine: Arc::new(engine.with_clock(clock)),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
+        events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
         opts,
         catalog: RwLock::new(Arc::new(catalog)),
         launcher: Mutex::new(Launcher::new(controls.clone())),

@@ -6,6 +6,7 @@
 //! field that is wrong).
 
 mod events;
+mod guard;
 mod openapi;
 mod pipelines;
 mod runs;
@@ -228,6 +229,22 @@ async fn access_log(req: Request, next: Next) -> Response {
 }
 
 async fn limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    // Health answers whatever the load: it takes no slot and does no work.
+    if path == "/api/v1/health" || path == "/api/v1/ready" {
+        return next.run(req).await;
+    }
+    if path.starts_with("/api/v1/events/") && req.method() == Method::POST {
+        let Ok(_permit) = shared.events_in_flight.try_acquire() else {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many events are being taken in at once; retry shortly",
+            )
+            .into_response();
+        };
+        return next.run(req).await;
+    }
     let Ok(_permit) = shared.in_flight.try_acquire() else {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -285,6 +302,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(shared.clone(), limit))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard::read_whole_body))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard::same_origin))
         .layer(middleware::from_fn(access_log))
         .with_state(shared)
 }
