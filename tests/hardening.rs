@@ -159,7 +159,8 @@ fn parameters_reach_a_shell_script_as_text_not_code() {
         "p.yaml",
         "name: p\nparams:\n  s: {type: string}\nsteps:\n  echo:\n    process: {shell: 'echo {{ params.s }} > \"$SLUICE_RUN_DIR/said\"'}\n  raw:\n    needs: [echo]\n    process: {shell: 'echo {{ \"raw-ok\" | raw }}'}\n",
     );
-    let payload = format!("$(touch {}) `touch {}`; touch {} #", pwned.display(), pwned.display(), pwned.display());
+    let payload =
+        format!("$(touch {}) `touch {}`; touch {} #", pwned.display(), pwned.display(), pwned.display());
     let out = sb.sluice(&["run", "-q", spec.to_str().unwrap(), "--param", &format!("s={payload}")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!pwned.exists(), "a parameter ran as shell code");
@@ -183,7 +184,10 @@ fn an_event_field_reaches_a_shell_script_as_text_not_code() {
     let (code, answer) = server.post("/api/v1/events/ci", &body);
     assert_eq!(code, 202, "{answer}");
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let run = answer["runs"][0]["run"].as_u64().or_else(|| answer["runs"][0].as_u64()).unwrap_or_else(|| panic!("{answer}"));
+    let run = answer["runs"][0]["run"]
+        .as_u64()
+        .or_else(|| answer["runs"][0].as_u64())
+        .unwrap_or_else(|| panic!("{answer}"));
     let done = server.wait_run(run);
     assert_eq!(done["state"], "succeeded", "{done}");
     assert!(!pwned.exists(), "an event field ran as shell code");
@@ -200,8 +204,205 @@ fn the_longest_valid_step_id_runs_and_a_longer_one_is_refused() {
     let out = sb.sluice(&["run", "-q", spec.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(step(&sb.show("1"), &longest)["state"], "succeeded");
-    let spec = sb.write("q.yaml", &format!("name: q\nsteps:\n  {longest}x:\n    process: {{command: [\"true\"]}}\n"));
+    let spec = sb
+        .write("q.yaml", &format!("name: q\nsteps:\n  {longest}x:\n    process: {{command: [\"true\"]}}\n"));
     let out = sb.sluice(&["validate", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("at most 128"), "{}", text(&out.stdout));
+}
+
+/// One HTTP request sent from source address `from` (any of 127.0.0.0/8), as raw text;
+/// returns the status and the whole answer.
+fn request_from(from: &str, addr: &str, raw: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr.parse().unwrap()).await.expect("connect");
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, text)
+    })
+}
+
+fn get_from(from: &str, addr: &str, path: &str) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let (code, text) = request_from(
+        from,
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    (code, text, started.elapsed())
+}
+
+const WEBHOOK: &str = "name: hook\nparams:\n  commit: {type: string, default: x}\non:\n  - webhook: {source: ci}\n    params: {commit: \"{{ event.after }}\"}\nsteps:\n  a:\n    process: {command: [\"true\"]}\n";
+
+#[test]
+fn slow_clients_hold_connections_not_the_server() {
+    let sb = Sandbox::new();
+    let dir = sb.path("dags");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hook.yaml"), WEBHOOK).unwrap();
+    let server = Server::start(
+        &sb,
+        &dir,
+        &["--max-connections-per-client", "300", "--body-timeout", "3s", "--header-timeout", "3s"],
+    );
+    let addr = server.addr.clone();
+    let threads_before = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap().count();
+
+    // 700 connections from 127.0.0.1: 100 send their headers a byte a second, 600 announce a
+    // 1 MB body and send it a byte a second.
+    use std::io::{Read, Write};
+    let mut bodies = Vec::new();
+    let mut heads = Vec::new();
+    for i in 0..700 {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_nonblocking(true).unwrap();
+        if i >= 100 {
+            let head = format!(
+                "POST /api/v1/events/ci HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
+            );
+            let _ = s.write_all(head.as_bytes());
+            bodies.push(s);
+        } else {
+            let _ = s.write_all(b"P");
+            heads.push(s);
+        }
+    }
+    // A byte a second on each, for a while, while another client uses the server.
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        for s in bodies.iter_mut().chain(heads.iter_mut()) {
+            let _ = s.write_all(b" ");
+        }
+        for path in ["/api/v1/health", "/api/v1/ready", "/api/v1/pipelines"] {
+            let (code, text, took) = get_from("127.0.0.2", &addr, path);
+            assert_eq!(code, 200, "{path} under load: {text}");
+            worst = worst.max(took);
+            answered += 1;
+        }
+        let body = r#"{"after": "abc"}"#;
+        let (code, text) = request_from(
+            "127.0.0.2",
+            &addr,
+            &format!(
+                "POST /api/v1/events/ci HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert_eq!(code, 202, "an event under load: {text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(answered >= 9, "{answered}");
+    assert!(worst < Duration::from_secs(1), "the slowest answer under load took {worst:?}");
+    let threads_during = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap().count();
+    assert!(threads_during <= threads_before + 8, "threads grew from {threads_before} to {threads_during}");
+
+    // Past the per-client cap, connections were closed at once; the slow bodies got 408 and
+    // the slow heads were dropped, all within the timeouts.
+    let (mut closed, mut timed_out) = (0, 0);
+    for s in heads.iter_mut().chain(bodies.iter_mut()) {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = Vec::new();
+        match s.read_to_end(&mut buf) {
+            Ok(_) if buf.is_empty() => closed += 1,
+            Ok(_) if String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408") => timed_out += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            other => panic!(
+                "a slow connection was still open or answered otherwise: {other:?} {}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+    eprintln!("slow connections: {closed} closed, {timed_out} answered 408");
+    // 400 past the cap of 300 closed at once; the 100 slow heads dropped (or answered 408,
+    // which hyper does for some) at the header timeout; the 200 slow bodies answered 408.
+    assert!(closed >= 400, "{closed} closed");
+    assert!(timed_out >= 200, "{timed_out} answered 408");
+    assert_eq!(server.get("/api/v1/health").0, 200, "and the first client is served again");
+}
+
+#[test]
+fn browsers_on_other_sites_cannot_drive_the_server() {
+    let sb = Sandbox::new();
+    let dir = sb.path("dags");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hook.yaml"), WEBHOOK).unwrap();
+    let server = Server::start(&sb, &dir, &["--allow-host", "sluice.test"]);
+    let addr = server.addr.clone();
+    let post = |headers: &str, body: &str| {
+        request_from(
+            "127.0.0.1",
+            &addr,
+            &format!(
+                "POST /api/v1/pipelines/hook/runs HTTP/1.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    // A page on evil.example posting a "simple" (text/plain) request.
+    let (code, text) =
+        post(&format!("Host: {addr}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n"), "{}");
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("cross_origin"), "{text}");
+    // Without an Origin, text/plain is still not JSON.
+    let (code, text) = post(&format!("Host: {addr}\r\nContent-Type: text/plain\r\n"), "{}");
+    assert_eq!(code, 415, "{text}");
+    // DNS rebinding: the page's own name, resolving to 127.0.0.1.
+    let (code, text) = post("Host: evil.example:8377\r\nContent-Type: application/json\r\n", "{}");
+    assert_eq!(code, 403, "{text}");
+    assert!(server.json("/api/v1/runs")["runs"].as_array().unwrap().is_empty(), "no run started");
+    // The server's own origin, and a name it was given, work.
+    let (code, text) =
+        post(&format!("Host: {addr}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\n"), "{}");
+    assert_eq!(code, 201, "{text}");
+    let (code, text) = post("Host: sluice.test\r\nContent-Type: application/json\r\n", "{}");
+    assert_eq!(code, 201, "{text}");
+}
+
+#[test]
+fn the_api_answers_every_mistake_in_its_error_shape() {
+    let sb = Sandbox::new();
+    let dir = sb.path("dags");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hook.yaml"), WEBHOOK).unwrap();
+    let mut server = Server::start(&sb, &dir, &["--drain-for", "3s"]);
+    let error = |(code, body): (u16, String)| -> (u16, String) {
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{code}: {e}: {body:?}"));
+        (code, v["error"]["code"].as_str().unwrap_or_else(|| panic!("{body}")).to_string())
+    };
+    assert_eq!(error(server.request("DELETE", "/api/v1/runs", b"", &[])), (405, "method_not_allowed".into()));
+    let (code, b) = server.post("/api/v1/pipelines/hook/runs", "{}");
+    assert_eq!(code, 201, "{b}");
+    server.wait_run(1);
+    assert_eq!(error(server.get("/api/v1/runs/1/steps/a/logs?attempt=9")), (404, "not_found".into()));
+    assert_eq!(server.get("/api/v1/runs/1/steps/a/logs?attempt=1").0, 200);
+    assert_eq!(error(server.post("/api/v1/runs/1/retry", r#"{"from": "nope"}"#)), (404, "not_found".into()));
+    assert_eq!(error(server.get("/api/v1/runs?limit=0")), (400, "bad_request".into()));
+    assert_eq!(server.json("/api/v1/runs?limit=1")["runs"].as_array().unwrap().len(), 1);
+    // Shutting down: /ready says 503 while the listener still answers.
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        let (code, _) = server.get("/api/v1/ready");
+        if code == 503 {
+            seen = code;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(seen, 503, "/ready answered 503 while draining");
+    assert_eq!(server.get("/api/v1/health").0, 200, "health still answers while draining");
+    assert!(server.stop().success());
 }

@@ -10,7 +10,6 @@
 //! command as text. The `raw` filter (`{{ params.flags | raw }}`) is the explicit way to
 //! insert a value unquoted.
 
-
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior, Value};
 
 /// Settings every environment shares: strict undefined handling, the `raw` filter.
@@ -201,10 +200,26 @@ mod tests {
     #[test]
     fn unknown_filters_and_tests_are_named() {
         let env = environment();
-        assert_eq!(unknown_names(env, "{{ params.x | uper }} {{ params.y | round(2) }}", false), vec!["unknown filter `uper`"]);
-        assert_eq!(unknown_names(env, "params.x is odd and params.y is not evn", true), vec!["unknown test `evn`"]);
-        assert_eq!(unknown_names(env, "{% filter shout %}x{% endfilter %}", false), vec!["unknown filter `shout`"]);
-        assert!(unknown_names(env, "{{ a | raw }} {{ b | default('x') | join(',') }} {% if c is defined %}{% endif %}", false).is_empty());
+        assert_eq!(
+            unknown_names(env, "{{ params.x | uper }} {{ params.y | round(2) }}", false),
+            vec!["unknown filter `uper`"]
+        );
+        assert_eq!(
+            unknown_names(env, "params.x is odd and params.y is not evn", true),
+            vec!["unknown test `evn`"]
+        );
+        assert_eq!(
+            unknown_names(env, "{% filter shout %}x{% endfilter %}", false),
+            vec!["unknown filter `shout`"]
+        );
+        assert!(
+            unknown_names(
+                env,
+                "{{ a | raw }} {{ b | default('x') | join(',') }} {% if c is defined %}{% endif %}",
+                false
+            )
+            .is_empty()
+        );
         assert!(unknown_names(env, "{{ 'a|b' }}", false).is_empty(), "a pipe inside a string is text");
     }
 
@@ -216,18 +231,30 @@ mod tests {
             "q": "it's", "flags": "-v --fast", "empty": ""
         }}));
         assert_eq!(render(env, "echo {{ params.s }}", &ctx).unwrap(), "echo '$(touch /tmp/pwned)'");
-        assert_eq!(render(env, "git checkout {{ params.after }}", &ctx).unwrap(), "git checkout 'x; touch /tmp/pwned #'");
-        assert_eq!(render(env, "head -n {{ params.n }} {{ params.path }}", &ctx).unwrap(), "head -n 3 /data/a-b_c.csv");
+        assert_eq!(
+            render(env, "git checkout {{ params.after }}", &ctx).unwrap(),
+            "git checkout 'x; touch /tmp/pwned #'"
+        );
+        assert_eq!(
+            render(env, "head -n {{ params.n }} {{ params.path }}", &ctx).unwrap(),
+            "head -n 3 /data/a-b_c.csv"
+        );
         assert_eq!(render(env, "echo {{ params.q }}", &ctx).unwrap(), r#"echo "it's""#);
         assert_eq!(render(env, "echo {{ params.empty }}", &ctx).unwrap(), "echo ''");
         assert_eq!(render(env, "tool {{ params.flags | raw }}", &ctx).unwrap(), "tool -v --fast");
         // HTML-safe strings (what `safe` and `tojson` give) are still quoted.
-        assert_eq!(render(env, "echo {{ params.s | tojson }}", &ctx).unwrap(), r#"echo '"$(touch /tmp/pwned)"'"#);
+        assert_eq!(
+            render(env, "echo {{ params.s | tojson }}", &ctx).unwrap(),
+            r#"echo '"$(touch /tmp/pwned)"'"#
+        );
         assert_eq!(render(env, "echo {{ params.s | safe }}", &ctx).unwrap(), "echo '$(touch /tmp/pwned)'");
         // Template text itself is the author's code, and is not quoted.
         assert_eq!(render(env, "{% if params.n > 1 %}a && b{% endif %}", &ctx).unwrap(), "a && b");
         // The same filters elsewhere: `raw` changes nothing where nothing is quoted.
-        assert_eq!(render(environment(), "{{ params.flags | raw }} {{ params.s }}", &ctx).unwrap(), "-v --fast $(touch /tmp/pwned)");
+        assert_eq!(
+            render(environment(), "{{ params.flags | raw }} {{ params.s }}", &ctx).unwrap(),
+            "-v --fast $(touch /tmp/pwned)"
+        );
     }
 
     #[test]

@@ -24,6 +24,26 @@ pub(crate) struct ServeArgs {
     /// Requests handled at once; more get 429 Too Many Requests.
     #[arg(long, default_value_t = 1024)]
     max_in_flight: usize,
+    /// Connections open at once; a new one past this is closed at once.
+    #[arg(long, default_value_t = 2048)]
+    max_connections: usize,
+    /// Connections open at once from one client address.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_client: usize,
+    /// How long a client has to send a request's headers (and an idle connection stays open).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: std::time::Duration,
+    /// How long a client has to send a request's body; then 408.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: std::time::Duration,
+    /// How long the listener stays open once shutdown begins, answering /ready with 503, so
+    /// that a load balancer stops sending before connections are refused.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    drain_for: std::time::Duration,
+    /// A host name the server answers to (besides its addresses and localhost); requests
+    /// naming any other host are refused (DNS rebinding). Repeat for several.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -31,11 +51,22 @@ pub(crate) struct ServeArgs {
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.dags.is_dir(), "{} is not a folder of pipeline files", args.dags.display());
     anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
+    anyhow::ensure!(
+        args.max_connections > 0 && args.max_connections_per_client > 0,
+        "--max-connections and --max-connections-per-client must be at least 1"
+    );
+    raise_open_files_limit(args.max_connections);
     let engine = open(data_dir, &args.engine)?;
     let mut opts = ServeOptions::new(&args.dags);
     opts.listen = args.listen;
     opts.body_limit = usize::try_from(args.body_limit).unwrap_or(usize::MAX);
     opts.max_in_flight = args.max_in_flight;
+    opts.max_connections = args.max_connections;
+    opts.max_connections_per_client = args.max_connections_per_client;
+    opts.header_timeout = args.header_timeout;
+    opts.body_timeout = args.body_timeout;
+    opts.drain_for = args.drain_for;
+    opts.allowed_hosts = args.allow_hosts;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,4 +87,21 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft limit on open files to the hard one, so that the connection caps (not the
+/// file descriptor limit) are what bounds the server; says so when the hard limit is lower.
+fn raise_open_files_limit(connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        return;
+    }
+    let want = connections as u64 + 256;
+    if hard < want {
+        tracing::warn!(
+            limit = hard,
+            "the open-files limit is below --max-connections plus the engine's own files; connections past it wait"
+        );
+    }
 }

@@ -143,14 +143,17 @@ mod tests {
     #[test]
     fn slots_are_capped_per_client_and_in_all_and_given_back() {
         let counts = Arc::new(Mutex::new(Counts::default()));
-        let limits = ConnLimits { max_connections: 3, max_per_client: 2, header_timeout: Duration::from_secs(1) };
+        let limits =
+            ConnLimits { max_connections: 3, max_per_client: 2, header_timeout: Duration::from_secs(1) };
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let a1 = Slot::take(&counts, a, &limits).unwrap();
         let _a2 = Slot::take(&counts, a, &limits).unwrap();
         assert!(Slot::take(&counts, a, &limits).unwrap_err().contains("one client"));
         let _b1 = Slot::take(&counts, b, &limits).unwrap();
-        assert!(Slot::take(&counts, b, &limits).unwrap_err().contains("as many connections open as it takes"));
+        assert!(
+            Slot::take(&counts, b, &limits).unwrap_err().contains("as many connections open as it takes")
+        );
         drop(a1);
         assert!(Slot::take(&counts, b, &limits).is_ok());
         assert_eq!(counts.lock().unwrap().total, 3 - 1, "the last slot was dropped at once");

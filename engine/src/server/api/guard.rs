@@ -36,7 +36,9 @@ fn host_name(value: &str) -> &str {
     if let Some(rest) = value.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    value.rsplit_once(':').map_or(value, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { value })
+    value
+        .rsplit_once(':')
+        .map_or(value, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { value })
 }
 
 fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
@@ -81,10 +83,7 @@ fn check_content_type(method: &Method, headers: &HeaderMap) -> Result<(), ApiErr
         return Ok(());
     }
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
+        || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let json = content_type.is_some_and(|ct| {
         let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -130,7 +129,9 @@ pub(super) async fn read_whole_body(State(shared): State<Arc<Shared>>, req: Requ
             )
             .into_response();
         }
-        Ok(Err(e)) => return ApiError::bad_request(format!("cannot read the request body: {e}")).into_response(),
+        Ok(Err(e)) => {
+            return ApiError::bad_request(format!("cannot read the request body: {e}")).into_response();
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     next.run(Request::from_parts(parts, Body::from(bytes))).await
@@ -176,7 +177,10 @@ mod tests {
         assert!(!ok(&[("content-type", "text/plain"), ("content-length", "2")]));
         assert!(!ok(&[("content-type", "text/plain")]));
         assert!(!ok(&[("content-length", "2")]));
-        assert!(!ok(&[("content-type", "application/x-www-form-urlencoded"), ("transfer-encoding", "chunked")]));
+        assert!(!ok(&[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("transfer-encoding", "chunked")
+        ]));
         assert!(check_content_type(&Method::GET, &headers(&[("content-type", "text/plain")])).is_ok());
     }
 }

@@ -272,6 +272,14 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not a method of {} (see /api/v1/openapi.json)", req.method(), req.uri().path()),
+    )
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(format!(
         "no API route {} {} (see /api/v1/openapi.json)",
@@ -299,6 +307,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/{key}", get(events::one).post(events::receive))
         .route_layer(middleware::from_fn(authorize))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(shared.clone(), limit))

@@ -101,7 +101,10 @@ pub(super) async fn list(
     let trigger: Option<Trigger> =
         q.trigger.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
     let before = q.before.as_deref().map(run_id).transpose()?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("`limit` must be from 1 to 1000, not {limit}")));
+    }
     let runs: Vec<_> = shared
         .engine
         .store()
@@ -206,6 +209,16 @@ pub(super) async fn retry(
     let id = run_id(&run)?;
     let s = shared.clone();
     let created = blocking(move || {
+        let record = s.engine.store().run(id)?;
+        let plan = s.engine.plan_of(&record)?;
+        if plan.step_ix(&body.from).is_none() {
+            return Err(ApiError::not_found(format!(
+                "run r{id}'s pipeline `{}` has no step `{}` (it has {})",
+                plan.name(),
+                body.from,
+                plan.ids.join(", ")
+            )));
+        }
         let (plan, record, prelude) = s.engine.retry_prelude(id, &body.from)?;
         let reused = prelude.len();
         let mut new = NewRun::new(record.params, Trigger::Retry);
@@ -257,6 +270,15 @@ pub(super) async fn logs(
         Ok((n, text))
     };
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if let Some(a) = attempt {
+        let s = shared.clone();
+        let report = blocking(move || Ok(s.engine.report(id)?)).await?;
+        let known =
+            report.steps.get(ix as usize).is_some_and(|st| st.attempts.iter().any(|x| x.attempt == a));
+        if !known && !q.follow {
+            return Err(ApiError::not_found(format!("step `{step}` of run r{id} has no attempt {a}")));
+        }
+    }
     if !q.follow {
         let (_, text) = read(0)?;
         return Ok((text_plain, text).into_response());
