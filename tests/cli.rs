@@ -359,3 +359,59 @@ fn logs_are_structured_and_carry_run_and_attempt_fields() {
     // A bad filter is a clean error.
     assert_clean_error(&sb.sluice(&["--log-level", "=[", "runs"]), 2, "--log-level");
 }
+
+/// The Python with `jsonschema` (tests/run.sh provides it in a venv), or `None` after saying
+/// loudly why the test cannot run (it fails instead under SLUICE_REQUIRE_PYTHON=1).
+fn python_with_jsonschema(test: &str) -> Option<String> {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import jsonschema"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!("{test}: `{python}` cannot import jsonschema (tests/run.sh provides it)");
+    if std::env::var_os("SLUICE_REQUIRE_PYTHON").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("\n!!! SKIPPED: {why} !!!\n");
+    None
+}
+
+#[test]
+fn every_shipped_example_validates_against_the_generated_schema() {
+    let Some(python) = python_with_jsonschema("every_shipped_example_validates_against_the_generated_schema") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let out = sb.sluice(&["schema"]);
+    assert!(out.status.success());
+    let schema = sb.path("schema.json");
+    std::fs::write(&schema, &out.stdout).unwrap();
+    let mut docs = Vec::new();
+    let mut examples: Vec<_> = std::fs::read_dir(repo().join("dags"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "json"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 10, "{examples:?}");
+    for example in &examples {
+        // Read as Sluice reads it (YAML 1.2: `on:` is a key, not `true`).
+        let text = std::fs::read_to_string(example).unwrap();
+        let format = sluice_engine::syntax::Format::from_path(example);
+        let (value, _, _) = sluice_engine::syntax::source::parse(&text, format).unwrap();
+        let doc = sb.path(&format!("{}.json", example.file_name().unwrap().to_string_lossy()));
+        std::fs::write(&doc, value.to_string()).unwrap();
+        docs.push(doc);
+    }
+    let out = std::process::Command::new(python)
+        .arg(repo().join("tests/check_schema.py"))
+        .arg(&schema)
+        .args(&docs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("{n} of {n} documents valid", n = examples.len())));
+}

@@ -37,6 +37,12 @@ provide_nvrtc
 # (CI has none); SLUICE_REQUIRE_GPU=1 makes them fail instead, on a GPU machine.
 export SLUICE_REQUIRE_NVRTC=1
 
+say "python (a venv with the third-party Python clients the tests use)"
+source tests/python.sh
+provide_python
+# The tests that use it fail rather than skip without it.
+export SLUICE_REQUIRE_PYTHON=1
+
 say "format"
 cargo fmt --all -- --check
 

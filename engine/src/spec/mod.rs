@@ -75,6 +75,7 @@ pub enum Backoff {
 /// Retry policy. `retries: 3` is short for `retries: { count: 3 }`.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = count_or_policy)]
 pub struct Retries {
     /// How many times a failed attempt is tried again.
     pub count: u32,
@@ -89,6 +90,19 @@ pub struct Retries {
     /// Randomize each delay down by up to this fraction (0 to 1), to spread retries out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
+}
+
+/// The schema of [`Retries`] says what its deserializer takes: a count, or the map.
+fn count_or_policy(schema: &mut schemars::Schema) {
+    let mut policy = std::mem::take(schema);
+    let description = policy.remove("description");
+    let mut both = schemars::json_schema!({
+        "anyOf": [{ "type": "integer", "minimum": 0, "maximum": u32::MAX }, policy]
+    });
+    if let Some(d) = description {
+        both.insert("description".into(), d);
+    }
+    *schema = both;
 }
 
 #[derive(Deserialize)]
