@@ -406,3 +406,22 @@ fn the_api_answers_every_mistake_in_its_error_shape() {
     assert_eq!(server.get("/api/v1/health").0, 200, "health still answers while draining");
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_long_log_keeps_its_start_and_the_end_of_each_stream() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "p.yaml",
+        "name: p\nsteps:\n  noisy:\n    retries: 0\n    process:\n      shell: |\n        echo first line\n        i=0; while [ $i -lt 300000 ]; do echo \"out $i\"; i=$((i+1)); done\n        seq 1 200000 >&2\n        echo 'the real error' >&2\n        exit 3\n",
+    );
+    let out = sb.sluice(&["run", "-q", "--log-limit", "1Ki", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let logs = sb.sluice(&["logs", "1", "noisy"]);
+    let log = text(&logs.stdout);
+    assert!(log.starts_with("first line\n"), "{}", &log[..100.min(log.len())]);
+    assert!(log.contains("bytes of stdout were dropped here"), "stdout is marked");
+    assert!(log.contains("bytes of stderr were dropped here"), "stderr is marked");
+    assert!(log.contains("out 299999\n"), "stdout's last line survives");
+    assert!(log.contains("200000\nthe real error\n"), "stderr's last lines survive");
+    assert!(log.len() < 4 * 1024 * 1024, "{} bytes kept", log.len());
+}

@@ -34,6 +34,10 @@ pub(crate) struct EngineArgs {
     /// The Docker Engine for container steps (default: DOCKER_HOST, else the local socket).
     #[arg(long)]
     docker_host: Option<String>,
+    /// How much of an attempt's log is kept from its start, as `64Mi`; past it, the last MiB
+    /// of each stream is kept, with a note of what was dropped.
+    #[arg(long, value_parser = parse_size, default_value = "64Mi")]
+    log_limit: u64,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -88,6 +92,7 @@ pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine>
         opts.capacity.gpu = n;
     }
     opts.grace = args.grace;
+    opts.max_log_bytes = args.log_limit;
     opts.docker_host = args.docker_host.clone();
     if let Ok(fault) = std::env::var("SLUICE_FAULT") {
         opts.fault = Some(fault.parse::<Fault>().map_err(|e| anyhow::anyhow!("SLUICE_FAULT: {e}"))?);

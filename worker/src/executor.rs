@@ -132,6 +132,16 @@ pub enum LogStream {
     System,
 }
 
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::System => "the engine's notes",
+        }
+    }
+}
+
 /// Where an executor reports what happens while an attempt runs.
 pub trait AttemptSink: Send + Sync {
     /// A chunk of output, in the order it was read from its stream.

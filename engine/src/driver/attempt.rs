@@ -108,10 +108,11 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         attempt,
         kind = ps.kind.key()
     );
-    let sink = Arc::new(StoreSink::new(
+    let sink = Arc::new(StoreSink::with_limit(
         store,
         AttemptKey { run, step, item, attempt },
         with_suffix(&stem, ".process.json"),
+        s.engine.opts.max_log_bytes,
     ));
     let request = match request {
         Ok(r) => r,
@@ -144,6 +145,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                 // An executor that panics loses its attempt, never the run: report it failed.
                 Err(e) => AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}"))),
             };
+            log.finish();
             let outcome = outcome(result, &declared);
             match &outcome {
                 Outcome::Succeeded { .. } => tracing::debug!("attempt succeeded"),

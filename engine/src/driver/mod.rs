@@ -22,7 +22,7 @@ pub use control::{Control, Fault, Notice};
 pub use create::{Created, NewRun};
 pub use replay::{Notes, Replayed};
 pub use report::{AttemptEnd, AttemptReport, REPORT_VERSION, RunReport, StepReport, TaskReport, TaskStatus};
-pub use sink::MAX_LOG_BYTES;
+pub use sink::{MAX_LOG_BYTES, TAIL_BYTES};
 
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{Diagnostic, Plan, compile_source};
@@ -59,6 +59,9 @@ pub struct EngineOptions {
     pub docker_host: Option<String>,
     /// Where the engine reads the time (timers, run records, cooldown windows).
     pub clock: Arc<dyn Clock>,
+    /// How much of an attempt's log is kept from its start; past it, the last MiB of each
+    /// stream (see [`sink::TAIL_BYTES`]).
+    pub max_log_bytes: u64,
 }
 
 impl EngineOptions {
@@ -70,6 +73,7 @@ impl EngineOptions {
             fault: None,
             docker_host: None,
             clock: Arc::new(SystemClock),
+            max_log_bytes: MAX_LOG_BYTES,
         }
     }
 }

@@ -2,13 +2,16 @@
 //! into the attempt's `.process.json` file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_worker::{AttemptSink, LogStream, process_start_time};
 
 use crate::store::{AttemptKey, FORMAT_VERSION, ProcRecord, Store};
 
-/// The most log an attempt keeps; the rest is dropped with a note.
+/// The most log an attempt keeps from its start by default (`EngineOptions::max_log_bytes`);
+/// past it, the last [`TAIL_BYTES`] of each stream, with a note of what was dropped.
 pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Kills what is left of an attempt an earlier engine started, if anything; returns its pid.
@@ -37,48 +40,109 @@ pub(crate) struct StoreSink {
     key: AttemptKey,
     process_file: PathBuf,
     seq: AtomicU64,
-    bytes: AtomicU64,
-    warned: AtomicBool,
+    /// How much of its log an attempt keeps: the first `limit` bytes, then the last
+    /// [`TAIL_BYTES`] of each stream.
+    limit: u64,
+    log: Mutex<Kept>,
+    /// Log writes the store refused.
+    failed: AtomicU64,
+}
+
+/// The most of each stream's end an attempt keeps once its log passed the limit: the last
+/// lines usually hold the error.
+pub const TAIL_BYTES: usize = 1024 * 1024;
+
+/// What was written of an attempt's log, and the ends of streams past the limit.
+#[derive(Default)]
+struct Kept {
+    written: u64,
+    /// Per stream past the limit: its last bytes, and how many of its bytes were dropped.
+    tails: Vec<(LogStream, VecDeque<u8>, u64)>,
 }
 
 impl StoreSink {
-    pub(crate) fn new(store: Store, key: AttemptKey, process_file: PathBuf) -> Self {
+    pub(crate) fn with_limit(store: Store, key: AttemptKey, process_file: PathBuf, limit: u64) -> Self {
         Self {
             store,
             key,
             process_file,
             seq: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            warned: AtomicBool::new(false),
+            limit,
+            log: Mutex::new(Kept::default()),
+            failed: AtomicU64::new(0),
         }
     }
 
     fn write(&self, stream: LogStream, chunk: &[u8]) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.store.append_log(self.key, seq, stream, chunk)
-            && !self.warned.swap(true, Ordering::Relaxed)
+            && self.failed.fetch_add(1, Ordering::Relaxed) == 0
         {
             tracing::warn!(run = self.key.run, step = self.key.step, error = %e, "cannot store a step's log");
         }
+    }
+
+    /// The attempt ended: each stream that passed the limit gets a note of what was dropped,
+    /// then its last bytes. Returns how many log writes failed.
+    pub(crate) fn finish(&self) -> u64 {
+        let tails = std::mem::take(&mut self.log.lock().unwrap_or_else(|p| p.into_inner()).tails);
+        for (stream, tail, dropped) in tails {
+            if dropped > 0 {
+                let note = format!(
+                    "\n[sluice: {dropped} bytes of {} were dropped here (the log passed {} bytes); its last {} bytes follow]\n",
+                    stream.as_str(),
+                    self.limit,
+                    tail.len()
+                );
+                self.write(stream, note.as_bytes());
+            }
+            let (a, b) = tail.as_slices();
+            for part in [a, b] {
+                if !part.is_empty() {
+                    self.write(stream, part);
+                }
+            }
+        }
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            tracing::warn!(
+                run = self.key.run,
+                step = self.key.step,
+                attempt = self.key.attempt,
+                failed,
+                "log writes of the attempt failed; its stored log is incomplete"
+            );
+        }
+        failed
     }
 }
 
 impl AttemptSink for StoreSink {
     fn log(&self, stream: LogStream, chunk: &[u8]) {
-        let before = self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if before >= MAX_LOG_BYTES {
-            return;
+        let mut kept = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.limit.saturating_sub(kept.written) as usize;
+        let (head, rest) = chunk.split_at(room.min(chunk.len()));
+        kept.written += head.len() as u64;
+        if !rest.is_empty() {
+            let at = match kept.tails.iter().position(|(s, _, _)| *s == stream) {
+                Some(at) => at,
+                None => {
+                    kept.tails.push((stream, VecDeque::new(), 0));
+                    kept.tails.len() - 1
+                }
+            };
+            let (_, tail, dropped) = &mut kept.tails[at];
+            tail.extend(rest);
+            if tail.len() > TAIL_BYTES {
+                let over = tail.len() - TAIL_BYTES;
+                tail.drain(..over);
+                *dropped += over as u64;
+            }
         }
-        if before + chunk.len() as u64 > MAX_LOG_BYTES {
-            let keep = (MAX_LOG_BYTES - before) as usize;
-            self.write(stream, &chunk[..keep]);
-            self.write(
-                LogStream::System,
-                format!("\nsluice: log truncated at {MAX_LOG_BYTES} bytes\n").as_bytes(),
-            );
-            return;
+        drop(kept);
+        if !head.is_empty() {
+            self.write(stream, head);
         }
-        self.write(stream, chunk);
     }
 
     /// Records the attempt's process in a plain file: a write that survives the engine being
@@ -119,17 +183,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_long_log_keeps_its_head_and_each_stream_tail_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let key = AttemptKey { run: 1, step: 0, item: 0, attempt: 1 };
+        let sink = StoreSink::with_limit(store.clone(), key, dir.path().join("p.json"), 100);
+        sink.log(LogStream::Stdout, &[b'h'; 80]);
+        sink.log(LogStream::Stderr, &[b'e'; 10]);
+        for i in 0..3000u32 {
+            sink.log(LogStream::Stdout, format!("line {i}\n").as_bytes());
+        }
+        sink.log(LogStream::Stderr, &vec![b'x'; TAIL_BYTES + 5]);
+        sink.log(LogStream::Stderr, b"the error\n");
+        assert_eq!(sink.finish(), 0);
+        let text = |s: LogStream| -> String {
+            store.logs(1, 0).unwrap().into_iter().filter(|c| c.stream == s).flat_map(|c| c.data).map(char::from).collect()
+        };
+        let out = text(LogStream::Stdout);
+        assert!(out.starts_with(&"h".repeat(80)), "the head is kept");
+        assert!(out.ends_with("line 2998\nline 2999\n"), "the tail is kept");
+        assert!(!out.contains("dropped"), "stdout fit the tail whole: {}", &out[..200]);
+        let err = text(LogStream::Stderr);
+        assert!(err.starts_with(&"e".repeat(10)));
+        assert!(err.contains("bytes of stderr were dropped here"), "stderr is marked too");
+        assert!(err.ends_with("the error\n"), "its last line survives");
+    }
+
+    #[test]
     fn a_process_that_cannot_be_recorded_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("data")).unwrap();
         let key = AttemptKey { run: 1, step: 0, item: 0, attempt: 1 };
         let me = std::process::id();
-        let ok = StoreSink::new(store.clone(), key, dir.path().join("a.process.json"));
+        let ok = StoreSink::with_limit(store.clone(), key, dir.path().join("a.process.json"), MAX_LOG_BYTES);
         ok.started(me).unwrap();
         let rec: ProcRecord =
             serde_json::from_slice(&std::fs::read(dir.path().join("a.process.json")).unwrap()).unwrap();
         assert_eq!(rec.pid, me);
-        let bad = StoreSink::new(store, key, dir.path().join("missing-folder").join("a.process.json"));
+        let bad = StoreSink::with_limit(store, key, dir.path().join("missing-folder").join("a.process.json"), MAX_LOG_BYTES);
         let e = bad.started(me).unwrap_err();
         assert!(e.contains("cannot record the step's process") && e.contains("missing-folder"), "{e}");
     }
