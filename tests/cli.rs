@@ -11,7 +11,7 @@ fn the_demo_pipeline_runs_and_is_inspectable() {
     let demo = repo().join("dags/demo.yaml");
     let out = sb.sluice(&["run", demo.to_str().unwrap()]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("run r1 (churn-demo) succeeded"));
+    assert!(text(&out.stdout).contains("run 1 (churn-demo) succeeded"));
     let show = sb.show("r1");
     assert_eq!(show["state"], "succeeded");
     for s in show["steps"].as_array().unwrap() {
@@ -285,7 +285,7 @@ steps:
     );
     let out = sb.interrupt_run(&spec, "work/1/b.1");
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("sluice resume r1"));
+    assert!(text(&out.stdout).contains("sluice resume 1"));
     let show = sb.show("1");
     assert_eq!(show["state"], "interrupted");
     assert_eq!(step(&show, "a")["state"], "succeeded");
@@ -312,7 +312,7 @@ fn an_interrupted_run_can_be_cancelled_instead_of_resumed() {
     assert_eq!(sb.interrupt_run(&spec, "work/1/a").status.code(), Some(130));
     let out = sb.sluice(&["cancel", "r1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("run r1 (two) cancelled"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("run 1 (two) cancelled"), "{}", text(&out.stdout));
     let show = sb.show("1");
     assert_eq!(show["state"], "cancelled");
     assert_eq!(step(&show, "a")["state"], "cancelled");
@@ -381,7 +381,8 @@ fn python_with_jsonschema(test: &str) -> Option<String> {
 
 #[test]
 fn every_shipped_example_validates_against_the_generated_schema() {
-    let Some(python) = python_with_jsonschema("every_shipped_example_validates_against_the_generated_schema") else {
+    let Some(python) = python_with_jsonschema("every_shipped_example_validates_against_the_generated_schema")
+    else {
         return;
     };
     let sb = Sandbox::new();

@@ -119,12 +119,12 @@ async fn started(api: &Api, output: Output, answer: Value, wait: bool) -> anyhow
     if !wait {
         match output {
             Output::Json => println!("{}", answer["run"]),
-            Output::Text => println!("started r{run}"),
+            Output::Text => println!("started {run}"),
         }
         return Ok(ExitCode::SUCCESS);
     }
     if output == Output::Text {
-        eprintln!("started r{run}; waiting for it to end");
+        eprintln!("started {run}; waiting for it to end");
     }
     let v = api.wait(run).await?;
     // The state decides the exit code; the rest is printed as the server sent it.
@@ -207,7 +207,7 @@ pub(crate) fn cancel(
             let end = api.wait(id).await?;
             match output {
                 Output::Json => println!("{}", json!({ "run": id, "requested": v, "state": end["state"] })),
-                Output::Text => println!("r{id}: {}", end["state"].as_str().unwrap_or("?")),
+                Output::Text => println!("{id}: {}", end["state"].as_str().unwrap_or("?")),
             }
         }
         anyhow::Ok(ExitCode::SUCCESS)
@@ -233,10 +233,10 @@ pub(crate) fn backfill(
         return Ok(ExitCode::SUCCESS);
     }
     for c in v["created"].as_array().into_iter().flatten() {
-        println!("{}  started r{}", c["slot"].as_str().unwrap_or("?"), c["run"]);
+        println!("{}  started {}", c["slot"].as_str().unwrap_or("?"), c["run"]);
     }
     for c in v["existing"].as_array().into_iter().flatten() {
-        println!("{}  already ran as r{}", c["slot"].as_str().unwrap_or("?"), c["run"]);
+        println!("{}  already ran as {}", c["slot"].as_str().unwrap_or("?"), c["run"]);
     }
     let failed = v["failed"].as_array().map_or(0, Vec::len);
     for c in v["failed"].as_array().into_iter().flatten() {

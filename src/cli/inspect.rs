@@ -44,7 +44,7 @@ pub(crate) fn runs(data_dir: &Path, output: Output, limit: usize) -> anyhow::Res
         };
         println!(
             "{:<7} {:<24} {:<12} {:<20} {:>9}",
-            format!("r{}", r.id),
+            format!("{}", r.id),
             r.pipeline,
             r.state.to_string(),
             fmt_time(r.created_at),
@@ -84,7 +84,7 @@ pub(crate) fn logs(data_dir: &Path, run: &str, step: &str, attempt: Option<u32>)
     let plan = engine.plan_of(&record)?;
     let Some(ix) = plan.step_ix(step) else {
         anyhow::bail!(
-            "run r{id} ({}) has no step `{step}`; its steps are {}",
+            "run {id} ({}) has no step `{step}`; its steps are {}",
             record.pipeline,
             plan.ids.join(", ")
         );

@@ -11,10 +11,10 @@ pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod spec;
 
-/// Parses a run id as printed (`r12`) or bare (`12`).
+/// Parses a run id: `12` (as printed everywhere), or `r12` as older versions printed it.
 pub(crate) fn parse_run_id(text: &str) -> anyhow::Result<u64> {
     text.trim().trim_start_matches('r').parse().map_err(|_| {
-        anyhow::anyhow!("`{text}` is not a run id (run ids look like r12; `sluice runs` lists them)")
+        anyhow::anyhow!("`{text}` is not a run id (run ids are numbers such as 12; `sluice runs` lists them)")
     })
 }
 

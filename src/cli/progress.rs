@@ -41,15 +41,15 @@ pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64) {
                     };
                     let tries =
                         if attempt > 1 { format!(" after {attempt} attempts") } else { String::new() };
-                    line(&bar, format!("{mark} r{run} {step}: {state}{took}{tries}"));
+                    line(&bar, format!("{mark} {run} {step}: {state}{took}{tries}"));
                 } else if state == StepState::Retrying {
-                    line(&bar, format!("     r{run} {step}: attempt {attempt} failed; retrying"));
+                    line(&bar, format!("     {run} {step}: attempt {attempt} failed; retrying"));
                 }
                 bar.set_message(running.join(", "));
             }
             Notice::Run { run, state } => {
                 if state.is_terminal() || state == sluice_engine::scheduler::RunState::Interrupted {
-                    line(&bar, format!("run r{run} {state}"));
+                    line(&bar, format!("run {run} {state}"));
                 }
             }
         }

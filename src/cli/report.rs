@@ -8,7 +8,7 @@ use super::{fmt_ms, fmt_time};
 
 pub(crate) fn print(r: &RunReport) {
     let took = r.duration_ms.map(|d| format!(" in {}", fmt_ms(d))).unwrap_or_default();
-    println!("run r{}  {}  {}{took}", r.id, r.pipeline, r.state);
+    println!("run {}  {}  {}{took}", r.id, r.pipeline, r.state);
     println!(
         "version {}  trigger {}  created {}",
         r.dag.get(..12).unwrap_or(&r.dag),
@@ -19,21 +19,32 @@ pub(crate) fn print(r: &RunReport) {
         println!("params {}", Value::Object(r.params.clone()));
     }
     println!();
-    println!("{:<24} {:<16} {:>8} {:>9}  DETAIL", "STEP", "STATE", "ATTEMPTS", "DURATION");
-    for s in &r.steps {
-        let attempts = if s.items > 1 {
-            format!("{} ({} items)", s.attempts.len(), s.items)
-        } else {
-            s.attempts.len().to_string()
-        };
-        let duration = s.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
-        let detail = match (&s.message, s.reused_from, &s.outputs) {
-            (Some(m), _, _) => m.clone(),
-            (None, Some(run), _) => format!("reused from r{run}"),
-            (None, None, Value::Null) => String::new(),
-            (None, None, Value::Object(o)) if o.is_empty() => String::new(),
-            (None, None, o) => format!("outputs {o}"),
-        };
-        println!("{:<24} {:<16} {:>8} {:>9}  {}", s.id, s.state.as_str(), attempts, duration, detail);
+    let rows: Vec<[String; 5]> = r
+        .steps
+        .iter()
+        .map(|s| {
+            let attempts = if s.items > 1 {
+                format!("{} ({} items)", s.attempts.len(), s.items)
+            } else {
+                s.attempts.len().to_string()
+            };
+            let duration = s.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
+            let detail = match (&s.message, s.reused_from, &s.outputs) {
+                (Some(m), _, _) => m.clone(),
+                (None, Some(run), _) => format!("reused from run {run}"),
+                (None, None, Value::Null) => String::new(),
+                (None, None, Value::Object(o)) if o.is_empty() => String::new(),
+                (None, None, o) => format!("outputs {o}"),
+            };
+            [s.id.clone(), s.state.as_str().to_string(), attempts, duration, detail]
+        })
+        .collect();
+    let head = ["STEP", "STATE", "ATTEMPTS", "DURATION", "DETAIL"].map(String::from);
+    // Columns as wide as their widest cell (a mapped step's "3 (3 items)" included).
+    let width = |c: usize| rows.iter().chain([&head]).map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    for row in [&head].into_iter().chain(&rows) {
+        let [id, state, attempts, duration, detail] = row;
+        println!("{id:<w0$}  {state:<w1$}  {attempts:>w2$}  {duration:>w3$}  {detail}");
     }
 }

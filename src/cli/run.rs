@@ -169,9 +169,9 @@ fn report(engine: &Engine, output: Output, states: &[(u64, RunState)]) -> anyhow
         };
         if output == Output::Text {
             let took = took.map(|t| format!(" in {}", super::fmt_ms(t))).unwrap_or_default();
-            println!("run r{id} ({}) {state}{took}", rec.pipeline);
+            println!("run {id} ({}) {state}{took}", rec.pipeline);
             if *state == RunState::Interrupted {
-                println!("  resume it with: sluice resume r{id}");
+                println!("  resume it with: sluice resume {id}");
             }
         }
         rows.push(
@@ -194,7 +194,7 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
     let id = engine.create_run(&plan, params, sluice_engine::store::Trigger::Manual)?;
     let mut runs = vec![id];
     if !orphans.is_empty() {
-        let list: Vec<String> = orphans.iter().map(|r| format!("r{r}")).collect();
+        let list: Vec<String> = orphans.iter().map(|r| format!("{r}")).collect();
         eprintln!(
             "sluice: resuming {} run(s) an earlier engine left unfinished: {}",
             orphans.len(),
@@ -204,7 +204,7 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
     }
     let total: u64 = runs.iter().filter_map(|r| engine.store().run(*r).ok()).map(|r| r.steps as u64).sum();
     if !args.engine.quiet && output == Output::Text {
-        eprintln!("sluice: run r{id} of {} (version {})", plan.name(), plan.short_hash());
+        eprintln!("sluice: run {id} of {} (version {})", plan.name(), plan.short_hash());
     }
     let states =
         runtime()?.block_on(drive(&engine, &runs, total, args.engine.quiet || output == Output::Json))?;
@@ -226,7 +226,7 @@ pub(crate) fn resume(data_dir: &Path, output: Output, args: ResumeArgs) -> anyho
             let rec = engine.store().run(id)?;
             anyhow::ensure!(
                 !rec.state.is_terminal(),
-                "run r{id} already {}; there is nothing to resume",
+                "run {id} already {}; there is nothing to resume",
                 rec.state
             );
             ids.push(id);
@@ -256,7 +256,7 @@ pub(crate) fn cancel(data_dir: &Path, output: Output, runs: &[String]) -> anyhow
         let rec = engine.store().run(id)?;
         anyhow::ensure!(
             !rec.state.is_terminal(),
-            "run r{id} already {}; there is nothing to cancel",
+            "run {id} already {}; there is nothing to cancel",
             rec.state
         );
         ids.push(id);

@@ -106,12 +106,12 @@ impl Engine {
         let state = replayed.machine.state();
         if !state.is_terminal() {
             return Err(EngineError::Invalid(format!(
-                "run r{original} is {state}; only a run that has ended can be retried"
+                "run {original} is {state}; only a run that has ended can be retried"
             )));
         }
         let Some(start) = plan.step_ix(from) else {
             return Err(EngineError::Invalid(format!(
-                "run r{original}'s pipeline `{}` has no step `{from}` (it has {})",
+                "run {original}'s pipeline `{}` has no step `{from}` (it has {})",
                 plan.name(),
                 plan.ids.join(", ")
             )));

@@ -36,7 +36,7 @@ use sluice_worker::{DockerConfig, ExecutorSet, WasmConfig};
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the stored DAG version of run r{run} cannot be used: {detail}")]
+    #[error("the stored DAG version of run {run} cannot be used: {detail}")]
     StoredDag { run: u64, detail: String },
     #[error("the code file {path}: {detail}")]
     Code { path: PathBuf, detail: String },

@@ -1,8 +1,8 @@
 //! Where a running attempt's logs and process id go: logs into the store, the process id
 //! into the attempt's `.process.json` file.
 
-use std::path::{Path, PathBuf};
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -197,7 +197,14 @@ mod tests {
         sink.log(LogStream::Stderr, b"the error\n");
         assert_eq!(sink.finish(), 0);
         let text = |s: LogStream| -> String {
-            store.logs(1, 0).unwrap().into_iter().filter(|c| c.stream == s).flat_map(|c| c.data).map(char::from).collect()
+            store
+                .logs(1, 0)
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.stream == s)
+                .flat_map(|c| c.data)
+                .map(char::from)
+                .collect()
         };
         let out = text(LogStream::Stdout);
         assert!(out.starts_with(&"h".repeat(80)), "the head is kept");
@@ -220,7 +227,12 @@ mod tests {
         let rec: ProcRecord =
             serde_json::from_slice(&std::fs::read(dir.path().join("a.process.json")).unwrap()).unwrap();
         assert_eq!(rec.pid, me);
-        let bad = StoreSink::with_limit(store, key, dir.path().join("missing-folder").join("a.process.json"), MAX_LOG_BYTES);
+        let bad = StoreSink::with_limit(
+            store,
+            key,
+            dir.path().join("missing-folder").join("a.process.json"),
+            MAX_LOG_BYTES,
+        );
         let e = bad.started(me).unwrap_err();
         assert!(e.contains("cannot record the step's process") && e.contains("missing-folder"), "{e}");
     }

@@ -138,7 +138,7 @@ pub(crate) fn fire(shared: &Shared, entry: &Entry, slot: i64, trigger: Trigger, 
             let reason = format!(
                 "the slot {} of `{name}` was skipped: {} still going (overlap: skip)",
                 rfc3339(slot),
-                going.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ")
+                going.iter().map(|r| format!("{r}")).collect::<Vec<_>>().join(", ")
             );
             tracing::info!(pipeline = name, "{reason}");
             let details = vec![json!({ "pipeline": name, "slot": rfc3339(slot), "going": going })];

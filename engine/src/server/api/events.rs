@@ -154,7 +154,7 @@ fn intake(
                         Ok(Created::Held { run }) => {
                             dup += 1;
                             json!({ "pipeline": c.pipeline, "outcome": "deduplicated", "run": run,
-                                    "reason": format!("the same alert started r{run} within its cooldown") })
+                                    "reason": format!("the same alert started {run} within its cooldown") })
                         }
                         Err(LaunchError::Draining) => {
                             draining = true;
@@ -171,7 +171,7 @@ fn intake(
         }
     }
     let (status, code, reason) = if !runs.is_empty() {
-        let list = runs.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ");
+        let list = runs.iter().map(|r| format!("{r}")).collect::<Vec<_>>().join(", ");
         (StatusCode::ACCEPTED, InboxStatus::Matched, format!("started {list}"))
     } else if draining {
         (

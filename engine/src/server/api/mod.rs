@@ -83,9 +83,7 @@ impl From<crate::driver::EngineError> for ApiError {
         use crate::driver::EngineError;
         use crate::store::StoreError;
         match e {
-            EngineError::Store(StoreError::NoRun(id)) => {
-                ApiError::not_found(format!("there is no run r{id}"))
-            }
+            EngineError::Store(StoreError::NoRun(id)) => ApiError::not_found(format!("there is no run {id}")),
             EngineError::Invalid(m) => ApiError::conflict(m),
             e => ApiError::internal(e.to_string()),
         }
@@ -144,12 +142,12 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })
 }
 
-/// A run id from a path: `r12` or `12`.
+/// A run id from a path: `12` (or `r12`, as older versions printed it).
 pub(crate) fn run_id(text: &str) -> ApiResult<u64> {
     text.strip_prefix('r')
         .unwrap_or(text)
         .parse()
-        .map_err(|_| ApiError::bad_request(format!("`{text}` is not a run id (such as r12)")))
+        .map_err(|_| ApiError::bad_request(format!("`{text}` is not a run id (a number such as 12)")))
 }
 
 /// What a request wants to do, for authorization.

@@ -58,7 +58,7 @@ fn schemas() -> Value {
 }
 
 pub(super) async fn document() -> Json<Value> {
-    let run = ("run", "path", "A run id, `r12` or `12`");
+    let run = ("run", "path", "A run id, such as `12` (`r12` is accepted too)");
     let name = ("name", "path", "A pipeline name");
     Json(json!({
         "openapi": "3.1.0",

@@ -193,7 +193,7 @@ pub(super) async fn cancel(
     let id = run_id(&run)?;
     let record = shared.engine.store().run(id)?;
     if record.state.is_terminal() {
-        return Err(ApiError::conflict(format!("run r{id} has already ended ({})", record.state)));
+        return Err(ApiError::conflict(format!("run {id} has already ended ({})", record.state)));
     }
     shared.launcher().unqueue(id);
     let _ = shared.controls.send(Control::Cancel(id));
@@ -213,7 +213,7 @@ pub(super) async fn retry(
         let plan = s.engine.plan_of(&record)?;
         if plan.step_ix(&body.from).is_none() {
             return Err(ApiError::not_found(format!(
-                "run r{id}'s pipeline `{}` has no step `{}` (it has {})",
+                "run {id}'s pipeline `{}` has no step `{}` (it has {})",
                 plan.name(),
                 body.from,
                 plan.ids.join(", ")
@@ -252,7 +252,7 @@ pub(super) async fn logs(
     let plan = shared.engine.plan_of(&record)?;
     let Some(ix) = plan.step_ix(&step) else {
         return Err(ApiError::not_found(format!(
-            "run r{id}'s pipeline has no step `{step}` (it has {})",
+            "run {id}'s pipeline has no step `{step}` (it has {})",
             plan.ids.join(", ")
         )));
     };
@@ -276,7 +276,7 @@ pub(super) async fn logs(
         let known =
             report.steps.get(ix as usize).is_some_and(|st| st.attempts.iter().any(|x| x.attempt == a));
         if !known && !q.follow {
-            return Err(ApiError::not_found(format!("step `{step}` of run r{id} has no attempt {a}")));
+            return Err(ApiError::not_found(format!("step `{step}` of run {id} has no attempt {a}")));
         }
     }
     if !q.follow {
