@@ -104,8 +104,9 @@ pub fn references(env: &Environment<'static>, text: &str, expression: bool) -> R
 pub fn unknown_names(env: &Environment<'static>, text: &str, expression: bool) -> Vec<String> {
     use minijinja::machinery::{Token, WhitespaceConfig, tokenize};
     let source = if expression { expression_text(text) } else { text };
-    let config = minijinja::syntax::SyntaxConfig::default();
-    let tokens: Vec<Token> = tokenize(source, expression, config, WhitespaceConfig::default())
+    // `Default::default()` rather than `SyntaxConfig::default()`: without minijinja's
+    // `custom_syntax` feature the config is a unit struct, and clippy objects to that spelling.
+    let tokens: Vec<Token> = tokenize(source, expression, Default::default(), WhitespaceConfig::default())
         .map_while(Result::ok)
         .map(|(t, _)| t)
         .collect();
