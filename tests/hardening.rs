@@ -12,13 +12,18 @@ use common::*;
 /// Runs `sluice ARGS` on the sandbox's data folder with at most `mem_mb` of address space and
 /// `secs` of wall time (then SIGKILL); returns its output and whether it was killed.
 fn bounded(sb: &Sandbox, args: &[&str], secs: u64, mem_mb: u64) -> (Output, bool) {
+    bounded_at(&sb.data(), args, secs, mem_mb)
+}
+
+/// [`bounded`] on the data folder `data`.
+fn bounded_at(data: &std::path::Path, args: &[&str], secs: u64, mem_mb: u64) -> (Output, bool) {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!("ulimit -v {}; exec \"$@\"", mem_mb * 1024))
         .arg("sh")
         .arg(bin())
         .arg("--data-dir")
-        .arg(sb.data())
+        .arg(data)
         .args(args)
         .env_remove("SLUICE_FAULT")
         .env_remove("SLUICE_HOME")
@@ -424,4 +429,122 @@ fn a_long_log_keeps_its_start_and_the_end_of_each_stream() {
     assert!(log.contains("out 299999\n"), "stdout's last line survives");
     assert!(log.contains("200000\nthe real error\n"), "stderr's last lines survive");
     assert!(log.len() < 4 * 1024 * 1024, "{} bytes kept", log.len());
+}
+
+/// A tmpfs of `size` mounted at `dir`, unmounted when dropped (mounting needs root: the test
+/// command runs as root; elsewhere the tests that need one skip loudly).
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str, test: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir: dir.to_path_buf() }),
+            other => {
+                let why = format!("{test}: cannot mount a tmpfs ({other:?}); it needs root");
+                let uid = Command::new("id").arg("-u").output().map(|o| text(&o.stdout)).unwrap_or_default();
+                if uid.trim() == "0" {
+                    panic!("{why}");
+                }
+                eprintln!("\n!!! SKIPPED: {why} !!!\n");
+                None
+            }
+        }
+    }
+
+    fn grow(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Fills the disk with its log, then waits; once it has run (its pid written), it just succeeds.
+const LOUD: &str = "name: loud\nsteps:\n  a:\n    process: {shell: \"D=$SLUICE_RUN_DIR/../..; [ -e $D/pid ] && exit 0; echo $$ > $D/pid; head -c 5000000 /dev/zero | tr '\\\\0' x | fold -w 100; sleep 30\"}\n  b:\n    needs: [a]\n    process: {command: [\"true\"]}\n";
+
+fn sluice_on(data: &std::path::Path, args: &[&str], secs: u64) -> (Output, bool) {
+    bounded_at(data, args, secs, 4096)
+}
+
+#[test]
+fn a_full_disk_stops_the_engine_cleanly_and_the_store_opens_again() {
+    let sb = Sandbox::new();
+    let Some(fs) = Tmpfs::mount(&sb.path("full"), "2m", "a_full_disk_stops_the_engine_cleanly") else {
+        return;
+    };
+    let data = fs.dir.join("data");
+    let spec = sb.write("loud.yaml", LOUD);
+    let spec = spec.to_str().unwrap();
+    // Below the free-space floor, no run starts.
+    let (out, _) = sluice_on(&data, &["run", "-q", spec], 30);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("less than the 64Mi a run needs to start"), "{}", text(&out.stderr));
+    // With no floor, the step's log fills the disk: the engine stops the step and exits.
+    let started = Instant::now();
+    let (out, killed) = sluice_on(&data, &["run", "-q", "--min-free-space", "0", spec], 60);
+    let err = text(&out.stderr);
+    assert!(!killed, "the engine hung on a full disk: {err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot be written") && err.contains("sluice resume 1"), "{err}");
+    let pid: i32 = std::fs::read_to_string(data.join("pid")).unwrap().trim().parse().unwrap();
+    assert!(gone(pid), "the step's process outlived the engine");
+    // Grown again, the store opens as it is and the run carries on.
+    fs.grow("64m");
+    let (out, _) = sluice_on(&data, &["runs"], 30);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("loud"));
+    let (out, killed) = sluice_on(&data, &["resume", "-q", "1"], 60);
+    assert!(!killed);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_full_disk_stops_the_server_cleanly() {
+    let sb = Sandbox::new();
+    let Some(fs) = Tmpfs::mount(&sb.path("full"), "2m", "a_full_disk_stops_the_server_cleanly") else {
+        return;
+    };
+    let dir = sb.path("dags");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("loud.yaml"), LOUD).unwrap();
+    let data = fs.dir.join("data");
+    let server_sb = Sandbox { dir: tempfile::tempdir().unwrap() };
+    let _ = std::fs::create_dir_all(server_sb.path("x"));
+    // Server::start uses the sandbox's data folder: point it at the tmpfs.
+    std::os::unix::fs::symlink(&data, server_sb.data()).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let mut server = Server::start(&server_sb, &dir, &["--min-free-space", "0"]);
+    let (code, b) = server.post("/api/v1/pipelines/loud/runs", "{}");
+    assert_eq!(code, 201, "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(st)) = server.child.try_wait() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the server kept going on a full disk");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(server_sb.path("serve.log")).unwrap();
+    assert!(log.contains("cannot be written"), "{log}");
+    fs.grow("64m");
+    let (out, _) = sluice_on(&data, &["show", "1"], 30);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(server);
 }

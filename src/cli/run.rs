@@ -38,6 +38,9 @@ pub(crate) struct EngineArgs {
     /// of each stream is kept, with a note of what was dropped.
     #[arg(long, value_parser = parse_size, default_value = "64Mi")]
     log_limit: u64,
+    /// No run starts while the data folder's disk has less free than this, as `64Mi`.
+    #[arg(long, value_parser = parse_size, default_value = "64Mi")]
+    min_free_space: u64,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -93,6 +96,7 @@ pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine>
     }
     opts.grace = args.grace;
     opts.max_log_bytes = args.log_limit;
+    opts.min_free_bytes = args.min_free_space;
     opts.docker_host = args.docker_host.clone();
     if let Ok(fault) = std::env::var("SLUICE_FAULT") {
         opts.fault = Some(fault.parse::<Fault>().map_err(|e| anyhow::anyhow!("SLUICE_FAULT: {e}"))?);

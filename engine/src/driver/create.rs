@@ -47,6 +47,16 @@ impl Engine {
     /// one flush for all of it.
     pub fn create_run_with(&self, plan: &Arc<Plan>, new: NewRun) -> Result<Created> {
         let now = self.now_ms();
+        if let Some(free) = self.store.free_bytes()
+            && free < self.opts.min_free_bytes
+        {
+            return Err(EngineError::LowSpace(format!(
+                "the data folder {} has {} free, less than the {} a run needs to start (--min-free-space); free some space",
+                self.store.dir().display(),
+                crate::syntax::ByteSize(free),
+                crate::syntax::ByteSize(self.opts.min_free_bytes),
+            )));
+        }
         for step in plan.core.iter() {
             if let Some(why) = self.opts.capacity.misfit(&step.resources) {
                 return Err(EngineError::Invalid(format!("this run can never start: {why}")));

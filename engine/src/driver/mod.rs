@@ -42,9 +42,33 @@ pub enum EngineError {
     Code { path: PathBuf, detail: String },
     #[error("{0}")]
     Invalid(String),
+    /// The data folder's disk has less free space than the engine keeps in reserve.
+    #[error("{0}")]
+    LowSpace(String),
+    /// The store refused a write while runs went on: the engine stopped every attempt.
+    #[error(
+        "the data folder {} cannot be written ({reason}), so the engine stopped every attempt and exited; {}",
+        dir.display(),
+        resume_hint(runs)
+    )]
+    Abandoned { reason: String, dir: PathBuf, runs: Vec<u64> },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+fn resume_hint(runs: &[u64]) -> String {
+    if runs.is_empty() {
+        return "no run was going".into();
+    }
+    let list: Vec<String> = runs.iter().map(u64::to_string).collect();
+    format!(
+        "free space there, then `sluice resume {}` carries on (or `sluice serve` resumes them)",
+        list.join(" ")
+    )
+}
+
+/// The free space a run needs on the data folder's disk to start, by default.
+pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Settings of one engine process.
 #[derive(Debug, Clone)]
@@ -62,6 +86,8 @@ pub struct EngineOptions {
     /// How much of an attempt's log is kept from its start; past it, the last MiB of each
     /// stream (see [`sink::TAIL_BYTES`]).
     pub max_log_bytes: u64,
+    /// No run starts while the data folder's disk has less free than this.
+    pub min_free_bytes: u64,
 }
 
 impl EngineOptions {
@@ -74,6 +100,7 @@ impl EngineOptions {
             docker_host: None,
             clock: Arc::new(SystemClock),
             max_log_bytes: MAX_LOG_BYTES,
+            min_free_bytes: MIN_FREE_BYTES,
         }
     }
 }

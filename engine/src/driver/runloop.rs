@@ -11,7 +11,7 @@ use super::attempt::{self, Done, Running, Start};
 use super::control::{Control, Notice, crash};
 use super::render::{self, RunView};
 use super::replay::Notes;
-use super::{Engine, Result};
+use super::{Engine, EngineError, Result};
 use crate::compile::Plan;
 use crate::scheduler::{Action, Admission, Event, KillReason, RunMachine, RunState, StepIx, TimerKind};
 use crate::store::{EventRecord, FORMAT_VERSION, RunRecord};
@@ -159,6 +159,7 @@ impl Engine {
             }
         }
         d.reap_containers().await;
+        let store = self.store().clone();
         let mut stops = 0u32;
         let mut stop_open = true;
         let mut controls_open = true;
@@ -178,6 +179,8 @@ impl Engine {
                 tokio::select! {
                     Some(done) = rx.recv() => d.finished(done),
                     _ = sleep => {}
+                    // A step's log could not be stored: the disk is full, most often.
+                    why = store.failure() => return Err(d.abandon(why, &mut rx).await),
                     control = controls.recv(), if controls_open => match control {
                         Some(Control::Cancel(run)) if d.runs.contains_key(&run) => d.backlog.push_back((run, Event::Cancel)),
                         Some(Control::Cancel(run)) if serving => {
@@ -210,7 +213,9 @@ impl Engine {
                 d.finished(done);
             }
             d.fire_timers();
-            d.step()?;
+            if let Err(e) = d.step() {
+                return Err(d.abandon(e.to_string(), &mut rx).await);
+            }
             if serving {
                 // A server lets go of runs that have ended.
                 let gone: Vec<u64> = d.runs.iter().filter(|(_, a)| a.done()).map(|(id, _)| *id).collect();
@@ -311,6 +316,35 @@ impl Driver<'_> {
             let Timer { run, step, item, attempt, kind } = entry.remove();
             self.backlog.push_back((run, Event::Timer { step, item, attempt, kind }));
         }
+    }
+
+    /// The store refused a write (a full disk, most often): nothing more can be recorded, so
+    /// nothing more may run. Every attempt is stopped and waited for (so that no process
+    /// outlives the engine unrecorded), and the error names the runs left for `resume`: their
+    /// logs end at the last write that worked, which is what a restarted engine replays.
+    async fn abandon(&mut self, reason: String, rx: &mut mpsc::UnboundedReceiver<Done>) -> EngineError {
+        let runs: Vec<u64> = self.runs.iter().filter(|(_, a)| !a.done()).map(|(id, _)| *id).collect();
+        tracing::error!(error = %reason, ?runs, "the store cannot be written; stopping every attempt and the engine");
+        let grace = self.grace.min(Duration::from_secs(5));
+        let mut running = 0usize;
+        for a in self.runs.values() {
+            for (k, _) in a.kills.values() {
+                k.kill(grace);
+                running += 1;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+        while running > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(_)) => running -= 1,
+                _ => break,
+            }
+        }
+        if running > 0 {
+            tracing::error!(running, "attempts did not stop in time; a restarted engine stops them");
+        }
+        let _ = self.engine.store().flush();
+        EngineError::Abandoned { reason, dir: self.engine.store().dir().to_path_buf(), runs }
     }
 
     fn stop(&mut self, hard: bool) {

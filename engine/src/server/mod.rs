@@ -195,6 +195,19 @@ pub async fn serve(
     std::fs::write(&server_file, info.to_string())
         .map_err(|source| ServerError::Write { path: server_file.clone(), source })?;
 
+    // The server stops when asked, or when the driver stops on its own (the store cannot be
+    // written): `halt` is what every loop watches.
+    let (halt_tx, halt) = watch::channel(0u32);
+    let halt_tx = Arc::new(halt_tx);
+    {
+        let (tx, mut asked) = (halt_tx.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            while asked.changed().await.is_ok() {
+                tx.send_modify(|v| *v += 1);
+            }
+        });
+    }
+    let shutdown = halt;
     let mut loader = Loader::new(&opts.dags);
     let catalog = loader.scan().unwrap_or_default();
     let (controls, controls_rx) = mpsc::unbounded_channel();
@@ -250,7 +263,15 @@ pub async fn serve(
     let driver = {
         let engine = engine.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { engine.serve(&resume_ids, Some(notice_tx), stop, controls_rx).await })
+        let halt = halt_tx.clone();
+        tokio::spawn(async move {
+            let driven = engine.serve(&resume_ids, Some(notice_tx), stop, controls_rx).await;
+            if let Err(e) = &driven {
+                tracing::error!(error = %e, "the driver stopped; the server stops too");
+                halt.send_modify(|v| *v += 1);
+            }
+            driven
+        })
     };
     // Run state changes: wake waiters, let the launcher start queued runs.
     let forward = {
@@ -295,9 +316,11 @@ pub async fn serve(
     if let Err(e) = std::fs::remove_file(&server_file) {
         tracing::warn!(file = %server_file.display(), error = %e, "cannot remove the server file; clients may look for this server until it is removed");
     }
-    engine.store().flush().map_err(EngineError::from)?;
+    // The driver's own error comes first: a flush after the store failed fails too.
+    let flushed = engine.store().flush().map_err(EngineError::from);
     match driven {
-        Ok(r) => r.map(|_| ()).map_err(ServerError::from),
+        Ok(Ok(_)) => flushed.map_err(ServerError::from),
+        Ok(Err(e)) => Err(ServerError::from(e)),
         Err(e) => Err(ServerError::Engine(EngineError::Invalid(format!("the driver crashed: {e}")))),
     }
 }

@@ -23,25 +23,30 @@ impl Store {
     /// Stores a received event under a new id (set on the record) and returns the id. Not
     /// flushed: the caller flushes with whatever else the event caused.
     pub fn put_inbox(&self, record: &mut InboxRecord) -> Result<u64> {
+        self.writable()?;
         self.injected()?;
         let stored = self
             .inbox
             .last()?
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        let next = self.db.update_and_fetch(NEXT_INBOX_KEY, |old| {
-            let last = old.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
-            Some(last.max(stored).saturating_add(1).to_be_bytes().to_vec())
-        })?;
+        let next = self
+            .db
+            .update_and_fetch(NEXT_INBOX_KEY, |old| {
+                let last = old.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
+                Some(last.max(stored).saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.broke(e))?;
         let id = next.and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(stored + 1);
         record.id = id;
-        self.inbox.insert(run_key(id), encode(record))?;
+        self.inbox.insert(run_key(id), encode(record)).map_err(|e| self.broke(e))?;
         Ok(id)
     }
 
     /// Rewrites a stored inbox record (its outcome became known).
     pub fn update_inbox(&self, record: &InboxRecord) -> Result<()> {
-        self.inbox.insert(run_key(record.id), encode(record))?;
+        self.writable()?;
+        self.inbox.insert(run_key(record.id), encode(record)).map_err(|e| self.broke(e))?;
         Ok(())
     }
 
@@ -79,6 +84,7 @@ impl Store {
     /// (`None`: for ever). Run and key are written in one transaction, so after a crash
     /// either both are there or neither is. Not flushed.
     pub fn claim_run(&self, run: &RunRecord, key: &str, window_ms: Option<i64>, now: i64) -> Result<Claim> {
+        self.writable()?;
         let value = encode(run);
         let mark = encode(&Mark { v: super::FORMAT_VERSION, run: run.id, at: now });
         let result = (&self.runs, &self.marks).transaction(|(runs, marks)| {
@@ -99,7 +105,7 @@ impl Store {
         });
         result.map_err(|e| match e {
             sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+            sled::transaction::TransactionError::Storage(e) => self.broke(e),
         })
     }
 
@@ -121,12 +127,13 @@ impl Store {
     /// Overwrites a cursor with raw bytes (tests of a damaged store).
     #[cfg(test)]
     pub(crate) fn damage_cursor(&self, schedule: &str, bytes: &[u8]) -> Result<()> {
-        self.cursors.insert(schedule.as_bytes(), bytes)?;
+        self.cursors.insert(schedule.as_bytes(), bytes).map_err(|e| self.broke(e))?;
         Ok(())
     }
 
     pub fn set_cursor(&self, schedule: &str, at: i64) -> Result<()> {
-        self.cursors.insert(schedule.as_bytes(), &at.to_be_bytes())?;
+        self.writable()?;
+        self.cursors.insert(schedule.as_bytes(), &at.to_be_bytes()).map_err(|e| self.broke(e))?;
         Ok(())
     }
 }

@@ -34,6 +34,12 @@ pub enum StoreError {
     NoRun(u64),
     #[error("no DAG version {0} in this data folder")]
     NoDag(String),
+    /// An earlier write failed; sled 0.34 can spin forever on a write after a failed one,
+    /// so the store takes no more until it is opened again.
+    #[error(
+        "the store takes no more writes after an earlier one failed ({0}); restart the engine once the data folder can be written"
+    )]
+    Failed(String),
 }
 
 /// Names one attempt of one task of a run.
@@ -61,9 +67,36 @@ pub struct Store {
     cursors: sled::Tree,
     /// The folder's lock, released when the last clone goes.
     _lock: std::sync::Arc<std::fs::File>,
+    /// The first write the store refused that its caller could not report (a log chunk).
+    health: std::sync::Arc<Health>,
     /// Tests of what callers do when the store fails: writes of received events fail.
     #[cfg(test)]
     failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The last handle on a sled tree flushes it when dropped, and after a failed write that
+/// flush never returns (sled 0.34 waits for a log buffer its failed writer will not finish):
+/// a store that failed leaves its handles to the process's exit instead.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.health.failed.get().is_some() {
+            // A handle kept for ever: this one's drop is then never the last.
+            std::mem::forget(self.db.clone());
+            for tree in
+                [&self.dags, &self.runs, &self.events, &self.logs, &self.inbox, &self.marks, &self.cursors]
+            {
+                std::mem::forget(tree.clone());
+            }
+        }
+    }
+}
+
+/// Whether the store refused a write: the driver learns of it at once (a log chunk's writer
+/// goes on), and no later write is tried (see [`Store::writable`]).
+#[derive(Default)]
+struct Health {
+    failed: std::sync::OnceLock<String>,
+    changed: tokio::sync::Notify,
 }
 
 /// The last run id handed out, in the default tree.
@@ -96,6 +129,27 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: 
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
 }
 
+/// Removes what sled leaves half-made when a write fails (a full disk): a snapshot is written
+/// as `snap.<lsn>.generating` and renamed when complete, so such a file is never a
+/// snapshot, yet sled 0.34 reads it back as one ("Read corrupted data") and would not open.
+fn remove_half_made(db: &Path) {
+    let Ok(entries) = std::fs::read_dir(db) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(file = %entry.path().display(), "removed a snapshot an earlier engine left half-written (its disk was full?)")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a half-written snapshot")
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
@@ -119,6 +173,7 @@ impl Store {
                 return Err(StoreError::Open { path: dir.to_path_buf(), source: sled::Error::Io(e) });
             }
         }
+        remove_half_made(&dir.join("db"));
         // With the folder's lock held, sled's own lock can only be held by a database this
         // process just dropped (sled lets go a moment later, once its threads end): retry
         // briefly.
@@ -133,20 +188,28 @@ impl Store {
                 Err(e) => return Err(StoreError::Open { path: dir.to_path_buf(), source: e }),
             }
         };
+        let tree = |name: &str| db.open_tree(name);
         Ok(Store {
-            dags: db.open_tree("dags")?,
-            runs: db.open_tree("runs")?,
-            events: db.open_tree("events")?,
-            logs: db.open_tree("logs")?,
-            inbox: db.open_tree("inbox")?,
-            marks: db.open_tree("marks")?,
-            cursors: db.open_tree("cursors")?,
+            dags: tree("dags")?,
+            runs: tree("runs")?,
+            events: tree("events")?,
+            logs: tree("logs")?,
+            inbox: tree("inbox")?,
+            marks: tree("marks")?,
+            cursors: tree("cursors")?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),
+            health: Default::default(),
             #[cfg(test)]
             failing: Default::default(),
         })
+    }
+
+    /// Bytes free for this process on the data folder's file system.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
     }
 
     /// Makes the writes of received events fail (or work again), to test their callers.
@@ -170,21 +233,24 @@ impl Store {
 
     /// Makes every write so far durable (one fsync for the whole batch).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.writable()?;
+        self.db.flush().map_err(|e| self.broke(e))?;
         Ok(())
     }
 
     /// Stores a DAG version (a version is stored once: its hash names its content).
     pub fn put_dag(&self, dag: &DagRecord) -> Result<()> {
+        self.writable()?;
         if !self.has_dag(&dag.hash)? {
-            self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
+            self.dags.insert(dag.hash.as_bytes(), encode(dag)).map_err(|e| self.broke(e))?;
         }
         Ok(())
     }
 
     /// Rewrites a stored DAG version (an older build's record, given the plan it lacked).
     pub fn replace_dag(&self, dag: &DagRecord) -> Result<()> {
-        self.dags.insert(dag.hash.as_bytes(), encode(dag))?;
+        self.writable()?;
+        self.dags.insert(dag.hash.as_bytes(), encode(dag)).map_err(|e| self.broke(e))?;
         Ok(())
     }
 
@@ -214,20 +280,25 @@ impl Store {
     /// run), so that runs read r1, r2, r3. The counter lives in the database: sled's own
     /// `generate_id` leaps by a million after every restart.
     pub fn next_run_id(&self) -> Result<u64> {
+        self.writable()?;
         let stored = self
             .runs
             .last()?
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        let next = self.db.update_and_fetch(NEXT_RUN_KEY, |old| {
-            let last = old.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
-            Some(last.max(stored).saturating_add(1).to_be_bytes().to_vec())
-        })?;
+        let next = self
+            .db
+            .update_and_fetch(NEXT_RUN_KEY, |old| {
+                let last = old.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
+                Some(last.max(stored).saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.broke(e))?;
         Ok(next.and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(stored + 1))
     }
 
     pub fn put_run(&self, run: &RunRecord) -> Result<()> {
-        self.runs.insert(run_key(run.id), encode(run))?;
+        self.writable()?;
+        self.runs.insert(run_key(run.id), encode(run)).map_err(|e| self.broke(e))?;
         Ok(())
     }
 
@@ -242,7 +313,8 @@ impl Store {
     }
 
     pub fn append_event(&self, run: u64, record: &EventRecord) -> Result<()> {
-        self.events.insert(event_key(run, record.seq), encode(record))?;
+        self.writable()?;
+        self.events.insert(event_key(run, record.seq), encode(record)).map_err(|e| self.broke(e))?;
         Ok(())
     }
 
@@ -263,8 +335,41 @@ impl Store {
             LogStream::System => b's',
         });
         value.extend_from_slice(chunk);
-        self.logs.insert(key, value)?;
+        self.writable()?;
+        self.logs.insert(key, value).map_err(|e| self.broke(e))?;
         Ok(())
+    }
+
+    /// Refuses a write once one has failed: after a failed write sled 0.34 may spin forever in
+    /// the next one (its log buffer stays sealed with the error), which would freeze the engine.
+    fn writable(&self) -> Result<()> {
+        match self.health.failed.get() {
+            Some(why) => Err(StoreError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed write (the first one wakes [`Store::failure`]) and returns its error.
+    pub(crate) fn broke(&self, e: impl Into<StoreError>) -> StoreError {
+        let e = e.into();
+        if self.health.failed.set(format!("a write failed: {e}")).is_ok() {
+            self.health.changed.notify_waiters();
+        }
+        e
+    }
+
+    /// Waits until a write has failed (a log chunk's caller goes on, so the driver learns of
+    /// it here); returns what failed.
+    pub async fn failure(&self) -> String {
+        loop {
+            let changed = self.health.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(why) = self.health.failed.get() {
+                return why.clone();
+            }
+            changed.await;
+        }
     }
 
     /// Writes a log chunk no build writes (tests of a damaged store).
@@ -312,6 +417,24 @@ impl Store {
 mod tests {
     use super::*;
     use crate::scheduler::{Event, RunState};
+
+    #[test]
+    fn a_half_written_snapshot_does_not_keep_the_store_shut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let id = s.next_run_id().unwrap();
+            s.put_run(&RunRecord::new(id, "p", "abc", serde_json::Map::new(), Trigger::Manual, 3, 10))
+                .unwrap();
+            s.flush().unwrap();
+        }
+        // What a full disk left behind in the report: an empty `.generating` snapshot.
+        let half = dir.path().join("db").join("snap.0000000000FFFFFF.generating");
+        std::fs::write(&half, b"").unwrap();
+        let s = Store::open(dir.path()).expect("opens without manual repair");
+        assert_eq!(s.runs().unwrap().len(), 1);
+        assert!(!half.exists());
+    }
 
     #[test]
     fn round_trips_and_survives_reopen() {

@@ -81,6 +81,20 @@ impl ByteSize {
     }
 }
 
+/// As people read sizes: `1.9Mi`, `64Mi`, `512` (bytes).
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+            if n >= size {
+                let v = n as f64 / size as f64;
+                return if v.fract() == 0.0 { write!(f, "{v}{unit}") } else { write!(f, "{v:.1}{unit}") };
+            }
+        }
+        write!(f, "{n} bytes")
+    }
+}
+
 impl JsonSchema for ByteSize {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "ByteSize".into()

@@ -73,6 +73,9 @@ impl From<LaunchError> for ApiError {
             LaunchError::Engine(crate::driver::EngineError::Invalid(m)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unrunnable", m)
             }
+            LaunchError::Engine(crate::driver::EngineError::LowSpace(m)) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
             LaunchError::Engine(e) => ApiError::internal(e.to_string()),
         }
     }
@@ -85,6 +88,9 @@ impl From<crate::driver::EngineError> for ApiError {
         match e {
             EngineError::Store(StoreError::NoRun(id)) => ApiError::not_found(format!("there is no run {id}")),
             EngineError::Invalid(m) => ApiError::conflict(m),
+            EngineError::LowSpace(m) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
             e => ApiError::internal(e.to_string()),
         }
     }
