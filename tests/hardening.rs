@@ -51,7 +51,7 @@ fn alias_bomb() -> String {
     );
     for i in 1..=8 {
         let p = format!("*x{}", i - 1);
-        let ten = vec![p.as_str(); 10].join(",");
+        let ten = [p.as_str(); 10].join(",");
         text.push_str(&format!("x{i}: &x{i} [{ten}]\n"));
     }
     text
