@@ -133,7 +133,7 @@ fn api_runs_pipelines_and_rejects_bad_input() {
         ("GET", "/api/v1/runs?colour=red", "", 400, "unknown field"),
         ("GET", &format!("/api/v1/runs/{run}/steps/nope/logs"), "", 404, "has no step `nope`"),
         ("POST", &format!("/api/v1/runs/{run}/cancel"), "", 409, "already ended"),
-        ("POST", &format!("/api/v1/runs/{run}/retry"), r#"{"from": "zz"}"#, 409, "no step `zz`"),
+        ("POST", &format!("/api/v1/runs/{run}/retry"), r#"{"from": "zz"}"#, 404, "no step `zz`"),
         ("POST", &format!("/api/v1/runs/{run}/retry"), "{}", 400, "missing field `from`"),
         ("GET", "/api/v1/nothing/here", "", 404, "no API route"),
     ] {
