@@ -44,7 +44,7 @@ fn simulate(plan: &Plan, slots: u32) -> usize {
                     step,
                     item,
                     attempt,
-                    outcome: Outcome::Succeeded { outputs: Default::default() },
+                    outcome: Outcome::Succeeded { outputs: Default::default(), artifacts: Vec::new() },
                 }),
                 _ => {}
             }

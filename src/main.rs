@@ -97,6 +97,20 @@ enum Command {
         #[arg(long)]
         attempt: Option<u32>,
     },
+    /// List the artifacts steps produced, newest first.
+    Artifacts {
+        /// Only this run's.
+        #[arg(long)]
+        run: Option<String>,
+        /// Only this step's.
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// Look at one artifact, or copy it out (its content checked against its digest).
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
     /// Check pipeline files; reports every error with file:line:column.
     Validate {
         #[arg(required = true)]
@@ -120,6 +134,21 @@ enum Command {
         /// The Docker Engine to check (default: DOCKER_HOST, else the local socket).
         #[arg(long)]
         docker_host: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactCommand {
+    /// Its size, media type, whether it still matches its digest, and who produced it.
+    Show {
+        /// The digest (`sha256:…`, or its first 8 or more hex digits).
+        digest: String,
+    },
+    /// Copy its content to a file, checking it against its digest on the way.
+    Get {
+        digest: String,
+        #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -175,6 +204,18 @@ fn main() -> ExitCode {
         Command::Runs { limit } => cli::inspect::runs(&cli.data_dir, cli.output, limit),
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
         Command::Logs { run, step, attempt } => cli::inspect::logs(&cli.data_dir, &run, &step, attempt),
+        Command::Artifacts { run, step } => cli::artifacts::list(
+            &cli.data_dir,
+            cli.server.as_deref(),
+            cli.output,
+            cli::artifacts::Filter { run: run.as_deref(), step: step.as_deref() },
+        ),
+        Command::Artifact { command: ArtifactCommand::Show { digest } } => {
+            cli::artifacts::show(&cli.data_dir, cli.server.as_deref(), cli.output, &digest)
+        }
+        Command::Artifact { command: ArtifactCommand::Get { digest, out } } => {
+            cli::artifacts::get(&cli.data_dir, cli.server.as_deref(), &digest, &out)
+        }
         Command::Validate { files } => cli::spec::validate(&files, cli.output),
         Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),
         Command::Schema => cli::spec::schema(),

@@ -1,6 +1,7 @@
 //! The Sluice engine: pipeline specs, their compilation into DAGs, the scheduler core, the
 //! driver that carries out its decisions, and the sled store that makes them durable.
 
+pub mod artifacts;
 pub mod clock;
 pub mod compile;
 pub mod driver;

@@ -10,6 +10,7 @@ const ORDER: &[&str] = &[
     "syntax",
     "template",
     "clock",
+    "artifacts",
     "kinds",
     "spec",
     "scheduler",

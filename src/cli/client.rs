@@ -82,6 +82,30 @@ impl Api {
         Ok(v)
     }
 
+    /// A GET whose answer is bytes (an artifact's content); an error answer is an error.
+    pub(crate) async fn bytes(&self, path: &str) -> anyhow::Result<Bytes> {
+        let url = format!("{}{path}", self.base);
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(&url)
+            .body(Full::new(Bytes::new()))
+            .with_context(|| format!("bad request URL {url}"))?;
+        let resp = self.http.request(req).await.with_context(|| {
+            format!("cannot reach the Sluice server at {} (is `sluice serve` running?)", self.base)
+        })?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.context("the server's answer broke off")?.to_bytes();
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let msg = v["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into());
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(body)
+    }
+
     /// Waits for the run to end; returns its final report.
     async fn wait(&self, run: u64) -> anyhow::Result<Value> {
         loop {
@@ -93,7 +117,7 @@ impl Api {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -9,7 +9,7 @@ use sluice_engine::driver::{Engine, EngineOptions};
 use super::{fmt_ms, fmt_time, parse_run_id};
 use crate::Output;
 
-fn open(data_dir: &Path) -> anyhow::Result<Engine> {
+pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Engine> {
     anyhow::ensure!(
         data_dir.join("db").exists(),
         "no Sluice data in {} (run a pipeline first, or pass --data-dir)",
@@ -19,7 +19,7 @@ fn open(data_dir: &Path) -> anyhow::Result<Engine> {
 }
 
 /// Whether opening the store failed because another process (a server) holds it.
-fn locked(e: &anyhow::Error) -> bool {
+pub(crate) fn locked(e: &anyhow::Error) -> bool {
     use sluice_engine::driver::EngineError;
     use sluice_engine::store::StoreError;
     matches!(e.downcast_ref::<EngineError>(), Some(EngineError::Store(StoreError::Locked(_))))

@@ -1,5 +1,6 @@
 //! One module per group of commands.
 
+pub(crate) mod artifacts;
 pub(crate) mod client;
 pub(crate) mod doctor;
 pub(crate) mod inspect;

@@ -78,6 +78,24 @@ pub(super) fn check(
                 cx.at(&op, format!("output name `{out}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
             }
         }
+        let implicit: Vec<&str> =
+            step.blocks().iter().flat_map(|(_, k)| k.artifact_names().iter().copied()).collect();
+        for (name, pattern) in &step.artifacts {
+            let ap = push_pointer(&push_pointer(&sp, "artifacts"), name);
+            if !valid_id(name) {
+                cx.at_key(&ap, format!("step `{id}`: artifact name `{name}` must start with a letter or `_` and hold only letters, digits, `_` and `-`"));
+            } else if implicit.contains(&name.as_str()) {
+                cx.at_key(
+                    &ap,
+                    format!("step `{id}`: artifact `{name}` is declared by the step's kind itself"),
+                );
+            }
+            if let Some(why) =
+                crate::artifacts::check_pattern(pattern).filter(|_| !crate::template::is_template(pattern))
+            {
+                cx.at(&ap, format!("step `{id}`: artifact `{name}` {why}"));
+            }
+        }
     }
     let acyclic = graph::check_cycles(spec, &graph, &mut cx);
     if acyclic {

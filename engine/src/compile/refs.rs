@@ -44,6 +44,11 @@ pub(super) fn check_templates(
         {
             fields.push((push_pointer(&sp, "workdir"), w, false));
         }
+        for (name, path) in &step.artifacts {
+            if template::is_template(path) {
+                fields.push((push_pointer(&push_pointer(&sp, "artifacts"), name), path, false));
+            }
+        }
         if let Some(w) = &step.when {
             fields.push((push_pointer(&sp, "when"), w, true));
         }
@@ -129,10 +134,31 @@ fn check_reference(
                     }
                     Ok(())
                 }
-                (Some(&"outputs") | Some(&"state") | None, _) => Ok(()),
-                (Some(f), _) => {
-                    Err(format!("the template reads `steps.{other}.{f}`; steps have `outputs` and `state`"))
+                (Some(&"artifacts"), Some(name)) => {
+                    let s = &spec.steps[*other];
+                    let names: Vec<&str> = s
+                        .artifacts
+                        .keys()
+                        .map(String::as_str)
+                        .chain(s.blocks().iter().flat_map(|(_, k)| k.artifact_names().iter().copied()))
+                        .collect();
+                    if names.contains(name) {
+                        return Ok(());
+                    }
+                    let has = if names.is_empty() {
+                        "declares no artifacts".to_string()
+                    } else {
+                        format!(
+                            "declares only {}",
+                            names.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                        )
+                    };
+                    Err(format!("the template reads `steps.{other}.artifacts.{name}`, but `{other}` {has}"))
                 }
+                (Some(&"outputs") | Some(&"state") | Some(&"artifacts") | None, _) => Ok(()),
+                (Some(f), _) => Err(format!(
+                    "the template reads `steps.{other}.{f}`; steps have `outputs`, `artifacts` and `state`"
+                )),
             }
         }
         other => Err(format!(

@@ -13,10 +13,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::Engine;
-use super::render::{self, RunView};
+use super::render::{self, ArtifactPlan, RunView};
 use super::sink::StoreSink;
+use crate::artifacts::{self, Blobs};
 use crate::compile::Plan;
-use crate::scheduler::{Outcome, StepIx};
+use crate::scheduler::{Outcome, Produced, StepIx};
 use crate::store::AttemptKey;
 
 /// How an attempt ended, for the run loop.
@@ -114,7 +115,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         with_suffix(&stem, ".process.json"),
         s.engine.opts.max_log_bytes,
     ));
-    let request = match request {
+    let (request, collect) = match request {
         Ok(r) => r,
         Err(message) => {
             let _in = span.enter();
@@ -146,7 +147,30 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                 Err(e) => AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}"))),
             };
             log.finish();
-            let outcome = outcome(result, &declared);
+            let mut outcome = outcome(result, &declared);
+            if matches!(outcome, Outcome::Succeeded { .. }) && !collect.declared.is_empty() {
+                let blobs = Blobs::in_data_dir(&data_dir);
+                let kept = tokio::task::spawn_blocking(move || keep_artifacts(&blobs, &collect)).await;
+                match kept {
+                    Ok(Ok(list)) => {
+                        for a in &list {
+                            let line = format!(
+                                "sluice: artifact `{}` ({}) stored as {} ({} bytes)\n",
+                                a.name, a.file, a.digest, a.size
+                            );
+                            log.log(LogStream::System, line.as_bytes());
+                        }
+                        if let Outcome::Succeeded { artifacts, .. } = &mut outcome {
+                            *artifacts = list;
+                        }
+                    }
+                    Ok(Err((retryable, message))) => outcome = Outcome::Failed { retryable, message },
+                    Err(e) => {
+                        let message = format!("storing the step's artifacts crashed: {e}");
+                        outcome = Outcome::Failed { retryable: true, message };
+                    }
+                }
+            }
             match &outcome {
                 Outcome::Succeeded { .. } => tracing::debug!("attempt succeeded"),
                 Outcome::Failed { message, retryable } => {
@@ -174,7 +198,7 @@ fn outcome(result: AttemptOutcome, declared: &[String]) -> Outcome {
                     "the step declares output `{missing}` but did not write it to SLUICE_OUTPUTS"
                 ),
             },
-            None => Outcome::Succeeded { outputs: result.outputs },
+            None => Outcome::Succeeded { outputs: result.outputs, artifacts: Vec::new() },
         },
         Err(e) => match e.kind {
             ErrorKind::Retryable => Outcome::Failed { retryable: true, message: e.message },
@@ -183,6 +207,28 @@ fn outcome(result: AttemptOutcome, declared: &[String]) -> Outcome {
             ErrorKind::Cancelled => Outcome::Cancelled { message: e.message },
         },
     }
+}
+
+/// Finds the files an attempt declared and places them in the artifact store. A declared file
+/// that is missing or leads out of the work folder fails the step for good; a store that
+/// cannot take it, for this attempt.
+fn keep_artifacts(blobs: &Blobs, plan: &ArtifactPlan) -> Result<Vec<Produced>, (bool, String)> {
+    let found = artifacts::resolve(&plan.folder, &plan.declared).map_err(|m| (false, m))?;
+    found
+        .into_iter()
+        .map(|d| {
+            let placed = blobs
+                .place(&d.path)
+                .map_err(|e| (true, format!("cannot store artifact `{}` ({}): {e}", d.name, d.file)))?;
+            Ok(Produced {
+                media_type: artifacts::media_type(&d.file),
+                name: d.name,
+                file: d.file,
+                digest: placed.digest,
+                size: placed.size,
+            })
+        })
+        .collect()
 }
 
 fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {

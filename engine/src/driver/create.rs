@@ -143,6 +143,12 @@ impl Engine {
                 from_run: original,
                 items: notes.items.get(&step).cloned(),
                 outputs: notes.outputs.get(&step).cloned().unwrap_or(Value::Null),
+                artifacts: notes
+                    .artifacts
+                    .iter()
+                    .filter(|((s, _), _)| *s == step)
+                    .map(|((_, item), list)| (*item, list.clone()))
+                    .collect(),
             })
             .collect();
         Ok((plan, replayed.record, prelude))

@@ -1,15 +1,16 @@
 //! What a run's templates see, `when:` and `map:` decided, and an attempt's request built: the
 //! step's kind renders its part, this adds the step's env, folder and files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use minijinja::Value as JValue;
 use serde_json::{Map, Value, json};
 use sluice_worker::{ATTEMPT_REQUEST_VERSION, AttemptFiles, AttemptId, AttemptRequest};
 
+use crate::artifacts::{self, Blobs};
 use crate::compile::Plan;
 use crate::kinds::{Render, RunFacts};
-use crate::scheduler::{PrepareOutcome, RunMachine, StepIx};
+use crate::scheduler::{PrepareOutcome, Produced, RunMachine, StepIx};
 use crate::store::Trigger;
 use crate::template;
 
@@ -20,6 +21,10 @@ pub(crate) struct RunView<'a> {
     pub params: &'a Map<String, Value>,
     /// Outputs of finished steps: an object, or a list of objects for a mapped step.
     pub outputs: &'a std::collections::HashMap<StepIx, Value>,
+    /// The artifacts of finished tasks.
+    pub artifacts: &'a std::collections::HashMap<(StepIx, u32), Vec<Produced>>,
+    /// The data folder (artifacts are read from its store).
+    pub data_dir: &'a Path,
     pub machine: &'a RunMachine,
     /// Why the run started and the details.
     pub trigger: Trigger,
@@ -39,13 +44,52 @@ impl RunView<'_> {
             .collect()
     }
 
+    /// What templates see of a step's artifacts: by name `{path, digest, size, media_type,
+    /// file}` (a list for a glob), and for a mapped step a list of those, one per item.
+    fn artifacts_of(&self, ix: StepIx) -> Value {
+        let blobs = Blobs::in_data_dir(self.data_dir);
+        let spec = &self.plan.steps[ix as usize].spec;
+        let task = |item: u32| {
+            let mut by_name = Map::new();
+            for a in self.artifacts.get(&(ix, item)).map(Vec::as_slice).unwrap_or_default() {
+                let path = blobs.path(&a.digest).map(|p| p.display().to_string()).unwrap_or_default();
+                let one = json!({
+                    "path": path, "digest": a.digest, "size": a.size,
+                    "media_type": a.media_type, "file": a.file,
+                });
+                if spec.artifacts.get(&a.name).is_some_and(|p| artifacts::is_glob(p)) {
+                    match by_name.entry(a.name.clone()).or_insert_with(|| Value::Array(Vec::new())) {
+                        Value::Array(list) => list.push(one),
+                        other => *other = Value::Array(vec![one]),
+                    }
+                } else {
+                    by_name.insert(a.name.clone(), one);
+                }
+            }
+            Value::Object(by_name)
+        };
+        if spec.map.is_some() {
+            let n = match self.outputs.get(&ix) {
+                Some(Value::Array(list)) => list.len() as u32,
+                _ => 0,
+            };
+            Value::Array((0..n).map(task).collect())
+        } else {
+            task(0)
+        }
+    }
+
     fn context(&self, step: StepIx, item: Option<&Value>) -> JValue {
         let mut steps = Map::new();
         let mut add = |ix: StepIx| {
             let state = self.machine.step_state(ix);
             if state.is_terminal() {
                 let outputs = self.outputs.get(&ix).cloned().unwrap_or_else(|| json!({}));
-                steps.insert(self.plan.id(ix).to_string(), json!({ "outputs": outputs, "state": state }));
+                let artifacts = self.artifacts_of(ix);
+                steps.insert(
+                    self.plan.id(ix).to_string(),
+                    json!({ "outputs": outputs, "artifacts": artifacts, "state": state }),
+                );
             }
         };
         // Only what the step's templates read: building every step's view for every attempt
@@ -104,9 +148,18 @@ pub(crate) fn prepare(view: &RunView, step: StepIx) -> PrepareOutcome {
     }
 }
 
+/// Where an attempt's declared artifacts are found once it succeeds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ArtifactPlan {
+    /// The folder their paths are relative to.
+    pub folder: PathBuf,
+    /// (name, path or glob): the kind's own, then the step's `artifacts:`.
+    pub declared: Vec<(String, String)>,
+}
+
 /// Builds the request of one attempt: the kind renders its part; the step's env, folder and
 /// the attempt's files are common to every kind. `code` says where the run's copy of a code
-/// file is.
+/// file is. Also says where its artifacts will be.
 pub(crate) fn request(
     view: &RunView,
     step: StepIx,
@@ -114,7 +167,7 @@ pub(crate) fn request(
     attempt: u32,
     files: AttemptFiles,
     code: &dyn Fn(&str) -> Result<PathBuf, String>,
-) -> Result<AttemptRequest, String> {
+) -> Result<(AttemptRequest, ArtifactPlan), String> {
     let ps = &view.plan.steps[step as usize];
     let env = template::environment();
     // Built only if one of the step's strings is a template.
@@ -159,7 +212,13 @@ pub(crate) fn request(
     for (k, v) in &ps.spec.env {
         env_vars.insert(k.clone(), text(v).map_err(|e| format!("env `{k}`: {e}"))?);
     }
-    Ok(AttemptRequest {
+    let workdir = workdir.unwrap_or_else(|| base_dir.clone());
+    let mut declared = rendered.artifacts;
+    for (name, path) in &ps.spec.artifacts {
+        declared.push((name.clone(), text(path).map_err(|e| format!("artifact `{name}`: {e}"))?));
+    }
+    let collect = ArtifactPlan { folder: rendered.work_folder.unwrap_or_else(|| workdir.clone()), declared };
+    let request = AttemptRequest {
         v: ATTEMPT_REQUEST_VERSION,
         id: AttemptId {
             run: view.id,
@@ -169,8 +228,9 @@ pub(crate) fn request(
         },
         spec: rendered.spec,
         env: env_vars,
-        workdir: workdir.unwrap_or_else(|| base_dir.clone()),
+        workdir,
         inputs: rendered.inputs,
         files,
-    })
+    };
+    Ok((request, collect))
 }

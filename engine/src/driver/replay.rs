@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Engine, Result};
 use crate::compile::Plan;
-use crate::scheduler::{Action, Event, Outcome, PrepareOutcome, RunMachine, StepIx};
+use crate::scheduler::{Action, Event, Outcome, PrepareOutcome, Produced, RunMachine, StepIx};
 use crate::store::{EventRecord, RunRecord};
 
 /// What templates need of a run's history: map items and the outputs of accepted results.
@@ -16,6 +16,8 @@ use crate::store::{EventRecord, RunRecord};
 pub struct Notes {
     pub items: HashMap<StepIx, Vec<Value>>,
     pub outputs: HashMap<StepIx, Value>,
+    /// The artifacts of accepted results, by task.
+    pub artifacts: HashMap<(StepIx, u32), Vec<Produced>>,
 }
 
 impl Notes {
@@ -26,13 +28,19 @@ impl Notes {
                 self.items.insert(*step, items.clone());
                 self.outputs.insert(*step, Value::Array(vec![Value::Null; items.len()]));
             }
-            Event::Reused { step, items, outputs, .. } => {
+            Event::Reused { step, items, outputs, artifacts, .. } => {
                 if let Some(items) = items {
                     self.items.insert(*step, items.clone());
                 }
                 self.outputs.insert(*step, outputs.clone());
+                for (item, list) in artifacts {
+                    self.artifacts.insert((*step, *item), list.clone());
+                }
             }
-            Event::Finished { step, item, outcome: Outcome::Succeeded { outputs }, .. } => {
+            Event::Finished { step, item, outcome: Outcome::Succeeded { outputs, artifacts }, .. } => {
+                if !artifacts.is_empty() {
+                    self.artifacts.insert((*step, *item), artifacts.clone());
+                }
                 let value = Value::Object(outputs.clone());
                 match self.outputs.get_mut(step) {
                     Some(Value::Array(list)) if self.items.contains_key(step) => {

@@ -13,8 +13,10 @@ use super::render::{self, RunView};
 use super::replay::Notes;
 use super::{Engine, EngineError, Result};
 use crate::compile::Plan;
-use crate::scheduler::{Action, Admission, Event, KillReason, RunMachine, RunState, StepIx, TimerKind};
-use crate::store::{EventRecord, FORMAT_VERSION, RunRecord};
+use crate::scheduler::{
+    Action, Admission, Event, KillReason, Outcome, RunMachine, RunState, StepIx, TimerKind,
+};
+use crate::store::{EventRecord, FORMAT_VERSION, ProducedBy, RunRecord};
 
 /// What a driver does with the runs it loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +41,14 @@ struct Active {
 
 impl Active {
     /// What templates of this run can see.
-    fn view(&self, id: u64) -> RunView<'_> {
+    fn view<'a>(&'a self, id: u64, data_dir: &'a std::path::Path) -> RunView<'a> {
         RunView {
             id,
             plan: &self.plan,
             params: &self.record.params,
             outputs: &self.notes.outputs,
+            artifacts: &self.notes.artifacts,
+            data_dir,
             machine: &self.machine,
             trigger: self.record.trigger,
             cause: self.record.cause.as_ref(),
@@ -383,6 +387,26 @@ impl Driver<'_> {
                 a.next_seq += 1;
                 if a.machine.accepts(&event) {
                     a.notes.note(&event);
+                    // What the attempt produced is indexed in the same batch as its result.
+                    if let Event::Finished {
+                        step,
+                        item,
+                        attempt,
+                        outcome: Outcome::Succeeded { artifacts, .. },
+                    } = &event
+                        && !artifacts.is_empty()
+                    {
+                        let by = ProducedBy {
+                            run,
+                            pipeline: a.plan.name(),
+                            step_ix: *step,
+                            step: a.plan.id(*step),
+                            item: *item,
+                            attempt: *attempt,
+                            at: now,
+                        };
+                        store.put_artifacts(by, artifacts)?;
+                    }
                 }
                 let actions = a.machine.apply(&event, now);
                 for action in actions {
@@ -427,7 +451,7 @@ impl Driver<'_> {
         match action {
             Action::Prepare { step } => {
                 let a = &self.runs[&run];
-                let view = a.view(run);
+                let view = a.view(run, self.engine.store().dir());
                 let outcome = render::prepare(&view, step);
                 self.backlog.push_back((run, Event::Prepared { step, outcome }));
             }
@@ -491,7 +515,7 @@ impl Driver<'_> {
                     engine: self.engine,
                     executors: &self.executors,
                     results: &self.tx,
-                    view: a.view(run),
+                    view: a.view(run, self.engine.store().dir()),
                     item: a.notes.items.get(&step).and_then(|v| v.get(item as usize)),
                     span: &a.span,
                     folders,

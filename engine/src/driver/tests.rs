@@ -78,6 +78,8 @@ steps:
         plan: &plan,
         params: &params,
         outputs: &outputs,
+        artifacts: &HashMap::new(),
+        data_dir: &dir.join("data"),
         machine: &machine,
         trigger: Trigger::Manual,
         cause: None,
@@ -89,7 +91,7 @@ steps:
         let stem = dir.join("data/attempts/1").join(format!("{id}.0.1"));
         let folder = plan.steps[ix].kind.hooks().attempt_folder();
         let files = AttemptFiles::at(run_dir.clone(), &stem, folder);
-        let r = request(&view, ix as u32, None, 1, files.clone(), &code).unwrap();
+        let (r, _) = request(&view, ix as u32, None, 1, files.clone(), &code).unwrap();
         assert_eq!(r.files, files);
         let back: AttemptRequest = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(back, r, "{id}");

@@ -123,6 +123,8 @@ impl Kind for ContainerBlock {
             },
             init: self.init,
         };
-        Ok(Rendered { spec: ExecSpec::Container(spec), inputs })
+        // Its `/sluice/run` is the run's folder on the host.
+        let work_folder = Some(cx.run_dir.to_path_buf());
+        Ok(Rendered { spec: ExecSpec::Container(spec), inputs, work_folder, artifacts: Vec::new() })
     }
 }

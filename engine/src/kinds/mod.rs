@@ -98,6 +98,10 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     fn uses_docker(&self) -> bool {
         false
     }
+    /// The artifacts the kind declares itself (a `train:` step's `model` and `metadata`).
+    fn artifact_names(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The kind's part of one attempt's request.
     fn render(&self, cx: &Render<'_>) -> Result<Rendered, String>;
 }
@@ -258,11 +262,16 @@ pub struct Rendered {
     pub spec: ExecSpec,
     /// The files the attempt declares it reads.
     pub inputs: Vec<InputFile>,
+    /// The host folder the step's artifact paths are relative to, when it is not the
+    /// request's `workdir` (a container's or plugin's mounted folder).
+    pub work_folder: Option<PathBuf>,
+    /// The artifacts the kind declares itself: (name, path in the work folder).
+    pub artifacts: Vec<(String, String)>,
 }
 
 impl From<ExecSpec> for Rendered {
     fn from(spec: ExecSpec) -> Self {
-        Rendered { spec, inputs: Vec::new() }
+        Rendered { spec, inputs: Vec::new(), work_folder: None, artifacts: Vec::new() }
     }
 }
 

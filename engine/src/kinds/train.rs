@@ -128,6 +128,10 @@ impl Kind for TrainBlock {
         }
     }
 
+    fn artifact_names(&self) -> &'static [&'static str] {
+        &["model", "metadata"]
+    }
+
     fn render(&self, cx: &Render<'_>) -> Result<Rendered, String> {
         let output = match (&self.output, cx.item) {
             (Some(o), _) => cx.run_dir.join((cx.text)(o)?),
@@ -160,8 +164,18 @@ impl Kind for TrainBlock {
                 TrainDevice::Cpu => Device::Cpu,
                 TrainDevice::Gpu => Device::Gpu,
             },
-            output,
+            output: output.clone(),
         };
-        Ok(ExecSpec::Train(spec).into())
+        // The trainer writes `<output>.safetensors` and `<output>.json`.
+        let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Rendered {
+            spec: ExecSpec::Train(spec),
+            inputs: Vec::new(),
+            work_folder: output.parent().map(|p| p.to_path_buf()),
+            artifacts: vec![
+                ("model".into(), format!("{name}.safetensors")),
+                ("metadata".into(), format!("{name}.json")),
+            ],
+        })
     }
 }

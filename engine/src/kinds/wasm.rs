@@ -120,6 +120,7 @@ impl Kind for WasmBlock {
             work_dir: cx.workdir.unwrap_or(cx.run_dir).to_path_buf(),
             max_memory: self.max_memory.map_or(DEFAULT_MAX_MEMORY, |m| m.0),
         };
-        Ok(Rendered { spec: ExecSpec::Wasm(spec), inputs })
+        let work_folder = Some(spec.work_dir.clone());
+        Ok(Rendered { spec: ExecSpec::Wasm(spec), inputs, work_folder, artifacts: Vec::new() })
     }
 }

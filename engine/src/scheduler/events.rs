@@ -21,6 +21,19 @@ pub enum PrepareOutcome {
     Error { message: String },
 }
 
+/// A file an attempt produced, placed in the data folder's artifact store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Produced {
+    /// The declared name (`model`).
+    pub name: String,
+    /// The file's path relative to the step's work folder.
+    pub file: String,
+    /// `sha256:<hex>` of its content.
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
 /// How an attempt ended, as reported by its executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
@@ -28,6 +41,9 @@ pub enum Outcome {
     Succeeded {
         #[serde(default, skip_serializing_if = "Map::is_empty")]
         outputs: Map<String, Value>,
+        /// The files it declared, as stored (after the executor succeeded).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        artifacts: Vec<Produced>,
     },
     Failed {
         retryable: bool,
@@ -105,6 +121,9 @@ pub enum Event {
         items: Option<Vec<Value>>,
         #[serde(default)]
         outputs: Value,
+        /// Its artifacts, by item.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        artifacts: std::collections::BTreeMap<u32, Vec<Produced>>,
     },
 }
 

@@ -6,7 +6,7 @@
 //! One process owns the data folder (sled's lock); command-line clients talk to it over
 //! HTTP, finding its address in `<data dir>/server.json`.
 
-mod api;
+pub mod api;
 pub mod catalog;
 mod http;
 pub mod launcher;

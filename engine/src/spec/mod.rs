@@ -242,6 +242,11 @@ macro_rules! define_step {
             /// The output names this step promises to write to `SLUICE_OUTPUTS`.
             #[serde(default, skip_serializing_if = "Vec::is_empty")]
             pub outputs: Vec<String>,
+            /// Files the step produces, by name: paths relative to its work folder (globs
+            /// allowed), stored by content once it succeeds; downstream templates read
+            /// `steps.<id>.artifacts.<name>.path`, `.digest`, `.size`.
+            #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+            pub artifacts: IndexMap<String, String>,
         }
 
         impl Step {

@@ -3,11 +3,13 @@
 //! Writes are buffered by sled; [`Store::flush`] makes them durable. The driver flushes once
 //! per batch of events (group commit) before it acts on any of them.
 
+mod artifacts;
 mod inbox;
 mod records;
 
 use std::path::{Path, PathBuf};
 
+pub use artifacts::{ArtifactRecord, ProducedBy};
 pub use inbox::Claim;
 pub use records::{
     DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunRecord,
@@ -65,6 +67,9 @@ pub struct Store {
     inbox: sled::Tree,
     marks: sled::Tree,
     cursors: sled::Tree,
+    /// Artifact records by attempt, and their index by digest (`artifacts.rs`).
+    artifacts: sled::Tree,
+    artifact_digests: sled::Tree,
     /// The folder's lock, released when the last clone goes.
     _lock: std::sync::Arc<std::fs::File>,
     /// The first write the store refused that its caller could not report (a log chunk).
@@ -82,9 +87,17 @@ impl Drop for Store {
         if self.health.failed.get().is_some() {
             // A handle kept for ever: this one's drop is then never the last.
             std::mem::forget(self.db.clone());
-            for tree in
-                [&self.dags, &self.runs, &self.events, &self.logs, &self.inbox, &self.marks, &self.cursors]
-            {
+            for tree in [
+                &self.dags,
+                &self.runs,
+                &self.events,
+                &self.logs,
+                &self.inbox,
+                &self.marks,
+                &self.cursors,
+                &self.artifacts,
+                &self.artifact_digests,
+            ] {
                 std::mem::forget(tree.clone());
             }
         }
@@ -197,6 +210,8 @@ impl Store {
             inbox: tree("inbox")?,
             marks: tree("marks")?,
             cursors: tree("cursors")?,
+            artifacts: tree("artifacts")?,
+            artifact_digests: tree("artifact_digests")?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),

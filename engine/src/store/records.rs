@@ -259,8 +259,9 @@ mod tests {
         )
         .unwrap();
         match ev.event {
-            Event::Finished { outcome: Outcome::Succeeded { outputs }, .. } => {
-                assert_eq!(outputs["rows"], 10)
+            Event::Finished { outcome: Outcome::Succeeded { outputs, artifacts }, .. } => {
+                assert_eq!(outputs["rows"], 10);
+                assert!(artifacts.is_empty(), "older records have none");
             }
             other => panic!("decoded {other:?}"),
         }

@@ -5,6 +5,7 @@
 //! who may do what. Bodies are read with a size cap (413) and parsed strictly (400 with the
 //! field that is wrong).
 
+pub mod artifacts;
 mod events;
 mod guard;
 mod openapi;
@@ -308,6 +309,9 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/runs/{run}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{run}/retry", post(runs::retry))
         .route("/api/v1/runs/{run}/steps/{step}/logs", get(runs::logs))
+        .route("/api/v1/artifacts", get(artifacts::list))
+        .route("/api/v1/artifacts/{digest}", get(artifacts::one))
+        .route("/api/v1/artifacts/{digest}/content", get(artifacts::content))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/{key}", get(events::one).post(events::receive))
         .route_layer(middleware::from_fn(authorize))

@@ -1,0 +1,143 @@
+//! Artifacts: the records of what attempts produced, one artifact's document, and its content
+//! (checked against its digest before a byte is sent).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::runs::blocking;
+use super::{ApiError, ApiResult, run_id};
+use crate::artifacts::{self, ArtifactError, Blobs};
+use crate::server::Shared;
+use crate::store::ArtifactRecord;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    run: Option<String>,
+    step: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The one document of an artifact: its content's facts, whether it still matches its
+/// digest, and every attempt that produced it (`sluice artifact show` prints the same).
+pub fn document(digest: &str, producers: &[ArtifactRecord], path: Option<String>, check: Value) -> Value {
+    let (size, media_type) = producers.first().map_or((0, ""), |p| (p.size, p.media_type.as_str()));
+    json!({
+        "v": 1,
+        "digest": digest,
+        "size": size,
+        "media_type": media_type,
+        "path": path,
+        "check": check,
+        "produced_by": producers,
+    })
+}
+
+/// Whether the content under `digest` matches it: `{ok}` or `{ok: false, error}`.
+pub fn check_of(blobs: &Blobs, digest: &str) -> Value {
+    match blobs.verify(digest) {
+        Ok(_) => json!({ "ok": true }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    }
+}
+
+fn digest_of(text: &str) -> ApiResult<String> {
+    artifacts::normalize(text).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+pub(super) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let run = q.run.as_deref().map(run_id).transpose()?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and 1000, not {limit}")));
+    }
+    blocking(move || {
+        let mut records = shared.engine.store().artifacts(run)?;
+        if let Some(step) = &q.step {
+            records.retain(|r| &r.step == step);
+        }
+        // Newest first.
+        records.reverse();
+        records.truncate(limit);
+        Ok(Json(json!({ "v": 1, "artifacts": records })))
+    })
+    .await
+}
+
+pub(super) async fn one(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let digest = digest_of(&digest)?;
+    blocking(move || {
+        let store = shared.engine.store();
+        let producers = store.artifacts_with(&digest)?;
+        if producers.is_empty() {
+            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
+        }
+        let blobs = Blobs::in_data_dir(store.dir());
+        let check = check_of(&blobs, &digest);
+        Ok(Json(document(&digest, &producers, None, check)))
+    })
+    .await
+}
+
+/// The content, checked first: a damaged artifact is a 409 with what it hashes to now, never
+/// its bytes.
+pub(super) async fn content(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    let digest = digest_of(&digest)?;
+    let (path, size, media_type) = blocking(move || {
+        let store = shared.engine.store();
+        let producers = store.artifacts_with(&digest)?;
+        let Some(first) = producers.first() else {
+            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
+        };
+        let blobs = Blobs::in_data_dir(store.dir());
+        match blobs.verify(&digest) {
+            Ok((path, size)) => Ok((path, size, first.media_type.clone())),
+            Err(e @ ArtifactError::Damaged { .. }) => {
+                Err(ApiError::new(StatusCode::CONFLICT, "damaged", e.to_string()))
+            }
+            Err(e @ ArtifactError::Missing(_)) => Err(ApiError::new(StatusCode::GONE, "gone", e.to_string())),
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        }
+    })
+    .await?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot open {}: {e}", path.display())))?;
+    let body = Body::from_stream(tokio_util_stream(file));
+    Ok(([(header::CONTENT_TYPE, media_type), (header::CONTENT_LENGTH, size.to_string())], body)
+        .into_response())
+}
+
+/// A file as a stream of chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}

@@ -1,0 +1,207 @@
+//! `sluice artifacts`, `sluice artifact show`, `sluice artifact get`: the data folder's
+//! artifacts, read from the store, or from the server while one owns the folder.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use hyper::Method;
+use serde_json::json;
+use sluice_engine::artifacts::{self, Blobs};
+use sluice_engine::server::api::artifacts as api;
+use sluice_engine::store::ArtifactRecord;
+
+use super::client::{Api, runtime};
+use super::{fmt_time, parse_run_id};
+use crate::Output;
+
+/// What a listing is filtered by.
+pub(crate) struct Filter<'a> {
+    pub(crate) run: Option<&'a str>,
+    pub(crate) step: Option<&'a str>,
+}
+
+/// The records through the store, or `None` when a server owns the folder (then ask it).
+fn local<T>(
+    data_dir: &Path,
+    server: Option<&str>,
+    read: impl FnOnce(&sluice_engine::driver::Engine) -> anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    match super::inspect::open(data_dir) {
+        Err(e) if super::inspect::locked(&e) && super::client::server_url(data_dir, server).is_some() => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+        Ok(engine) => read(&engine).map(Some),
+    }
+}
+
+pub(crate) fn list(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    f: Filter<'_>,
+) -> anyhow::Result<ExitCode> {
+    let run = f.run.map(parse_run_id).transpose()?;
+    let records: Vec<ArtifactRecord> = match local(data_dir, server, |e| Ok(e.store().artifacts(run)?))? {
+        Some(r) => r,
+        None => {
+            let api = Api::new(data_dir, server)?;
+            let mut path = "/api/v1/artifacts?limit=1000".to_string();
+            if let Some(r) = run {
+                path.push_str(&format!("&run={r}"));
+            }
+            let v = runtime()?.block_on(api.ok(Method::GET, &path, None))?;
+            serde_json::from_value(v["artifacts"].clone()).context("the server's artifact list")?
+        }
+    };
+    let records: Vec<ArtifactRecord> =
+        records.into_iter().filter(|r| f.step.is_none_or(|s| r.step == s)).rev().collect();
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "v": 1, "artifacts": records }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        println!("no artifacts");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = records.iter().map(|r| r.step.len() + r.name.len() + 1).max().unwrap_or(10).max(10);
+    println!("{:<7} {:<width$} {:<19} {:>10}  {:<20} FILE", "RUN", "STEP/NAME", "DIGEST", "SIZE", "STORED");
+    for r in &records {
+        let item = if r.item > 0 { format!("[{}]", r.item) } else { String::new() };
+        println!(
+            "{:<7} {:<width$} {:<19} {:>10}  {:<20} {}",
+            r.run,
+            format!("{}{item}/{}", r.step, r.name),
+            short(&r.digest),
+            r.size,
+            fmt_time(r.at),
+            r.file
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sha256:` and the first 12 hex digits.
+fn short(digest: &str) -> String {
+    digest.chars().take(7 + 12).collect()
+}
+
+/// The full digest a user means: given in full (with or without `sha256:`), or as a prefix of
+/// at least 8 hex digits that one stored artifact starts with.
+fn resolve(records: &[ArtifactRecord], given: &str) -> anyhow::Result<String> {
+    if let Ok(d) = artifacts::normalize(given) {
+        return Ok(d);
+    }
+    let hex = given.strip_prefix(artifacts::SHA256).unwrap_or(given).to_ascii_lowercase();
+    anyhow::ensure!(
+        hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "`{given}` is not an artifact digest (sha256:<64 hex digits>, or at least 8 of its first digits)"
+    );
+    let mut found: Vec<&str> = records
+        .iter()
+        .map(|r| r.digest.as_str())
+        .filter(|d| d[artifacts::SHA256.len()..].starts_with(&hex))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => anyhow::bail!("no artifact's digest starts with {given}"),
+        many => anyhow::bail!("{} artifacts' digests start with {given}; give more digits", many.len()),
+    }
+}
+
+pub(crate) fn show(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    given: &str,
+) -> anyhow::Result<ExitCode> {
+    let doc = match local(data_dir, server, |e| {
+        let all = e.store().artifacts(None)?;
+        let digest = resolve(&all, given)?;
+        let producers = e.store().artifacts_with(&digest)?;
+        anyhow::ensure!(!producers.is_empty(), "there is no artifact {digest} in this data folder");
+        let blobs = Blobs::in_data_dir(e.store().dir());
+        let check = api::check_of(&blobs, &digest);
+        let path = blobs.path(&digest)?.display().to_string();
+        Ok(api::document(&digest, &producers, Some(path), check))
+    })? {
+        Some(doc) => doc,
+        None => {
+            let api = Api::new(data_dir, server)?;
+            let digest = artifacts::normalize(given)
+                .context("through the server, give the full digest (sha256:<64 hex digits>)")?;
+            runtime()?.block_on(api.ok(Method::GET, &format!("/api/v1/artifacts/{digest}"), None))?
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("digest      {}", doc["digest"].as_str().unwrap_or(""));
+    println!("size        {} bytes", doc["size"]);
+    println!("media type  {}", doc["media_type"].as_str().unwrap_or(""));
+    if let Some(p) = doc["path"].as_str() {
+        println!("stored at   {p}");
+    }
+    match doc["check"]["ok"].as_bool() {
+        Some(true) => println!("content     matches its digest"),
+        _ => println!("content     DAMAGED: {}", doc["check"]["error"].as_str().unwrap_or("")),
+    }
+    println!("produced by");
+    for p in doc["produced_by"].as_array().into_iter().flatten() {
+        println!(
+            "  run {} {} step {}{} attempt {} as `{}` ({})",
+            p["run"],
+            p["pipeline"].as_str().unwrap_or(""),
+            p["step"].as_str().unwrap_or(""),
+            if p["item"].as_u64().unwrap_or(0) > 0 { format!("[{}]", p["item"]) } else { String::new() },
+            p["attempt"],
+            p["name"].as_str().unwrap_or(""),
+            p["file"].as_str().unwrap_or("")
+        );
+    }
+    Ok(if doc["check"]["ok"].as_bool() == Some(true) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(crate) fn get(
+    data_dir: &Path,
+    server: Option<&str>,
+    given: &str,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let done = local(data_dir, server, |e| {
+        let all = e.store().artifacts(None)?;
+        let digest = resolve(&all, given)?;
+        let size = Blobs::in_data_dir(e.store().dir()).copy_out(&digest, out)?;
+        Ok((digest, size))
+    })?;
+    let (digest, size) = match done {
+        Some(d) => d,
+        None => {
+            let api = Api::new(data_dir, server)?;
+            let digest = artifacts::normalize(given)
+                .context("through the server, give the full digest (sha256:<64 hex digits>)")?;
+            let bytes = runtime()?.block_on(api.bytes(&format!("/api/v1/artifacts/{digest}/content")))?;
+            // Checked here too: what arrived is what the digest names.
+            let tmp = out.with_extension("sluice-part");
+            std::fs::File::create(&tmp)
+                .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            let (found, size) = artifacts::hash_file(&tmp)?;
+            if found != digest {
+                let _ = std::fs::remove_file(&tmp);
+                anyhow::bail!(
+                    "the server sent content that hashes to {found}, not {digest}; nothing was written"
+                );
+            }
+            std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+            (digest, size)
+        }
+    };
+    eprintln!("wrote {} ({size} bytes, {digest} checked)", out.display());
+    Ok(ExitCode::SUCCESS)
+}
