@@ -111,6 +111,25 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactCommand,
     },
+    /// Where an artifact came from (down to the raw files, DAG version and params), or what
+    /// used a dataset version or an artifact.
+    Lineage {
+        /// An artifact's or dataset version's digest (8 or more hex digits do for an
+        /// artifact), or RUN/STEP.
+        target: String,
+        /// What it came from (the default).
+        #[arg(long, conflicts_with = "downstream")]
+        upstream: bool,
+        /// What used it.
+        #[arg(long)]
+        downstream: bool,
+        /// How many attempts away to go at most.
+        #[arg(long, default_value_t = 20)]
+        depth: usize,
+        /// Draw the graph as Graphviz DOT or Mermaid instead.
+        #[arg(long, value_enum)]
+        format: Option<cli::lineage::GraphFormat>,
+    },
     /// Check pipeline files; reports every error with file:line:column.
     Validate {
         #[arg(required = true)]
@@ -215,6 +234,22 @@ fn main() -> ExitCode {
         }
         Command::Artifact { command: ArtifactCommand::Get { digest, out } } => {
             cli::artifacts::get(&cli.data_dir, cli.server.as_deref(), &digest, &out)
+        }
+        Command::Lineage { target, upstream: _, downstream, depth, format } => {
+            let direction = if downstream {
+                sluice_engine::store::Direction::Downstream
+            } else {
+                sluice_engine::store::Direction::Upstream
+            };
+            cli::lineage::lineage(
+                &cli.data_dir,
+                cli.server.as_deref(),
+                cli.output,
+                &target,
+                direction,
+                depth,
+                format,
+            )
         }
         Command::Validate { files } => cli::spec::validate(&files, cli.output),
         Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),

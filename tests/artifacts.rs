@@ -264,3 +264,124 @@ steps:
     }
     assert!(!err.contains("steps.t.artifacts.model"), "a train step's model is declared by its kind: {err}");
 }
+
+const LINEAGE: &str = r#"
+name: chain
+params: {lr: {type: string, default: "0.1"}}
+steps:
+  prep:
+    inputs: ["raw/*.csv", "lookup"]
+    process:
+      shell: cat raw/*.csv lookup/* > "$SLUICE_RUN_DIR/features.csv"
+    artifacts: {features: features.csv}
+  fit:
+    needs: [prep]
+    process:
+      shell: |
+        { cat {{ steps.prep.artifacts.features.path }}; echo {{ params.lr }}; } > "$SLUICE_RUN_DIR/model.bin"
+    artifacts: {model: model.bin}
+"#;
+
+fn digest_of(sb: &Sandbox, run: &str, name: &str) -> String {
+    let list = json(&sb.sluice(&["artifacts", "--run", run, "--output", "json"]));
+    list["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn lineage_walks_from_a_model_to_its_raw_files_and_back() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("raw")).unwrap();
+    std::fs::create_dir_all(sb.path("lookup")).unwrap();
+    std::fs::write(sb.path("raw/a.csv"), "x,y\n1,2\n").unwrap();
+    std::fs::write(sb.path("raw/b.csv"), "3,4\n").unwrap();
+    std::fs::write(sb.path("lookup/codes.txt"), "k=v\n").unwrap();
+    let spec = sb.write("chain.yaml", LINEAGE);
+    let spec = spec.to_str().unwrap();
+    assert!(sb.sluice(&["run", "-q", spec]).status.success());
+    let model = digest_of(&sb, "1", "model");
+
+    // Upstream: the model, the fit attempt, the features, prep, and the three raw inputs
+    // (two files of the glob, one folder) with the run's DAG version and params.
+    let up = json(&sb.sluice(&["lineage", &model, "--output", "json"]));
+    let nodes = up["nodes"].as_array().unwrap();
+    let datasets: Vec<&str> =
+        nodes.iter().filter(|n| n["kind"] == "dataset").map(|n| n["path"].as_str().unwrap()).collect();
+    assert_eq!(datasets.len(), 3, "{up}");
+    assert!(
+        datasets.iter().any(|p| p.ends_with("raw/a.csv")) && datasets.iter().any(|p| p.ends_with("/lookup")),
+        "{datasets:?}"
+    );
+    let steps: Vec<&str> =
+        nodes.iter().filter(|n| n["kind"] == "attempt").map(|n| n["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["fit", "prep"]);
+    assert_eq!(up["runs"]["1"]["params"]["lr"], "0.1");
+    assert_eq!(up["edges"].as_array().unwrap().len(), 6, "{up}");
+    // --depth 1 stops at the attempt that made it and what it read.
+    let near = json(&sb.sluice(&["lineage", &model, "--depth", "1", "--output", "json"]));
+    assert_eq!(near["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] == "attempt").count(), 1);
+    let text_tree = text(&sb.sluice(&["lineage", &model[..20]]).stdout);
+    assert!(text_tree.contains("made by:") && text_tree.contains("raw/b.csv"), "{text_tree}");
+    let dot = text(&sb.sluice(&["lineage", &model, "--format", "dot"]).stdout);
+    assert!(dot.starts_with("digraph lineage {") && dot.contains("shape=cylinder"), "{dot}");
+
+    // A second run with the same data: the index spares re-reading it; a changed file is read.
+    std::fs::write(sb.path("raw/b.csv"), "5,6\n").unwrap();
+    assert!(sb.sluice(&["run", "-q", spec, "--param", "lr=0.2"]).status.success());
+    let log = text(&sb.sluice(&["logs", "2", "prep"]).stdout);
+    assert!(log.contains("2 of 3 input files unchanged since they were last hashed"), "{log}");
+
+    // Downstream from a raw file's version: both runs read a.csv; each made its features.
+    let a_csv = up["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["path"].as_str().is_some_and(|p| p.ends_with("raw/a.csv")))
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let down = json(&sb.sluice(&["lineage", &a_csv, "--downstream", "--output", "json"]));
+    let runs: Vec<u64> = down["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "attempt" && n["step"] == "fit")
+        .map(|n| n["run"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs, [1, 2], "{down}");
+
+    // From a step of a run, and through the API.
+    let from_step = json(&sb.sluice(&["lineage", "2/fit", "--output", "json"]));
+    assert!(from_step["nodes"].as_array().unwrap().iter().any(|n| n["kind"] == "dataset"));
+    let dags = sb.path("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    let mut server = Server::start(&sb, &dags, &[]);
+    let api = server.json(&format!("/api/v1/lineage/{model}"));
+    assert_eq!(api["nodes"], up["nodes"]);
+    let api = server.json("/api/v1/runs/2/steps/fit/lineage?direction=downstream");
+    assert!(api["nodes"].as_array().unwrap().iter().any(|n| n["kind"] == "artifact"), "{api}");
+    let (code, _) = server.get(&format!("/api/v1/lineage/{model}?direction=sideways"));
+    assert_eq!(code, 400);
+    let through = json(&sb.sluice(&["lineage", &model, "--output", "json"]));
+    assert_eq!(through["nodes"], up["nodes"], "the CLI asks the server while it owns the folder");
+    server.stop();
+}
+
+#[test]
+fn a_missing_input_fails_the_step_before_it_runs() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "in.yaml",
+        "name: in\nsteps:\n  a:\n    retries: 2\n    inputs: [nowhere.csv]\n    process: {shell: \"touch $SLUICE_RUN_DIR/ran\"}\n",
+    );
+    let out = sb.sluice(&["run", "-q", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let show = sb.show("1");
+    let a = step(&show, "a");
+    assert_eq!(attempts(a), 1, "{a}");
+    assert!(a["message"].as_str().unwrap().contains("input `nowhere.csv` does not exist"), "{a}");
+    assert!(!sb.data().join("work/1/ran").exists(), "the step did not run");
+}

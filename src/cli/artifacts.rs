@@ -90,7 +90,7 @@ fn short(digest: &str) -> String {
 
 /// The full digest a user means: given in full (with or without `sha256:`), or as a prefix of
 /// at least 8 hex digits that one stored artifact starts with.
-fn resolve(records: &[ArtifactRecord], given: &str) -> anyhow::Result<String> {
+pub(crate) fn resolve(records: &[ArtifactRecord], given: &str) -> anyhow::Result<String> {
     if let Ok(d) = artifacts::normalize(given) {
         return Ok(d);
     }

@@ -4,6 +4,7 @@ pub(crate) mod artifacts;
 pub(crate) mod client;
 pub(crate) mod doctor;
 pub(crate) mod inspect;
+pub(crate) mod lineage;
 pub(crate) mod logging;
 pub(crate) mod plugin;
 pub(crate) mod progress;

@@ -6,6 +6,7 @@
 //! name, hashed there, made durable and only then renamed to its digest, so a file under a
 //! digest is always whole. Records of who produced what are the store's (`store::artifacts`).
 
+mod datasets;
 mod declare;
 
 use std::fs::File;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use datasets::{DatasetVersion, HashIndex, HashStats, Hashed, hash_inputs};
 pub use declare::{Declared, check_pattern, is_glob, resolve};
 
 /// The prefix of every digest this store writes.

@@ -44,6 +44,11 @@ pub(super) fn check_templates(
         {
             fields.push((push_pointer(&sp, "workdir"), w, false));
         }
+        for (i, path) in step.inputs.iter().enumerate() {
+            if template::is_template(path) {
+                fields.push((push_pointer(&push_pointer(&sp, "inputs"), &i.to_string()), path, false));
+            }
+        }
         for (name, path) in &step.artifacts {
             if template::is_template(path) {
                 fields.push((push_pointer(&push_pointer(&sp, "artifacts"), name), path, false));

@@ -115,7 +115,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         with_suffix(&stem, ".process.json"),
         s.engine.opts.max_log_bytes,
     ));
-    let (request, collect) = match request {
+    let (request, mut collect) = match request {
         Ok(r) => r,
         Err(message) => {
             let _in = span.enter();
@@ -126,6 +126,16 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             return None;
         }
     };
+    let reads = Reads {
+        store: s.engine.store().clone(),
+        step_ix: step,
+        pipeline: plan.name().to_string(),
+        inputs: std::mem::take(&mut collect.inputs),
+        base: collect.base.clone(),
+        consumed: std::mem::take(&mut collect.consumed),
+        at: s.engine.now_ms(),
+        id: (run, plan.id(step).to_string(), item, attempt),
+    };
     let (switch, kill_rx) = KillSwitch::new();
     let declared = ps.spec.outputs.clone();
     let executors = s.executors.clone();
@@ -133,6 +143,18 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
     let (attempt_sink, log) = (sink.clone(), sink.clone());
     let work = tokio::spawn(
         async move {
+            if reads.any() {
+                let sink = attempt_sink.clone();
+                match tokio::task::spawn_blocking(move || reads.record(sink.as_ref())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err((true, message))) => return AttemptOutcome::failed(ExecError::retryable(message)),
+                    Ok(Err((false, message))) => return AttemptOutcome::failed(ExecError::fatal(message)),
+                    Err(e) => {
+                        let message = format!("hashing the step's inputs crashed: {e}");
+                        return AttemptOutcome::failed(ExecError::retryable(message));
+                    }
+                }
+            }
             tracing::debug!("the attempt starts");
             let executor = executors.for_spec(&request.spec);
             executor.execute(request, attempt_sink, kill_rx).await
@@ -206,6 +228,61 @@ fn outcome(result: AttemptOutcome, declared: &[String]) -> Outcome {
             ErrorKind::Timeout => Outcome::TimedOut { message: e.message },
             ErrorKind::Cancelled => Outcome::Cancelled { message: e.message },
         },
+    }
+}
+
+/// What an attempt reads, to record when it starts: its `inputs:` (hashed then) and its
+/// upstream steps' artifacts.
+struct Reads {
+    store: crate::store::Store,
+    step_ix: StepIx,
+    pipeline: String,
+    inputs: Vec<String>,
+    base: PathBuf,
+    consumed: Vec<crate::store::ConsumedArtifact>,
+    at: i64,
+    /// (run, step, item, attempt)
+    id: (u64, String, u32, u32),
+}
+
+impl Reads {
+    fn any(&self) -> bool {
+        !self.inputs.is_empty() || !self.consumed.is_empty()
+    }
+
+    /// Hashes the inputs (a missing one fails the attempt for good) and records the reads.
+    fn record(self, log: &dyn AttemptSink) -> Result<(), (bool, String)> {
+        let (datasets, stats) =
+            artifacts::hash_inputs(&self.base, &self.inputs, &self.store).map_err(|m| (false, m))?;
+        for d in &datasets {
+            let files = if d.files == 1 { String::new() } else { format!(", {} files", d.files) };
+            let line = format!("sluice: input {} is {} ({} bytes{files})\n", d.path, d.digest, d.size);
+            log.log(LogStream::System, line.as_bytes());
+        }
+        if stats.indexed > 0 {
+            let total = stats.indexed + stats.hashed;
+            let line = format!(
+                "sluice: {} of {total} input files unchanged since they were last hashed (not read again)\n",
+                stats.indexed
+            );
+            log.log(LogStream::System, line.as_bytes());
+        }
+        let (run, step, item, attempt) = self.id;
+        let record = crate::store::ConsumedRecord {
+            v: crate::store::FORMAT_VERSION,
+            run,
+            pipeline: self.pipeline,
+            step,
+            step_ix: self.step_ix,
+            item,
+            attempt,
+            at: self.at,
+            datasets,
+            artifacts: self.consumed,
+        };
+        self.store
+            .put_consumed(self.step_ix, &record)
+            .map_err(|e| (true, format!("cannot record the step's inputs: {e}")))
     }
 }
 

@@ -11,7 +11,7 @@ use crate::artifacts::{self, Blobs};
 use crate::compile::Plan;
 use crate::kinds::{Render, RunFacts};
 use crate::scheduler::{PrepareOutcome, Produced, RunMachine, StepIx};
-use crate::store::Trigger;
+use crate::store::{ConsumedArtifact, Trigger};
 use crate::template;
 
 /// What templates can see of a run.
@@ -155,6 +155,11 @@ pub(crate) struct ArtifactPlan {
     pub folder: PathBuf,
     /// (name, path or glob): the kind's own, then the step's `artifacts:`.
     pub declared: Vec<(String, String)>,
+    /// The step's `inputs:`, rendered, and the folder relative ones start from.
+    pub inputs: Vec<String>,
+    pub base: PathBuf,
+    /// The artifacts of its upstream steps.
+    pub consumed: Vec<ConsumedArtifact>,
 }
 
 /// Builds the request of one attempt: the kind renders its part; the step's env, folder and
@@ -217,7 +222,33 @@ pub(crate) fn request(
     for (name, path) in &ps.spec.artifacts {
         declared.push((name.clone(), text(path).map_err(|e| format!("artifact `{name}`: {e}"))?));
     }
-    let collect = ArtifactPlan { folder: rendered.work_folder.unwrap_or_else(|| workdir.clone()), declared };
+    let mut inputs = Vec::with_capacity(ps.spec.inputs.len());
+    for (i, path) in ps.spec.inputs.iter().enumerate() {
+        inputs.push(text(path).map_err(|e| format!("inputs/{i}: {e}"))?);
+    }
+    let mut consumed = Vec::new();
+    for &up in &view.plan.core[step as usize].upstream {
+        let items = match (&view.plan.steps[up as usize].spec.map, view.outputs.get(&up)) {
+            (Some(_), Some(Value::Array(list))) => list.len() as u32,
+            _ => 1,
+        };
+        for i in 0..items {
+            for a in view.artifacts.get(&(up, i)).into_iter().flatten() {
+                consumed.push(ConsumedArtifact {
+                    digest: a.digest.clone(),
+                    step: view.plan.id(up).to_string(),
+                    name: a.name.clone(),
+                });
+            }
+        }
+    }
+    let collect = ArtifactPlan {
+        folder: rendered.work_folder.unwrap_or_else(|| workdir.clone()),
+        declared,
+        inputs,
+        base: base_dir.clone(),
+        consumed,
+    };
     let request = AttemptRequest {
         v: ATTEMPT_REQUEST_VERSION,
         id: AttemptId {

@@ -45,6 +45,10 @@ impl Kind for ProcessBlock {
             (None, Some(script)) => vec!["sh".into(), "-c".into(), (cx.shell)(script)?],
             (None, None) => return Err("the step has no command".into()),
         };
-        Ok(ExecSpec::Process(ProcessSpec { argv }).into())
+        let mut rendered: Rendered = ExecSpec::Process(ProcessSpec { argv }).into();
+        // Artifacts are what a step writes: in its own `workdir:`, or else in the run's folder
+        // (its default working folder is the pipeline's, which is source, not output).
+        rendered.work_folder = Some(cx.workdir.unwrap_or(cx.run_dir).to_path_buf());
+        Ok(rendered)
     }
 }

@@ -247,6 +247,11 @@ macro_rules! define_step {
             /// `steps.<id>.artifacts.<name>.path`, `.digest`, `.size`.
             #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
             pub artifacts: IndexMap<String, String>,
+            /// Datasets the step reads: files or folders (globs allowed, templated; relative
+            /// ones against the pipeline file's folder), hashed when an attempt starts and
+            /// recorded as the dataset versions it consumed.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub inputs: Vec<String>,
         }
 
         impl Step {

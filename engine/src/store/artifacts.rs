@@ -23,6 +23,10 @@ pub struct ArtifactRecord {
     pub run: u64,
     pub pipeline: String,
     pub step: String,
+    /// The step's index in its run's plan (how the records are keyed; 0 in records written
+    /// before it was kept).
+    #[serde(default)]
+    pub step_ix: StepIx,
     pub item: u32,
     pub attempt: u32,
     /// When it was stored, ms since the epoch.
@@ -66,6 +70,7 @@ impl Store {
                 run: by.run,
                 pipeline: by.pipeline.to_string(),
                 step: by.step.to_string(),
+                step_ix: by.step_ix,
                 item: by.item,
                 attempt: by.attempt,
                 at: by.at,

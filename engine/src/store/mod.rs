@@ -5,12 +5,14 @@
 
 mod artifacts;
 mod inbox;
+mod lineage;
 mod records;
 
 use std::path::{Path, PathBuf};
 
 pub use artifacts::{ArtifactRecord, ProducedBy};
 pub use inbox::Claim;
+pub use lineage::{ConsumedArtifact, ConsumedRecord, Direction, Lineage, Node, Origin};
 pub use records::{
     DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunRecord,
     Trigger,
@@ -70,6 +72,11 @@ pub struct Store {
     /// Artifact records by attempt, and their index by digest (`artifacts.rs`).
     artifacts: sled::Tree,
     artifact_digests: sled::Tree,
+    /// What attempts read, by attempt and by digest, and the digests of files hashed before
+    /// (`lineage.rs`).
+    consumed: sled::Tree,
+    consumed_by: sled::Tree,
+    hash_index: sled::Tree,
     /// The folder's lock, released when the last clone goes.
     _lock: std::sync::Arc<std::fs::File>,
     /// The first write the store refused that its caller could not report (a log chunk).
@@ -97,6 +104,9 @@ impl Drop for Store {
                 &self.cursors,
                 &self.artifacts,
                 &self.artifact_digests,
+                &self.consumed,
+                &self.consumed_by,
+                &self.hash_index,
             ] {
                 std::mem::forget(tree.clone());
             }
@@ -212,6 +222,9 @@ impl Store {
             cursors: tree("cursors")?,
             artifacts: tree("artifacts")?,
             artifact_digests: tree("artifact_digests")?,
+            consumed: tree("consumed")?,
+            consumed_by: tree("consumed_by")?,
+            hash_index: tree("hash_index")?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),

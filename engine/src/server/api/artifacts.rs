@@ -15,7 +15,7 @@ use super::runs::blocking;
 use super::{ApiError, ApiResult, run_id};
 use crate::artifacts::{self, ArtifactError, Blobs};
 use crate::server::Shared;
-use crate::store::ArtifactRecord;
+use crate::store::{ArtifactRecord, Direction, Origin};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
@@ -140,4 +140,53 @@ fn tokio_util_stream(
             Err(e) => Some((Err(e), None)),
         }
     })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LineageQuery {
+    direction: Option<String>,
+    depth: Option<usize>,
+}
+
+fn lineage_of(shared: Arc<Shared>, origin: Origin, q: LineageQuery) -> ApiResult<Json<Value>> {
+    let direction = match q.direction.as_deref() {
+        None | Some("upstream") => Direction::Upstream,
+        Some("downstream") => Direction::Downstream,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "direction is `upstream` or `downstream`, not `{other}`"
+            )));
+        }
+    };
+    let depth = q.depth.unwrap_or(DEFAULT_DEPTH);
+    if !(1..=MAX_DEPTH).contains(&depth) {
+        return Err(ApiError::bad_request(format!("depth must be between 1 and {MAX_DEPTH}, not {depth}")));
+    }
+    let graph = shared.engine.store().lineage(&origin, direction, depth)?;
+    if graph.nodes.is_empty() {
+        return Err(ApiError::not_found("nothing is recorded by that name"));
+    }
+    Ok(Json(serde_json::to_value(graph).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+/// How many attempts away a lineage query walks by default, and at most.
+pub const DEFAULT_DEPTH: usize = 20;
+pub const MAX_DEPTH: usize = 1000;
+
+pub(super) async fn lineage(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+    Query(q): Query<LineageQuery>,
+) -> ApiResult<Json<Value>> {
+    let digest = digest_of(&digest)?;
+    blocking(move || lineage_of(shared, Origin::Digest(digest), q)).await
+}
+
+pub(super) async fn step_lineage(
+    State(shared): State<Arc<Shared>>,
+    Path((run, step)): Path<(String, String)>,
+    Query(q): Query<LineageQuery>,
+) -> ApiResult<Json<Value>> {
+    let run = run_id(&run)?;
+    blocking(move || lineage_of(shared, Origin::Step { run, step }, q)).await
 }

@@ -312,6 +312,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/artifacts", get(artifacts::list))
         .route("/api/v1/artifacts/{digest}", get(artifacts::one))
         .route("/api/v1/artifacts/{digest}/content", get(artifacts::content))
+        .route("/api/v1/lineage/{digest}", get(artifacts::lineage))
+        .route("/api/v1/runs/{run}/steps/{step}/lineage", get(artifacts::step_lineage))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/{key}", get(events::one).post(events::receive))
         .route_layer(middleware::from_fn(authorize))
