@@ -142,6 +142,9 @@ pub struct Engine {
 impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let store = Store::open(&opts.data_dir)?;
+        // With the folder's lock held nobody else places artifacts: what a killed placement
+        // left in the store's temporary folder is garbage.
+        crate::artifacts::Blobs::in_data_dir(store.dir()).sweep_temporary();
         // Containers are labelled with the data folder that owns them, so that a restarted
         // engine reaps its own leftovers and nobody else's.
         let mut docker = DockerConfig::from_env(store.dir().display().to_string());
