@@ -44,7 +44,7 @@ fn simulate(plan: &Plan, slots: u32) -> usize {
                     step,
                     item,
                     attempt,
-                    outcome: Outcome::Succeeded { outputs: Default::default(), artifacts: Vec::new() },
+                    outcome: Outcome::succeeded(Default::default()),
                 }),
                 _ => {}
             }
@@ -180,9 +180,167 @@ fn drive(plan: &Arc<Plan>, data: &Path) {
     assert_eq!(states[&id], RunState::Succeeded);
 }
 
+/// A digest for the bench's records: distinct per (run, step, n).
+fn digest_of(run: u64, step: u32, n: u32) -> String {
+    format!("sha256:{:056x}{step:04x}{n:04x}", run)
+}
+
+/// The step cache and lineage with 100,000 records each: a lookup is one index read, a
+/// lineage query a few prefix scans, never a scan of all records.
+fn store_100k(c: &mut Criterion) {
+    use sluice_engine::scheduler::Produced;
+    use sluice_engine::store::{
+        CACHE_FORMAT, CacheEntry, ConsumedArtifact, ConsumedRecord, Direction, KeyDoc, Origin, ProducedBy,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineOptions::new(dir.path().join("data"))).unwrap();
+    let store = engine.store();
+    let doc = |i: u64| KeyDoc {
+        format: CACHE_FORMAT,
+        kind: "process".into(),
+        request: serde_json::json!({"argv": ["python", "train.py", "--seed", i.to_string()]}),
+        env: Default::default(),
+        workdir: "$SPEC_DIR".into(),
+        code: Default::default(),
+        datasets: [("$SPEC_DIR/data.csv".to_string(), digest_of(i, 0, 0))].into_iter().collect(),
+        artifacts: Default::default(),
+        values: Default::default(),
+        image: None,
+        outputs: vec![],
+        declares: vec![],
+        pipeline: "p".into(),
+        step: format!("s{}", i % 40),
+        item: None,
+    };
+    // Under `cargo test` (no `--bench`), a small store: the bench only shows it still works.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (entries, runs) = if full { (100_000u64, 10_000u64) } else { (2_000, 200) };
+    let mut keys = Vec::new();
+    for i in 0..entries {
+        let d = doc(i);
+        let key = d.key();
+        let entry = CacheEntry {
+            v: 1,
+            key: key.clone(),
+            doc: d,
+            pipeline: "p".into(),
+            step: format!("s{}", i % 40),
+            run: i / 40 + 1,
+            item: 0,
+            attempt: 1,
+            at: 0,
+            outputs: Default::default(),
+            artifacts: vec![],
+            run_dirs: vec![],
+        };
+        store.put_cache_entry(&entry).unwrap();
+        if i % 97 == 0 {
+            keys.push(key);
+        }
+    }
+    // 100,000 artifacts: 10,000 runs of a 5-step chain, each step making 2 and reading the
+    // step before's.
+    for run in 1..=runs {
+        for step in 0..5u32 {
+            let made: Vec<Produced> = (0..2)
+                .map(|n| Produced {
+                    name: format!("a{n}"),
+                    file: format!("a{n}.bin"),
+                    digest: digest_of(run, step, n),
+                    size: 1,
+                    media_type: "application/octet-stream".into(),
+                })
+                .collect();
+            let id = format!("s{step}");
+            let by = ProducedBy { run, pipeline: "p", step_ix: step, step: &id, item: 0, attempt: 1, at: 0 };
+            store.put_artifacts(by, &made).unwrap();
+            let read = if step == 0 {
+                vec![]
+            } else {
+                (0..2)
+                    .map(|n| ConsumedArtifact {
+                        digest: digest_of(run, step - 1, n),
+                        step: format!("s{}", step - 1),
+                        name: format!("a{n}"),
+                    })
+                    .collect()
+            };
+            let record = ConsumedRecord {
+                v: 1,
+                run,
+                pipeline: "p".into(),
+                step: id.clone(),
+                step_ix: step,
+                item: 0,
+                attempt: 1,
+                at: 0,
+                datasets: vec![],
+                artifacts: read,
+            };
+            store.put_consumed(step, &record).unwrap();
+        }
+    }
+    store.flush().unwrap();
+    assert_eq!(store.cache_len() as u64, entries);
+    let mut g = c.benchmark_group("store_100k");
+    let mut i = 0;
+    g.bench_function("cache_lookup_hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(store.cache_entry(&keys[i]).unwrap().expect("an entry"))
+        })
+    });
+    let missing = doc(1_000_000).key();
+    g.bench_function("cache_lookup_miss", |b| b.iter(|| black_box(store.cache_entry(&missing).unwrap())));
+    let last = digest_of(runs / 2, 4, 0);
+    g.bench_function("lineage_upstream_5_steps", |b| {
+        b.iter(|| {
+            let l = store.lineage(&Origin::Digest(last.clone()), Direction::Upstream, 20).unwrap();
+            assert!(l.nodes.len() >= 9, "{}", l.nodes.len());
+            black_box(l)
+        })
+    });
+    let first = digest_of(runs / 2, 0, 0);
+    g.bench_function("lineage_downstream_5_steps", |b| {
+        b.iter(|| {
+            black_box(store.lineage(&Origin::Digest(first.clone()), Direction::Downstream, 20).unwrap())
+        })
+    });
+    g.finish();
+}
+
+/// SHA-256 of 64 MiB in memory: the `sha2` crate (what artifacts are hashed with) against
+/// `ring` (BoringSSL's assembly) as the peer, in the same run; then `hash_file` of a 256 MiB
+/// page-cached file, reads included.
+fn hashing(c: &mut Criterion) {
+    use sha2::Digest;
+    let data: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut g = c.benchmark_group("sha256");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("sha2_crate_64mib", |b| b.iter(|| black_box(sha2::Sha256::digest(&data))));
+    g.bench_function("ring_64mib", |b| {
+        b.iter(|| black_box(ring::digest::digest(&ring::digest::SHA256, &data)))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&file).unwrap();
+        for _ in 0..4 {
+            f.write_all(&data).unwrap();
+        }
+    }
+    g.throughput(Throughput::Bytes(4 * data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("hash_file_256mib", |b| {
+        b.iter(|| black_box(sluice_engine::artifacts::hash_file(&file).unwrap()))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = core;
     config = Criterion::default().sample_size(20);
-    targets = benches, wasm
+    targets = benches, wasm, store_100k, hashing
 }
 criterion_main!(core);

@@ -3,6 +3,8 @@
 //!
 //! - chain of 40 `true` steps: `sluice run` wall time, process start to exit, state durable;
 //!   the baseline is spawning `true` 40 times in a row.
+//! - the same chain with every step cached (results in the cache): `sluice run` end to end,
+//!   against the uncached chain measured just before.
 //! - wide DAG of 10,000 steps: `sluice validate` (parse, check, plan) wall time, and a full
 //!   `sluice run` with its peak memory.
 //! - wide DAG of 10,000 steps of a trivial WASM plugin (reads its input, writes `{}`),
@@ -70,6 +72,19 @@ fn main() {
             .collect(),
     );
     let chain_overhead = (ms(chain_med) - chain_n as f64 * ms(spawn)) / chain_n as f64;
+    // The same chain with every step cached, in a warm folder whose cache holds every result
+    // (the first run fills it): nothing is spawned, each step's result is looked up by its
+    // key and restored.
+    let cached = dir.path().join("chain-cached.yaml");
+    std::fs::write(
+        &cached,
+        dags::chain(chain_n).replacen("steps:\n", "defaults: {cache: true}\nsteps:\n", 1),
+    )
+    .unwrap();
+    let cached_dir = dir.path().join("chain-cached");
+    sluice(&cached_dir, &["run", "-q", cached.to_str().unwrap()]);
+    let cached_med =
+        median((0..reps).map(|_| sluice(&cached_dir, &["run", "-q", cached.to_str().unwrap()])).collect());
 
     let validate = median(
         (0..7)
@@ -94,6 +109,12 @@ fn main() {
     );
     println!("| the same, each run in a fresh data folder | {:.1} ms (median of {reps}) | - |", ms(fresh));
     println!("| orchestration overhead per chain step | {chain_overhead:.3} ms | - |");
+    println!(
+        "| chain of {chain_n} steps, every one cached (`cache: true`, results in the cache), `sluice run` end to end | {:.1} ms (median of {reps}) | the uncached chain = {:.1} ms ({:.2}x) |",
+        ms(cached_med),
+        ms(chain_med),
+        ms(chain_med) / ms(cached_med)
+    );
     println!(
         "| wide DAG of {wide_n} steps, `sluice validate` (parse, check, plan) | {:.1} ms | `sluice --version` = {:.1} ms |",
         ms(validate),

@@ -18,11 +18,12 @@ fn now_ns() -> i128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128
 }
 
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+/// One request with the server's admin token (every route but the health checks needs one).
+fn http(addr: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).ok();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).unwrap();
@@ -35,6 +36,7 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 struct Server {
     child: Child,
     addr: String,
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -67,11 +69,14 @@ impl Server {
             assert!(Instant::now() < deadline, "the server did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Server { child, addr, _dir: dir }
+        // The first start writes the admin token beside the data (0600).
+        let token =
+            std::fs::read_to_string(data.join("admin.token")).expect("admin.token").trim().to_string();
+        Server { child, addr, token, _dir: dir }
     }
 
     fn json(&self, path: &str) -> Value {
-        let (code, body) = http(&self.addr, "GET", path, "");
+        let (code, body) = http(&self.addr, &self.token, "GET", path, "");
         assert_eq!(code, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -140,10 +145,10 @@ fn paced<T: Send + 'static>(
 fn latency(total: usize) {
     let hook = "name: hook\non:\n  - webhook: {source: bench}\nsteps:\n  first: {process: {command: [\"date\", \"+%s%N\"]}}\n";
     let srv = Server::start(&[("hook.yaml", hook.to_string())]);
-    let addr = srv.addr.clone();
+    let (addr, token) = (srv.addr.clone(), srv.token.clone());
     let sent = paced(total, 200.0, 8, move |_| {
         let t = now_ns();
-        let (code, body) = http(&addr, "POST", "/api/v1/events/bench", "{\"n\": 1}");
+        let (code, body) = http(&addr, &token, "POST", "/api/v1/events/bench", "{\"n\": 1}");
         assert_eq!(code, 202, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         (t, v["runs"][0].as_u64().unwrap())
@@ -152,7 +157,8 @@ fn latency(total: usize) {
     srv.wait_all(&runs);
     let mut ms = Vec::new();
     for (t, run) in &sent {
-        let (_, log) = http(&srv.addr, "GET", &format!("/api/v1/runs/{run}/steps/first/logs"), "");
+        let (_, log) =
+            http(&srv.addr, &srv.token, "GET", &format!("/api/v1/runs/{run}/steps/first/logs"), "");
         let started: i128 = log.trim().parse().expect("date output");
         ms.push((started - t) as f64 / 1e6);
     }
@@ -174,7 +180,7 @@ fn alerts(total: usize) {
     let distinct = 100.min(total);
     let p = "name: retrain\non:\n  - alert: {name: FeatureDrift, labels: {model: churn}}\nsteps:\n  t: {process: {command: [\"true\"]}}\n";
     let srv = Server::start(&[("retrain.yaml", p.to_string())]);
-    let addr = srv.addr.clone();
+    let (addr, token) = (srv.addr.clone(), srv.token.clone());
     let start = Instant::now();
     let codes = paced(total, 1e9, 32, move |i| {
         let fp = format!("fp{}", i % distinct);
@@ -185,7 +191,7 @@ fn alerts(total: usize) {
                         "annotations": {}, "startsAt": "2026-11-22T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
                         "generatorURL": "", "fingerprint": fp}]
         });
-        http(&addr, "POST", "/api/v1/events/alertmanager", &body.to_string()).0
+        http(&addr, &token, "POST", "/api/v1/events/alertmanager", &body.to_string()).0
     });
     let took = start.elapsed();
     let errors = codes.iter().filter(|c| **c != 202).count();

@@ -130,6 +130,43 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<cli::lineage::GraphFormat>,
     },
+    /// Remove stored artifact files that no run within retention and no cache entry uses.
+    /// Through the server while one owns the data folder.
+    Gc {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep what runs that ended within this long (and runs still going) use, as `30d`.
+        #[arg(long, default_value = "30d", value_parser = cli::run::humantime_duration)]
+        keep: std::time::Duration,
+    },
+    /// The step cache: why a step did or did not reuse a result.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Bearer tokens for the API: make one (its secret is printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The audit log of every state-changing action, oldest first; `audit verify` checks it.
+    Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        /// Entries from this instant (RFC 3339), sequence (`#120`) or span back (`24h`) on.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this actor's (`token:ci`, or `ci`; `local:alice`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (`run.start`), or every one of a kind (`run`).
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// Check pipeline files; reports every error with file:line:column.
     Validate {
         #[arg(required = true)]
@@ -169,6 +206,55 @@ enum ArtifactCommand {
         #[arg(short = 'o', long = "output-file", value_name = "FILE")]
         out: PathBuf,
     },
+    /// Check its content against its digest and the signature of its provenance (exit 1 when
+    /// either fails).
+    Verify {
+        digest: String,
+        /// The public key to check signatures with (SPKI PEM, or 64 hex digits; default: the
+        /// instance's own, `<data dir>/keys/signing.pub`).
+        #[arg(long, value_name = "PUB")]
+        key: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token with a role: viewer, runner, editor, approver, admin, or events (may only
+    /// post events).
+    Create {
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// How long it lasts, as `90d` (default: no expiry).
+        #[arg(long, value_parser = cli::run::humantime_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke the active token of a name (or id); requests with it get 401 at once.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain and the signed checkpoints; names the first entry edited,
+    /// deleted, reordered or cut off. Exits 1 if the log was tampered with.
+    Verify {
+        /// The public key to check signatures with (SPKI PEM or hex; default: the data folder's).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The checkpoint file kept outside the store (default: the data folder's
+        /// audit/checkpoints.jsonl).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Why a step of a run reused a cached result or ran: its key's components, and on a
+    /// miss what changed since the step's newest cached result, in words.
+    Explain { run: String, step: String },
 }
 
 #[derive(Subcommand)]
@@ -199,7 +285,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.data_dir, cli.output, args),
-        Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.output, args),
+        Command::Resume(args) => cli::run::resume(&cli.data_dir, cli.server.as_deref(), cli.output, args),
         Command::Cancel { runs } => {
             if cli::client::server_url(&cli.data_dir, cli.server.as_deref()).is_some() {
                 cli::client::cancel(&cli.data_dir, cli.server.as_deref(), cli.output, &runs)
@@ -220,9 +306,13 @@ fn main() -> ExitCode {
         Command::Backfill { pipeline, from, to } => {
             cli::client::backfill(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &from, &to)
         }
-        Command::Runs { limit } => cli::inspect::runs(&cli.data_dir, cli.output, limit),
+        Command::Runs { limit } => {
+            cli::inspect::runs(&cli.data_dir, cli.server.as_deref(), cli.output, limit)
+        }
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
-        Command::Logs { run, step, attempt } => cli::inspect::logs(&cli.data_dir, &run, &step, attempt),
+        Command::Logs { run, step, attempt } => {
+            cli::inspect::logs(&cli.data_dir, cli.server.as_deref(), &run, &step, attempt)
+        }
         Command::Artifacts { run, step } => cli::artifacts::list(
             &cli.data_dir,
             cli.server.as_deref(),
@@ -234,6 +324,9 @@ fn main() -> ExitCode {
         }
         Command::Artifact { command: ArtifactCommand::Get { digest, out } } => {
             cli::artifacts::get(&cli.data_dir, cli.server.as_deref(), &digest, &out)
+        }
+        Command::Artifact { command: ArtifactCommand::Verify { digest, key } } => {
+            cli::artifacts::verify(&cli.data_dir, cli.server.as_deref(), cli.output, &digest, key.as_deref())
         }
         Command::Lineage { target, upstream: _, downstream, depth, format } => {
             let direction = if downstream {
@@ -251,6 +344,41 @@ fn main() -> ExitCode {
                 format,
             )
         }
+        Command::Gc { dry_run, keep } => {
+            cli::cache::gc(&cli.data_dir, cli.server.as_deref(), cli.output, keep, dry_run)
+        }
+        Command::Cache { command: CacheCommand::Explain { run, step } } => {
+            cli::cache::explain(&cli.data_dir, cli.server.as_deref(), cli.output, &run, &step)
+        }
+        Command::Token { command } => match command {
+            TokenCommand::Create { name, role, expires } => {
+                cli::security::create(&cli.data_dir, cli.server.as_deref(), cli.output, &name, &role, expires)
+            }
+            TokenCommand::List => cli::security::list(&cli.data_dir, cli.server.as_deref(), cli.output),
+            TokenCommand::Revoke { name } => {
+                cli::security::revoke(&cli.data_dir, cli.server.as_deref(), cli.output, &name)
+            }
+        },
+        Command::Audit { command: Some(AuditCommand::Verify { key, checkpoints }), .. } => {
+            cli::security::verify(
+                &cli.data_dir,
+                cli.server.as_deref(),
+                cli.output,
+                key.as_deref(),
+                checkpoints.as_deref(),
+            )
+        }
+        Command::Audit { command: None, since, actor, action, limit } => cli::security::audit(
+            &cli.data_dir,
+            cli.server.as_deref(),
+            cli.output,
+            cli::security::AuditQuery {
+                since: since.as_deref(),
+                actor: actor.as_deref(),
+                action: action.as_deref(),
+                limit,
+            },
+        ),
         Command::Validate { files } => cli::spec::validate(&files, cli.output),
         Command::Graph { file, mermaid } => cli::spec::graph(&file, mermaid),
         Command::Schema => cli::spec::schema(),

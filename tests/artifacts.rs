@@ -298,6 +298,12 @@ fn lineage_walks_from_a_model_to_its_raw_files_and_back() {
     std::fs::write(sb.path("raw/a.csv"), "x,y\n1,2\n").unwrap();
     std::fs::write(sb.path("raw/b.csv"), "3,4\n").unwrap();
     std::fs::write(sb.path("lookup/codes.txt"), "k=v\n").unwrap();
+    // Written a minute ago: the hash index keeps only files that have settled (a file written
+    // within the last 2 s is hashed again next time, since a same-size rewrite could hide).
+    for f in ["raw/a.csv", "raw/b.csv", "lookup/codes.txt"] {
+        let st = std::process::Command::new("touch").args(["-d", "1 minute ago"]).arg(sb.path(f)).status();
+        assert!(st.unwrap().success());
+    }
     let spec = sb.write("chain.yaml", LINEAGE);
     let spec = spec.to_str().unwrap();
     assert!(sb.sluice(&["run", "-q", spec]).status.success());

@@ -360,23 +360,8 @@ fn logs_are_structured_and_carry_run_and_attempt_fields() {
     assert_clean_error(&sb.sluice(&["--log-level", "=[", "runs"]), 2, "--log-level");
 }
 
-/// The Python with `jsonschema` (tests/run.sh provides it in a venv), or `None` after saying
-/// loudly why the test cannot run (it fails instead under SLUICE_REQUIRE_PYTHON=1).
 fn python_with_jsonschema(test: &str) -> Option<String> {
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import jsonschema"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let why = format!("{test}: `{python}` cannot import jsonschema (tests/run.sh provides it)");
-    if std::env::var_os("SLUICE_REQUIRE_PYTHON").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("\n!!! SKIPPED: {why} !!!\n");
-    None
+    python_with("jsonschema", test)
 }
 
 #[test]

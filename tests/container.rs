@@ -233,3 +233,106 @@ fn logs_stream_while_running_and_cancel_stops_and_removes_the_container() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(sb.leftover_containers().is_empty(), "{:?}", sb.leftover_containers());
 }
+
+/// Runs the docker CLI against the test engine (DOCKER_HOST), for setting up images.
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn a_cached_container_step_is_keyed_by_its_image_id_not_its_tag() {
+    if !docker_or_skip("a_cached_container_step_is_keyed_by_its_image_id_not_its_tag") {
+        return;
+    }
+    let tag = format!("sluice-test/cache-{}:1", std::process::id());
+    docker(&["tag", TEST_IMAGE, &tag]);
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "c.yaml",
+        &format!(
+            r#"
+name: cached-container
+steps:
+  make:
+    cache: true
+    container:
+      image: {tag}
+      pull: never
+      command: [sh, -c, 'echo made > /sluice/run/out.txt; echo ran']
+    artifacts: {{out: out.txt}}
+"#
+        ),
+    );
+    let spec = spec.to_str().unwrap();
+    for _ in 0..2 {
+        let out = sb.sluice(&["run", "-q", spec]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let show = sb.show("2");
+    assert_eq!(step(&show, "make")["cached"][0]["run"], 1, "{show}");
+    assert_eq!(std::fs::read_to_string(sb.data().join("work/2/out.txt")).unwrap(), "made\n");
+    let explain = |run: &str| -> serde_json::Value {
+        let out = sb.sluice(&["cache", "explain", run, "make", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["tasks"][0].clone()
+    };
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
+    assert_eq!(explain("2")["components"]["image"], id.trim());
+
+    // The same tag, another image: the step runs again, and explain says why.
+    let name = format!("sluice-cache-{}", std::process::id());
+    docker(&["create", "--name", &name, "--network", "none", TEST_IMAGE, "true"]);
+    docker(&["commit", "--change", "ENV CACHE_TEST=2", &name, &tag]);
+    docker(&["rm", &name]);
+    let out = sb.sluice(&["run", "-q", spec]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(step(&sb.show("3"), "make")["cached"].is_null());
+    let e = explain("3");
+    let said: Vec<&str> = e["changes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with(&format!("image `{tag}` now resolves to another image: sha256 ")),
+        "{said:?}"
+    );
+    docker(&["rmi", &tag]);
+}
+
+#[test]
+fn a_container_step_sees_upstream_artifacts_read_only_in_its_inputs() {
+    if !docker_or_skip("a_container_step_sees_upstream_artifacts_read_only_in_its_inputs") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "m.yaml",
+        &image_spec(
+            r#"
+name: mounted
+steps:
+  make:
+    process: {shell: 'echo "weights" > "$SLUICE_RUN_DIR/model.bin"'}
+    artifacts: {model: model.bin}
+  use:
+    needs: [make]
+    container:
+      image: IMAGE
+      command:
+        - sh
+        - -c
+        - |
+          echo "path={{ steps.make.artifacts.model.path }}"
+          cat {{ steps.make.artifacts.model.path }}
+          if echo x >> {{ steps.make.artifacts.model.path }}; then echo WRITABLE; else echo read-only; fi
+"#,
+        ),
+    );
+    let out = sb.sluice(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logs = text(&sb.sluice(&["logs", "1", "use"]).stdout);
+    assert!(logs.contains("path=/sluice/inputs/"), "{logs}");
+    assert!(logs.contains("-model.bin\n"), "{logs}");
+    assert!(logs.contains("weights\n"), "{logs}");
+    assert!(logs.contains("read-only") && !logs.contains("WRITABLE"), "{logs}");
+}

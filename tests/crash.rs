@@ -154,3 +154,66 @@ steps:
     assert_eq!(attempts(step(&show, "prep")), 1, "a completed step does not run again");
     assert_eq!(attempts(step(&show, "long")), 2, "the lost attempt was retried");
 }
+
+/// Three steps making two artifacts each (the last reads the first's); each writes the ledger.
+fn artifact_pipeline(sb: &Sandbox) -> std::path::PathBuf {
+    let ledger = sb.path("ledger");
+    let step = |name: &str| {
+        format!(
+            "    process: {{ shell: 'echo \"$SLUICE_STEP $SLUICE_ITEM $SLUICE_ATTEMPT\" >> \"{ledger}\"; echo {name}-a > \"$SLUICE_RUN_DIR/{name}.a\"; head -c 300000 /dev/zero | tr \"\\\\0\" {name} > \"$SLUICE_RUN_DIR/{name}.b\"' }}\n    artifacts: {{ a: {name}.a, b: {name}.b }}\n",
+            ledger = ledger.display()
+        )
+    };
+    let spec = format!(
+        "name: placing\nsteps:\n  x:\n{}  y:\n    needs: [x]\n{}  z:\n    needs: [y]\n{}",
+        step("x"),
+        step("y"),
+        step("z")
+    );
+    sb.write("placing.yaml", &spec)
+}
+
+#[test]
+fn sigkill_while_placing_artifacts_then_resume() {
+    let mut crashed = 0;
+    for n in 1..=6u32 {
+        for kind in ["placing", "placed"] {
+            let sb = Sandbox::new();
+            let spec = artifact_pipeline(&sb);
+            let point = format!("{kind}:{n}");
+            let out = sb
+                .cmd()
+                .args(["run", spec.to_str().unwrap(), "-q"])
+                .env("SLUICE_FAULT", &point)
+                .output()
+                .unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(9), "{point}: {}", text(&out.stderr));
+            crashed += 1;
+            let resumed = sb.sluice(&["resume", "-q"]);
+            assert!(resumed.status.success(), "{point}: {}", text(&resumed.stderr));
+            assert_exactly_once(&sb, &point);
+            // No half-placed file is left, and every stored file is whole under its digest.
+            let tmp = sb.data().join("artifacts/tmp");
+            let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.flatten().collect()).unwrap_or_default();
+            assert!(left.is_empty(), "{point}: {left:?} left in {}", tmp.display());
+            let list: serde_json::Value =
+                serde_json::from_slice(&sb.sluice(&["artifacts", "--run", "1", "--output", "json"]).stdout)
+                    .unwrap();
+            let records = list["artifacts"].as_array().unwrap();
+            // One record per declared file, none twice (the killed attempt recorded nothing).
+            let mut names: Vec<String> = records
+                .iter()
+                .map(|r| format!("{}/{}", r["step"].as_str().unwrap(), r["name"].as_str().unwrap()))
+                .collect();
+            names.sort();
+            assert_eq!(names, ["x/a", "x/b", "y/a", "y/b", "z/a", "z/b"], "{point}");
+            for r in records {
+                let digest = r["digest"].as_str().unwrap();
+                let show = sb.sluice(&["artifact", "show", digest]);
+                assert!(show.status.success(), "{point}: {digest}: {}", text(&show.stdout));
+            }
+        }
+    }
+    assert_eq!(crashed, 12);
+}

@@ -234,12 +234,14 @@ fn request_from(from: &str, addr: &str, raw: &str) -> (u16, String) {
     })
 }
 
-fn get_from(from: &str, addr: &str, path: &str) -> (u16, String, Duration) {
+fn get_from(from: &str, addr: &str, path: &str, token: &str) -> (u16, String, Duration) {
     let started = Instant::now();
     let (code, text) = request_from(
         from,
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ),
     );
     (code, text, started.elapsed())
 }
@@ -288,7 +290,7 @@ fn slow_clients_hold_connections_not_the_server() {
             let _ = s.write_all(b" ");
         }
         for path in ["/api/v1/health", "/api/v1/ready", "/api/v1/pipelines"] {
-            let (code, text, took) = get_from("127.0.0.2", &addr, path);
+            let (code, text, took) = get_from("127.0.0.2", &addr, path, &server.token);
             assert_eq!(code, 200, "{path} under load: {text}");
             worst = worst.max(took);
             answered += 1;
@@ -298,7 +300,8 @@ fn slow_clients_hold_connections_not_the_server() {
             "127.0.0.2",
             &addr,
             &format!(
-                "POST /api/v1/events/ci HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /api/v1/events/ci HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                server.token,
                 body.len()
             ),
         );
@@ -348,7 +351,8 @@ fn browsers_on_other_sites_cannot_drive_the_server() {
             "127.0.0.1",
             &addr,
             &format!(
-                "POST /api/v1/pipelines/hook/runs HTTP/1.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                "POST /api/v1/pipelines/hook/runs HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer {}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                server.token,
                 body.len()
             ),
         )

@@ -1,12 +1,14 @@
 # Sourced by tests/run.sh: a Python venv under target/py with the third-party Python clients
-# the tests drive (today: jsonschema, to check the shipped examples against `sluice schema`).
+# the tests drive: jsonschema (the shipped examples against `sluice schema`), openlineage-python
+# (every OpenLineage event Sluice emits, parsed into the client's models), securesystemslib
+# (DSSE envelopes of artifact provenance, verified by an implementation other than ours).
 # SLUICE_PYTHON names its interpreter for the tests.
 
-PY_PACKAGES=('jsonschema==4.*')
+PY_PACKAGES=('jsonschema==4.*' 'openlineage-python==1.*' 'securesystemslib[crypto]==1.*')
 
 provide_python() {
   local venv="$PWD/target/py"
-  if ! "$venv/bin/python" -c 'import jsonschema' >/dev/null 2>&1; then
+  if ! "$venv/bin/python" -c 'import jsonschema, openlineage.client, securesystemslib.dsse, cryptography' >/dev/null 2>&1; then
     rm -rf "$venv"
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
       apt-get install -y -q python3-venv >/dev/null

@@ -388,11 +388,11 @@ fn a_flood_gets_429_and_the_server_recovers() {
     // Two long waits hold both request slots; a third request is turned away at once.
     let waits: Vec<_> = (0..2)
         .map(|_| {
-            let addr = srv.addr.clone();
+            let (addr, token) = (srv.addr.clone(), srv.token.clone());
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut s = std::net::TcpStream::connect(&addr).unwrap();
-                let req = format!("GET /api/v1/runs/{run}/wait?timeout_s=10 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                let req = format!("GET /api/v1/runs/{run}/wait?timeout_s=10 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n");
                 s.write_all(req.as_bytes()).unwrap();
                 let mut out = String::new();
                 let _ = s.read_to_string(&mut out);
@@ -465,6 +465,25 @@ fn the_cli_and_the_api_show_the_same_run_document() {
     assert_eq!(body(&text(&through.stdout)), api, "show asks the server that owns the folder");
     let status = sb.sluice(&["status", &format!("r{run}"), "--output", "json"]);
     assert_eq!(body(&text(&status.stdout)), api);
+    // runs, logs and resume go through the server too (it holds the folder).
+    let runs = sb.sluice(&["runs", "--output", "json"]);
+    assert!(runs.status.success(), "{}", text(&runs.stderr));
+    let listed = body(&text(&runs.stdout));
+    assert_eq!(listed[0]["id"], run, "{listed}");
+    assert_eq!(listed[0]["state"], "failed");
+    let logs = sb.sluice(&["logs", &format!("r{run}"), "prep"]);
+    assert!(logs.status.success(), "{}", text(&logs.stderr));
+    let (_, api_log) = srv.get(&format!("/api/v1/runs/{run}/steps/prep/logs"));
+    assert_eq!(text(&logs.stdout), api_log);
+    common::assert_clean_error(&sb.sluice(&["logs", &format!("r{run}"), "nope"]), 2, "has no step `nope`");
+    common::assert_clean_error(
+        &sb.sluice(&["resume", &format!("r{run}")]),
+        2,
+        "already failed; there is nothing to resume",
+    );
+    let resumed = sb.sluice(&["resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(text(&resumed.stdout).contains("nothing to resume"), "{}", text(&resumed.stdout));
     assert!(srv.stop().success());
     // The server logged one structured line per request, with its route's template.
     let log = std::fs::read_to_string(sb.path("serve.log")).unwrap();

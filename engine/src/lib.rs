@@ -7,6 +7,7 @@ pub mod compile;
 pub mod driver;
 pub mod kinds;
 pub mod scheduler;
+pub mod security;
 pub mod server;
 pub mod spec;
 pub mod store;

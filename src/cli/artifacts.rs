@@ -23,7 +23,7 @@ pub(crate) struct Filter<'a> {
 }
 
 /// The records through the store, or `None` when a server owns the folder (then ask it).
-fn local<T>(
+pub(crate) fn local<T>(
     data_dir: &Path,
     server: Option<&str>,
     read: impl FnOnce(&sluice_engine::driver::Engine) -> anyhow::Result<T>,
@@ -44,20 +44,24 @@ pub(crate) fn list(
     f: Filter<'_>,
 ) -> anyhow::Result<ExitCode> {
     let run = f.run.map(parse_run_id).transpose()?;
+    // Newest first: the store keeps them oldest first; the server answers newest first.
     let records: Vec<ArtifactRecord> = match local(data_dir, server, |e| Ok(e.store().artifacts(run)?))? {
-        Some(r) => r,
+        Some(r) => r.into_iter().rev().collect(),
         None => {
             let api = Api::new(data_dir, server)?;
             let mut path = "/api/v1/artifacts?limit=1000".to_string();
             if let Some(r) = run {
                 path.push_str(&format!("&run={r}"));
             }
+            if let Some(s) = f.step {
+                path.push_str(&format!("&step={}", urlencode(s)));
+            }
             let v = runtime()?.block_on(api.ok(Method::GET, &path, None))?;
             serde_json::from_value(v["artifacts"].clone()).context("the server's artifact list")?
         }
     };
     let records: Vec<ArtifactRecord> =
-        records.into_iter().filter(|r| f.step.is_none_or(|s| r.step == s)).rev().collect();
+        records.into_iter().filter(|r| f.step.is_none_or(|s| r.step == s)).collect();
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&json!({ "v": 1, "artifacts": records }))?);
         return Ok(ExitCode::SUCCESS);
@@ -204,4 +208,120 @@ pub(crate) fn get(
     };
     eprintln!("wrote {} ({size} bytes, {digest} checked)", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice artifact verify`: the content against its digest, and each producing attempt's
+/// signed provenance against the instance's key or `key`. Through a server, the envelopes are
+/// fetched and checked here when a key is given (the server is then not trusted for them).
+pub(crate) fn verify(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    given: &str,
+    key: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let public =
+        key.map(sluice_engine::security::keys::read_public).transpose().map_err(anyhow::Error::msg)?;
+    let local = local(data_dir, server, |e| {
+        let all = e.store().artifacts(None)?;
+        let digest = resolve(&all, given)?;
+        let public = public.clone().unwrap_or_else(|| e.signing_key().public().to_vec());
+        Ok(serde_json::to_value(e.store().verify_artifact(&digest, &public)?)?)
+    })?;
+    let doc = match local {
+        Some(doc) => doc,
+        None => {
+            let api = Api::new(data_dir, server)?;
+            let digest = artifacts::normalize(given)
+                .context("through the server, give the full digest (sha256:<64 hex digits>)")?;
+            let rt = runtime()?;
+            let mut doc =
+                rt.block_on(api.ok(Method::GET, &format!("/api/v1/artifacts/{digest}/verify"), None))?;
+            if let Some(public) = &public {
+                let got = rt.block_on(api.ok(
+                    Method::GET,
+                    &format!("/api/v1/artifacts/{digest}/provenance"),
+                    None,
+                ))?;
+                let mut attestations = Vec::new();
+                for p in got["provenance"].as_array().into_iter().flatten() {
+                    let record = ArtifactRecord {
+                        v: 1,
+                        digest: digest.clone(),
+                        size: 0,
+                        media_type: String::new(),
+                        name: String::new(),
+                        file: String::new(),
+                        run: p["run"].as_u64().unwrap_or(0),
+                        pipeline: p["pipeline"].as_str().unwrap_or("").to_string(),
+                        step: p["step"].as_str().unwrap_or("").to_string(),
+                        step_ix: 0,
+                        item: p["item"].as_u64().unwrap_or(0) as u32,
+                        attempt: p["attempt"].as_u64().unwrap_or(0) as u32,
+                        at: 0,
+                    };
+                    let envelope = serde_json::from_value(p["envelope"].clone()).ok();
+                    attestations.push(sluice_engine::store::attest(
+                        &record,
+                        envelope.as_ref(),
+                        &digest,
+                        public,
+                    ));
+                }
+                let ok = doc["content"]["ok"] == true
+                    && !attestations.is_empty()
+                    && attestations.iter().all(|a| a.ok);
+                doc["ok"] = json!(ok);
+                doc["key_id"] = json!(sluice_engine::security::keys::key_id(public));
+                doc["attestations"] = serde_json::to_value(&attestations)?;
+            }
+            doc
+        }
+    };
+    let ok = doc["ok"] == true;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let digest = doc["digest"].as_str().unwrap_or("");
+    match doc["content"]["ok"].as_bool() {
+        Some(true) => println!("content     matches {digest}"),
+        _ => println!("content     DAMAGED: {}", doc["content"]["error"].as_str().unwrap_or("")),
+    }
+    let key_id = doc["key_id"].as_str().unwrap_or("");
+    let attestations = doc["attestations"].as_array().cloned().unwrap_or_default();
+    if attestations.is_empty() {
+        println!("provenance  NONE: no attempt that produced it left signed provenance");
+    }
+    for a in &attestations {
+        let item =
+            if a["item"].as_u64().unwrap_or(0) > 0 { format!("[{}]", a["item"]) } else { String::new() };
+        let at = format!(
+            "run {} {} step {}{item} attempt {}",
+            a["run"],
+            a["pipeline"].as_str().unwrap_or(""),
+            a["step"].as_str().unwrap_or(""),
+            a["attempt"]
+        );
+        match a["error"].as_str() {
+            None => println!("provenance  signed by key {} ({at})", short_key(key_id)),
+            Some(e) => println!("provenance  DOES NOT VERIFY ({at}): {e}"),
+        }
+    }
+    println!("{}", if ok { "verified" } else { "NOT verified" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn short_key(id: &str) -> &str {
+    &id[..id.len().min(16)]
+}
+
+/// A query value with everything but unreserved characters percent-encoded.
+pub(crate) fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -25,9 +25,24 @@ pub(crate) fn locked(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref::<EngineError>(), Some(EngineError::Store(StoreError::Locked(_))))
 }
 
-pub(crate) fn runs(data_dir: &Path, output: Output, limit: usize) -> anyhow::Result<ExitCode> {
-    let engine = open(data_dir)?;
-    let runs: Vec<_> = engine.store().runs()?.into_iter().take(limit).collect();
+/// The engine on the data folder, or `None` when a server holds it (then ask the server).
+fn open_or_server(data_dir: &Path, server: Option<&str>) -> anyhow::Result<Option<Engine>> {
+    match open(data_dir) {
+        Err(e) if locked(&e) && super::client::server_url(data_dir, server).is_some() => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+pub(crate) fn runs(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let runs: Vec<sluice_engine::store::RunRecord> = match open_or_server(data_dir, server)? {
+        Some(engine) => engine.store().runs()?.into_iter().take(limit).collect(),
+        None => super::client::runs(data_dir, server, limit)?,
+    };
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);
@@ -77,9 +92,19 @@ pub(crate) fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn logs(data_dir: &Path, run: &str, step: &str, attempt: Option<u32>) -> anyhow::Result<ExitCode> {
-    let engine = open(data_dir)?;
+pub(crate) fn logs(
+    data_dir: &Path,
+    server: Option<&str>,
+    run: &str,
+    step: &str,
+    attempt: Option<u32>,
+) -> anyhow::Result<ExitCode> {
     let id = parse_run_id(run)?;
+    let Some(engine) = open_or_server(data_dir, server)? else {
+        let bytes = super::client::logs(data_dir, server, id, step, attempt)?;
+        std::io::stdout().lock().write_all(&bytes)?;
+        return Ok(ExitCode::SUCCESS);
+    };
     let record = engine.store().run(id)?;
     let plan = engine.plan_of(&record)?;
     let Some(ix) = plan.step_ix(step) else {

@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 pub(crate) mod artifacts;
+pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod doctor;
 pub(crate) mod inspect;
@@ -10,6 +11,7 @@ pub(crate) mod plugin;
 pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod run;
+pub(crate) mod security;
 pub(crate) mod serve;
 pub(crate) mod spec;
 

@@ -29,14 +29,23 @@ pub(crate) fn print(r: &RunReport) {
                 s.attempts.len().to_string()
             };
             let duration = s.duration_ms.map(fmt_ms).unwrap_or_else(|| "-".into());
+            let all_cached = !s.cached.is_empty() && s.cached.len() >= s.items;
+            let state = if all_cached { "cached".to_string() } else { s.state.as_str().to_string() };
+            let mut from: Vec<u64> = s.cached.iter().map(|c| c.run).collect();
+            from.dedup();
+            let from: Vec<String> = from.iter().map(u64::to_string).collect();
             let detail = match (&s.message, s.reused_from, &s.outputs) {
                 (Some(m), _, _) => m.clone(),
                 (None, Some(run), _) => format!("reused from run {run}"),
+                (None, None, _) if all_cached => format!("from run {}", from.join(", ")),
+                (None, None, _) if !s.cached.is_empty() => {
+                    format!("{} of {} cached (from run {})", s.cached.len(), s.items, from.join(", "))
+                }
                 (None, None, Value::Null) => String::new(),
                 (None, None, Value::Object(o)) if o.is_empty() => String::new(),
                 (None, None, o) => format!("outputs {o}"),
             };
-            [s.id.clone(), s.state.as_str().to_string(), attempts, duration, detail]
+            [s.id.clone(), state, attempts, duration, detail]
         })
         .collect();
     let head = ["STEP", "STATE", "ATTEMPTS", "DURATION", "DETAIL"].map(String::from);

@@ -41,6 +41,27 @@ pub(crate) struct EngineArgs {
     /// No run starts while the data folder's disk has less free than this, as `64Mi`.
     #[arg(long, value_parser = parse_size, default_value = "64Mi")]
     min_free_space: u64,
+    /// Send OpenLineage run events (START, COMPLETE, FAIL per run and per task) to this HTTP
+    /// endpoint (a URL without a path gets `/api/v1/lineage`); never blocks a run.
+    #[arg(long, value_name = "URL", conflicts_with = "openlineage_file")]
+    openlineage_url: Option<String>,
+    /// Append OpenLineage run events to this file, one JSON object per line.
+    #[arg(long, value_name = "PATH")]
+    openlineage_file: Option<PathBuf>,
+    /// The namespace of Sluice's jobs in OpenLineage events.
+    #[arg(long, value_name = "NAME", default_value = "sluice")]
+    openlineage_namespace: String,
+    /// The instance's ed25519 signing key (PKCS#8 PEM, mode 0600), which signs audit
+    /// checkpoints and provenance (default: <data dir>/keys/signing.key, made on first start).
+    #[arg(long, value_name = "FILE", env = "SLUICE_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Sign the audit log's head every this many entries (and at shutdown).
+    #[arg(long, value_name = "N", default_value_t = sluice_engine::driver::AUDIT_EVERY)]
+    audit_every: u64,
+    /// Also append the audit checkpoints to this file, outside the store, where truncating
+    /// the log cannot reach it (default: <data dir>/audit/checkpoints.jsonl).
+    #[arg(long, value_name = "PATH", env = "SLUICE_AUDIT_FILE")]
+    audit_file: Option<PathBuf>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -67,6 +88,13 @@ pub(crate) struct RunArgs {
     /// A parameter value, as NAME=VALUE (lists and objects as JSON).
     #[arg(long = "param", short = 'p', value_parser = parse_kv)]
     params: Vec<(String, String)>,
+    /// Reuse no cached result and store none: every step runs.
+    #[arg(long)]
+    no_cache: bool,
+    /// Run this step even if the cache holds its result, and store its new one (repeat for
+    /// several).
+    #[arg(long, value_name = "STEP", conflicts_with = "no_cache")]
+    refresh: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -98,6 +126,18 @@ pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine>
     opts.max_log_bytes = args.log_limit;
     opts.min_free_bytes = args.min_free_space;
     opts.docker_host = args.docker_host.clone();
+    let target = match (&args.openlineage_url, &args.openlineage_file) {
+        (Some(url), _) => Some(sluice_engine::driver::LineageTarget::Http(url.clone())),
+        (None, Some(file)) => Some(sluice_engine::driver::LineageTarget::File(file.clone())),
+        (None, None) => None,
+    };
+    opts.openlineage = target.map(|target| sluice_engine::driver::LineageOptions {
+        target,
+        namespace: args.openlineage_namespace.clone(),
+    });
+    opts.signing_key = args.signing_key.clone();
+    opts.audit_every = args.audit_every;
+    opts.audit_file = args.audit_file.clone();
     if let Ok(fault) = std::env::var("SLUICE_FAULT") {
         opts.fault = Some(fault.parse::<Fault>().map_err(|e| anyhow::anyhow!("SLUICE_FAULT: {e}"))?);
     }
@@ -195,7 +235,15 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
     let engine = open(data_dir, &args.engine)?;
     let orphans = engine.orphaned_runs()?;
     let plan = std::sync::Arc::new(plan);
-    let id = engine.create_run(&plan, params, sluice_engine::store::Trigger::Manual)?;
+    for step in &args.refresh {
+        anyhow::ensure!(plan.index.contains_key(step), "--refresh {step}: the pipeline has no step `{step}`");
+    }
+    let mut new = sluice_engine::driver::NewRun::new(params, sluice_engine::store::Trigger::Manual);
+    new.cache = sluice_engine::store::RunCache { off: args.no_cache, refresh: args.refresh.clone() };
+    let id = match engine.create_run_with(&plan, new)? {
+        sluice_engine::driver::Created::Run(id) => id,
+        sluice_engine::driver::Created::Held { run } => anyhow::bail!("run {run} holds this run's key"),
+    };
     let mut runs = vec![id];
     if !orphans.is_empty() {
         let list: Vec<String> = orphans.iter().map(|r| format!("{r}")).collect();
@@ -216,8 +264,18 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
     Ok(exit_code(&states[..1]))
 }
 
-pub(crate) fn resume(data_dir: &Path, output: Output, args: ResumeArgs) -> anyhow::Result<ExitCode> {
-    let engine = open(data_dir, &args.engine)?;
+pub(crate) fn resume(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    args: ResumeArgs,
+) -> anyhow::Result<ExitCode> {
+    let engine = match open(data_dir, &args.engine) {
+        Err(e) if super::inspect::locked(&e) && super::client::server_url(data_dir, server).is_some() => {
+            return super::client::resume(data_dir, server, output, &args.runs);
+        }
+        other => other?,
+    };
     let runs: Vec<u64> = if args.runs.is_empty() {
         let mut r = engine.orphaned_runs()?;
         r.extend(engine.interrupted_runs()?);
@@ -245,6 +303,15 @@ pub(crate) fn resume(data_dir: &Path, output: Output, args: ResumeArgs) -> anyho
         }
         return Ok(ExitCode::SUCCESS);
     }
+    for id in &runs {
+        let action = sluice_engine::security::audit::Action::new(
+            sluice_engine::security::local_actor(),
+            "run.resume",
+            format!("run:{id}"),
+        );
+        engine.audit(action)?;
+    }
+    engine.store().flush()?;
     let total: u64 = runs.iter().filter_map(|r| engine.store().run(*r).ok()).map(|r| r.steps as u64).sum();
     let states =
         runtime()?.block_on(drive(&engine, &runs, total, args.engine.quiet || output == Output::Json))?;
@@ -264,6 +331,14 @@ pub(crate) fn cancel(data_dir: &Path, output: Output, runs: &[String]) -> anyhow
             rec.state
         );
         ids.push(id);
+    }
+    for id in &ids {
+        let action = sluice_engine::security::audit::Action::new(
+            sluice_engine::security::local_actor(),
+            "run.cancel",
+            format!("run:{id}"),
+        );
+        engine.audit(action)?;
     }
     let states = runtime()?.block_on(engine.cancel_idle(&ids))?;
     let states: Vec<(u64, RunState)> = ids.iter().map(|r| (*r, states[r])).collect();

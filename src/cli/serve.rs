@@ -44,6 +44,20 @@ pub(crate) struct ServeArgs {
     /// naming any other host are refused (DNS rebinding). Repeat for several.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// Failed authentications one client address may make in a minute before it gets 429
+    /// for the rest of that minute.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    auth_failure_limit: u32,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Listen in plain HTTP on a non-loopback address all the same (only behind something
+    /// that encrypts the traffic, such as a TLS-terminating proxy on this host).
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -55,6 +69,8 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         args.max_connections > 0 && args.max_connections_per_client > 0,
         "--max-connections and --max-connections-per-client must be at least 1"
     );
+    // Checked before the engine opens, so that the refusal is the first and only thing said.
+    sluice_engine::server::tls::check_listen(args.listen, args.tls_cert.is_some(), args.insecure)?;
     raise_open_files_limit(args.max_connections);
     let engine = open(data_dir, &args.engine)?;
     let mut opts = ServeOptions::new(&args.dags);
@@ -67,6 +83,12 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
     opts.body_timeout = args.body_timeout;
     opts.drain_for = args.drain_for;
     opts.allowed_hosts = args.allow_hosts;
+    opts.auth_failure_limit = args.auth_failure_limit;
+    opts.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(sluice_engine::server::tls::TlsFiles { cert, key }),
+        _ => None,
+    };
+    opts.insecure = args.insecure;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,17 +37,30 @@ impl Sandbox {
     }
 
     pub fn cmd(&self) -> Command {
+        self.cmd_in(&self.data())
+    }
+
+    /// `sluice --data-dir DATA`, free of the caller's environment (another data folder than
+    /// the sandbox's own: a copy a test tampers with).
+    pub fn cmd_in(&self, data: &Path) -> Command {
         let mut c = Command::new(bin());
         c.arg("--data-dir")
-            .arg(self.data())
+            .arg(data)
             .env_remove("SLUICE_FAULT")
             .env_remove("SLUICE_HOME")
-            .env_remove("SLUICE_SERVER");
+            .env_remove("SLUICE_SERVER")
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_SIGNING_KEY")
+            .env_remove("SLUICE_AUDIT_FILE");
         c
     }
 
     pub fn sluice(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run sluice")
+    }
+
+    pub fn sluice_in(&self, data: &Path, args: &[&str]) -> Output {
+        self.cmd_in(data).args(args).output().expect("run sluice")
     }
 
     /// Starts `sluice run -q SPEC`, waits for a step to write `marker` (under the data folder),
@@ -204,15 +217,24 @@ pub struct Server {
     pub child: std::process::Child,
     /// `127.0.0.1:port`
     pub addr: String,
+    /// The admin token the server made on its first start (sent unless a request names its
+    /// own Authorization).
+    pub token: String,
 }
 
 impl Server {
     /// Starts `sluice serve --dags <dags> --listen 127.0.0.1:0` on the sandbox's data folder
     /// and waits until it answers.
     pub fn start(sb: &Sandbox, dags: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(sb, dags, extra, &[])
+    }
+
+    /// [`Server::start`] with these variables added to the server's environment.
+    pub fn start_with_env(sb: &Sandbox, dags: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let info = sb.data().join("server.json");
         let _ = std::fs::remove_file(&info);
         let mut cmd = sb.cmd();
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--dags"]).arg(dags).args(["--listen", "127.0.0.1:0"]).args(extra);
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(sb.path("serve.log")).expect("log");
@@ -224,8 +246,12 @@ impl Server {
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
                 && v["pid"].as_u64() == Some(child.id() as u64)
             {
-                let addr = v["url"].as_str().unwrap().trim_start_matches("http://").to_string();
-                return Server { child, addr };
+                let url = v["url"].as_str().unwrap();
+                let addr = url.trim_start_matches("https://").trim_start_matches("http://").to_string();
+                let token = std::fs::read_to_string(sb.data().join("admin.token"))
+                    .map(|t| t.trim().to_string())
+                    .unwrap_or_default();
+                return Server { child, addr, token };
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("sluice serve exited: {st:?}; see {}", sb.path("serve.log").display());
@@ -241,6 +267,20 @@ impl Server {
 
     /// One HTTP/1.1 request over loopback; returns the status and the body (de-chunked).
     pub fn request(&self, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+        let (code, _, body) = self.request_as(Some(&self.token), method, path, body, headers);
+        (code, body)
+    }
+
+    /// One request with the given token (none: no Authorization header, unless `headers`
+    /// has one); returns the status, the head and the body.
+    pub fn request_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.addr).expect("connect");
         let mut head = format!(
@@ -250,6 +290,11 @@ impl Server {
         );
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(token) = token.filter(|t| !t.is_empty())
+            && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         head.push_str("\r\n");
         s.write_all(head.as_bytes()).unwrap();
@@ -261,7 +306,7 @@ impl Server {
         let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
         let body = if chunked { dechunk(rest) } else { rest.to_string() };
-        (status, body)
+        (status, head.to_string(), body)
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -326,4 +371,24 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The Python that can import `module` (tests/run.sh provides a venv with the third-party
+/// clients, named by SLUICE_PYTHON), or `None` after saying loudly why `test` cannot run; under
+/// SLUICE_REQUIRE_PYTHON=1 it fails instead.
+pub fn python_with(module: &str, test: &str) -> Option<String> {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!("{test}: `{python}` cannot import {module} (tests/run.sh provides it)");
+    if std::env::var_os("SLUICE_REQUIRE_PYTHON").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("\n!!! SKIPPED: {why} !!!\n");
+    None
 }

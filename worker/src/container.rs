@@ -176,6 +176,17 @@ impl ContainerExecutor {
         Ok(reaped)
     }
 
+    /// The id (`sha256:…`) the Docker engine gives `image` now (what a tag resolves to), or
+    /// `None` when the engine does not have it.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, ExecError> {
+        let docker = self.docker().await?;
+        match docker.inspect_image(image).await {
+            Ok(found) => Ok(found.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(self.unreachable(docker_message(&e))),
+        }
+    }
+
     async fn ensure_image(
         &self,
         docker: &Docker,

@@ -64,21 +64,28 @@ pub fn hash_inputs(
 }
 
 fn expand(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let pattern = super::declare::plain(pattern);
     let full = base.join(pattern);
-    if !is_glob(pattern) {
+    // A file that exists by that name is that file, whatever its name holds (`data[1].csv`).
+    if !is_glob(pattern) || full.exists() {
         if !full.exists() {
             return Err(format!("input `{pattern}` does not exist ({})", full.display()));
         }
         return Ok(vec![std::path::absolute(&full).unwrap_or(full)]);
     }
-    let full_text = full.to_string_lossy().into_owned();
+    // The folder is literal text, even when its name holds glob characters.
+    let full_text = format!("{}/{pattern}", globset::escape(&base.to_string_lossy()).trim_end_matches('/'));
     let matcher = globset::GlobBuilder::new(&full_text)
         .literal_separator(true)
         .build()
         .map_err(|e| format!("input `{pattern}` is not a valid glob: {e}"))?
         .compile_matcher();
-    let prefix: PathBuf =
-        full.components().take_while(|c| !is_glob(&c.as_os_str().to_string_lossy())).collect();
+    let prefix: PathBuf = base.join(
+        Path::new(pattern)
+            .components()
+            .take_while(|c| !is_glob(&c.as_os_str().to_string_lossy()))
+            .collect::<PathBuf>(),
+    );
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(&prefix).follow_links(true).sort_by_file_name() {
         let Ok(entry) = entry else { continue };
@@ -134,9 +141,15 @@ fn file_digest(
     let (digest, read) = hash_file(path).map_err(|e| e.to_string())?;
     stats.hashed += 1;
     let hashed = Hashed { size: read, mtime_ns, inode, digest };
-    // Written while hashing: the index would keep a digest the file no longer has.
+    // Written while hashing: the index would keep a digest the file no longer has. Written
+    // within the last 2 s: a rewrite of the same size within the file system's timestamp
+    // granularity would look unchanged (git's "racily clean" rule), so it is hashed next time.
     let after = std::fs::metadata(path).map(|m| now(&m)).ok();
-    if after == Some((read, mtime_ns, inode)) {
+    let settled = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64 - mtime_ns > 2_000_000_000)
+        .unwrap_or(false);
+    if after == Some((read, mtime_ns, inode)) && settled {
         index.put(path, &hashed);
     }
     Ok(hashed)

@@ -41,6 +41,16 @@ pub fn check_pattern(pattern: &str) -> Option<String> {
     None
 }
 
+/// `pattern` without leading `./` (which names the folder itself, and which a glob matcher
+/// would never match against a relative path).
+pub(crate) fn plain(pattern: &str) -> &str {
+    let mut p = pattern;
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest.trim_start_matches('/');
+    }
+    p
+}
+
 /// The files `declared` (name, path or glob) names in `folder`, in a stable order. An error
 /// names the artifact: missing, or leading out of the folder.
 pub fn resolve(folder: &Path, declared: &[(String, String)]) -> Result<Vec<Declared>, String> {
@@ -49,6 +59,7 @@ pub fn resolve(folder: &Path, declared: &[(String, String)]) -> Result<Vec<Decla
         .map_err(|e| format!("cannot read the step's work folder {}: {e}", folder.display()))?;
     let mut out = Vec::new();
     for (name, pattern) in declared {
+        let pattern = plain(pattern);
         if let Some(why) = check_pattern(pattern) {
             return Err(format!("artifact `{name}`: {why}"));
         }

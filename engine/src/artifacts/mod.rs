@@ -53,6 +53,24 @@ pub struct Placed {
     pub existed: bool,
 }
 
+/// Where a placement is, for [`Blobs::place_watched`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Hashed and synced under a temporary name, not yet under its digest.
+    Written,
+    /// Under its digest; its record is not written yet.
+    Stored,
+}
+
+/// A file the store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub digest: String,
+    pub size: u64,
+    /// When it was placed, ms since the epoch.
+    pub placed_ms: i64,
+}
+
 /// The artifact store under a data folder.
 #[derive(Debug, Clone)]
 pub struct Blobs {
@@ -78,6 +96,11 @@ impl Blobs {
     /// same file system (no second copy; the file becomes read-only, as both names are one
     /// file), copied otherwise. Content the store holds already is not added again.
     pub fn place(&self, source: &Path) -> Result<Placed, ArtifactError> {
+        self.place_watched(source, &|_| {})
+    }
+
+    /// [`Blobs::place`], telling `watch` where it is (the crash tests kill the engine there).
+    pub fn place_watched(&self, source: &Path, watch: &dyn Fn(Stage)) -> Result<Placed, ArtifactError> {
         let tmp_dir = self.root.join("tmp");
         std::fs::create_dir_all(&tmp_dir).map_err(io("cannot create", &tmp_dir))?;
         let tmp = tmp_dir.join(format!("{}.{}", std::process::id(), unique()));
@@ -88,22 +111,23 @@ impl Blobs {
             Err(_) => copy_hashing(source, &tmp)?,
         };
         let target = self.path(&digest)?;
-        if target.exists() {
-            let _ = std::fs::remove_file(&tmp);
-            return Ok(Placed { digest, size, existed: true });
-        }
+        // Content the store holds already is put in place again all the same (a rename over
+        // it): that heals a stored copy damaged since, and tells `gc` it was just placed.
+        let existed = target.exists();
         let file = File::open(&tmp).map_err(io("cannot open", &tmp))?;
         let mut perms = file.metadata().map_err(io("cannot read", &tmp))?.permissions();
         perms.set_readonly(true);
         std::fs::set_permissions(&tmp, perms).map_err(io("cannot make read-only", &tmp))?;
         file.sync_all().map_err(io("cannot sync", &tmp))?;
+        watch(Stage::Written);
         let parent = target.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
         std::fs::rename(&tmp, &target).map_err(io("cannot store", &target))?;
         if let Ok(dir) = File::open(parent) {
             let _ = dir.sync_all();
         }
-        Ok(Placed { digest, size, existed: false })
+        watch(Stage::Stored);
+        Ok(Placed { digest, size, existed })
     }
 
     /// Checks the content under `digest` against it; returns its path and size.
@@ -117,6 +141,69 @@ impl Blobs {
             return Err(ArtifactError::Damaged { digest: digest.to_string(), found, path });
         }
         Ok((path, size))
+    }
+
+    /// Puts the content of `digest`, checked first, at `out` in place of what is there: a
+    /// hard link to the stored file (read-only, like it), or a checked copy across file
+    /// systems. How a cached step's files come back into its work folder.
+    pub fn restore(&self, digest: &str, out: &Path) -> Result<u64, ArtifactError> {
+        let (path, size) = self.verify(digest)?;
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+        }
+        match std::fs::remove_file(out) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot replace", out)(e)),
+        }
+        match std::fs::hard_link(&path, out) {
+            Ok(()) => Ok(size),
+            Err(_) => self.copy_out(digest, out),
+        }
+    }
+
+    /// Every stored file: its digest, size and when it was placed (its inode's change time:
+    /// placing makes the file read-only, which sets it).
+    pub fn stored(&self) -> Vec<Stored> {
+        let mut out = Vec::new();
+        let Ok(prefixes) = std::fs::read_dir(self.root.join("sha256")) else { return out };
+        for prefix in prefixes.flatten() {
+            let head = prefix.file_name().to_string_lossy().into_owned();
+            let Ok(files) = std::fs::read_dir(prefix.path()) else { continue };
+            for f in files.flatten() {
+                let rest = f.file_name().to_string_lossy().into_owned();
+                let digest = format!("{SHA256}{head}{rest}");
+                if hex_of(&digest).is_err() {
+                    continue;
+                }
+                let Ok(meta) = f.metadata() else { continue };
+                use std::os::unix::fs::MetadataExt;
+                out.push(Stored {
+                    digest,
+                    size: meta.len(),
+                    placed_ms: meta.ctime() * 1000 + meta.ctime_nsec() / 1_000_000,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        out
+    }
+
+    /// Removes the stored file of `digest` (its records stay, saying it is gone).
+    pub fn remove(&self, digest: &str) -> Result<(), ArtifactError> {
+        let path = self.path(digest)?;
+        std::fs::remove_file(&path).map_err(io("cannot remove", &path))
+    }
+
+    /// Moves a stored file that failed its check to `artifacts/damaged/` (kept for a look,
+    /// never read as an artifact again), so that the next placement of that content stores it
+    /// whole.
+    pub fn quarantine(&self, digest: &str) {
+        let (Ok(path), Ok(hex)) = (self.path(digest), hex_of(digest)) else { return };
+        let dir = self.root.join("damaged");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::rename(&path, dir.join(format!("{hex}.{}", unique())));
+        }
     }
 
     /// Copies the content of `digest` to `out`, checking it on the way: `out` appears, whole,

@@ -31,6 +31,7 @@ pub(super) fn check(
         cx.at("/concurrency", "`concurrency` must be at least 1".into());
     }
     check_params(spec, &mut cx);
+    check_secrets(spec, &mut cx);
     super::triggers::check(spec, &mut cx);
     let index: HashMap<&str, StepIx> =
         spec.steps.keys().enumerate().map(|(i, k)| (k.as_str(), i as StepIx)).collect();
@@ -113,6 +114,19 @@ fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Each secret's name is an identifier and its reference names a provider.
+fn check_secrets(spec: &Pipeline, cx: &mut Ctx) {
+    for (name, reference) in &spec.secrets {
+        let sp = push_pointer("/secrets", name);
+        if !valid_id(name) || name.contains('-') {
+            cx.at_key(&sp, format!("secret name `{name}` must start with a letter or `_` and hold only letters, digits and `_`"));
+        }
+        if let Err(why) = crate::security::secrets::Provider::parse(reference) {
+            cx.at(&sp, format!("secret `{name}`: {why}"));
+        }
+    }
 }
 
 fn check_params(spec: &Pipeline, cx: &mut Ctx) {

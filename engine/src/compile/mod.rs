@@ -302,6 +302,7 @@ fn build(
         eff.resources = eff.resources.or_else(|| d.resources.clone());
         eff.priority = eff.priority.or(d.priority);
         eff.trigger_rule = eff.trigger_rule.or(d.trigger_rule);
+        eff.cache = eff.cache.or(d.cache);
         let mut env = d.env.clone();
         env.extend(own_env);
         eff.env = env;

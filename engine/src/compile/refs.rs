@@ -27,40 +27,41 @@ pub(super) fn check_templates(
     for (ix, (id, step)) in spec.steps.iter().enumerate() {
         let mut reads: Option<Vec<StepIx>> = Some(Vec::new());
         let sp = step_pointer(id);
-        // (pointer, text, whether it is an expression rather than a template)
-        let mut fields: Vec<(String, &str, bool)> = Vec::new();
+        // (pointer, text, whether it is an expression rather than a template, whether it is an
+        // `env:` value: the only place a secret may go)
+        let mut fields: Vec<(String, &str, bool, bool)> = Vec::new();
         for (key, block) in step.blocks() {
             let mut found = Templates::new(id, key);
             block.templates(&mut found);
-            fields.extend(found.into_found().into_iter().map(|(p, t)| (p, t, false)));
+            fields.extend(found.into_found().into_iter().map(|(p, t)| (p, t, false, false)));
         }
         for (k, v) in step.env.iter().chain(spec.defaults.env.iter()) {
             if template::is_template(v) {
-                fields.push((push_pointer(&push_pointer(&sp, "env"), k), v, false));
+                fields.push((push_pointer(&push_pointer(&sp, "env"), k), v, false, true));
             }
         }
         if let Some(w) = &step.workdir
             && template::is_template(w)
         {
-            fields.push((push_pointer(&sp, "workdir"), w, false));
+            fields.push((push_pointer(&sp, "workdir"), w, false, false));
         }
         for (i, path) in step.inputs.iter().enumerate() {
             if template::is_template(path) {
-                fields.push((push_pointer(&push_pointer(&sp, "inputs"), &i.to_string()), path, false));
+                fields.push((push_pointer(&push_pointer(&sp, "inputs"), &i.to_string()), path, false, false));
             }
         }
         for (name, path) in &step.artifacts {
             if template::is_template(path) {
-                fields.push((push_pointer(&push_pointer(&sp, "artifacts"), name), path, false));
+                fields.push((push_pointer(&push_pointer(&sp, "artifacts"), name), path, false, false));
             }
         }
         if let Some(w) = &step.when {
-            fields.push((push_pointer(&sp, "when"), w, true));
+            fields.push((push_pointer(&sp, "when"), w, true, false));
         }
         if let Some(Value::String(m)) = &step.map {
-            fields.push((push_pointer(&sp, "map"), m, true));
+            fields.push((push_pointer(&sp, "map"), m, true, false));
         }
-        for (pointer, text, expression) in fields {
+        for (pointer, text, expression, in_env) in fields {
             match template::references(env, text, expression) {
                 Err(e) => cx.at(&pointer, format!("step `{id}`: bad template: {e}")),
                 Ok(refs) => {
@@ -68,7 +69,11 @@ pub(super) fn check_templates(
                         cx.at(&pointer, format!("step `{id}`: bad template: {unknown}"));
                     }
                     for r in refs {
-                        if let Err(why) = check_reference(spec, index, graph, ix as StepIx, step, &r) {
+                        let checked = match r.split('.').next() {
+                            Some("secrets") => check_secret(spec, in_env, &r),
+                            _ => check_reference(spec, index, graph, ix as StepIx, step, &r),
+                        };
+                        if let Err(why) = checked {
                             cx.at(&pointer, format!("step `{id}`: {why}"));
                         }
                         let mut parts = r.split('.');
@@ -86,6 +91,24 @@ pub(super) fn check_templates(
         all_reads.push(reads);
     }
     all_reads
+}
+
+/// `secrets.<name>` in an `env:` value, naming a declared secret. Anywhere else its value
+/// would reach what Sluice keeps (the request, the event log, the cache key, the logs).
+fn check_secret(spec: &Pipeline, in_env: bool, reference: &str) -> Result<(), String> {
+    if !in_env {
+        return Err(format!(
+            "the template reads `{reference}`, but secrets may be used only in `env:` values (pass it to the step as an environment variable)"
+        ));
+    }
+    match reference.split('.').nth(1) {
+        None => Err("the template reads `secrets` as a whole; name one secret (`secrets.<name>`)".into()),
+        Some(name) if !spec.secrets.contains_key(name) => Err(format!(
+            "the template reads `secrets.{name}`, but the pipeline declares no secret `{name}`{}",
+            suggest(name, spec.secrets.keys().map(String::as_str))
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn check_reference(
@@ -167,7 +190,7 @@ fn check_reference(
             }
         }
         other => Err(format!(
-            "the template reads `{other}`, which is not defined; templates see `params`, `steps`, `run` and `item`"
+            "the template reads `{other}`, which is not defined; templates see `params`, `steps`, `run` and `item` (and `secrets` in `env:` values)"
         )),
     }
 }

@@ -13,12 +13,16 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::Engine;
+use super::cache;
+use super::openlineage::{self, LineageState, TaskLineage};
+use super::provenance::Provenance;
 use super::render::{self, ArtifactPlan, RunView};
 use super::sink::StoreSink;
-use crate::artifacts::{self, Blobs};
+use crate::artifacts::{self, Blobs, DatasetVersion};
 use crate::compile::Plan;
 use crate::scheduler::{Outcome, Produced, StepIx};
-use crate::store::AttemptKey;
+use crate::security::secrets::Redactor;
+use crate::store::{AttemptKey, CacheEntry};
 
 /// How an attempt ended, for the run loop.
 pub(super) struct Done {
@@ -27,6 +31,16 @@ pub(super) struct Done {
     pub(super) item: u32,
     pub(super) attempt: u32,
     pub(super) outcome: Outcome,
+    /// The step cache's entry for this result, stored with it.
+    pub(super) cache: Option<CacheEntry>,
+}
+
+/// What an attempt's task did: ran its executor (with what to store in the cache if it
+/// succeeds), or took its result from the cache.
+enum Ran {
+    /// With the dataset versions it read.
+    Executed(AttemptOutcome, Option<Box<cache::ToStore>>, Vec<DatasetVersion>),
+    Reused(Outcome),
 }
 
 /// What a started attempt leaves with the run loop: how to stop it, and its log.
@@ -109,12 +123,17 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         attempt,
         kind = ps.kind.key()
     );
-    let sink = Arc::new(StoreSink::with_limit(
-        store,
-        AttemptKey { run, step, item, attempt },
-        with_suffix(&stem, ".process.json"),
-        s.engine.opts.max_log_bytes,
-    ));
+    let cache_store = store.clone();
+    let redact = request.as_ref().map(|(_, c)| c.redact.clone()).unwrap_or_default();
+    let sink = Arc::new(
+        StoreSink::with_limit(
+            store,
+            AttemptKey { run, step, item, attempt },
+            with_suffix(&stem, ".process.json"),
+            s.engine.opts.max_log_bytes,
+        )
+        .redacting(redact.clone()),
+    );
     let (request, mut collect) = match request {
         Ok(r) => r,
         Err(message) => {
@@ -122,57 +141,154 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             tracing::warn!(error = %message, "cannot start the attempt");
             sink.log(LogStream::System, format!("sluice: {message}\n").as_bytes());
             let outcome = Outcome::Failed { retryable: false, message };
-            let _ = s.results.send(Done { run, step, item, attempt, outcome });
+            let _ = s.results.send(Done { run, step, item, attempt, outcome, cache: None });
             return None;
         }
     };
+    let probe = cache::Probe::plan(&s.view, step, s.item.map(|v| (item, v)), &request, &collect);
+    let mut inputs = std::mem::take(&mut collect.inputs);
+    if probe.is_some() {
+        // The files the kind reads enter the key by content (and the lineage with it).
+        inputs.extend(cache::Probe::kind_files(&request, &data_dir));
+    }
     let reads = Reads {
         store: s.engine.store().clone(),
         step_ix: step,
         pipeline: plan.name().to_string(),
-        inputs: std::mem::take(&mut collect.inputs),
+        inputs,
         base: collect.base.clone(),
         consumed: std::mem::take(&mut collect.consumed),
         at: s.engine.now_ms(),
         id: (run, plan.id(step).to_string(), item, attempt),
     };
+    let lineage = s.engine.lineage().map(|emitter| {
+        Arc::new(TaskLineage {
+            emitter: emitter.clone(),
+            run_id: openlineage::task_run_id(&data_dir, run, plan.id(step), item, attempt),
+            parent: (openlineage::dag_run_id(&data_dir, run), plan.name().to_string()),
+            job: format!("{}.{}", plan.name(), plan.id(step)),
+            data_dir: data_dir.clone(),
+            inputs: Default::default(),
+        })
+    });
+    let (start_lineage, end_lineage) = (lineage.clone(), lineage);
+    let upstream: Vec<String> = match &start_lineage {
+        Some(_) => reads.consumed.iter().map(|c| c.digest.clone()).collect(),
+        None => Vec::new(),
+    };
+    let outputs_at = (collect.folder.clone(), collect.declared.clone());
+    let outputs_file = (!redact.is_empty()).then(|| request.files.outputs_file.clone());
+    // Only an attempt that declares artifacts has provenance to sign.
+    let provenance = (!collect.declared.is_empty())
+        .then(|| Provenance::of(s.engine, &s.view, (step, item, attempt), &request.spec, &reads.consumed));
     let (switch, kill_rx) = KillSwitch::new();
     let declared = ps.spec.outputs.clone();
     let executors = s.executors.clone();
     let results = s.results.clone();
+    let clock = s.engine.clock().clone();
+    let fault = s.engine.opts.fault;
+    let source = (plan.name().to_string(), plan.id(step).to_string());
+    let task_clock = clock.clone();
     let (attempt_sink, log) = (sink.clone(), sink.clone());
     let work = tokio::spawn(
         async move {
+            let mut datasets = Vec::new();
             if reads.any() {
                 let sink = attempt_sink.clone();
                 match tokio::task::spawn_blocking(move || reads.record(sink.as_ref())).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err((true, message))) => return AttemptOutcome::failed(ExecError::retryable(message)),
-                    Ok(Err((false, message))) => return AttemptOutcome::failed(ExecError::fatal(message)),
+                    Ok(Ok(read)) => datasets = read,
+                    Ok(Err((true, message))) => {
+                        return Ran::Executed(
+                            AttemptOutcome::failed(ExecError::retryable(message)),
+                            None,
+                            datasets,
+                        );
+                    }
+                    Ok(Err((false, message))) => {
+                        return Ran::Executed(
+                            AttemptOutcome::failed(ExecError::fatal(message)),
+                            None,
+                            datasets,
+                        );
+                    }
                     Err(e) => {
                         let message = format!("hashing the step's inputs crashed: {e}");
-                        return AttemptOutcome::failed(ExecError::retryable(message));
+                        return Ran::Executed(
+                            AttemptOutcome::failed(ExecError::retryable(message)),
+                            None,
+                            datasets,
+                        );
                     }
                 }
             }
+            if let Some(l) = &start_lineage {
+                let mut inputs: Vec<serde_json::Value> =
+                    datasets.iter().map(|d| openlineage::file_dataset(&d.path, &d.digest)).collect();
+                inputs.extend(upstream.iter().map(|d| l.artifact(d)));
+                if let Ok(mut kept) = l.inputs.lock() {
+                    *kept = inputs;
+                }
+                l.send(LineageState::Start, task_clock.now_ms(), Vec::new(), None);
+            }
+            let mut keep = None;
+            if let Some(probe) = probe {
+                let store = cache_store;
+                match cache::lookup(
+                    probe,
+                    &datasets,
+                    &store,
+                    &executors,
+                    attempt_sink.as_ref(),
+                    task_clock.now_ms(),
+                )
+                .await
+                {
+                    cache::Looked::Hit(outcome) => return Ran::Reused(outcome),
+                    cache::Looked::Run(to_store) => keep = to_store,
+                }
+            }
+            unlink_stored(&outputs_at.0, &outputs_at.1);
             tracing::debug!("the attempt starts");
             let executor = executors.for_spec(&request.spec);
-            executor.execute(request, attempt_sink, kill_rx).await
+            Ran::Executed(executor.execute(request, attempt_sink, kill_rx).await, keep, datasets)
         }
         .instrument(span.clone()),
     );
+    let executors = s.executors.clone();
     tokio::spawn(
         async move {
-            let result = match work.await {
-                Ok(result) => result,
+            let (result, keep, datasets) = match work.await {
+                Ok(Ran::Executed(result, keep, datasets)) => (result, keep, datasets),
+                Ok(Ran::Reused(outcome)) => {
+                    log.finish();
+                    tracing::debug!("attempt reused a cached result");
+                    if let Some(l) = &end_lineage {
+                        lineage_end(l, &outcome, clock.now_ms());
+                    }
+                    let _ = results.send(Done { run, step, item, attempt, outcome, cache: None });
+                    return;
+                }
                 // An executor that panics loses its attempt, never the run: report it failed.
-                Err(e) => AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}"))),
+                Err(e) => (
+                    AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}"))),
+                    None,
+                    Vec::new(),
+                ),
             };
             log.finish();
             let mut outcome = outcome(result, &declared);
+            if !redact.is_empty() {
+                mask_outcome(&redact, &mut outcome);
+                if let Some(file) = &outputs_file {
+                    // The step's own outputs file: what it wrote is in the store now, masked.
+                    let _ = std::fs::remove_file(file);
+                }
+            }
             if matches!(outcome, Outcome::Succeeded { .. }) && !collect.declared.is_empty() {
                 let blobs = Blobs::in_data_dir(&data_dir);
-                let kept = tokio::task::spawn_blocking(move || keep_artifacts(&blobs, &collect)).await;
+                let watch = super::control::placement_watch(fault);
+                let kept =
+                    tokio::task::spawn_blocking(move || keep_artifacts(&blobs, &collect, &watch)).await;
                 match kept {
                     Ok(Ok(list)) => {
                         for a in &list {
@@ -182,8 +298,17 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                             );
                             log.log(LogStream::System, line.as_bytes());
                         }
-                        if let Outcome::Succeeded { artifacts, .. } = &mut outcome {
-                            *artifacts = list;
+                        let signed = match provenance {
+                            Some(p) => p.sign(&list, &datasets, &executors, clock.now_ms()).await,
+                            None => Ok(()),
+                        };
+                        match signed {
+                            Ok(()) => {
+                                if let Outcome::Succeeded { artifacts, .. } = &mut outcome {
+                                    *artifacts = list;
+                                }
+                            }
+                            Err(message) => outcome = Outcome::Failed { retryable: true, message },
                         }
                     }
                     Ok(Err((retryable, message))) => outcome = Outcome::Failed { retryable, message },
@@ -202,11 +327,70 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                 Outcome::TimedOut { message } => tracing::info!(error = %message, "attempt timed out"),
                 Outcome::Cancelled { message } => tracing::info!(error = %message, "attempt stopped"),
             }
-            let _ = results.send(Done { run, step, item, attempt, outcome });
+            let mut cache = None;
+            if let (Some(keep), Outcome::Succeeded { .. }) = (keep, &outcome) {
+                let keep = match keep.image {
+                    Some(_) => cache::resolve_late(*keep, &executors).await,
+                    None => Some(*keep),
+                };
+                let from = (source.0.as_str(), source.1.as_str(), run, item, attempt);
+                cache = keep.and_then(|k| cache::entry(k, &outcome, clock.now_ms(), from));
+            }
+            if let Some(l) = &end_lineage {
+                lineage_end(l, &outcome, clock.now_ms());
+            }
+            let _ = results.send(Done { run, step, item, attempt, outcome, cache });
         }
         .instrument(span),
     );
     Some((switch, sink))
+}
+
+/// Unlinks what sits at the attempt's declared artifact paths when it is the store's copy (a
+/// read-only file with other links: an earlier attempt's result, or a cache hit's restore), so
+/// that the step writes a new file instead of failing on, or writing into, the stored one.
+fn unlink_stored(folder: &Path, declared: &[(String, String)]) {
+    use std::os::unix::fs::MetadataExt;
+    for (_, path) in declared.iter().filter(|(_, p)| !artifacts::is_glob(p)) {
+        let at = folder.join(path);
+        if let Ok(meta) = std::fs::symlink_metadata(&at)
+            && meta.is_file()
+            && meta.nlink() > 1
+            && meta.permissions().readonly()
+        {
+            let _ = std::fs::remove_file(&at);
+        }
+    }
+}
+
+/// An attempt's end in OpenLineage: COMPLETE with what it made, FAIL, or ABORT.
+fn lineage_end(l: &TaskLineage, outcome: &Outcome, at: i64) {
+    match outcome {
+        Outcome::Succeeded { artifacts, .. } => {
+            let outputs = artifacts.iter().map(|a| l.artifact(&a.digest)).collect();
+            l.send(LineageState::Complete, at, outputs, None);
+        }
+        Outcome::Failed { message, .. } | Outcome::TimedOut { message } => {
+            l.send(LineageState::Fail, at, Vec::new(), Some(message))
+        }
+        Outcome::Cancelled { message } => l.send(LineageState::Abort, at, Vec::new(), Some(message)),
+    }
+}
+
+/// Masks the pipeline's secrets in an outcome: its outputs and its message.
+fn mask_outcome(redact: &Redactor, outcome: &mut Outcome) {
+    match outcome {
+        Outcome::Succeeded { outputs, .. } => {
+            let mut value = Value::Object(std::mem::take(outputs));
+            redact.json(&mut value);
+            if let Value::Object(map) = value {
+                *outputs = map;
+            }
+        }
+        Outcome::Failed { message, .. } | Outcome::TimedOut { message } | Outcome::Cancelled { message } => {
+            *message = redact.text(message)
+        }
+    }
 }
 
 /// How an executor's outcome counts for the run: its error classified, its declared outputs
@@ -220,7 +404,7 @@ fn outcome(result: AttemptOutcome, declared: &[String]) -> Outcome {
                     "the step declares output `{missing}` but did not write it to SLUICE_OUTPUTS"
                 ),
             },
-            None => Outcome::Succeeded { outputs: result.outputs, artifacts: Vec::new() },
+            None => Outcome::succeeded(result.outputs),
         },
         Err(e) => match e.kind {
             ErrorKind::Retryable => Outcome::Failed { retryable: true, message: e.message },
@@ -251,7 +435,7 @@ impl Reads {
     }
 
     /// Hashes the inputs (a missing one fails the attempt for good) and records the reads.
-    fn record(self, log: &dyn AttemptSink) -> Result<(), (bool, String)> {
+    fn record(self, log: &dyn AttemptSink) -> Result<Vec<DatasetVersion>, (bool, String)> {
         let (datasets, stats) =
             artifacts::hash_inputs(&self.base, &self.inputs, &self.store).map_err(|m| (false, m))?;
         for d in &datasets {
@@ -282,20 +466,25 @@ impl Reads {
         };
         self.store
             .put_consumed(self.step_ix, &record)
-            .map_err(|e| (true, format!("cannot record the step's inputs: {e}")))
+            .map_err(|e| (true, format!("cannot record the step's inputs: {e}")))?;
+        Ok(record.datasets)
     }
 }
 
 /// Finds the files an attempt declared and places them in the artifact store. A declared file
 /// that is missing or leads out of the work folder fails the step for good; a store that
 /// cannot take it, for this attempt.
-fn keep_artifacts(blobs: &Blobs, plan: &ArtifactPlan) -> Result<Vec<Produced>, (bool, String)> {
+fn keep_artifacts(
+    blobs: &Blobs,
+    plan: &ArtifactPlan,
+    watch: &dyn Fn(artifacts::Stage),
+) -> Result<Vec<Produced>, (bool, String)> {
     let found = artifacts::resolve(&plan.folder, &plan.declared).map_err(|m| (false, m))?;
     found
         .into_iter()
         .map(|d| {
             let placed = blobs
-                .place(&d.path)
+                .place_watched(&d.path, watch)
                 .map_err(|e| (true, format!("cannot store artifact `{}` ({}): {e}", d.name, d.file)))?;
             Ok(Produced {
                 media_type: artifacts::media_type(&d.file),

@@ -68,14 +68,16 @@ impl Engine {
             let tmp =
                 dir.join(format!(".tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            let written = f.write_all(&bytes).and_then(|_| f.sync_all());
+            // Read-only before it is in place: whoever finds it there finds it finished.
+            let written = f.write_all(&bytes).and_then(|_| f.sync_all()).and_then(|_| {
+                let mut perms = f.metadata()?.permissions();
+                perms.set_readonly(true);
+                f.set_permissions(perms)
+            });
             if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, &kept)) {
                 let _ = std::fs::remove_file(&tmp); // only our own temporary file
                 return Err(e);
             }
-            let mut perms = std::fs::metadata(&kept)?.permissions();
-            perms.set_readonly(true);
-            std::fs::set_permissions(&kept, perms)?;
             std::fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| failed(format!("cannot keep a copy in {}: {e}", dir.display())))?;

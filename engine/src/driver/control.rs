@@ -27,18 +27,43 @@ pub enum Fault {
     AfterCommit(u64),
     /// With the n-th batch written but not yet flushed.
     BeforeCommit(u64),
+    /// With the n-th artifact file of this process hashed and synced under a temporary name,
+    /// before it is renamed under its digest.
+    Placing(u64),
+    /// With the n-th artifact file under its digest, before its record is written.
+    Placed(u64),
 }
 
 impl std::str::FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Fault, String> {
-        let (kind, n) = s.split_once(':').ok_or_else(|| format!("`{s}` is not `after:N` or `before:N`"))?;
+        let (kind, n) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not `after:N`, `before:N`, `placing:N` or `placed:N`"))?;
         let n: u64 = n.parse().map_err(|_| format!("`{n}` is not a number"))?;
         match kind {
             "after" => Ok(Fault::AfterCommit(n)),
             "before" => Ok(Fault::BeforeCommit(n)),
-            _ => Err(format!("`{kind}` is not `after` or `before`")),
+            "placing" => Ok(Fault::Placing(n)),
+            "placed" => Ok(Fault::Placed(n)),
+            _ => Err(format!("`{kind}` is not `after`, `before`, `placing` or `placed`")),
         }
+    }
+}
+
+/// How many artifact files this process has placed, for [`Fault::Placing`] and [`Fault::Placed`].
+static PLACED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What a placement tells the crash hook: dies at the chosen file's chosen stage.
+pub(super) fn placement_watch(fault: Option<Fault>) -> impl Fn(crate::artifacts::Stage) + Send + Sync {
+    use crate::artifacts::Stage;
+    move |stage| match (fault, stage) {
+        (Some(Fault::Placing(n)), Stage::Written) | (Some(Fault::Placed(n)), Stage::Stored)
+            if PLACED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n =>
+        {
+            crash()
+        }
+        _ => {}
     }
 }
 

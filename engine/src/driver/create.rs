@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 use super::{Engine, EngineError, Result};
 use crate::compile::Plan;
 use crate::scheduler::{Event, StepIx, StepState};
-use crate::store::{Claim, DagRecord, EventRecord, FORMAT_VERSION, RunRecord, Trigger};
+use crate::security::audit::Action;
+use crate::store::{Claim, DagRecord, EventRecord, FORMAT_VERSION, RunCache, RunRecord, Trigger};
 
 /// What a new run is made of besides its plan.
 #[derive(Debug, Clone)]
@@ -24,11 +25,46 @@ pub struct NewRun {
     pub key: Option<(String, Option<i64>)>,
     /// Events logged before the run starts (the reused results of a retry).
     pub prelude: Vec<Event>,
+    /// How the run uses the step cache.
+    pub cache: RunCache,
+    /// Who starts it, for the audit log; when not set, the trigger says (`cron:<pipeline>@<slot>`,
+    /// `alert:<fingerprint>`, `event:<source>/<id>`, else the local OS user).
+    pub actor: Option<String>,
+    /// The API request that asked for it.
+    pub request: Option<String>,
 }
 
 impl NewRun {
     pub fn new(params: Map<String, Value>, trigger: Trigger) -> Self {
-        NewRun { params, trigger, cause: None, key: None, prelude: Vec::new() }
+        NewRun {
+            params,
+            trigger,
+            cause: None,
+            key: None,
+            prelude: Vec::new(),
+            cache: RunCache::default(),
+            actor: None,
+            request: None,
+        }
+    }
+
+    /// The audit actor of the run's start.
+    fn actor(&self, pipeline: &str) -> String {
+        if let Some(a) = &self.actor {
+            return a.clone();
+        }
+        let cause = self.cause.clone().unwrap_or_default();
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "?".to_string(),
+            v => v.to_string(),
+        };
+        match self.trigger {
+            Trigger::Cron | Trigger::Backfill => format!("cron:{pipeline}@{}", text(&cause["slot"])),
+            Trigger::Alert => format!("alert:{}", text(&cause["fingerprint"])),
+            Trigger::Event => format!("event:{}/{}", text(&cause["source"]), text(&cause["event"])),
+            _ => crate::security::local_actor(),
+        }
     }
 }
 
@@ -85,9 +121,11 @@ impl Engine {
             })?;
         }
         let id = self.store.next_run_id()?;
+        let actor = new.actor(plan.name());
         let mut record =
             RunRecord::new(id, plan.name(), &plan.hash, new.params, new.trigger, plan.ids.len() as u32, now);
         record.cause = new.cause;
+        record.cache = new.cache;
         match &new.key {
             Some((key, window)) => {
                 if let Claim::Held { run } = self.store.claim_run(&record, key, *window, now)? {
@@ -97,9 +135,37 @@ impl Engine {
             None => self.store.put_run(&record)?,
         }
         for (seq, event) in new.prelude.into_iter().enumerate() {
+            // The artifacts of a step whose result the run reuses are the run's too (attempt
+            // 0: none of its own), so that `sluice artifacts --run` and `gc` see them.
+            if let Event::Reused { step, artifacts, .. } = &event {
+                for (item, list) in artifacts {
+                    let by = crate::store::ProducedBy {
+                        run: id,
+                        pipeline: plan.name(),
+                        step_ix: *step,
+                        step: plan.id(*step),
+                        item: *item,
+                        attempt: 0,
+                        at: now,
+                    };
+                    self.store.put_artifacts(by, list)?;
+                }
+            }
             self.store
                 .append_event(id, &EventRecord { v: FORMAT_VERSION, seq: seq as u64, at: now, event })?;
         }
+        let mut after = serde_json::json!({
+            "pipeline": plan.name(),
+            "dag": plan.hash,
+            "trigger": record.trigger.as_str(),
+        });
+        if let Some(cause) = &record.cause {
+            after["cause"] = cause.clone();
+        }
+        self.store.audit(
+            Action::new(actor, "run.start", format!("run:{id}")).after(after).request(new.request.as_deref()),
+            now,
+        )?;
         self.store.flush()?;
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(plan.hash.clone(), plan.clone());
         Ok(Created::Run(id))

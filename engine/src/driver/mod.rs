@@ -3,9 +3,13 @@
 //! admission, executors, timers and kills.
 
 mod attempt;
+mod cache;
 mod code;
 mod control;
 mod create;
+mod gc;
+mod openlineage;
+mod provenance;
 mod render;
 mod replay;
 mod report;
@@ -18,8 +22,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use cache::{CacheExplanation, differences};
 pub use control::{Control, Fault, Notice};
 pub use create::{Created, NewRun};
+pub use gc::{GcItem, GcReport};
+pub use openlineage::{LineageOptions, LineageTarget};
 pub use replay::{Notes, Replayed};
 pub use report::{AttemptEnd, AttemptReport, REPORT_VERSION, RunReport, StepReport, TaskReport, TaskStatus};
 pub use sink::{MAX_LOG_BYTES, TAIL_BYTES};
@@ -42,6 +49,9 @@ pub enum EngineError {
     Code { path: PathBuf, detail: String },
     #[error("{0}")]
     Invalid(String),
+    /// What was asked for does not exist (a step of a run, a cache lookup).
+    #[error("{0}")]
+    NotFound(String),
     /// The data folder's disk has less free space than the engine keeps in reserve.
     #[error("{0}")]
     LowSpace(String),
@@ -88,6 +98,16 @@ pub struct EngineOptions {
     pub max_log_bytes: u64,
     /// No run starts while the data folder's disk has less free than this.
     pub min_free_bytes: u64,
+    /// Where OpenLineage events go, if anywhere.
+    pub openlineage: Option<LineageOptions>,
+    /// The instance's signing key (`--signing-key`); `<data dir>/keys/signing.key` when
+    /// not set, made on first start.
+    pub signing_key: Option<PathBuf>,
+    /// The audit log's head is signed every this many entries (and at shutdown).
+    pub audit_every: u64,
+    /// The file outside the store that audit checkpoints are appended to;
+    /// `<data dir>/audit/checkpoints.jsonl` when not set.
+    pub audit_file: Option<PathBuf>,
 }
 
 impl EngineOptions {
@@ -101,8 +121,22 @@ impl EngineOptions {
             clock: Arc::new(SystemClock),
             max_log_bytes: MAX_LOG_BYTES,
             min_free_bytes: MIN_FREE_BYTES,
+            openlineage: None,
+            // Every command on the folder signs and checks with the same key and file as
+            // the engine that wrote it: the flags' environment variables reach them all.
+            signing_key: std::env::var_os("SLUICE_SIGNING_KEY").filter(|v| !v.is_empty()).map(PathBuf::from),
+            audit_every: AUDIT_EVERY,
+            audit_file: std::env::var_os("SLUICE_AUDIT_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
         }
     }
+}
+
+/// Audit entries between two checkpoints, by default.
+pub const AUDIT_EVERY: u64 = 1000;
+
+/// Where a data folder's audit checkpoints are copied when no `--audit-file` says.
+pub fn default_audit_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("audit").join("checkpoints.jsonl")
 }
 
 /// Pools sized for this machine: 4 cpu slots per core, all of its memory, one slot per GPU
@@ -137,6 +171,20 @@ pub struct Engine {
     /// Code copies this process has seen in place, so that an attempt does not look at the
     /// file system again for each one (a wide DAG of plugins runs the same module 10,000 times).
     kept_code: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// The OpenLineage emitter, when events go somewhere.
+    lineage: Option<Arc<openlineage::Emitter>>,
+    /// The instance's signing key.
+    key: Arc<crate::security::keys::SigningKey>,
+}
+
+/// An engine going away signs the audit log's head (the shutdown checkpoint).
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let now = self.now_ms();
+        if let Err(e) = self.store.checkpoint_audit(now) {
+            tracing::error!(error = %e, "cannot checkpoint the audit log");
+        }
+    }
 }
 
 impl Engine {
@@ -153,7 +201,22 @@ impl Engine {
         }
         // Compiled plugins are cached next to the state, keyed by content and wasmtime version.
         let wasm = WasmConfig::in_data_dir(store.dir());
+        let lineage = match &opts.openlineage {
+            Some(o) => Some(Arc::new(openlineage::Emitter::start(o).map_err(EngineError::Invalid)?)),
+            None => None,
+        };
+        let key = Arc::new(
+            crate::security::keys::SigningKey::load_or_create(store.dir(), opts.signing_key.as_deref())
+                .map_err(EngineError::Invalid)?,
+        );
+        store.set_signer(crate::store::Signer {
+            key: key.clone(),
+            every: opts.audit_every,
+            file: opts.audit_file.clone().unwrap_or_else(|| default_audit_file(store.dir())),
+        });
         Ok(Engine {
+            key,
+            lineage,
             store,
             opts,
             executors: ExecutorSet::new(docker, wasm),
@@ -174,6 +237,15 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn signing_key(&self) -> &Arc<crate::security::keys::SigningKey> {
+        &self.key
+    }
+
+    /// Appends `action` to the audit log, durable with the caller's next flush.
+    pub fn audit(&self, action: crate::security::audit::Action) -> Result<u64> {
+        Ok(self.store.audit(action, self.now_ms())?)
     }
 
     /// Replaces the clock (tests run the engine on paused tokio time).

@@ -11,7 +11,8 @@ use crate::artifacts::{self, Blobs};
 use crate::compile::Plan;
 use crate::kinds::{Render, RunFacts};
 use crate::scheduler::{PrepareOutcome, Produced, RunMachine, StepIx};
-use crate::store::{ConsumedArtifact, Trigger};
+use crate::security::secrets::{Provider, Redactor};
+use crate::store::{ConsumedArtifact, RunCache, Trigger};
 use crate::template;
 
 /// What templates can see of a run.
@@ -29,6 +30,8 @@ pub(crate) struct RunView<'a> {
     /// Why the run started and the details.
     pub trigger: Trigger,
     pub cause: Option<&'a Value>,
+    /// How the run uses the step cache.
+    pub cache: &'a RunCache,
 }
 
 impl RunView<'_> {
@@ -45,14 +48,18 @@ impl RunView<'_> {
     }
 
     /// What templates see of a step's artifacts: by name `{path, digest, size, media_type,
-    /// file}` (a list for a glob), and for a mapped step a list of those, one per item.
-    fn artifacts_of(&self, ix: StepIx) -> Value {
+    /// file}` (a list for a glob), and for a mapped step a list of those, one per item. With
+    /// `mount`, the consumer sees them in its sandbox's input folder, not on the host.
+    fn artifacts_of(&self, ix: StepIx, mount: Option<&str>) -> Value {
         let blobs = Blobs::in_data_dir(self.data_dir);
         let spec = &self.plan.steps[ix as usize].spec;
         let task = |item: u32| {
             let mut by_name = Map::new();
             for a in self.artifacts.get(&(ix, item)).map(Vec::as_slice).unwrap_or_default() {
-                let path = blobs.path(&a.digest).map(|p| p.display().to_string()).unwrap_or_default();
+                let path = match mount {
+                    Some(m) => format!("{m}/{}", mounted_name(a)),
+                    None => blobs.path(&a.digest).map(|p| p.display().to_string()).unwrap_or_default(),
+                };
                 let one = json!({
                     "path": path, "digest": a.digest, "size": a.size,
                     "media_type": a.media_type, "file": a.file,
@@ -80,12 +87,18 @@ impl RunView<'_> {
     }
 
     fn context(&self, step: StepIx, item: Option<&Value>) -> JValue {
+        JValue::from_serialize(self.context_json(step, item))
+    }
+
+    /// What a step's templates see, as JSON.
+    pub(crate) fn context_json(&self, step: StepIx, item: Option<&Value>) -> Value {
         let mut steps = Map::new();
+        let mount = self.plan.steps[step as usize].kind.hooks().input_folder();
         let mut add = |ix: StepIx| {
             let state = self.machine.step_state(ix);
             if state.is_terminal() {
                 let outputs = self.outputs.get(&ix).cloned().unwrap_or_else(|| json!({}));
-                let artifacts = self.artifacts_of(ix);
+                let artifacts = self.artifacts_of(ix, mount);
                 steps.insert(
                     self.plan.id(ix).to_string(),
                     json!({ "outputs": outputs, "artifacts": artifacts, "state": state }),
@@ -109,8 +122,16 @@ impl RunView<'_> {
         if let Some(item) = item {
             ctx["item"] = item.clone();
         }
-        JValue::from_serialize(&ctx)
+        ctx
     }
+}
+
+/// The name an upstream artifact has in a sandbox's input folder: its digest's first 12 hex
+/// digits and its file name (one name per content; the extension kept for tools that look).
+fn mounted_name(a: &Produced) -> String {
+    let hex = a.digest.strip_prefix(artifacts::SHA256).unwrap_or(&a.digest);
+    let file = Path::new(&a.file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{}-{file}", hex.get(..12).unwrap_or(hex))
 }
 
 /// Evaluates `when:` and `map:` of a step.
@@ -160,6 +181,32 @@ pub(crate) struct ArtifactPlan {
     pub base: PathBuf,
     /// The artifacts of its upstream steps.
     pub consumed: Vec<ConsumedArtifact>,
+    /// Masks the values of the pipeline's secrets in what the attempt leaves (logs, outputs,
+    /// messages, its cache key).
+    pub redact: Redactor,
+}
+
+/// The pipeline's secrets that can be read now, by name, and why each other one cannot (a
+/// sentence naming its reference, never a value).
+fn resolve_secrets(plan: &Plan) -> (Map<String, Value>, std::collections::HashMap<String, String>) {
+    let mut values = Map::new();
+    let mut unreadable = std::collections::HashMap::new();
+    for (name, reference) in &plan.spec.secrets {
+        match Provider::parse(reference).and_then(|p| p.resolve()) {
+            Ok(v) => {
+                values.insert(name.clone(), Value::String(v));
+            }
+            Err(why) => {
+                unreadable.insert(name.clone(), format!("secret `{name}` ({reference}): {why}"));
+            }
+        }
+    }
+    (values, unreadable)
+}
+
+/// Whether a template may read `secrets` (the exact check is `template::references`).
+fn reads_secrets(text: &str) -> bool {
+    template::is_template(text) && text.contains("secrets")
 }
 
 /// Builds the request of one attempt: the kind renders its part; the step's env, folder and
@@ -213,9 +260,24 @@ pub(crate) fn request(
         code,
     };
     let rendered = ps.kind.hooks().render(&cx)?;
+    // The pipeline's secrets, read now; the step gets them only in its env.
+    let (secrets, unreadable) = resolve_secrets(view.plan);
+    let redact = Redactor::new(secrets.values().filter_map(|v| v.as_str().map(str::to_string)));
     let mut env_vars = std::collections::BTreeMap::new();
     for (k, v) in &ps.spec.env {
-        env_vars.insert(k.clone(), text(v).map_err(|e| format!("env `{k}`: {e}"))?);
+        let value = if !view.plan.spec.secrets.is_empty() && reads_secrets(v) {
+            for name in template::references(env, v, false).unwrap_or_default() {
+                if let Some(why) = name.strip_prefix("secrets.").and_then(|n| unreadable.get(n)) {
+                    return Err(format!("env `{k}`: {why}"));
+                }
+            }
+            let mut cx = view.context_json(step, item.map(|(_, v)| v));
+            cx["secrets"] = Value::Object(secrets.clone());
+            template::render(env, v, &JValue::from_serialize(cx))
+        } else {
+            text(v)
+        };
+        env_vars.insert(k.clone(), value.map_err(|e| format!("env `{k}`: {e}"))?);
     }
     let workdir = workdir.unwrap_or_else(|| base_dir.clone());
     let mut declared = rendered.artifacts;
@@ -227,13 +289,35 @@ pub(crate) fn request(
         inputs.push(text(path).map_err(|e| format!("inputs/{i}: {e}"))?);
     }
     let mut consumed = Vec::new();
-    for &up in &view.plan.core[step as usize].upstream {
+    let mut inputs_seen = rendered.inputs;
+    let mount = ps.kind.hooks().input_folder().is_some();
+    let blobs = Blobs::in_data_dir(view.data_dir);
+    // Its upstream steps, and any other step its templates read (an ancestor further up).
+    let mut sources: Vec<StepIx> = view.plan.core[step as usize].upstream.clone();
+    match &view.plan.reads[step as usize] {
+        Some(reads) => {
+            sources.extend(reads.iter().filter(|r| !sources.contains(r)).copied().collect::<Vec<_>>())
+        }
+        None => sources.extend(
+            (0..view.plan.ids.len() as StepIx)
+                .filter(|ix| {
+                    *ix != step && view.machine.step_state(*ix).is_terminal() && !sources.contains(ix)
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+    for &up in &sources {
         let items = match (&view.plan.steps[up as usize].spec.map, view.outputs.get(&up)) {
             (Some(_), Some(Value::Array(list))) => list.len() as u32,
             _ => 1,
         };
         for i in 0..items {
             for a in view.artifacts.get(&(up, i)).into_iter().flatten() {
+                let name = mounted_name(a);
+                if mount && !inputs_seen.iter().any(|f| f.name == name) {
+                    let source = blobs.path(&a.digest).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
+                    inputs_seen.push(sluice_worker::InputFile { source, name });
+                }
                 consumed.push(ConsumedArtifact {
                     digest: a.digest.clone(),
                     step: view.plan.id(up).to_string(),
@@ -248,6 +332,7 @@ pub(crate) fn request(
         inputs,
         base: base_dir.clone(),
         consumed,
+        redact,
     };
     let request = AttemptRequest {
         v: ATTEMPT_REQUEST_VERSION,
@@ -260,7 +345,7 @@ pub(crate) fn request(
         spec: rendered.spec,
         env: env_vars,
         workdir,
-        inputs: rendered.inputs,
+        inputs: inputs_seen,
         files,
     };
     Ok((request, collect))

@@ -37,7 +37,9 @@ impl Notes {
                     self.artifacts.insert((*step, *item), list.clone());
                 }
             }
-            Event::Finished { step, item, outcome: Outcome::Succeeded { outputs, artifacts }, .. } => {
+            Event::Finished {
+                step, item, outcome: Outcome::Succeeded { outputs, artifacts, .. }, ..
+            } => {
                 if !artifacts.is_empty() {
                     self.artifacts.insert((*step, *item), artifacts.clone());
                 }

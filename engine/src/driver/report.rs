@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{Engine, Result};
 use crate::scheduler::{
-    Action, Event, KillReason, Outcome, PrepareOutcome, RunState, StepIx, StepState, TaskState,
+    Action, CachedFrom, Event, KillReason, Outcome, PrepareOutcome, RunState, StepIx, StepState, TaskState,
 };
 use crate::store::Trigger;
 
@@ -24,6 +24,8 @@ pub const REPORT_VERSION: u32 = 2;
 pub enum AttemptEnd {
     Running,
     Succeeded,
+    /// It did not run: the step cache held the result of an attempt with the same key.
+    Cached,
     /// The step failed (its exit code, a crash, bad outputs).
     Failed,
     /// It ran past the step's timeout and was stopped.
@@ -92,6 +94,9 @@ pub struct StepReport {
     /// The run this step's result was taken from (a retry from a later step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<u64>,
+    /// The results its tasks took from the step cache: the attempts they came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cached: Vec<CachedFrom>,
     /// How many tasks it has: 1, or a mapped step's items.
     pub items: usize,
     pub tasks: Vec<TaskReport>,
@@ -144,6 +149,7 @@ struct Facts {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     reused_from: Option<u64>,
+    cached: Vec<CachedFrom>,
     /// A reason that wins over attempt messages: skipped, not preparable, not admissible.
     reason: Option<String>,
     /// The last failure's message; a later success clears it.
@@ -185,6 +191,15 @@ impl Engine {
                     let f = facts.entry(*step).or_default();
                     let key = (*step, *item, *attempt);
                     match outcome {
+                        Outcome::Succeeded { cached: Some(from), .. } => {
+                            f.failure = None;
+                            let message = format!(
+                                "the step cache held the result of run {} (attempt {})",
+                                from.run, from.attempt
+                            );
+                            f.cached.push(from.clone());
+                            end(&mut attempts, key, e.at, AttemptEnd::Cached, Some(message));
+                        }
                         Outcome::Succeeded { .. } => {
                             f.failure = None;
                             end(&mut attempts, key, e.at, AttemptEnd::Succeeded, None);
@@ -312,6 +327,7 @@ impl Engine {
                     finished_at: f.finished_at,
                     duration_ms: span(f.started_at, f.finished_at),
                     reused_from: f.reused_from,
+                    cached: f.cached,
                     items: tasks.len(),
                     tasks,
                     attempts: attempts.range((ix, 0, 0)..(ix + 1, 0, 0)).map(|(_, a)| a.clone()).collect(),

@@ -52,6 +52,7 @@ impl Active {
             machine: &self.machine,
             trigger: self.record.trigger,
             cause: self.record.cause.as_ref(),
+            cache: &self.record.cache,
         }
     }
 
@@ -82,6 +83,8 @@ struct Driver<'e> {
     notices: Option<mpsc::UnboundedSender<Notice>>,
     commits: u64,
     grace: Duration,
+    /// Step cache entries of results in the backlog, stored in the batch that logs them.
+    cache: HashMap<(u64, StepIx, u32, u32), crate::store::CacheEntry>,
 }
 
 impl Engine {
@@ -153,6 +156,7 @@ impl Engine {
             notices,
             commits: 0,
             grace: self.opts.grace,
+            cache: HashMap::new(),
         };
         for &id in runs {
             match d.load(id, intent) {
@@ -302,6 +306,9 @@ impl Driver<'_> {
         if let Some(a) = self.runs.get_mut(&done.run) {
             a.kills.remove(&(done.step, done.item, done.attempt));
         }
+        if let Some(entry) = done.cache {
+            self.cache.insert((done.run, done.step, done.item, done.attempt), entry);
+        }
         let event = Event::Finished {
             step: done.step,
             item: done.item,
@@ -385,7 +392,17 @@ impl Driver<'_> {
                     &EventRecord { v: FORMAT_VERSION, seq: a.next_seq, at: now, event: event.clone() },
                 )?;
                 a.next_seq += 1;
+                let entry = match &event {
+                    Event::Finished { step, item, attempt, .. } => {
+                        self.cache.remove(&(run, *step, *item, *attempt))
+                    }
+                    _ => None,
+                };
                 if a.machine.accepts(&event) {
+                    // A result the cache may reuse is stored in the batch that logs it.
+                    if let Some(entry) = entry {
+                        store.put_cache_entry(&entry)?;
+                    }
                     a.notes.note(&event);
                     // What the attempt produced is indexed in the same batch as its result.
                     if let Event::Finished {
@@ -468,8 +485,28 @@ impl Driver<'_> {
             Action::RunChanged { state } => {
                 let a = self.runs.get_mut(&run).expect("active run");
                 a.record.state = state;
+                let lineage = self.engine.lineage().map(|e| {
+                    (
+                        e,
+                        super::openlineage::dag_run_id(self.engine.store().dir(), run),
+                        a.plan.name().to_string(),
+                    )
+                });
                 if state == RunState::Running && a.record.started_at.is_none() {
                     a.record.started_at = Some(now);
+                    if let Some((e, id, job)) = &lineage {
+                        e.run_event(super::openlineage::LineageState::Start, now, id, job, None);
+                    }
+                }
+                let end = match state {
+                    RunState::Succeeded => Some(super::openlineage::LineageState::Complete),
+                    RunState::Failed => Some(super::openlineage::LineageState::Fail),
+                    RunState::Cancelled => Some(super::openlineage::LineageState::Abort),
+                    _ => None,
+                };
+                if let (Some(end), Some((e, id, job))) = (end, &lineage) {
+                    let why = (end == super::openlineage::LineageState::Fail).then_some("a step failed");
+                    e.run_event(end, now, id, job, why);
                 }
                 if state.is_terminal() || state == RunState::Interrupted {
                     a.record.finished_at = Some(now);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_worker::{AttemptSink, LogStream, process_start_time};
 
+use crate::security::secrets::Redactor;
 use crate::store::{AttemptKey, FORMAT_VERSION, ProcRecord, Store};
 
 /// The most log an attempt keeps from its start by default (`EngineOptions::max_log_bytes`);
@@ -46,6 +47,10 @@ pub(crate) struct StoreSink {
     log: Mutex<Kept>,
     /// Log writes the store refused.
     failed: AtomicU64,
+    /// Masks the pipeline's secrets before anything is kept; per stream, the end of the last
+    /// chunk that could begin a secret the next chunk completes.
+    redact: Redactor,
+    carry: Mutex<Vec<(LogStream, Vec<u8>)>>,
 }
 
 /// The most of each stream's end an attempt keeps once its log passed the limit: the last
@@ -70,6 +75,55 @@ impl StoreSink {
             limit,
             log: Mutex::new(Kept::default()),
             failed: AtomicU64::new(0),
+            redact: Redactor::default(),
+            carry: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Masks these secrets' values in everything the attempt logs.
+    pub(crate) fn redacting(mut self, redact: Redactor) -> Self {
+        self.redact = redact;
+        self
+    }
+
+    /// `chunk` masked, keeping back the end that may be a secret's beginning.
+    fn masked(&self, stream: LogStream, chunk: &[u8]) -> Vec<u8> {
+        let mut carries = self.carry.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match carries.iter().position(|(s, _)| *s == stream) {
+            Some(at) => at,
+            None => {
+                carries.push((stream, Vec::new()));
+                carries.len() - 1
+            }
+        };
+        self.redact.chunk(&mut carries[at].1, chunk)
+    }
+
+    /// Keeps `chunk`: the head up to the limit, then each stream's tail.
+    fn keep(&self, stream: LogStream, chunk: &[u8]) {
+        let mut kept = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.limit.saturating_sub(kept.written) as usize;
+        let (head, rest) = chunk.split_at(room.min(chunk.len()));
+        kept.written += head.len() as u64;
+        if !rest.is_empty() {
+            let at = match kept.tails.iter().position(|(s, _, _)| *s == stream) {
+                Some(at) => at,
+                None => {
+                    kept.tails.push((stream, VecDeque::new(), 0));
+                    kept.tails.len() - 1
+                }
+            };
+            let (_, tail, dropped) = &mut kept.tails[at];
+            tail.extend(rest);
+            if tail.len() > TAIL_BYTES {
+                let over = tail.len() - TAIL_BYTES;
+                tail.drain(..over);
+                *dropped += over as u64;
+            }
+        }
+        drop(kept);
+        if !head.is_empty() {
+            self.write(stream, head);
         }
     }
 
@@ -85,6 +139,13 @@ impl StoreSink {
     /// The attempt ended: each stream that passed the limit gets a note of what was dropped,
     /// then its last bytes. Returns how many log writes failed.
     pub(crate) fn finish(&self) -> u64 {
+        let carries = std::mem::take(&mut *self.carry.lock().unwrap_or_else(|p| p.into_inner()));
+        for (stream, mut carry) in carries {
+            let rest = self.redact.flush(&mut carry);
+            if !rest.is_empty() {
+                self.keep(stream, &rest);
+            }
+        }
         let tails = std::mem::take(&mut self.log.lock().unwrap_or_else(|p| p.into_inner()).tails);
         for (stream, tail, dropped) in tails {
             if dropped > 0 {
@@ -119,29 +180,16 @@ impl StoreSink {
 
 impl AttemptSink for StoreSink {
     fn log(&self, stream: LogStream, chunk: &[u8]) {
-        let mut kept = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let room = self.limit.saturating_sub(kept.written) as usize;
-        let (head, rest) = chunk.split_at(room.min(chunk.len()));
-        kept.written += head.len() as u64;
-        if !rest.is_empty() {
-            let at = match kept.tails.iter().position(|(s, _, _)| *s == stream) {
-                Some(at) => at,
-                None => {
-                    kept.tails.push((stream, VecDeque::new(), 0));
-                    kept.tails.len() - 1
-                }
-            };
-            let (_, tail, dropped) = &mut kept.tails[at];
-            tail.extend(rest);
-            if tail.len() > TAIL_BYTES {
-                let over = tail.len() - TAIL_BYTES;
-                tail.drain(..over);
-                *dropped += over as u64;
+        if self.redact.is_empty() {
+            self.keep(stream, chunk);
+        } else if stream == LogStream::System {
+            // The engine's own lines come whole, also after `finish`: nothing is held back.
+            self.keep(stream, &self.redact.bytes(chunk));
+        } else {
+            let masked = self.masked(stream, chunk);
+            if !masked.is_empty() {
+                self.keep(stream, &masked);
             }
-        }
-        drop(kept);
-        if !head.is_empty() {
-            self.write(stream, head);
         }
     }
 
@@ -214,6 +262,31 @@ mod tests {
         assert!(err.starts_with(&"e".repeat(10)));
         assert!(err.contains("bytes of stderr were dropped here"), "stderr is marked too");
         assert!(err.ends_with("the error\n"), "its last line survives");
+    }
+
+    #[test]
+    fn secrets_are_masked_even_when_split_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let key = AttemptKey { run: 1, step: 0, item: 0, attempt: 1 };
+        let sink = StoreSink::with_limit(store.clone(), key, dir.path().join("p.json"), MAX_LOG_BYTES)
+            .redacting(Redactor::new(["hunter2-s3cr3t".to_string()]));
+        sink.log(LogStream::Stdout, b"token=hunt");
+        sink.log(LogStream::Stderr, b"hunter2-s3cr3t alone\n");
+        sink.log(LogStream::Stdout, b"er2-s3cr3t done\nends with hunter2");
+        sink.finish();
+        let text = |s: LogStream| -> String {
+            store
+                .logs(1, 0)
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.stream == s)
+                .flat_map(|c| c.data)
+                .map(char::from)
+                .collect()
+        };
+        assert_eq!(text(LogStream::Stdout), "token=*** done\nends with hunter2");
+        assert_eq!(text(LogStream::Stderr), "*** alone\n");
     }
 
     #[test]

@@ -83,6 +83,7 @@ steps:
         machine: &machine,
         trigger: Trigger::Manual,
         cause: None,
+        cache: &Default::default(),
     };
     let code = |p: &str| engine.code_copy(&plan, p);
     let run_dir = dir.join("data/work/1");

@@ -3,7 +3,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sluice_worker::{CONTAINER_RUN_DIR, ContainerSpec, ExecSpec};
+use sluice_worker::{CONTAINER_INPUTS_DIR, CONTAINER_RUN_DIR, ContainerSpec, ExecSpec};
 
 use super::{Check, Kind, Render, Rendered, Templates};
 use crate::syntax::ByteSize;
@@ -98,6 +98,10 @@ impl Kind for ContainerBlock {
 
     fn attempt_folder(&self) -> bool {
         true
+    }
+
+    fn input_folder(&self) -> Option<&'static str> {
+        Some(CONTAINER_INPUTS_DIR)
     }
 
     fn uses_docker(&self) -> bool {

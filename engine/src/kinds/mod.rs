@@ -98,6 +98,12 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     fn uses_docker(&self) -> bool {
         false
     }
+    /// Where an attempt sees its input files, when they are mounted into a sandbox (a
+    /// container's `/sluice/inputs`, a plugin's `/inputs`): the artifacts of its upstream
+    /// steps are given there too, read-only, and templates read their paths there.
+    fn input_folder(&self) -> Option<&'static str> {
+        None
+    }
     /// The artifacts the kind declares itself (a `train:` step's `model` and `metadata`).
     fn artifact_names(&self) -> &'static [&'static str] {
         &[]

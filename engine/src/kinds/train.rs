@@ -3,7 +3,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sluice_worker::{Device, ExecSpec, ModelKind, OptimizerKind, TrainSpec};
+use sluice_worker::{Device, ExecSpec, InputFile, ModelKind, OptimizerKind, TrainSpec};
 
 use super::{Check, Kind, Render, Rendered, Templates};
 
@@ -168,9 +168,17 @@ impl Kind for TrainBlock {
         };
         // The trainer writes `<output>.safetensors` and `<output>.json`.
         let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // The tables it reads, so that the step cache and lineage know their content.
+        let inputs = std::iter::once(&spec.data)
+            .chain(spec.validation_data.as_ref())
+            .map(|p| InputFile {
+                source: p.clone(),
+                name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            })
+            .collect();
         Ok(Rendered {
             spec: ExecSpec::Train(spec),
-            inputs: Vec::new(),
+            inputs,
             work_folder: output.parent().map(|p| p.to_path_buf()),
             artifacts: vec![
                 ("model".into(), format!("{name}.safetensors")),

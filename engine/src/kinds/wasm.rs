@@ -93,6 +93,10 @@ impl Kind for WasmBlock {
         Some(DEFAULT_TIMEOUT)
     }
 
+    fn input_folder(&self) -> Option<&'static str> {
+        Some(WASM_INPUTS_DIR)
+    }
+
     fn render(&self, cx: &Render<'_>) -> Result<Rendered, String> {
         let inputs = self.inputs.iter().map(|i| cx.input(i)).collect::<Result<Vec<_>, _>>()?;
         let shown: serde_json::Map<String, Value> =

@@ -34,6 +34,16 @@ pub struct Produced {
     pub media_type: String,
 }
 
+/// The attempt whose result a cached attempt reused, and the key they share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CachedFrom {
+    pub run: u64,
+    pub item: u32,
+    pub attempt: u32,
+    /// `sha256:<hex>` of the key document (docs/artifacts.md).
+    pub key: String,
+}
+
 /// How an attempt ended, as reported by its executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
@@ -44,6 +54,9 @@ pub enum Outcome {
         /// The files it declared, as stored (after the executor succeeded).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<Produced>,
+        /// Set when the step did not run: its result was taken from the step cache.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cached: Option<CachedFrom>,
     },
     Failed {
         retryable: bool,
@@ -55,6 +68,13 @@ pub enum Outcome {
     Cancelled {
         message: String,
     },
+}
+
+impl Outcome {
+    /// A success that ran, with its outputs (artifacts are added once they are stored).
+    pub fn succeeded(outputs: Map<String, Value>) -> Self {
+        Outcome::Succeeded { outputs, artifacts: Vec::new(), cached: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ mod rules;
 mod state;
 
 pub use admission::{Admission, Capacity, Grant};
-pub use events::{Action, Event, KillReason, Outcome, PrepareOutcome, Produced, TimerKind};
+pub use events::{Action, CachedFrom, Event, KillReason, Outcome, PrepareOutcome, Produced, TimerKind};
 pub use machine::{RunMachine, TaskView};
 pub use state::{InvalidTransition, RunState, StepState, TaskState};
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -78,6 +77,7 @@ impl Drop for Slot {
 pub(super) async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ConnLimits,
     drain_for: Duration,
     mut stop: watch::Receiver<u32>,
@@ -123,10 +123,36 @@ pub(super) async fn serve(
         let _ = stream.set_nodelay(true);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        // Each request learns the client's address (for the failed-authentication limit).
+        let client = super::api::Peer(peer.ip());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(client);
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+        let watcher = graceful.watcher();
+        let handshake = limits.header_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ended = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                // The handshake has the headers' time limit: a client that opens a
+                // connection and says nothing holds its slot no longer either way.
+                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(client = %peer.ip(), "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(slot);

@@ -11,6 +11,7 @@ pub mod catalog;
 mod http;
 pub mod launcher;
 mod schedules;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,13 @@ pub struct ServeOptions {
     pub drain_for: Duration,
     /// Host names the server answers to besides its addresses and `localhost`.
     pub allowed_hosts: Vec<String>,
+    /// Failed authentications a client address may make in a minute; past them it gets 429
+    /// until the minute is over.
+    pub auth_failure_limit: u32,
+    /// The certificate and key to serve HTTPS with; without them, plain HTTP on loopback.
+    pub tls: Option<tls::TlsFiles>,
+    /// Listen in plain HTTP on a non-loopback address all the same (something else encrypts).
+    pub insecure: bool,
 }
 
 impl ServeOptions {
@@ -75,6 +83,9 @@ impl ServeOptions {
             body_timeout: Duration::from_secs(30),
             drain_for: Duration::from_millis(500),
             allowed_hosts: Vec::new(),
+            auth_failure_limit: 20,
+            tls: None,
+            insecure: false,
         }
     }
 }
@@ -88,6 +99,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// What the server's tasks and handlers share.
@@ -109,6 +122,8 @@ pub(crate) struct Shared {
     pub events_in_flight: tokio::sync::Semaphore,
     /// Tells long requests (waits, log streams) to finish: the server is stopping.
     pub stopping: watch::Receiver<u32>,
+    /// Failed authentications by client address.
+    pub auth_failures: api::Failures,
 }
 
 /// Why a run could not be started.
@@ -185,13 +200,25 @@ pub async fn serve(
     shutdown: watch::Receiver<u32>,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServerError> {
+    tls::check_listen(opts.listen, opts.tls.is_some(), opts.insecure)?;
+    let acceptor = opts.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
     let engine = Arc::new(engine);
+    first_admin_token(&engine)?;
     let server_file = engine.store().dir().join(SERVER_FILE);
-    let info = json!({ "v": 1, "url": format!("http://{addr}"), "pid": std::process::id() });
+    // A local client trusts the certificate named here (a self-signed one included).
+    let info = match &opts.tls {
+        None => json!({ "v": 1, "url": format!("http://{addr}"), "pid": std::process::id() }),
+        Some(t) => json!({
+            "v": 1,
+            "url": format!("https://{}", tls_host(addr)),
+            "pid": std::process::id(),
+            "tls_cert": t.cert.canonicalize().unwrap_or_else(|_| t.cert.clone()),
+        }),
+    };
     std::fs::write(&server_file, info.to_string())
         .map_err(|source| ServerError::Write { path: server_file.clone(), source })?;
 
@@ -218,6 +245,7 @@ pub async fn serve(
         engine: engine.clone(),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
+        auth_failures: api::Failures::new(opts.auth_failure_limit, Duration::from_secs(60)),
         opts,
         catalog: RwLock::new(Arc::new(catalog)),
         launcher: Mutex::new(Launcher::new(controls.clone())),
@@ -301,7 +329,7 @@ pub async fn serve(
         max_per_client: shared.opts.max_connections_per_client,
         header_timeout: shared.opts.header_timeout,
     };
-    http::serve(listener, app, limits, shared.opts.drain_for, shutdown.clone(), move || {
+    http::serve(listener, app, acceptor, limits, shared.opts.drain_for, shutdown.clone(), move || {
         draining.draining.store(true, Ordering::SeqCst);
     })
     .await;
@@ -316,13 +344,52 @@ pub async fn serve(
     if let Err(e) = std::fs::remove_file(&server_file) {
         tracing::warn!(file = %server_file.display(), error = %e, "cannot remove the server file; clients may look for this server until it is removed");
     }
-    // The driver's own error comes first: a flush after the store failed fails too.
-    let flushed = engine.store().flush().map_err(EngineError::from);
+    // The driver's own error comes first: a flush after the store failed fails too. The
+    // audit log's head is signed at shutdown.
+    let flushed = engine
+        .store()
+        .flush()
+        .and_then(|()| engine.store().checkpoint_audit(engine.now_ms()))
+        .map_err(EngineError::from);
     match driven {
         Ok(Ok(_)) => flushed.map_err(ServerError::from),
         Ok(Err(e)) => Err(ServerError::from(e)),
         Err(e) => Err(ServerError::Engine(EngineError::Invalid(format!("the driver crashed: {e}")))),
     }
+}
+
+/// The address a local client names in an https URL: `localhost` for a loopback or
+/// unspecified address (what a certificate names), the address itself otherwise.
+fn tls_host(addr: SocketAddr) -> String {
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The file in the data folder that holds the first admin token (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// On the first start of a data folder (no token at all), makes an admin token and leaves it
+/// in `<data dir>/admin.token`, readable by its owner only.
+fn first_admin_token(engine: &Engine) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !engine.store().tokens().map_err(EngineError::from)?.is_empty() {
+        return Ok(());
+    }
+    let path = engine.store().dir().join(ADMIN_TOKEN_FILE);
+    let minted = api::admin::create(engine, "admin", crate::security::Role::Admin, None, "engine", None)
+        .map_err(EngineError::Invalid)?;
+    let _ = std::fs::remove_file(&path);
+    let written =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).and_then(|mut f| {
+            f.write_all(format!("{}\n", minted.token).as_bytes()).and_then(|()| f.sync_all())
+        });
+    written.map_err(|source| ServerError::Write { path: path.clone(), source })?;
+    tracing::warn!(file = %path.display(), "made the first admin token; it is in {} (mode 0600): keep it secret, or make others with `sluice token create` and revoke it", path.display());
+    Ok(())
 }
 
 /// Scans the DAG folder every `reload_every` and swaps the catalog when files changed.
@@ -344,6 +411,22 @@ async fn reload_loop(shared: Arc<Shared>, mut loader: Loader, mut shutdown: watc
         };
         loader = back;
         if let Some(catalog) = scanned {
+            let after = json!({
+                "pipelines": catalog.pipelines.keys().collect::<Vec<_>>(),
+                "invalid": catalog.invalid.iter().map(|i| &i.file).collect::<Vec<_>>(),
+            });
+            let engine = shared.engine.clone();
+            let folder = shared.opts.dags.display().to_string();
+            let audited = tokio::task::spawn_blocking(move || {
+                let action =
+                    crate::security::audit::Action::new("engine", "dags.reload", format!("dags:{folder}"))
+                        .after(after);
+                engine.audit(action).and_then(|_| Ok(engine.store().flush()?))
+            })
+            .await;
+            if !matches!(audited, Ok(Ok(()))) {
+                tracing::error!("cannot record the DAG reload in the audit log");
+            }
             *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
             shared.catalog_version.send_modify(|v| *v += 1);
         }
@@ -365,6 +448,7 @@ pub(crate) fn test_shared(
         engine: Arc::new(engine.with_clock(clock)),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
+        auth_failures: api::Failures::new(opts.auth_failure_limit, Duration::from_secs(60)),
         opts,
         catalog: RwLock::new(Arc::new(catalog)),
         launcher: Mutex::new(Launcher::new(controls.clone())),

@@ -42,6 +42,12 @@ pub struct Pipeline {
     /// Events that start runs when `sluice serve` runs the pipeline.
     #[serde(default, rename = "on", skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<EventTrigger>,
+    /// Secrets by name, each a provider reference: `env:VARIABLE` (the engine's environment)
+    /// or `file:/absolute/path`. Steps read them only in `env:` values
+    /// (`{{ secrets.name }}`); their values are never stored and are masked in logs and
+    /// outputs.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub secrets: IndexMap<String, String>,
     /// The steps, by id.
     pub steps: IndexMap<String, Step>,
 }
@@ -152,6 +158,65 @@ impl<'de> Deserialize<'de> for Retries {
     }
 }
 
+/// Whether a step's result may be reused from an earlier run whose attempt had the same key
+/// (see docs/artifacts.md): `cache: true`, `cache: false`, or `cache: { ttl: 7d }` (reuse only
+/// results younger than that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(transform = flag_or_policy)]
+pub struct CachePolicy {
+    /// Whether results are reused (and stored for reuse).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The oldest a result may be to be reused; without one, any age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<DurationSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The schema of [`CachePolicy`] says what its deserializer takes: a flag, or the map.
+fn flag_or_policy(schema: &mut schemars::Schema) {
+    let mut policy = std::mem::take(schema);
+    let description = policy.remove("description");
+    let mut both = schemars::json_schema!({ "anyOf": [{ "type": "boolean" }, policy] });
+    if let Some(d) = description {
+        both.insert("description".into(), d);
+    }
+    *schema = both;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheMap {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    ttl: Option<DurationSpec>,
+}
+
+impl<'de> Deserialize<'de> for CachePolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CachePolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false`, or a map with `ttl` (and `enabled`)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<CachePolicy, E> {
+                Ok(CachePolicy { enabled: v, ttl: None })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<CachePolicy, A::Error> {
+                let m = CacheMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(CachePolicy { enabled: m.enabled, ttl: m.ttl })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// What a step asks of the resource pools while it runs.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +250,8 @@ pub struct StepDefaults {
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_rule: Option<TriggerRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CachePolicy>,
 }
 
 impl StepDefaults {
@@ -252,6 +319,11 @@ macro_rules! define_step {
             /// recorded as the dataset versions it consumed.
             #[serde(default, skip_serializing_if = "Vec::is_empty")]
             pub inputs: Vec<String>,
+            /// Reuse the result of an earlier attempt with the same key (kind, rendered
+            /// request, code, inputs and upstream artifacts by content, referenced values):
+            /// `true`, or `{ ttl: 7d }`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub cache: Option<CachePolicy>,
         }
 
         impl Step {

@@ -107,3 +107,120 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Keeps the signed provenance of what one attempt produced (written before its result
+    /// is logged, in the same flush or an earlier one; writing it again replaces it).
+    pub fn put_provenance(
+        &self,
+        run: u64,
+        step: StepIx,
+        item: u32,
+        attempt: u32,
+        envelope: &crate::security::provenance::Envelope,
+    ) -> Result<()> {
+        self.writable()?;
+        let key = super::lineage::attempt_key(run, step, item, attempt);
+        self.provenance.insert(key, encode(envelope)).map_err(|e| self.broke(e))?;
+        Ok(())
+    }
+
+    /// The provenance envelopes of the attempts that produced `digest`, with their records
+    /// (a run that reused a cached result has none of its own: its producer's is listed).
+    pub fn provenance_of(
+        &self,
+        digest: &str,
+    ) -> Result<Vec<(ArtifactRecord, Option<crate::security::provenance::Envelope>)>> {
+        let mut out = Vec::new();
+        for record in self.artifacts_with(digest)? {
+            if record.attempt == 0 {
+                continue;
+            }
+            let key = super::lineage::attempt_key(record.run, record.step_ix, record.item, record.attempt);
+            let envelope = self.provenance.get(key)?.map(|b| decode("provenance", &b)).transpose()?;
+            out.push((record, envelope));
+        }
+        Ok(out)
+    }
+}
+
+/// One producing attempt's signed statement about an artifact, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attestation {
+    pub run: u64,
+    pub pipeline: String,
+    pub step: String,
+    pub item: u32,
+    pub attempt: u32,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What checking an artifact found: its content against its digest, and each producing
+/// attempt's provenance against a public key. `ok` only when all of it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub v: u32,
+    pub digest: String,
+    pub ok: bool,
+    /// `{ok}` or `{ok: false, error}`.
+    pub content: serde_json::Value,
+    /// The key the signatures were checked against (SHA-256 of its public bytes).
+    pub key_id: String,
+    pub attestations: Vec<Attestation>,
+}
+
+/// Checks one envelope of `record`'s attempt against `public`, and that it names `digest`.
+pub fn attest(
+    record: &ArtifactRecord,
+    envelope: Option<&crate::security::provenance::Envelope>,
+    digest: &str,
+    public: &[u8],
+) -> Attestation {
+    use crate::security::provenance;
+    let error = match envelope {
+        None => Some("the attempt that produced it has no signed provenance".to_string()),
+        Some(env) => match provenance::verify(env, public) {
+            Err(e) => Some(e.to_string()),
+            Ok(statement) if !provenance::names_subject(&statement, digest) => {
+                Some(provenance::VerifyError::NotASubject(digest.to_string()).to_string())
+            }
+            Ok(_) => None,
+        },
+    };
+    Attestation {
+        run: record.run,
+        pipeline: record.pipeline.clone(),
+        step: record.step.clone(),
+        item: record.item,
+        attempt: record.attempt,
+        ok: error.is_none(),
+        error,
+    }
+}
+
+impl Store {
+    /// Checks the artifact `digest`: its stored bytes, and the provenance of every attempt
+    /// that produced it against `public` (the instance's key, or one a user brings).
+    pub fn verify_artifact(&self, digest: &str, public: &[u8]) -> Result<Verified> {
+        let content = match crate::artifacts::Blobs::in_data_dir(self.dir()).verify(digest) {
+            Ok(_) => serde_json::json!({ "ok": true }),
+            Err(e) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+        };
+        let attestations: Vec<Attestation> = self
+            .provenance_of(digest)?
+            .iter()
+            .map(|(record, envelope)| attest(record, envelope.as_ref(), digest, public))
+            .collect();
+        let ok = content["ok"] == true && !attestations.is_empty() && attestations.iter().all(|a| a.ok);
+        Ok(Verified {
+            v: 1,
+            digest: digest.to_string(),
+            ok,
+            content,
+            key_id: crate::security::keys::key_id(public),
+            attestations,
+        })
+    }
+}

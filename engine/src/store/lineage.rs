@@ -39,7 +39,7 @@ pub struct ConsumedRecord {
     pub artifacts: Vec<ConsumedArtifact>,
 }
 
-fn attempt_key(run: u64, step: StepIx, item: u32, attempt: u32) -> Vec<u8> {
+pub(super) fn attempt_key(run: u64, step: StepIx, item: u32, attempt: u32) -> Vec<u8> {
     let mut k = task_prefix(run, step, item);
     k.extend_from_slice(&attempt.to_be_bytes());
     k

@@ -4,19 +4,23 @@
 //! per batch of events (group commit) before it acts on any of them.
 
 mod artifacts;
+mod cache;
 mod inbox;
 mod lineage;
 mod records;
+mod security;
 
 use std::path::{Path, PathBuf};
 
-pub use artifacts::{ArtifactRecord, ProducedBy};
+pub use artifacts::{ArtifactRecord, Attestation, ProducedBy, Verified, attest};
+pub use cache::{CACHE_FORMAT, CacheEntry, CacheProbe, KeyDoc, Verdict};
 pub use inbox::Claim;
 pub use lineage::{ConsumedArtifact, ConsumedRecord, Direction, Lineage, Node, Origin};
 pub use records::{
-    DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunRecord,
-    Trigger,
+    DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunCache,
+    RunRecord, Trigger,
 };
+pub use security::Signer;
 
 use crate::scheduler::StepIx;
 use sluice_worker::LogStream;
@@ -72,11 +76,23 @@ pub struct Store {
     /// Artifact records by attempt, and their index by digest (`artifacts.rs`).
     artifacts: sled::Tree,
     artifact_digests: sled::Tree,
+    /// The signed provenance (DSSE envelopes) of what attempts produced, by attempt.
+    provenance: sled::Tree,
     /// What attempts read, by attempt and by digest, and the digests of files hashed before
     /// (`lineage.rs`).
     consumed: sled::Tree,
     consumed_by: sled::Tree,
     hash_index: sled::Tree,
+    /// The step cache: entries by key, the newest key per step, each attempt's lookup
+    /// (`cache.rs`).
+    cache: sled::Tree,
+    cache_latest: sled::Tree,
+    cache_probes: sled::Tree,
+    /// Tokens, the audit log and its checkpoints (`security.rs`).
+    tokens: sled::Tree,
+    audit: sled::Tree,
+    audit_checkpoints: sled::Tree,
+    audit_head: std::sync::Arc<std::sync::Mutex<security::AuditHead>>,
     /// The folder's lock, released when the last clone goes.
     _lock: std::sync::Arc<std::fs::File>,
     /// The first write the store refused that its caller could not report (a log chunk).
@@ -104,9 +120,16 @@ impl Drop for Store {
                 &self.cursors,
                 &self.artifacts,
                 &self.artifact_digests,
+                &self.provenance,
                 &self.consumed,
                 &self.consumed_by,
                 &self.hash_index,
+                &self.cache,
+                &self.cache_latest,
+                &self.cache_probes,
+                &self.tokens,
+                &self.audit,
+                &self.audit_checkpoints,
             ] {
                 std::mem::forget(tree.clone());
             }
@@ -212,7 +235,13 @@ impl Store {
             }
         };
         let tree = |name: &str| db.open_tree(name);
+        let (audit, audit_checkpoints) = (tree("audit")?, tree("audit_checkpoints")?);
+        let audit_head = security::load_head(&audit, &audit_checkpoints)?;
         Ok(Store {
+            tokens: tree("tokens")?,
+            audit,
+            audit_checkpoints,
+            audit_head,
             dags: tree("dags")?,
             runs: tree("runs")?,
             events: tree("events")?,
@@ -222,9 +251,13 @@ impl Store {
             cursors: tree("cursors")?,
             artifacts: tree("artifacts")?,
             artifact_digests: tree("artifact_digests")?,
+            provenance: tree("provenance")?,
             consumed: tree("consumed")?,
             consumed_by: tree("consumed_by")?,
             hash_index: tree("hash_index")?,
+            cache: tree("cache")?,
+            cache_latest: tree("cache_latest")?,
+            cache_probes: tree("cache_probes")?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),
@@ -260,9 +293,17 @@ impl Store {
     }
 
     /// Makes every write so far durable (one fsync for the whole batch).
+    /// Every so many audit entries, the head they reached is then signed (a checkpoint).
     pub fn flush(&self) -> Result<()> {
         self.writable()?;
+        let (seq, hash, due) = self.audit_head_now();
         self.db.flush().map_err(|e| self.broke(e))?;
+        if due {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.sign_head(seq, &hash, at)?;
+        }
         Ok(())
     }
 

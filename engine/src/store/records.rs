@@ -145,6 +145,27 @@ pub struct RunRecord {
     pub started_at: Option<i64>,
     #[serde(default)]
     pub finished_at: Option<i64>,
+    /// How the run uses the step cache (`--no-cache`, `--refresh STEP`).
+    #[serde(default, skip_serializing_if = "RunCache::is_default")]
+    pub cache: RunCache,
+}
+
+/// How a run uses the step cache, beyond what its steps' `cache:` say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RunCache {
+    /// No step of the run reuses a result or stores one (`--no-cache`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off: bool,
+    /// Steps that run even when the cache holds their result, and store their new one
+    /// (`--refresh STEP`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refresh: Vec<String>,
+}
+
+impl RunCache {
+    pub fn is_default(&self) -> bool {
+        !self.off && self.refresh.is_empty()
+    }
 }
 
 impl RunRecord {
@@ -170,6 +191,7 @@ impl RunRecord {
             created_at: now,
             started_at: None,
             finished_at: None,
+            cache: RunCache::default(),
         }
     }
 }
@@ -259,7 +281,7 @@ mod tests {
         )
         .unwrap();
         match ev.event {
-            Event::Finished { outcome: Outcome::Succeeded { outputs, artifacts }, .. } => {
+            Event::Finished { outcome: Outcome::Succeeded { outputs, artifacts, .. }, .. } => {
                 assert_eq!(outputs["rows"], 10);
                 assert!(artifacts.is_empty(), "older records have none");
             }

@@ -33,7 +33,7 @@ pub(super) fn machine(steps: Vec<CoreStep>) -> RunMachine {
 }
 
 pub(super) fn ok() -> Outcome {
-    Outcome::Succeeded { outputs: Map::new(), artifacts: Vec::new() }
+    Outcome::succeeded(Map::new())
 }
 
 pub(super) fn fail(retryable: bool) -> Outcome {

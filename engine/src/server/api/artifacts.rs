@@ -91,6 +91,61 @@ pub(super) async fn one(
     .await
 }
 
+/// The signed provenance of an artifact: the DSSE envelope of each attempt that produced it
+/// (the instance's public key is at `/api/v1/signing-key`).
+pub(super) async fn provenance(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let digest = digest_of(&digest)?;
+    blocking(move || {
+        let store = shared.engine.store();
+        if store.artifacts_with(&digest)?.is_empty() {
+            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
+        }
+        let envelopes: Vec<Value> = store
+            .provenance_of(&digest)?
+            .into_iter()
+            .map(|(r, envelope)| {
+                json!({
+                    "run": r.run, "pipeline": r.pipeline, "step": r.step, "item": r.item,
+                    "attempt": r.attempt, "envelope": envelope,
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "v": 1, "digest": digest, "provenance": envelopes })))
+    })
+    .await
+}
+
+/// Checks an artifact's content and its provenance's signatures with the instance's key.
+pub(super) async fn verify(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let digest = digest_of(&digest)?;
+    blocking(move || {
+        let store = shared.engine.store();
+        if store.artifacts_with(&digest)?.is_empty() {
+            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
+        }
+        let verified = store.verify_artifact(&digest, shared.engine.signing_key().public())?;
+        Ok(Json(serde_json::to_value(verified).map_err(|e| ApiError::internal(e.to_string()))?))
+    })
+    .await
+}
+
+/// The instance's public signing key (what provenance and audit checkpoints are signed with).
+pub(super) async fn signing_key(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let key = shared.engine.signing_key();
+    Json(json!({
+        "v": 1,
+        "key_id": key.key_id(),
+        "algorithm": "ed25519",
+        "public_pem": key.public_pem(),
+    }))
+}
+
 /// The content, checked first: a damaged artifact is a 409 with what it hashes to now, never
 /// its bytes.
 pub(super) async fn content(
@@ -189,4 +244,56 @@ pub(super) async fn step_lineage(
 ) -> ApiResult<Json<Value>> {
     let run = run_id(&run)?;
     blocking(move || lineage_of(shared, Origin::Step { run, step }, q)).await
+}
+
+/// Why each task of a step reused a cached result or ran (`sluice cache explain`).
+pub(super) async fn step_cache(
+    State(shared): State<Arc<Shared>>,
+    Path((run, step)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let run = run_id(&run)?;
+    blocking(move || {
+        let tasks = shared.engine.explain_cache(run, &step)?;
+        Ok(Json(json!({ "v": 1, "tasks": tasks })))
+    })
+    .await
+}
+
+/// The body of `POST /api/v1/gc`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GcRequest {
+    /// The retention, as `30d` (default 30d).
+    #[serde(default)]
+    pub keep: Option<String>,
+    /// Only say what would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Removes stored files nothing within retention uses (`sluice gc`).
+pub(super) async fn gc(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Extension(who): axum::extract::Extension<super::Principal>,
+    axum::extract::Extension(request): axum::extract::Extension<super::RequestId>,
+    super::JsonBody(body): super::JsonBody<GcRequest>,
+) -> ApiResult<Json<Value>> {
+    let keep = match body.keep.as_deref() {
+        None => std::time::Duration::from_secs(30 * 24 * 3600),
+        Some(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| ApiError::bad_request(format!("keep: `{text}` is not a duration ({e})")))?,
+    };
+    blocking(move || {
+        // Runs go on while it works: files placed in the last minute are spared.
+        let report = shared.engine.gc(keep, body.dry_run, std::time::Duration::from_secs(60))?;
+        if !body.dry_run {
+            let action = crate::security::audit::Action::new(who.actor(), "gc", "artifacts")
+                .after(serde_json::to_value(&report).unwrap_or_default())
+                .request(Some(&request.0));
+            shared.engine.audit(action)?;
+            shared.engine.store().flush()?;
+        }
+        Ok(Json(json!({ "v": 1, "gc": report })))
+    })
+    .await
 }

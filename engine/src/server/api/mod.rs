@@ -1,10 +1,12 @@
 //! The HTTP API, versioned under `/api/v1` (JSON; documented at `/api/v1/openapi.json`).
 //!
 //! Every request passes two layers before its handler: the in-flight limit (more than
-//! `max_in_flight` requests at once get 429) and [`authorize`], the one place that decides
-//! who may do what. Bodies are read with a size cap (413) and parsed strictly (400 with the
+//! `max_in_flight` requests at once get 429) and `access::authorize`, the one place that
+//! decides who may do what, by the permission each route declares in [`endpoints`]. Bodies are read with a size cap (413) and parsed strictly (400 with the
 //! field that is wrong).
 
+mod access;
+pub mod admin;
 pub mod artifacts;
 mod events;
 mod guard;
@@ -16,13 +18,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+
+pub(crate) use crate::security::Permission;
+pub(crate) use access::{Failures, Peer, Principal, RequestId};
 
 use super::{LaunchError, Shared};
 
@@ -89,6 +94,7 @@ impl From<crate::driver::EngineError> for ApiError {
         match e {
             EngineError::Store(StoreError::NoRun(id)) => ApiError::not_found(format!("there is no run {id}")),
             EngineError::Invalid(m) => ApiError::conflict(m),
+            EngineError::NotFound(m) => ApiError::not_found(m),
             EngineError::LowSpace(m) => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
             }
@@ -157,63 +163,10 @@ pub(crate) fn run_id(text: &str) -> ApiResult<u64> {
         .map_err(|_| ApiError::bad_request(format!("`{text}` is not a run id (a number such as 12)")))
 }
 
-/// What a request wants to do, for authorization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Permission {
-    /// Read pipelines, runs, logs, events.
-    Read,
-    /// Start, cancel, retry and backfill runs.
-    Operate,
-    /// Post events (webhooks, alerts).
-    Ingest,
-}
-
-impl Permission {
-    fn of(method: &Method, path: &str) -> Permission {
-        if method == Method::GET || method == Method::HEAD {
-            Permission::Read
-        } else if path.starts_with("/api/v1/events/") {
-            Permission::Ingest
-        } else {
-            Permission::Operate
-        }
-    }
-}
-
-/// Who asks. Every request is anonymous until tokens arrive (a later change); then this is
-/// where a bearer token becomes a principal with roles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Principal {
-    Anonymous,
-}
-
-/// THE authorization check: every handler is behind it. Today anonymous callers may do
-/// everything (the server binds loopback by default); roles plug in here.
-fn check(principal: &Principal, permission: Permission) -> ApiResult<()> {
-    match (principal, permission) {
-        (Principal::Anonymous, Permission::Read | Permission::Operate | Permission::Ingest) => Ok(()),
-    }
-}
-
 /// The route a request matched (its template, such as `/api/v1/runs/{run}`), handed back
 /// out to the access log.
 #[derive(Debug, Clone)]
-struct Route(String);
-
-async fn authorize(matched: Option<MatchedPath>, mut req: Request, next: Next) -> Response {
-    let path = matched.as_ref().map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
-    let permission = Permission::of(req.method(), &path);
-    let principal = Principal::Anonymous;
-    let mut resp = match check(&principal, permission) {
-        Err(e) => e.into_response(),
-        Ok(()) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-    };
-    resp.extensions_mut().insert(Route(path));
-    resp
-}
+pub(crate) struct Route(pub String);
 
 /// One structured line per request: method, route (its template, so run ids do not make
 /// every line a new route), status, and the latency until the answer's head.
@@ -293,36 +246,79 @@ async fn not_found(req: Request) -> ApiError {
     ))
 }
 
+/// One route: its method, path, the permission it needs, and its handler.
+pub(crate) struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub permission: Permission,
+    handler: MethodRouter<Arc<Shared>>,
+}
+
+fn ep(
+    method: Method,
+    path: &'static str,
+    permission: Permission,
+    handler: MethodRouter<Arc<Shared>>,
+) -> Endpoint {
+    Endpoint { method, path, permission, handler }
+}
+
+/// THE table of routes. A route exists only through it, so none is without its permission;
+/// the OpenAPI document takes each operation's permission from here too.
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    use Permission::*;
+    let (g, p) = (Method::GET, Method::POST);
+    vec![
+        ep(g.clone(), "/api/v1/health", Public, get(health)),
+        ep(g.clone(), "/api/v1/ready", Public, get(ready)),
+        ep(g.clone(), "/api/v1/openapi.json", Read, get(openapi::document)),
+        ep(g.clone(), "/api/v1/pipelines", Read, get(pipelines::list)),
+        ep(g.clone(), "/api/v1/pipelines/{name}", Read, get(pipelines::one)),
+        ep(p.clone(), "/api/v1/pipelines/{name}/runs", Run, post(runs::start)),
+        ep(p.clone(), "/api/v1/pipelines/{name}/backfill", Run, post(pipelines::backfill)),
+        ep(g.clone(), "/api/v1/runs", Read, get(runs::list)),
+        ep(g.clone(), "/api/v1/runs/{run}", Read, get(runs::one)),
+        ep(g.clone(), "/api/v1/runs/{run}/wait", Read, get(runs::wait)),
+        ep(p.clone(), "/api/v1/runs/{run}/cancel", Run, post(runs::cancel)),
+        ep(p.clone(), "/api/v1/runs/{run}/retry", Run, post(runs::retry)),
+        ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/logs", Read, get(runs::logs)),
+        ep(g.clone(), "/api/v1/artifacts", Read, get(artifacts::list)),
+        ep(g.clone(), "/api/v1/artifacts/{digest}", Read, get(artifacts::one)),
+        ep(g.clone(), "/api/v1/artifacts/{digest}/content", Read, get(artifacts::content)),
+        ep(g.clone(), "/api/v1/artifacts/{digest}/provenance", Read, get(artifacts::provenance)),
+        ep(g.clone(), "/api/v1/artifacts/{digest}/verify", Read, get(artifacts::verify)),
+        ep(g.clone(), "/api/v1/signing-key", Read, get(artifacts::signing_key)),
+        ep(g.clone(), "/api/v1/lineage/{digest}", Read, get(artifacts::lineage)),
+        ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/lineage", Read, get(artifacts::step_lineage)),
+        ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/cache", Read, get(artifacts::step_cache)),
+        ep(p.clone(), "/api/v1/gc", Admin, post(artifacts::gc)),
+        ep(g.clone(), "/api/v1/events", Read, get(events::list)),
+        ep(g.clone(), "/api/v1/events/{key}", Read, get(events::one)),
+        ep(p.clone(), "/api/v1/events/{key}", Ingest, post(events::receive)),
+        ep(g.clone(), "/api/v1/tokens", Admin, get(admin::tokens)),
+        ep(p.clone(), "/api/v1/tokens", Admin, post(admin::create_token)),
+        ep(p.clone(), "/api/v1/tokens/{name}/revoke", Admin, post(admin::revoke_token)),
+        ep(g.clone(), "/api/v1/audit", Audit, get(admin::audit)),
+        ep(g, "/api/v1/audit/verify", Audit, get(admin::verify_audit)),
+    ]
+}
+
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.opts.body_limit;
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/ready", get(ready))
-        .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/api/v1/pipelines", get(pipelines::list))
-        .route("/api/v1/pipelines/{name}", get(pipelines::one))
-        .route("/api/v1/pipelines/{name}/runs", post(runs::start))
-        .route("/api/v1/pipelines/{name}/backfill", post(pipelines::backfill))
-        .route("/api/v1/runs", get(runs::list))
-        .route("/api/v1/runs/{run}", get(runs::one))
-        .route("/api/v1/runs/{run}/wait", get(runs::wait))
-        .route("/api/v1/runs/{run}/cancel", post(runs::cancel))
-        .route("/api/v1/runs/{run}/retry", post(runs::retry))
-        .route("/api/v1/runs/{run}/steps/{step}/logs", get(runs::logs))
-        .route("/api/v1/artifacts", get(artifacts::list))
-        .route("/api/v1/artifacts/{digest}", get(artifacts::one))
-        .route("/api/v1/artifacts/{digest}/content", get(artifacts::content))
-        .route("/api/v1/lineage/{digest}", get(artifacts::lineage))
-        .route("/api/v1/runs/{run}/steps/{step}/lineage", get(artifacts::step_lineage))
-        .route("/api/v1/events", get(events::list))
-        .route("/api/v1/events/{key}", get(events::one).post(events::receive))
-        .route_layer(middleware::from_fn(authorize))
+    let mut router = Router::new();
+    for e in endpoints() {
+        let gate = access::Gate { shared: shared.clone(), permission: e.permission, path: e.path };
+        router = router
+            .route(e.path, e.handler.route_layer(middleware::from_fn_with_state(gate, access::authorize)));
+    }
+    router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(shared.clone(), limit))
         .layer(middleware::from_fn_with_state(shared.clone(), guard::read_whole_body))
         .layer(middleware::from_fn_with_state(shared.clone(), guard::same_origin))
+        .layer(middleware::from_fn(access::request_id))
         .layer(middleware::from_fn(access_log))
         .with_state(shared)
 }

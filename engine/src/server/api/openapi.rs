@@ -4,6 +4,7 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+use super::artifacts::GcRequest;
 use super::pipelines::Backfill;
 use super::runs::{RetryRun, StartRun, Waited};
 use crate::driver::RunReport;
@@ -45,10 +46,12 @@ fn schemas() -> Value {
     settings.definitions_path = "/components/schemas".into();
     let mut generator = settings.into_generator();
     generator.subschema_for::<StartRun>();
+    generator.subschema_for::<GcRequest>();
     generator.subschema_for::<RetryRun>();
     generator.subschema_for::<Backfill>();
     generator.subschema_for::<RunReport>();
     generator.subschema_for::<Waited>();
+    generator.subschema_for::<super::admin::CreateToken>();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Event".into(),
@@ -58,9 +61,43 @@ fn schemas() -> Value {
 }
 
 pub(super) async fn document() -> Json<Value> {
+    Json(with_permissions(paths()))
+}
+
+/// Marks every operation with the permission the route table gives it (and the roles that
+/// hold it), and the bearer scheme.
+fn with_permissions(mut doc: Value) -> Value {
+    for e in super::endpoints() {
+        let method = e.method.as_str().to_ascii_lowercase();
+        let op = &mut doc["paths"][e.path][&method];
+        if !op.is_object() {
+            // A route the document does not describe: the test of the document finds it.
+            continue;
+        }
+        let roles: Vec<&str> = e.permission.roles().iter().map(|r| r.as_str()).collect();
+        op["x-sluice-permission"] = json!(e.permission.as_str());
+        op["x-sluice-roles"] = json!(roles);
+        op["security"] = if e.permission == crate::security::Permission::Public {
+            json!([])
+        } else {
+            json!([{ "bearer": [] }])
+        };
+        if e.permission != crate::security::Permission::Public {
+            op["responses"]["401"] =
+                json!({ "description": "no token, or an invalid, expired or revoked one" });
+            op["responses"]["403"] =
+                json!({ "description": format!("the token's role is not one of {}", roles.join(", ")) });
+        }
+    }
+    doc["components"]["securitySchemes"] = json!({ "bearer": { "type": "http", "scheme": "bearer" } });
+    doc["security"] = json!([{ "bearer": [] }]);
+    doc
+}
+
+fn paths() -> Value {
     let run = ("run", "path", "A run id, such as `12` (`r12` is accepted too)");
     let name = ("name", "path", "A pipeline name");
-    Json(json!({
+    json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Sluice API",
@@ -84,14 +121,46 @@ pub(super) async fn document() -> Json<Value> {
             "/api/v1/artifacts": { "get": op("Artifacts attempts produced, newest first", &[("run", "query", "only this run"), ("step", "query", "only this step"), ("limit", "query", "at most this many (default 100, max 1000)")], None, &[("200", "`{artifacts}`"), ERR]) },
             "/api/v1/artifacts/{digest}": { "get": op("One artifact: size, media type, whether its content still matches its digest, and every attempt that produced it", &[("digest", "path", "sha256:<64 hex digits>")], None, &[("200", "`{digest, size, media_type, check, produced_by}`"), ERR]) },
             "/api/v1/artifacts/{digest}/content": { "get": op("The artifact's bytes, checked against its digest first", &[("digest", "path", "sha256:<64 hex digits>")], None, &[("200", "the content"), ("409", "the stored content no longer matches its digest"), ("410", "the content is gone"), ERR]) },
+            "/api/v1/artifacts/{digest}/provenance": { "get": op("The signed provenance of an artifact: the DSSE envelope (in-toto Statement v1, SLSA Provenance v1) of each attempt that produced it", &[("digest", "path", "sha256:<64 hex digits>")], None, &[("200", "`{digest, provenance: [{run, pipeline, step, item, attempt, envelope}]}`"), ERR]) },
+            "/api/v1/artifacts/{digest}/verify": { "get": op("Checks an artifact's content against its digest and its provenance's signatures against the instance's key", &[("digest", "path", "sha256:<64 hex digits>")], None, &[("200", "`{digest, ok, content, key_id, attestations}`"), ERR]) },
+            "/api/v1/signing-key": { "get": op("The instance's public ed25519 key, which signs provenance and audit checkpoints", &[], None, &[("200", "`{key_id, algorithm, public_pem}`"), ERR]) },
             "/api/v1/lineage/{digest}": { "get": op("The lineage graph of an artifact or dataset version: upstream, what made it and what that read, down to the raw files; downstream, what read it and what that made", &[("digest", "path", "sha256:<64 hex digits>"), ("direction", "query", "upstream (default) or downstream"), ("depth", "query", "attempts away at most (default 20)")], None, &[("200", "`{nodes, edges, runs}`"), ERR]) },
+            "/api/v1/gc": { "post": op("Remove stored artifact files that no run within retention (still going, or ended within `keep`) and no cache entry younger than that uses; cache entries older than `keep` are removed first; files placed in the last minute are spared (runs may be recording them)", &[], Some("GcRequest"), &[("200", "`{gc: {dry_run, keep_ms, removed, removed_bytes, kept, kept_bytes, recent, cache_entries_removed}}`"), ("400", "bad body"), ERR]) },
+            "/api/v1/runs/{run}/steps/{step}/cache": { "get": op("Why each task of a step reused a cached result or ran: the verdict, the key and its components, and on a miss what changed since the step's newest cached result", &[run, ("step", "path", "a step id")], None, &[("200", "`{tasks: [{run, step, item, attempt, key, verdict, summary, changes, compared_with, components}]}`"), ERR]) },
             "/api/v1/runs/{run}/steps/{step}/lineage": { "get": op("The lineage graph of a step's attempts in a run", &[run, ("step", "path", "a step id"), ("direction", "query", "upstream (default) or downstream"), ("depth", "query", "attempts away at most (default 20)")], None, &[("200", "`{nodes, edges, runs}`"), ERR]) },
             "/api/v1/events": { "get": op("Received events, newest first, with what became of each", &[("source", "query", "only this source"), ("status", "query", "matched, deduplicated, accepted, rejected, skipped"), ("before", "query", "only ids below this"), ("limit", "query", "at most this many")], None, &[("200", "`{total, events}`"), ERR]) },
+            "/api/v1/tokens": {
+                "get": op("Tokens: name, role, state, expiry (never their secrets)", &[], None, &[("200", "`{tokens}`"), ERR]),
+                "post": op("Make a token; the answer holds its secret, shown this once", &[], Some("CreateToken"), &[("201", "`{token, record}`"), ("400", "bad name, role or expiry"), ("409", "an active token has that name")])
+            },
+            "/api/v1/tokens/{name}/revoke": { "post": op("Revoke the active tokens of a name (or id)", &[("name", "path", "a token's name or id")], None, &[("200", "`{revoked}`"), ("404", "no active token of that name")]) },
+            "/api/v1/audit": { "get": op("The audit log, oldest first", &[("since", "query", "an instant (RFC 3339), a sequence (`#120`) or a span back from now (`24h`)"), ("actor", "query", "`token:ci`, or just `ci`"), ("action", "query", "`run.start`, or `run` for every run action"), ("limit", "query", "the newest this many (default 1000)")], None, &[("200", "`{entries}`"), ERR]) },
+            "/api/v1/audit/verify": { "get": op("Check the audit log's hash chain and signed checkpoints; names the first entry edited, deleted, reordered or cut off", &[], None, &[("200", "`{verdict: {entries, checkpoints, covered_to, problem}}`"), ERR]) },
             "/api/v1/events/{key}": {
                 "get": op("One received event by id", &[("key", "path", "the event id")], None, &[("200", "`{event}`"), ERR]),
                 "post": op("Send an event. Source `alertmanager` takes Alertmanager's webhook (version 4); any other source takes JSON matched against `on: - webhook: {source}`. An `Idempotency-Key` header makes repeats start nothing more.", &[("key", "path", "the source")], Some("Event"), &[("202", "`{event, status, reason, runs, details}`"), ("400", "malformed"), ("413", "too large"), ("422", "matched but the params are wrong"), ("429", "too many requests in flight")])
             }
         },
         "components": { "schemas": schemas() }
-    }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_describes_exactly_the_routes_of_the_table_each_with_its_permission() {
+        let doc = with_permissions(paths());
+        let mut described = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                assert!(op["x-sluice-permission"].is_string(), "{method} {path} has no permission");
+                described.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        let routes: std::collections::BTreeSet<(String, String)> =
+            super::super::endpoints().iter().map(|e| (e.method.to_string(), e.path.to_string())).collect();
+        assert_eq!(described, routes, "the OpenAPI document and the route table differ");
+    }
 }

@@ -51,6 +51,8 @@ fn summary(shared: &Shared, e: &Entry) -> Value {
         "version": plan.hash,
         "steps": plan.ids,
         "params": plan.spec.params,
+        // Names and where each is read from; never a value.
+        "secrets": plan.spec.secrets,
         "schedule": schedule,
         "on": plan.spec.on,
         "going": shared.launcher().runs_of(plan.name()),
@@ -84,6 +86,8 @@ pub(super) async fn one(
 
 pub(super) async fn backfill(
     State(shared): State<Arc<Shared>>,
+    axum::extract::Extension(who): axum::extract::Extension<super::Principal>,
+    axum::extract::Extension(request): axum::extract::Extension<super::RequestId>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Backfill>,
 ) -> ApiResult<Response> {
@@ -106,6 +110,18 @@ pub(super) async fn backfill(
             cron.expression()
         )));
     }
+    let s = shared.clone();
+    let (audited, span) = (name.clone(), json!({ "from": body.from, "to": body.to, "slots": slots.len() }));
+    blocking(move || {
+        let action =
+            crate::security::audit::Action::new(who.actor(), "run.backfill", format!("pipeline:{audited}"))
+                .after(span)
+                .request(Some(&request.0));
+        s.engine.audit(action)?;
+        s.engine.store().flush()?;
+        Ok(())
+    })
+    .await?;
     let s = shared.clone();
     let results = blocking(move || {
         Ok(slots

@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, JsonBody, run_id};
+use super::{ApiError, ApiResult, JsonBody, Principal, RequestId, run_id};
 use crate::driver::{Control, Created, NewRun, Notice, RunReport};
 use crate::scheduler::RunState;
+use crate::security::audit::Action;
 use crate::server::Shared;
 use crate::store::Trigger;
 
@@ -26,6 +27,12 @@ pub(crate) struct StartRun {
     /// Parameter values by name; text is parsed by the parameter's type.
     #[serde(default)]
     pub params: Map<String, Value>,
+    /// Reuse no cached result and store none (`sluice run --no-cache`).
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Steps that run even when the cache holds their result (`--refresh STEP`).
+    #[serde(default)]
+    pub refresh: Vec<String>,
 }
 
 /// The body of `POST /api/v1/runs/{run}/retry`.
@@ -47,6 +54,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub(super) async fn start(
     State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Extension(request): Extension<RequestId>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<StartRun>,
 ) -> ApiResult<Response> {
@@ -59,8 +68,18 @@ pub(super) async fn start(
         .spec
         .resolve_values(&body.params)
         .map_err(|errors| ApiError::new(StatusCode::BAD_REQUEST, "invalid_params", errors.join("; ")))?;
+    if let Some(step) = body.refresh.iter().find(|s| !plan.index.contains_key(*s)) {
+        return Err(ApiError::bad_request(format!("refresh: pipeline `{name}` has no step `{step}`")));
+    }
+    if body.no_cache && !body.refresh.is_empty() {
+        return Err(ApiError::bad_request("give no_cache or refresh, not both"));
+    }
+    let mut new = NewRun::new(params, Trigger::Api);
+    new.actor = Some(who.actor());
+    new.request = Some(request.0);
+    new.cache = crate::store::RunCache { off: body.no_cache, refresh: body.refresh };
     let s = shared.clone();
-    let created = blocking(move || Ok(s.launch(&plan, NewRun::new(params, Trigger::Api))?)).await?;
+    let created = blocking(move || Ok(s.launch(&plan, new)?)).await?;
     let Created::Run(id) = created else { return Err(ApiError::internal("a run without a key was held")) };
     let record = shared.engine.store().run(id)?;
     Ok((StatusCode::CREATED, Json(json!({ "v": 1, "run": record }))).into_response())
@@ -188,6 +207,8 @@ pub(super) async fn wait(
 
 pub(super) async fn cancel(
     State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Extension(request): Extension<RequestId>,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
     let id = run_id(&run)?;
@@ -195,6 +216,17 @@ pub(super) async fn cancel(
     if record.state.is_terminal() {
         return Err(ApiError::conflict(format!("run {id} has already ended ({})", record.state)));
     }
+    let s = shared.clone();
+    let state = record.state;
+    blocking(move || {
+        let action = Action::new(who.actor(), "run.cancel", format!("run:{id}"))
+            .before(json!({ "state": state }))
+            .request(Some(&request.0));
+        s.engine.audit(action)?;
+        s.engine.store().flush()?;
+        Ok(())
+    })
+    .await?;
     shared.launcher().unqueue(id);
     let _ = shared.controls.send(Control::Cancel(id));
     let body = json!({ "v": 1, "run": id, "state": record.state, "cancel": "requested" });
@@ -203,6 +235,8 @@ pub(super) async fn cancel(
 
 pub(super) async fn retry(
     State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Extension(request): Extension<RequestId>,
     Path(run): Path<String>,
     JsonBody(body): JsonBody<RetryRun>,
 ) -> ApiResult<Response> {
@@ -222,6 +256,8 @@ pub(super) async fn retry(
         let (plan, record, prelude) = s.engine.retry_prelude(id, &body.from)?;
         let reused = prelude.len();
         let mut new = NewRun::new(record.params, Trigger::Retry);
+        new.actor = Some(who.actor());
+        new.request = Some(request.0);
         new.cause = Some(json!({ "retry_of": id, "from": body.from, "reused_steps": reused }));
         new.prelude = prelude;
         Ok(s.launch(&plan, new)?)

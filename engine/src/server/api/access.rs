@@ -1,0 +1,232 @@
+//! Authentication and authorization of every API request: a bearer token becomes a
+//! [`Principal`] with a role, and the route's declared [`Permission`] (the table in
+//! `api::endpoints`) decides. Failed authentications are counted per client address and
+//! past a limit answered 429 until the window passes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::security::tokens::{self, Refusal};
+use crate::security::{Permission, Role};
+use crate::server::Shared;
+
+/// Who asks: the token's name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// As the audit log names it.
+    pub(crate) fn actor(&self) -> String {
+        format!("token:{}", self.name)
+    }
+}
+
+/// The connection's client address, set by the listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub IpAddr);
+
+/// The request's id: the client's `X-Request-Id` when it is a sane one, else made here. It
+/// goes back in the answer's `X-Request-Id` and into the audit log.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
+
+/// The longest Authorization header looked at; longer ones are refused unread.
+const MAX_AUTHORIZATION: usize = 4096;
+
+/// Failed authentications per client address in a window.
+#[derive(Debug)]
+pub(crate) struct Failures {
+    limit: u32,
+    window: Duration,
+    by_client: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Failures {
+    pub(crate) fn new(limit: u32, window: Duration) -> Failures {
+        Failures { limit, window, by_client: Mutex::new(HashMap::new()) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
+        self.by_client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the client must wait, if it failed too often lately.
+    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let map = self.map();
+        let (count, since) = map.get(&client)?;
+        let left = self.window.checked_sub(now.duration_since(*since))?;
+        (*count >= self.limit).then_some(left)
+    }
+
+    fn failed(&self, client: IpAddr, now: Instant) {
+        let mut map = self.map();
+        if map.len() >= 10_000 {
+            // Many addresses: forget those whose window has passed.
+            map.retain(|_, (_, since)| now.duration_since(*since) < self.window);
+        }
+        let e = map.entry(client).or_insert((0, now));
+        if now.duration_since(e.1) >= self.window {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+}
+
+/// The permission of the route a gate stands before.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    pub shared: Arc<Shared>,
+    pub permission: Permission,
+    pub path: &'static str,
+}
+
+fn unauthorized(code: &'static str, message: impl Into<String>, error: Option<&str>) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+    let challenge = match error {
+        Some(e) => format!("Bearer realm=\"sluice\", error=\"{e}\""),
+        None => "Bearer realm=\"sluice\"".to_string(),
+    };
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).expect("ascii"));
+    r
+}
+
+/// Decides whether the request may go on to its handler.
+pub(crate) async fn authorize(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let mut resp = decide(&gate, req, next).await;
+    resp.extensions_mut().insert(super::Route(gate.path.to_string()));
+    resp
+}
+
+async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
+    if gate.permission == Permission::Public {
+        return next.run(req).await;
+    }
+    let shared = &gate.shared;
+    let client = req.extensions().get::<Peer>().map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0);
+    let now = Instant::now();
+    if let Some(wait) = shared.auth_failures.blocked(client, now) {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            format!(
+                "too many failed authentications from this address; try again in {} s",
+                wait.as_secs() + 1
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
+        return r;
+    }
+    let principal = match authenticate(shared, req.headers().get(header::AUTHORIZATION)) {
+        Ok(p) => p,
+        Err(r) => {
+            shared.auth_failures.failed(client, now);
+            return *r;
+        }
+    };
+    if !principal.role.allows(gate.permission) {
+        let roles: Vec<&str> = gate.permission.roles().iter().map(|r| r.as_str()).collect();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the token `{}` has the role {}, which may not do this (it needs the `{}` permission: {})",
+                principal.name,
+                principal.role,
+                gate.permission.as_str(),
+                roles.join(", ")
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Principal, Box<Response>> {
+    let Some(value) = header else {
+        return Err(Box::new(unauthorized(
+            "unauthenticated",
+            "this needs a token: send `Authorization: Bearer <token>` (`sluice token create`; the first admin token is in the data folder's admin.token)",
+            None,
+        )));
+    };
+    let invalid = |why: &str| Box::new(unauthorized("invalid_token", why.to_string(), Some("invalid_token")));
+    if value.len() > MAX_AUTHORIZATION {
+        return Err(invalid("the Authorization header is too long to hold a token"));
+    }
+    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+        return Err(Box::new(unauthorized(
+            "invalid_request",
+            "the Authorization header must be `Bearer <token>`",
+            Some("invalid_request"),
+        )));
+    };
+    let Some(id) = tokens::id_of(token) else { return Err(invalid(Refusal::Invalid.as_str())) };
+    let record = match shared.engine.store().token(id) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response()));
+        }
+    };
+    match tokens::check(record.as_ref(), token, shared.engine.now_ms()) {
+        Ok(()) => {
+            let r = record.expect("a checked token has a record");
+            Ok(Principal { name: r.name, role: r.role })
+        }
+        Err(refusal) => Err(invalid(refusal.as_str())),
+    }
+}
+
+/// Gives every request an id, and every answer its `X-Request-Id`.
+pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| {
+        crate::security::random::<12>().map(|b| crate::security::hex(&b)).unwrap_or_else(|_| "-".into())
+    });
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_block_a_client_for_the_rest_of_its_window_only() {
+        let f = Failures::new(3, Duration::from_secs(60));
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert!(f.blocked(a, t).is_none());
+            f.failed(a, t);
+        }
+        assert!(f.blocked(a, t + Duration::from_secs(1)).is_some());
+        assert!(f.blocked(b, t).is_none(), "another address is not blocked");
+        assert!(f.blocked(a, t + Duration::from_secs(61)).is_none(), "the window passed");
+    }
+}

@@ -1,0 +1,255 @@
+//! `sluice token create|list|revoke` and `sluice audit [verify]`: on the data folder when no
+//! server holds it (acting as the folder's owner, audited as the local OS user), else
+//! through the server's API with the CLI's token.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use sluice_engine::security::audit::{AuditEntry, Filter, Verdict};
+use sluice_engine::security::{Role, local_actor};
+use sluice_engine::server::api::admin;
+
+use super::artifacts::local;
+use super::client::{Api, runtime};
+use crate::Output;
+
+pub(crate) fn create(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    name: &str,
+    role: &str,
+    expires: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
+    let role = Role::parse(role).map_err(anyhow::Error::msg)?;
+    let made = local(data_dir, server, |e| {
+        let m = admin::create(e, name, role, expires, &local_actor(), None).map_err(anyhow::Error::msg)?;
+        Ok(json!({ "token": m.token, "record": m.record.public(e.now_ms()) }))
+    })?;
+    let v = match made {
+        Some(v) => v,
+        None => {
+            let mut body = json!({ "name": name, "role": role.as_str() });
+            if let Some(d) = expires {
+                body["expires"] = json!(humantime::format_duration(d).to_string());
+            }
+            runtime()?.block_on(Api::new(data_dir, server)?.ok(Method::POST, "/api/v1/tokens", Some(body)))?
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let token = v["token"].as_str().context("the answer holds no token")?;
+    println!("{token}");
+    let expiry = match v["record"]["expires_at"].as_i64() {
+        Some(ms) => format!("until {}", super::fmt_time(ms)),
+        None => "with no expiry".to_string(),
+    };
+    eprintln!(
+        "made token `{name}` with role {role}, {expiry}. This is the only time its secret is shown: keep it (SLUICE_TOKEN=...)."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn list(data_dir: &Path, server: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
+    let found = local(data_dir, server, |e| {
+        let now = e.now_ms();
+        Ok(e.store().tokens()?.iter().map(|t| t.public(now)).collect::<Vec<Value>>())
+    })?;
+    let list = match found {
+        Some(l) => l,
+        None => {
+            let v =
+                runtime()?.block_on(Api::new(data_dir, server)?.ok(Method::GET, "/api/v1/tokens", None))?;
+            v["tokens"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "v": 1, "tokens": list }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<9} {:<8} {:<20} {:<20} ID", "NAME", "ROLE", "STATE", "CREATED", "EXPIRES");
+    for t in &list {
+        let time = |k: &str| t[k].as_i64().map_or("-".to_string(), super::fmt_time);
+        println!(
+            "{:<24} {:<9} {:<8} {:<20} {:<20} {}",
+            t["name"].as_str().unwrap_or("?"),
+            t["role"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            time("created_at"),
+            time("expires_at"),
+            t["id"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn revoke(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let done = local(data_dir, server, |e| {
+        let now = e.now_ms();
+        let r = admin::revoke(e, name, &local_actor(), None).map_err(anyhow::Error::msg)?;
+        Ok(r.iter().map(|t| t.public(now)).collect::<Vec<Value>>())
+    })?;
+    let revoked = match done {
+        Some(r) => r,
+        None => {
+            let path = format!("/api/v1/tokens/{name}/revoke");
+            let v = runtime()?.block_on(Api::new(data_dir, server)?.ok(Method::POST, &path, None))?;
+            v["revoked"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "v": 1, "revoked": revoked }))?);
+    } else {
+        for t in &revoked {
+            println!(
+                "revoked token `{}` ({})",
+                t["name"].as_str().unwrap_or("?"),
+                t["id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) struct AuditQuery<'a> {
+    pub(crate) since: Option<&'a str>,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) action: Option<&'a str>,
+    pub(crate) limit: usize,
+}
+
+pub(crate) fn audit(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    q: AuditQuery<'_>,
+) -> anyhow::Result<ExitCode> {
+    let filter = Filter::parse(q.since, q.actor.map(str::to_string), q.action.map(str::to_string))
+        .map_err(anyhow::Error::msg)?;
+    let entries: Vec<AuditEntry> =
+        match local(data_dir, server, |e| Ok(e.store().audit_filtered(&filter, q.limit)?))? {
+            Some(list) => list,
+            None => {
+                let mut query = vec![format!("limit={}", q.limit)];
+                for (k, v) in [("since", q.since), ("actor", q.actor), ("action", q.action)] {
+                    if let Some(v) = v {
+                        query.push(format!("{k}={}", encode(v)));
+                    }
+                }
+                let path = format!("/api/v1/audit?{}", query.join("&"));
+                let v = runtime()?.block_on(Api::new(data_dir, server)?.ok(Method::GET, &path, None))?;
+                serde_json::from_value(v["entries"].clone()).context("the server's audit entries")?
+            }
+        };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "v": 1, "entries": entries }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &entries {
+        let detail = match (&e.before, &e.after) {
+            (Some(b), Some(a)) => format!(" {b} -> {a}"),
+            (None, Some(a)) => format!(" {a}"),
+            (Some(b), None) => format!(" was {b}"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:>6} {} {:<22} {:<14} {}{detail}",
+            e.seq,
+            super::fmt_time(e.at),
+            e.actor,
+            e.action,
+            e.target
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(crate) fn verify(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    key: Option<&Path>,
+    checkpoints: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let found = local(data_dir, server, |e| {
+        let public = match key {
+            Some(k) => sluice_engine::security::keys::read_public(k).map_err(anyhow::Error::msg)?,
+            None => e.signing_key().public().to_vec(),
+        };
+        e.store().verify_audit(&public, checkpoints).map_err(anyhow::Error::msg)
+    })?;
+    let verdict: Verdict = match found {
+        Some(v) => v,
+        None => {
+            if key.is_some() || checkpoints.is_some() {
+                bail!(
+                    "--key and --checkpoints check the data folder directly; stop the server that holds it first"
+                );
+            }
+            let v = runtime()?.block_on(Api::new(data_dir, server)?.ok(
+                Method::GET,
+                "/api/v1/audit/verify",
+                None,
+            ))?;
+            verdict_of(&v["verdict"])?
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "v": 1, "verdict": verdict }))?);
+    } else {
+        match &verdict.problem {
+            None => println!(
+                "the audit log is intact: {} entries, {} checkpoint(s), signed up to entry {}",
+                verdict.entries, verdict.checkpoints, verdict.covered_to
+            ),
+            Some(p) => {
+                println!("the audit log was tampered with at entry {} ({}): {}", p.seq, p.kind, p.message)
+            }
+        }
+    }
+    Ok(if verdict.problem.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn verdict_of(v: &Value) -> anyhow::Result<Verdict> {
+    let problem = match &v["problem"] {
+        Value::Null => None,
+        p => Some(sluice_engine::security::audit::Problem {
+            seq: p["seq"].as_u64().unwrap_or(0),
+            kind: match p["kind"].as_str().unwrap_or("") {
+                "edited" => "edited",
+                "deleted" => "deleted",
+                "reordered" => "reordered",
+                "truncated" => "truncated",
+                _ => "forged_checkpoint",
+            },
+            message: p["message"].as_str().unwrap_or("").to_string(),
+        }),
+    };
+    Ok(Verdict {
+        entries: v["entries"].as_u64().context("the server's verdict")?,
+        checkpoints: v["checkpoints"].as_u64().unwrap_or(0) as usize,
+        covered_to: v["covered_to"].as_u64().unwrap_or(0),
+        problem,
+    })
+}
