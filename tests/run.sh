@@ -43,6 +43,19 @@ provide_python
 # The tests that use it fail rather than skip without it.
 export SLUICE_REQUIRE_PYTHON=1
 
+say "alertmanager (Debian's prometheus-alertmanager, a real sender of alert webhooks)"
+if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing prometheus-alertmanager"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager >/dev/null; }
+  else
+    echo "tests/run.sh: install prometheus-alertmanager (Debian) for the Alertmanager test" >&2
+  fi
+fi
+# The test fails rather than skips without it.
+export SLUICE_REQUIRE_ALERTMANAGER=1
+
 say "format"
 cargo fmt --all -- --check
 

@@ -297,3 +297,81 @@ fn the_audit_log_records_who_did_what_and_verify_finds_each_kind_of_tampering() 
     // And the untouched folder is still intact.
     assert_eq!(verify(&sb, &sb.data()).0, 0);
 }
+
+#[test]
+fn a_signing_source_takes_only_bodies_signed_with_its_secret() {
+    use sluice_engine::security::webhook::sign;
+    let sb = Sandbox::new();
+    let dir = sb.path("dags");
+    std::fs::create_dir_all(&dir).unwrap();
+    let github = HOOK.replace("name: hook", "name: gh").replace("source: ci", "source: github");
+    std::fs::write(dir.join("gh.yaml"), github).unwrap();
+    std::fs::write(dir.join("hook.yaml"), HOOK).unwrap();
+    let secret = "whsec-canary-5e1d0c";
+    let file = sb.write("github.secret", &format!("{secret}\n"));
+
+    // A secret that cannot be read stops the server before it starts, naming the reference.
+    let out = sb.sluice(&[
+        "serve",
+        "--dags",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--webhook-secret",
+        "github=env:SLUICE_TEST_SURELY_UNSET_WEBHOOK",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("webhook secret of `github`") && err.contains("is not set"), "{err}");
+
+    let spec = format!("github=file:{}", file.display());
+    let srv = Server::start(&sb, &dir, &["--webhook-secret", &spec]);
+    let body = br#"{"ref": "refs/heads/main", "after": "abc123"}"#;
+    let post = |token: Option<&str>, headers: &[(&str, &str)], body: &[u8]| {
+        let (code, _, answer) = srv.request_as(token, "POST", "/api/v1/events/github", body, headers);
+        (code, answer)
+    };
+    let good = sign(secret.as_bytes(), body);
+
+    // Signed with the secret: taken without any token, as the events role.
+    let (code, answer) = post(None, &[("X-Hub-Signature-256", &good)], body);
+    assert_eq!(code, 202, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["status"], "matched", "{answer}");
+    let run = answer["runs"][0].as_u64().unwrap();
+    assert_eq!(srv.wait_run(run)["params"]["commit"], "abc123");
+    // Sluice's own header name works the same.
+    let (code, _) = post(None, &[("X-Sluice-Signature-256", &good)], body);
+    assert_eq!(code, 202);
+
+    // Anything else is a 401 that says what is wrong: no signature (a token does not stand in
+    // for it, not even the admin's), another secret, a changed body, a malformed header.
+    let refused = |token: Option<&str>, headers: &[(&str, &str)], body: &[u8], want: &str| {
+        let (code, answer) = post(token, headers, body);
+        assert_eq!(code, 401, "{answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["error"]["code"], want, "{answer}");
+        assert!(!answer.contains(secret), "{answer}");
+    };
+    refused(Some(&srv.token), &[], body, "unsigned");
+    refused(None, &[("X-Hub-Signature-256", &sign(b"another secret", body))], body, "invalid_signature");
+    refused(
+        None,
+        &[("X-Hub-Signature-256", &good)],
+        br#"{"ref": "refs/heads/main", "after": "evil"}"#,
+        "invalid_signature",
+    );
+    refused(None, &[("X-Hub-Signature-256", "sha256=beef")], body, "invalid_signature");
+
+    // A source without a secret still takes tokens.
+    let (code, _, answer) = srv.request_as(Some(&srv.token), "POST", "/api/v1/events/ci", body, &[]);
+    assert_eq!(code, 202, "{answer}");
+    let (code, _, _) =
+        srv.request_as(None, "POST", "/api/v1/events/ci", body, &[("X-Hub-Signature-256", &good)]);
+    assert_eq!(code, 401, "a signature is no token for a source without a secret");
+    // Only the two signed requests above started runs of gh (and the ci one started hook).
+    let runs: Value = serde_json::from_str(&srv.get("/api/v1/runs?pipeline=gh").1).unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "{runs}");
+    let log = std::fs::read_to_string(sb.path("serve.log")).unwrap_or_default();
+    assert!(!log.contains(secret), "the server's log shows the secret");
+}

@@ -58,6 +58,12 @@ pub(crate) struct ServeArgs {
     /// that encrypts the traffic, such as a TLS-terminating proxy on this host).
     #[arg(long)]
     insecure: bool,
+    /// An event source that must sign its requests instead of sending a token, and where its
+    /// shared secret is read from: `github=env:GITHUB_WEBHOOK_SECRET` or
+    /// `ci=file:/run/secrets/ci`. Requests to /api/v1/events/SOURCE then need
+    /// `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`. Repeat for several sources.
+    #[arg(long = "webhook-secret", value_name = "SOURCE=REF")]
+    webhook_secrets: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -71,6 +77,10 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
     );
     // Checked before the engine opens, so that the refusal is the first and only thing said.
     sluice_engine::server::tls::check_listen(args.listen, args.tls_cert.is_some(), args.insecure)?;
+    let webhook_keys = sluice_engine::security::webhook::WebhookKeys::from_specs(
+        args.webhook_secrets.iter().map(String::as_str),
+    )
+    .map_err(|e| anyhow::anyhow!("--webhook-secret {e}"))?;
     raise_open_files_limit(args.max_connections);
     let engine = open(data_dir, &args.engine)?;
     let mut opts = ServeOptions::new(&args.dags);
@@ -89,6 +99,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         _ => None,
     };
     opts.insecure = args.insecure;
+    opts.webhook_keys = webhook_keys;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

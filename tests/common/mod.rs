@@ -392,3 +392,49 @@ pub fn python_with(module: &str, test: &str) -> Option<String> {
     eprintln!("\n!!! SKIPPED: {why} !!!\n");
     None
 }
+
+/// The Alertmanager binary (Debian's `prometheus-alertmanager`, which `tests/run.sh`
+/// installs), or `None` after saying loudly that the test skips; with
+/// SLUICE_REQUIRE_ALERTMANAGER=1 it fails instead.
+pub fn alertmanager_or_skip(test: &str) -> Option<PathBuf> {
+    let found = ["prometheus-alertmanager", "alertmanager"].iter().find_map(|name| {
+        std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
+    });
+    if found.is_some() {
+        return found;
+    }
+    if std::env::var("SLUICE_REQUIRE_ALERTMANAGER").as_deref() == Ok("1") {
+        panic!("{test}: SLUICE_REQUIRE_ALERTMANAGER=1 but no alertmanager is on PATH");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: no Alertmanager on PATH (apt-get install prometheus-alertmanager, or run `bash tests/run.sh`). ***\n"
+    );
+    None
+}
+
+/// A free port on 127.0.0.1 (bound and let go: for a program that takes a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One plain HTTP/1.1 request to `addr`; the status and body.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body.as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(rest) } else { rest.to_string() })
+}

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod provenance;
 pub mod secrets;
 pub mod tokens;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 

@@ -67,6 +67,9 @@ pub struct ServeOptions {
     pub tls: Option<tls::TlsFiles>,
     /// Listen in plain HTTP on a non-loopback address all the same (something else encrypts).
     pub insecure: bool,
+    /// Event sources that must sign their requests (HMAC-SHA256 of the body) instead of
+    /// sending a token.
+    pub webhook_keys: crate::security::webhook::WebhookKeys,
 }
 
 impl ServeOptions {
@@ -86,6 +89,7 @@ impl ServeOptions {
             auth_failure_limit: 20,
             tls: None,
             insecure: false,
+            webhook_keys: Default::default(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Authentication and authorization of every API request: a bearer token becomes a
+//! Authentication and authorization of every API request: a bearer token (or, for an event
+//! source given a webhook secret, a valid HMAC signature of the body) becomes a
 //! [`Principal`] with a role, and the route's declared [`Permission`] (the table in
 //! `api::endpoints`) decides. Failed authentications are counted per client address and
 //! past a limit answered 429 until the window passes.
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::security::tokens::{self, Refusal};
-use crate::security::{Permission, Role};
+use crate::security::{Permission, Role, webhook};
 use crate::server::Shared;
 
 /// Who asks: the token's name and role.
@@ -23,12 +24,17 @@ use crate::server::Shared;
 pub(crate) struct Principal {
     pub name: String,
     pub role: Role,
+    /// A signed webhook's source rather than a token.
+    pub signed: bool,
 }
 
 impl Principal {
     /// As the audit log names it.
     pub(crate) fn actor(&self) -> String {
-        format!("token:{}", self.name)
+        match self.signed {
+            true => format!("webhook:{}", self.name),
+            false => format!("token:{}", self.name),
+        }
     }
 }
 
@@ -128,7 +134,19 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
         return r;
     }
-    let principal = match authenticate(shared, req.headers().get(header::AUTHORIZATION)) {
+    let signed_source = (gate.permission == Permission::Ingest)
+        .then(|| req.uri().path().strip_prefix("/api/v1/events/").map(str::to_string))
+        .flatten()
+        .filter(|source| shared.opts.webhook_keys.requires(source));
+    let authenticated = match signed_source {
+        Some(source) => {
+            let (checked, back) = check_signature(shared, &source, req).await;
+            req = back;
+            checked
+        }
+        None => authenticate(shared, req.headers().get(header::AUTHORIZATION)),
+    };
+    let principal = match authenticated {
         Ok(p) => p,
         Err(r) => {
             shared.auth_failures.failed(client, now);
@@ -152,6 +170,39 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// A request to a source that signs: its signature header checked against its body (read
+/// whole already, by the guard in front), which is handed back for the handler.
+async fn check_signature(
+    shared: &Shared,
+    source: &str,
+    req: Request,
+) -> (Result<Principal, Box<Response>>, Request) {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            let r = ApiError::bad_request(format!("cannot read the request body: {e}")).into_response();
+            return (Err(Box::new(r)), Request::from_parts(parts, axum::body::Body::empty()));
+        }
+    };
+    let header =
+        webhook::SIGNATURE_HEADERS.iter().find_map(|h| parts.headers.get(*h)).map(HeaderValue::as_bytes);
+    let checked = match shared.opts.webhook_keys.verify(source, header, &bytes) {
+        Ok(()) => Ok(Principal { name: source.to_string(), role: Role::Events, signed: true }),
+        Err(e) => {
+            let code = match e {
+                webhook::SignatureError::Missing => "unsigned",
+                _ => "invalid_signature",
+            };
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, code, e.message(source)).into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("HMAC-SHA256 realm=\"sluice\""));
+            Err(Box::new(r))
+        }
+    };
+    (checked, Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Principal, Box<Response>> {
@@ -183,7 +234,7 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Princip
     match tokens::check(record.as_ref(), token, shared.engine.now_ms()) {
         Ok(()) => {
             let r = record.expect("a checked token has a record");
-            Ok(Principal { name: r.name, role: r.role })
+            Ok(Principal { name: r.name, role: r.role, signed: false })
         }
         Err(refusal) => Err(invalid(refusal.as_str())),
     }
