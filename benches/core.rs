@@ -338,9 +338,69 @@ fn hashing(c: &mut Criterion) {
     g.finish();
 }
 
+/// What security costs a request and an audit: authorization (the presented bearer token's
+/// record read by its id, its hash compared in constant time, its role checked) against a
+/// store of 1,000 tokens, next to the bare read of the same record; and `audit verify` of
+/// 1,000,000 entries (every entry decoded and hashed, the chain and the checkpoint checked).
+fn security(c: &mut Criterion) {
+    use sluice_engine::security::audit::Action as Audited;
+    use sluice_engine::security::{Permission, Role, tokens};
+    let full = std::env::args().any(|a| a == "--bench");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineOptions::new(dir.path().join("data"))).unwrap();
+    let store = engine.store();
+    let mut presented = Vec::new();
+    for i in 0..1_000 {
+        let m = tokens::mint(&format!("bench-{i}"), Role::Runner, None, "bench", 0).unwrap();
+        store.put_token(&m.record).unwrap();
+        presented.push(m.token);
+    }
+    store.flush().unwrap();
+    let token = presented[500].clone();
+    let id = tokens::id_of(&token).unwrap().to_string();
+    // The same id with another secret: found, and refused by the hash comparison.
+    let forged = format!("{}{}", &token[..token.len() - 4], "AAAA");
+    let mut g = c.benchmark_group("security");
+    g.bench_function("authorize_bearer_1k_tokens", |b| {
+        b.iter(|| {
+            let record = store.authenticate(black_box(&token), 1).unwrap().unwrap();
+            assert!(record.role.allows(Permission::Run));
+        })
+    });
+    g.bench_function("refuse_forged_bearer", |b| {
+        b.iter(|| assert!(store.authenticate(black_box(&forged), 1).unwrap().is_err()))
+    });
+    g.bench_function("baseline_token_record_read", |b| {
+        b.iter(|| black_box(store.token(black_box(&id)).unwrap().unwrap()))
+    });
+
+    // Under `cargo test` (no `--bench`), a short log: the bench only shows it still works.
+    let entries: u64 = if full { 1_000_000 } else { 2_000 };
+    for i in 0..entries {
+        let action = Audited::new("token:bench", "run.start", format!("run:{i}"))
+            .after(serde_json::json!({"pipeline": "train", "trigger": "api"}))
+            .request(Some("0123456789abcdef"));
+        store.audit(action, 1_796_000_000_000 + i as i64).unwrap();
+        if i % 100_000 == 99_999 {
+            store.flush().unwrap();
+        }
+    }
+    store.checkpoint_audit(1_796_000_000_000 + entries as i64).unwrap();
+    let public = engine.signing_key().public().to_vec();
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(entries));
+    g.bench_function(format!("audit_verify_{entries}_entries"), |b| {
+        b.iter(|| {
+            let v = store.verify_audit(&public, None).unwrap();
+            assert!(v.problem.is_none() && v.entries == entries && v.covered_to == entries, "{v:?}");
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = core;
     config = Criterion::default().sample_size(20);
-    targets = benches, wasm, store_100k, hashing
+    targets = benches, wasm, store_100k, hashing, security
 }
 criterion_main!(core);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::{Result, Store, StoreError, decode, encode};
 use crate::security::audit::{self, Action, AuditEntry, Checkpoint, GENESIS};
 use crate::security::keys::SigningKey;
-use crate::security::tokens::TokenRecord;
+use crate::security::tokens::{self, Refusal, TokenRecord};
 
 /// The chain's head, kept in memory (loaded at open), and when to checkpoint it.
 #[derive(Debug)]
@@ -58,6 +58,14 @@ impl Store {
 
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
         self.tokens.get(id.as_bytes())?.map(|v| decode("token", &v)).transpose()
+    }
+
+    /// The whole of a request's authentication: the presented bearer token's record, read by
+    /// the id it names and checked (hash compared in constant time, expiry, revocation).
+    pub fn authenticate(&self, presented: &str, now: i64) -> Result<std::result::Result<TokenRecord, Refusal>> {
+        let Some(id) = tokens::id_of(presented) else { return Ok(Err(Refusal::Invalid)) };
+        let record = self.token(id)?;
+        Ok(tokens::check(record.as_ref(), presented, now).map(|()| record.expect("a checked token has a record")))
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {

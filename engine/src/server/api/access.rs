@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use crate::security::tokens::{self, Refusal};
+use crate::security::tokens;
 use crate::security::{Permission, Role, webhook};
 use crate::server::Shared;
 
@@ -224,19 +224,10 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Princip
             Some("invalid_request"),
         )));
     };
-    let Some(id) = tokens::id_of(token) else { return Err(invalid(Refusal::Invalid.as_str())) };
-    let record = match shared.engine.store().token(id) {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response()));
-        }
-    };
-    match tokens::check(record.as_ref(), token, shared.engine.now_ms()) {
-        Ok(()) => {
-            let r = record.expect("a checked token has a record");
-            Ok(Principal { name: r.name, role: r.role, signed: false })
-        }
-        Err(refusal) => Err(invalid(refusal.as_str())),
+    match shared.engine.store().authenticate(token, shared.engine.now_ms()) {
+        Ok(Ok(r)) => Ok(Principal { name: r.name, role: r.role, signed: false }),
+        Ok(Err(refusal)) => Err(invalid(refusal.as_str())),
+        Err(e) => Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response())),
     }
 }
 
