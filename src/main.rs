@@ -150,6 +150,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The data folder's encryption key: make one, or re-seal what is encrypted with another.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// The audit log of every state-changing action, oldest first; `audit verify` checks it.
     Audit {
         #[command(subcommand)]
@@ -233,6 +238,24 @@ enum TokenCommand {
     List,
     /// Revoke the active token of a name (or id); requests with it get 401 at once.
     Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a new random 32-byte key (64 hex digits, mode 0600) to FILE, which must not
+    /// exist; prints its id. Keep a copy: what it encrypts cannot be read without it.
+    Generate { file: PathBuf },
+    /// Re-seal the folder's encrypted step logs (and any kept in clear) with NEW; the
+    /// current key comes from --encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE. Needs the
+    /// folder free (no server running). An interrupted rotation is finished by running it
+    /// again with the same keys.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        /// The folder's current key (not needed for a folder that is not encrypted yet).
+        #[arg(long, value_name = "FILE", env = "SLUICE_ENCRYPTION_KEY_FILE")]
+        encryption_key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -359,6 +382,10 @@ fn main() -> ExitCode {
                 cli::security::revoke(&cli.data_dir, cli.server.as_deref(), cli.output, &name)
             }
         },
+        Command::Key { command: KeyCommand::Generate { file } } => cli::security::key_generate(&file),
+        Command::Key { command: KeyCommand::Rotate { new_key_file, encryption_key_file } } => {
+            cli::security::key_rotate(&cli.data_dir, encryption_key_file.as_deref(), &new_key_file)
+        }
         Command::Audit { command: Some(AuditCommand::Verify { key, checkpoints }), .. } => {
             cli::security::verify(
                 &cli.data_dir,

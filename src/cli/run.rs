@@ -55,6 +55,11 @@ pub(crate) struct EngineArgs {
     /// checkpoints and provenance (default: <data dir>/keys/signing.key, made on first start).
     #[arg(long, value_name = "FILE", env = "SLUICE_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// The data folder's encryption key (64 hex digits, mode 0600; `sluice key generate`):
+    /// step logs are kept encrypted with it. A folder once opened with a key needs it from
+    /// then on, for every command.
+    #[arg(long, value_name = "FILE", env = "SLUICE_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Sign the audit log's head every this many entries (and at shutdown).
     #[arg(long, value_name = "N", default_value_t = sluice_engine::driver::AUDIT_EVERY)]
     audit_every: u64,
@@ -136,6 +141,7 @@ pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine>
         namespace: args.openlineage_namespace.clone(),
     });
     opts.signing_key = args.signing_key.clone();
+    opts.encryption_key = args.encryption_key_file.clone();
     opts.audit_every = args.audit_every;
     opts.audit_file = args.audit_file.clone();
     if let Ok(fault) = std::env::var("SLUICE_FAULT") {

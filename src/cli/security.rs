@@ -253,3 +253,75 @@ fn verdict_of(v: &Value) -> anyhow::Result<Verdict> {
         problem,
     })
 }
+
+/// `sluice key generate FILE`.
+pub(crate) fn key_generate(file: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (key, text) = sluice_engine::security::crypt::DataKey::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot create {} (it must not exist)", file.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!("{}", key.id());
+    eprintln!(
+        "wrote the key {} to {}; keep a copy somewhere safe: what it encrypts cannot be read without it",
+        key.id(),
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice key rotate --new-key-file NEW`: on the folder itself, which must be free.
+pub(crate) fn key_rotate(data_dir: &Path, current: Option<&Path>, new: &Path) -> anyhow::Result<ExitCode> {
+    use sluice_engine::security::crypt::{self, DataKey, FolderKey};
+    let new = DataKey::load(new).map_err(anyhow::Error::msg)?;
+    let current = current.map(DataKey::load).transpose().map_err(anyhow::Error::msg)?;
+    let record = crypt::read_folder(data_dir).map_err(anyhow::Error::msg)?;
+    if let Some(r) = &record {
+        let Some(c) = &current else {
+            bail!(
+                "the data folder is encrypted with the key {}: give it with --encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE",
+                r.key_id
+            );
+        };
+        if c.id() != r.key_id {
+            bail!(
+                "the data folder is encrypted with the key {}, but the current key given is {}",
+                r.key_id,
+                c.id()
+            );
+        }
+        if let Some(to) = r.rotating_to.as_deref().filter(|to| *to != new.id()) {
+            bail!(
+                "an interrupted rotation to the key {to} must be finished first: run it again with that key as --new-key-file"
+            );
+        }
+    }
+    let store = sluice_engine::store::Store::open(data_dir)?;
+    let from_id = record.as_ref().map(|r| r.key_id.clone());
+    // Marked first: an interrupted rotation is seen, and finished by running it again.
+    let marker = match &record {
+        Some(r) => FolderKey { v: 1, key_id: r.key_id.clone(), rotating_to: Some(new.id()) },
+        None => FolderKey { v: 1, key_id: new.id(), rotating_to: None },
+    };
+    crypt::write_folder(data_dir, &marker).map_err(anyhow::Error::msg)?;
+    let n = store.reseal_logs(current.as_ref(), &new)?;
+    crypt::write_folder(data_dir, &FolderKey { v: 1, key_id: new.id(), rotating_to: None })
+        .map_err(anyhow::Error::msg)?;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let action = sluice_engine::security::audit::Action::new(local_actor(), "key.rotate", "encryption")
+        .before(json!({ "key": from_id }))
+        .after(json!({ "key": new.id(), "resealed": n }));
+    store.audit(action, at)?;
+    store.flush()?;
+    println!("re-sealed {n} step log chunks with the key {}", new.id());
+    Ok(ExitCode::SUCCESS)
+}

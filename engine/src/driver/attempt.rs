@@ -177,7 +177,10 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         None => Vec::new(),
     };
     let outputs_at = (collect.folder.clone(), collect.declared.clone());
-    let outputs_file = (!redact.is_empty()).then(|| request.files.outputs_file.clone());
+    // The step's own outputs file is removed once its outputs are stored when they may hold
+    // a secret (masked in the store) or the folder is encrypted (the file would not be).
+    let outputs_file =
+        (!redact.is_empty() || s.engine.store().encrypted()).then(|| request.files.outputs_file.clone());
     // Only an attempt that declares artifacts has provenance to sign.
     let provenance = (!collect.declared.is_empty())
         .then(|| Provenance::of(s.engine, &s.view, (step, item, attempt), &request.spec, &reads.consumed));
@@ -279,10 +282,9 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             let mut outcome = outcome(result, &declared);
             if !redact.is_empty() {
                 mask_outcome(&redact, &mut outcome);
-                if let Some(file) = &outputs_file {
-                    // The step's own outputs file: what it wrote is in the store now, masked.
-                    let _ = std::fs::remove_file(file);
-                }
+            }
+            if let Some(file) = &outputs_file {
+                let _ = std::fs::remove_file(file);
             }
             if matches!(outcome, Outcome::Succeeded { .. }) && !collect.declared.is_empty() {
                 let blobs = Blobs::in_data_dir(&data_dir);

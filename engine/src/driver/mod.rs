@@ -108,6 +108,9 @@ pub struct EngineOptions {
     /// The file outside the store that audit checkpoints are appended to;
     /// `<data dir>/audit/checkpoints.jsonl` when not set.
     pub audit_file: Option<PathBuf>,
+    /// The data folder's encryption key file (`--encryption-key-file`,
+    /// `SLUICE_ENCRYPTION_KEY_FILE`): step logs are kept encrypted with it.
+    pub encryption_key: Option<PathBuf>,
 }
 
 impl EngineOptions {
@@ -127,6 +130,9 @@ impl EngineOptions {
             signing_key: std::env::var_os("SLUICE_SIGNING_KEY").filter(|v| !v.is_empty()).map(PathBuf::from),
             audit_every: AUDIT_EVERY,
             audit_file: std::env::var_os("SLUICE_AUDIT_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
+            encryption_key: std::env::var_os("SLUICE_ENCRYPTION_KEY_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -190,6 +196,11 @@ impl Drop for Engine {
 impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let store = Store::open(&opts.data_dir)?;
+        if let Some(key) = crate::security::crypt::open_folder(store.dir(), opts.encryption_key.as_deref())
+            .map_err(EngineError::Invalid)?
+        {
+            store.set_data_key(key);
+        }
         // With the folder's lock held nobody else places artifacts: what a killed placement
         // left in the store's temporary folder is garbage.
         crate::artifacts::Blobs::in_data_dir(store.dir()).sweep_temporary();

@@ -6,6 +6,7 @@
 //! folder's owner and are audited as the local OS user.
 
 pub mod audit;
+pub mod crypt;
 pub mod keys;
 pub mod provenance;
 pub mod secrets;

@@ -38,6 +38,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("a stored {what} could not be decoded: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("{0}")]
+    Encrypted(String),
     #[error("no run {0} in this data folder")]
     NoRun(u64),
     #[error("no DAG version {0} in this data folder")]
@@ -95,6 +97,8 @@ pub struct Store {
     audit_head: std::sync::Arc<std::sync::Mutex<security::AuditHead>>,
     /// The folder's lock, released when the last clone goes.
     _lock: std::sync::Arc<std::fs::File>,
+    /// The folder's encryption key, once the engine gave it: step logs are sealed with it.
+    data_key: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::security::crypt::DataKey>>>,
     /// The first write the store refused that its caller could not report (a log chunk).
     health: std::sync::Arc<Health>,
     /// Tests of what callers do when the store fails: writes of received events fail.
@@ -261,6 +265,7 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),
+            data_key: Default::default(),
             health: Default::default(),
             #[cfg(test)]
             failing: Default::default(),
@@ -397,16 +402,78 @@ impl Store {
         let mut key = task_prefix(at.run, at.step, at.item);
         key.extend_from_slice(&at.attempt.to_be_bytes());
         key.extend_from_slice(&seq.to_be_bytes());
-        let mut value = Vec::with_capacity(chunk.len() + 1);
-        value.push(match stream {
+        let tag = match stream {
             LogStream::Stdout => b'o',
             LogStream::Stderr => b'e',
             LogStream::System => b's',
-        });
-        value.extend_from_slice(chunk);
+        };
+        let value = match self.data_key.get() {
+            // Sealed, bound to its key: a chunk cannot be moved to another place in the log.
+            Some(k) => [&[tag.to_ascii_uppercase()][..], &k.seal(&key, chunk)].concat(),
+            None => [&[tag][..], chunk].concat(),
+        };
         self.writable()?;
         self.logs.insert(key, value).map_err(|e| self.broke(e))?;
         Ok(())
+    }
+
+    /// Gives the store the folder's encryption key (see `security::crypt::open_folder`).
+    pub fn set_data_key(&self, key: std::sync::Arc<crate::security::crypt::DataKey>) {
+        let _ = self.data_key.set(key);
+    }
+
+    /// Whether what the store keeps of steps is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.data_key.get().is_some()
+    }
+
+    fn open_log(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let Some(k) = self.data_key.get() else {
+            return Err(StoreError::Encrypted(
+                "a step log is encrypted, and no key was given (--encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE)"
+                    .into(),
+            ));
+        };
+        k.open(key, sealed)
+            .map_err(|e| StoreError::Encrypted(format!("a chunk of a step log cannot be read: {e}")))
+    }
+
+    /// Re-seals every step log chunk with `to` (those sealed with `from`, and plain ones);
+    /// chunks already sealed with `to` are left. Returns how many were re-sealed. Resumable:
+    /// each chunk names the key that sealed it.
+    pub fn reseal_logs(
+        &self,
+        from: Option<&crate::security::crypt::DataKey>,
+        to: &crate::security::crypt::DataKey,
+    ) -> Result<u64> {
+        self.writable()?;
+        let mut n = 0;
+        for kv in self.logs.iter() {
+            let (k, v) = kv?;
+            if v.is_empty() {
+                continue;
+            }
+            let plain = if v[0].is_ascii_uppercase() {
+                if crate::security::crypt::sealed_by(&v[1..]).as_deref() == Some(to.id().as_str()) {
+                    continue;
+                }
+                let Some(from) = from else {
+                    return Err(StoreError::Encrypted(
+                        "a step log is encrypted, and the current key was not given".into(),
+                    ));
+                };
+                from.open(&k, &v[1..]).map_err(|e| {
+                    StoreError::Encrypted(format!("a chunk of a step log cannot be read: {e}"))
+                })?
+            } else {
+                v[1..].to_vec()
+            };
+            let value = [&[v[0].to_ascii_uppercase()][..], &to.seal(&k, &plain)].concat();
+            self.logs.insert(k, value).map_err(|e| self.broke(e))?;
+            n += 1;
+        }
+        self.db.flush().map_err(|e| self.broke(e))?;
+        Ok(n)
     }
 
     /// Refuses a write once one has failed: after a failed write sled 0.34 may spin forever in
@@ -471,12 +538,13 @@ impl Store {
             }
             let item = u32::from_be_bytes(k[12..16].try_into().expect("4 bytes"));
             let attempt = u32::from_be_bytes(k[16..20].try_into().expect("4 bytes"));
-            let stream = match v[0] {
+            let stream = match v[0].to_ascii_lowercase() {
                 b'o' => LogStream::Stdout,
                 b'e' => LogStream::Stderr,
                 _ => LogStream::System,
             };
-            out.push(LogChunk { item, attempt, stream, data: v[1..].to_vec() });
+            let data = if v[0].is_ascii_uppercase() { self.open_log(&k, &v[1..])? } else { v[1..].to_vec() };
+            out.push(LogChunk { item, attempt, stream, data });
         }
         Ok(out)
     }

@@ -62,10 +62,15 @@ impl Store {
 
     /// The whole of a request's authentication: the presented bearer token's record, read by
     /// the id it names and checked (hash compared in constant time, expiry, revocation).
-    pub fn authenticate(&self, presented: &str, now: i64) -> Result<std::result::Result<TokenRecord, Refusal>> {
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        now: i64,
+    ) -> Result<std::result::Result<TokenRecord, Refusal>> {
         let Some(id) = tokens::id_of(presented) else { return Ok(Err(Refusal::Invalid)) };
         let record = self.token(id)?;
-        Ok(tokens::check(record.as_ref(), presented, now).map(|()| record.expect("a checked token has a record")))
+        Ok(tokens::check(record.as_ref(), presented, now)
+            .map(|()| record.expect("a checked token has a record")))
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {

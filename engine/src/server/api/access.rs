@@ -15,7 +15,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
-use crate::security::tokens;
 use crate::security::{Permission, Role, webhook};
 use crate::server::Shared;
 
