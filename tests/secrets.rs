@@ -26,10 +26,11 @@ steps:
       DB: "{{{{ secrets.db }}}}"
       API_KEY: "{{{{ secrets.api }}}}"
       URL: "postgres://app:{{{{ secrets.db }}}}@localhost/app"
+      LOUD: "{{{{ secrets.db | upper }}}}"
     cache: true
     process:
       shell: |
-        echo "db=$DB url=$URL"
+        echo "db=$DB url=$URL loud=$LOUD"
         echo "stderr has $API_KEY" >&2
         printf '%s' "$DB" | head -c 9; printf '%s\n' "$DB" | tail -c +10
         printf '{{"db": "%s", "url": "%s", "%s": 1}}\n' "$DB" "$URL" "$API_KEY" > "$SLUICE_OUTPUTS"
@@ -60,7 +61,7 @@ fn files_holding_secrets(dir: &std::path::Path) -> Vec<String> {
                 stack.push(e.path());
             } else if ty.is_file() {
                 let bytes = std::fs::read(e.path()).unwrap_or_default();
-                for s in [DB, API] {
+                for s in [DB, API, &DB.to_uppercase()] {
                     if bytes.windows(s.len()).any(|w| w == s.as_bytes()) {
                         found.push(format!("{} holds {s}", e.path().display()));
                     }
@@ -72,7 +73,10 @@ fn files_holding_secrets(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn assert_clean(what: &str, body: &str) {
-    assert!(!body.contains(DB) && !body.contains(API), "{what} shows a secret: {body}");
+    assert!(
+        !body.contains(DB) && !body.contains(API) && !body.contains(&DB.to_uppercase()),
+        "{what} shows a secret: {body}"
+    );
 }
 
 #[test]
@@ -94,9 +98,10 @@ fn secrets_reach_steps_as_env_and_nothing_sluice_keeps_holds_them() {
         format!("{}{}", text(&out.stdout), text(&out.stderr))
     };
     let shell = logs("1", "shell");
-    assert!(shell.contains("db=*** url=postgres://app:***@localhost/app"), "{shell}");
+    // A value built from a secret is masked whole, a transformed one (`| upper`) too.
+    assert!(shell.contains("db=*** url=*** loud=***"), "{shell}");
     assert!(shell.contains("stderr has ***"), "{shell}");
-    assert_eq!(shell.matches("***").count(), 4, "the split write is masked whole too: {shell}");
+    assert_eq!(shell.matches("***").count(), 5, "the split write is masked whole too: {shell}");
     let after = logs("1", "after");
     assert!(after.contains("upstream said ***"), "downstream sees the mask: {after}");
     let plugin = logs("1", "plugin");
@@ -104,7 +109,7 @@ fn secrets_reach_steps_as_env_and_nothing_sluice_keeps_holds_them() {
     let show = sb.show("1");
     assert_eq!(show["state"], "succeeded", "{show}");
     assert_eq!(step(&show, "shell")["outputs"]["db"], "***");
-    assert_eq!(step(&show, "shell")["outputs"]["url"], "postgres://app:***@localhost/app");
+    assert_eq!(step(&show, "shell")["outputs"]["url"], "***");
     assert!(step(&show, "shell")["outputs"]["***"].is_number(), "keys are masked too");
     assert!(step(&show, "plugin")["outputs"]["env"].as_str().unwrap().contains("DB=***"));
     assert_clean("sluice show", &show.to_string());
@@ -197,8 +202,10 @@ fn a_secret_that_cannot_be_read_fails_the_step_and_names_its_reference() {
     );
     assert_eq!(attempts(shell), 1, "a missing secret is not retried");
     assert_eq!(step(&show, "after")["state"], "upstream_failed", "{show}");
-    // The file secret's value is still masked in the plugin step, which reads only `db`:
-    // it failed the same way and ran nothing.
+    // The plugin step reads `db` too: it fails the same way and runs nothing.
     assert_eq!(step(&show, "plugin")["state"], "failed", "{show}");
+    let plugin = step(&show, "plugin").to_string();
+    assert!(plugin.contains("SLUICE_TEST_DB_PASSWORD"), "{plugin}");
+    // The file secret could be read; nothing shows it.
     assert_clean("the failed run", &show.to_string());
 }

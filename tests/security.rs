@@ -372,6 +372,18 @@ fn a_signing_source_takes_only_bodies_signed_with_its_secret() {
     // Only the two signed requests above started runs of gh (and the ci one started hook).
     let runs: Value = serde_json::from_str(&srv.get("/api/v1/runs?pipeline=gh").1).unwrap();
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "{runs}");
-    let log = std::fs::read_to_string(sb.path("serve.log")).unwrap_or_default();
+    assert_eq!(srv.wait_run(runs["runs"][0]["id"].as_u64().unwrap())["params"]["commit"], "abc123");
+    // The source spelled with a percent escape is the same source: still needs the signature.
+    let (code, _, answer) = srv.request_as(Some(&srv.token), "POST", "/api/v1/events/%67ithub", body, &[]);
+    assert_eq!(code, 401, "an escaped source name passed without a signature: {answer}");
+    // Bad signatures do not lock the sender's address out: a good one still passes.
+    for _ in 0..25 {
+        let (code, _) = post(None, &[("X-Hub-Signature-256", "sha256=beef")], body);
+        assert_eq!(code, 401);
+    }
+    let (code, answer) = post(None, &[("X-Hub-Signature-256", &good)], body);
+    assert_eq!(code, 202, "{answer}");
+    let log = std::fs::read_to_string(sb.path("serve.log")).unwrap();
+    assert!(log.contains("/api/v1/events"), "the access log was read: {log}");
     assert!(!log.contains(secret), "the server's log shows the secret");
 }

@@ -280,9 +280,6 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             };
             log.finish();
             let mut outcome = outcome(result, &declared);
-            if !redact.is_empty() {
-                mask_outcome(&redact, &mut outcome);
-            }
             if let Some(file) = &outputs_file {
                 let _ = std::fs::remove_file(file);
             }
@@ -319,6 +316,11 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                         outcome = Outcome::Failed { retryable: true, message };
                     }
                 }
+            }
+            // Masked once everything is known: its outputs, its artifacts' file names (a glob
+            // matches what the step chose to name them), and any message, before it is logged.
+            if !redact.is_empty() {
+                mask_outcome(&redact, &mut outcome);
             }
             match &outcome {
                 Outcome::Succeeded { .. } => tracing::debug!("attempt succeeded"),
@@ -382,11 +384,14 @@ fn lineage_end(l: &TaskLineage, outcome: &Outcome, at: i64) {
 /// Masks the pipeline's secrets in an outcome: its outputs and its message.
 fn mask_outcome(redact: &Redactor, outcome: &mut Outcome) {
     match outcome {
-        Outcome::Succeeded { outputs, .. } => {
+        Outcome::Succeeded { outputs, artifacts, .. } => {
             let mut value = Value::Object(std::mem::take(outputs));
             redact.json(&mut value);
             if let Value::Object(map) = value {
                 *outputs = map;
+            }
+            for a in artifacts {
+                a.file = redact.text(&a.file);
             }
         }
         Outcome::Failed { message, .. } | Outcome::TimedOut { message } | Outcome::Cancelled { message } => {

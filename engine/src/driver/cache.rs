@@ -228,7 +228,8 @@ impl Probe {
             .map(|(k, v)| {
                 // A value that holds a pipeline secret enters the key hidden, like one whose
                 // name says it is secret: the key changes with it, and never shows it.
-                let holds_secret = !collect.redact.is_empty() && collect.redact.text(v) != *v;
+                let holds_secret = (!collect.redact.is_empty() && collect.redact.text(v) != *v)
+                    || ps.spec.env.get(k).is_some_and(|t| super::render::reads_secrets(t));
                 (k.clone(), if holds_secret || secret_name(k) { hidden(&secret, v) } else { canon.text(v) })
             })
             .collect();

@@ -205,7 +205,7 @@ fn resolve_secrets(plan: &Plan) -> (Map<String, Value>, std::collections::HashMa
 }
 
 /// Whether a template may read `secrets` (the exact check is `template::references`).
-fn reads_secrets(text: &str) -> bool {
+pub(crate) fn reads_secrets(text: &str) -> bool {
     template::is_template(text) && text.contains("secrets")
 }
 
@@ -262,7 +262,7 @@ pub(crate) fn request(
     let rendered = ps.kind.hooks().render(&cx)?;
     // The pipeline's secrets, read now; the step gets them only in its env.
     let (secrets, unreadable) = resolve_secrets(view.plan);
-    let redact = Redactor::new(secrets.values().filter_map(|v| v.as_str().map(str::to_string)));
+    let mut masked: Vec<String> = secrets.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
     let mut env_vars = std::collections::BTreeMap::new();
     for (k, v) in &ps.spec.env {
         let value = if !view.plan.spec.secrets.is_empty() && reads_secrets(v) {
@@ -273,12 +273,22 @@ pub(crate) fn request(
             }
             let mut cx = view.context_json(step, item.map(|(_, v)| v));
             cx["secrets"] = Value::Object(secrets.clone());
-            template::render(env, v, &JValue::from_serialize(cx))
+            let rendered = template::render(env, v, &JValue::from_serialize(cx));
+            // The whole value is masked too: a secret transformed by a filter (`| upper`,
+            // `| urlencode`, a slice) is not the secret's bytes, but it is in this value. A
+            // short one ("1" from an `if`) is left, or every `1` of the log would be masked.
+            if let Ok(r) = &rendered
+                && r.len() >= 8
+            {
+                masked.push(r.clone());
+            }
+            rendered
         } else {
             text(v)
         };
         env_vars.insert(k.clone(), value.map_err(|e| format!("env `{k}`: {e}"))?);
     }
+    let redact = Redactor::new(masked);
     let workdir = workdir.unwrap_or_else(|| base_dir.clone());
     let mut declared = rendered.artifacts;
     for (name, path) in &ps.spec.artifacts {

@@ -58,7 +58,7 @@ impl Provider {
                 }
             },
             Provider::File(path) => {
-                let text = std::fs::read_to_string(path)
+                let text = read_secret_file(path)
                     .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
                 let value = text.strip_suffix('\n').unwrap_or(&text);
                 let value = value.strip_suffix('\r').unwrap_or(value);
@@ -71,11 +71,41 @@ impl Provider {
     }
 }
 
+/// The most a secret file may hold.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Reads a secret file the way that cannot block (a FIFO) or exhaust memory: opened
+/// non-blocking, a regular file (through a link is fine: mounted Kubernetes secrets are
+/// links), at most [`MAX_SECRET_BYTES`].
+fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc_nonblock()).open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    if meta.len() > MAX_SECRET_BYTES {
+        return Err(std::io::Error::other(format!("it is larger than {MAX_SECRET_BYTES} bytes")));
+    }
+    let mut text = String::new();
+    f.take(MAX_SECRET_BYTES).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
 /// Replaces secret values with [`MASK`]; also over a stream cut into chunks at any byte.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so that a secret containing another is masked whole.
     values: Vec<Vec<u8>>,
+    /// Each value's prefix function (KMP), to find the longest end of a text that begins a
+    /// value in one pass.
+    prefix: Vec<Vec<usize>>,
+    /// All values at once (aho-corasick), overlapping matches included.
+    finder: Option<std::sync::Arc<aho_corasick::AhoCorasick>>,
 }
 
 impl Redactor {
@@ -84,29 +114,56 @@ impl Redactor {
             values.into_iter().filter(|v| !v.is_empty()).map(String::into_bytes).collect();
         values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         values.dedup();
-        Redactor { values }
+        let finder = (!values.is_empty())
+            .then(|| aho_corasick::AhoCorasick::new(&values).ok().map(std::sync::Arc::new))
+            .flatten();
+        let prefix = values.iter().map(|v| prefix_function(v)).collect();
+        Redactor { values, prefix, finder }
     }
 
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
 
-    /// `bytes` with every secret value masked.
-    pub fn bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        'outer: while i < bytes.len() {
-            for v in &self.values {
-                if bytes[i..].starts_with(v) {
-                    out.extend_from_slice(MASK.as_bytes());
-                    i += v.len();
-                    continue 'outer;
-                }
+    /// The byte ranges of `raw` that some value covers (overlapping matches merged), in
+    /// order.
+    fn spans(&self, raw: &[u8]) -> Vec<(usize, usize)> {
+        let Some(finder) = &self.finder else { return Vec::new() };
+        // Overlapping matches come by where they end; merged once sorted by where they start.
+        let mut spans: Vec<(usize, usize)> =
+            finder.find_overlapping_iter(raw).map(|m| (m.start(), m.end())).collect();
+        spans.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+        for (a, b) in spans {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
             }
-            out.push(bytes[i]);
-            i += 1;
+        }
+        merged
+    }
+
+    /// `raw[..upto]` with `spans` (each within it) masked.
+    fn masked(raw: &[u8], spans: &[(usize, usize)], upto: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(upto);
+        let mut at = 0;
+        for &(a, b) in spans.iter().filter(|(a, _)| *a < upto) {
+            out.extend_from_slice(&raw[at..a]);
+            out.extend_from_slice(MASK.as_bytes());
+            at = b;
+        }
+        if at < upto {
+            out.extend_from_slice(&raw[at..upto]);
         }
         out
+    }
+
+    /// `bytes` with every secret value masked.
+    pub fn bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        if self.is_empty() {
+            return bytes.to_vec();
+        }
+        Self::masked(bytes, &self.spans(bytes), bytes.len())
     }
 
     pub fn text(&self, text: &str) -> String {
@@ -116,13 +173,21 @@ impl Redactor {
         String::from_utf8_lossy(&self.bytes(text.as_bytes())).into_owned()
     }
 
-    /// Masks every string in `value`, object keys included.
+    /// Masks every string in `value`, object keys included, and every number whose digits
+    /// hold a secret (it becomes the masked text).
     pub fn json(&self, value: &mut Value) {
         if self.is_empty() {
             return;
         }
         match value {
             Value::String(s) => *s = self.text(s),
+            Value::Number(n) => {
+                let digits = n.to_string();
+                let masked = self.text(&digits);
+                if masked != digits {
+                    *value = Value::String(masked);
+                }
+            }
             Value::Array(items) => items.iter_mut().for_each(|v| self.json(v)),
             Value::Object(map) => {
                 let old = std::mem::take(map);
@@ -141,22 +206,14 @@ impl Redactor {
     /// still follow), for the next chunk or [`Redactor::flush`].
     pub fn chunk(&self, carry: &mut Vec<u8>, chunk: &[u8]) -> Vec<u8> {
         carry.extend_from_slice(chunk);
-        let hold = self.hold_from(carry);
-        let mut out = Vec::with_capacity(carry.len());
-        let mut i = 0;
-        while i < hold {
-            match self.values.iter().find(|v| carry[i..].starts_with(v)) {
-                Some(v) => {
-                    out.extend_from_slice(MASK.as_bytes());
-                    i += v.len();
-                }
-                None => {
-                    out.push(carry[i]);
-                    i += 1;
-                }
-            }
+        let spans = self.spans(carry);
+        let mut cut = self.hold_from(carry);
+        // A masked range that crosses the cut is sent whole.
+        if let Some(&(_, b)) = spans.iter().find(|(a, b)| *a < cut && *b > cut) {
+            cut = b;
         }
-        carry.drain(..i);
+        let out = Self::masked(carry, &spans, cut);
+        carry.drain(..cut);
         out
     }
 
@@ -166,18 +223,45 @@ impl Redactor {
     }
 
     /// Where the held end of `raw` begins: the first place from which what is left is a
-    /// proper beginning of some secret (`raw.len()` when there is none). Before it, every
-    /// match is whole and final.
+    /// proper beginning of some secret (`raw.len()` when there is none). One pass per value
+    /// over at most its length of `raw`'s end.
     fn hold_from(&self, raw: &[u8]) -> usize {
-        let longest = self.values.first().map_or(0, Vec::len);
-        let first = raw.len().saturating_sub(longest.saturating_sub(1));
-        (first..raw.len())
-            .find(|&i| {
-                let end = &raw[i..];
-                self.values.iter().any(|v| v.len() > end.len() && v.starts_with(end))
-            })
-            .unwrap_or(raw.len())
+        let mut hold = raw.len();
+        for (v, pi) in self.values.iter().zip(&self.prefix) {
+            let tail = &raw[raw.len().saturating_sub(v.len() - 1)..];
+            // The KMP state after the tail: the longest end of it that begins `v` (shorter
+            // than `v`, as the tail is).
+            let mut state = 0;
+            for &c in tail {
+                while state > 0 && v[state] != c {
+                    state = pi[state - 1];
+                }
+                if v[state] == c {
+                    state += 1;
+                }
+            }
+            if state > 0 {
+                hold = hold.min(raw.len() - state);
+            }
+        }
+        hold
     }
+}
+
+/// `pi[i]`: the length of the longest proper prefix of `v[..=i]` that is also its suffix.
+fn prefix_function(v: &[u8]) -> Vec<usize> {
+    let mut pi = vec![0; v.len()];
+    let mut k = 0;
+    for i in 1..v.len() {
+        while k > 0 && v[i] != v[k] {
+            k = pi[k - 1];
+        }
+        if v[i] == v[k] {
+            k += 1;
+        }
+        pi[i] = k;
+    }
+    pi
 }
 
 #[cfg(test)]
@@ -219,5 +303,25 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), "start *** middle *** end hunte", "cut {cut}");
         }
         assert!(Redactor::new(Vec::<String>::new()).is_empty());
+        // Overlapping values are masked as their union; numbers that hold one are masked.
+        let r = Redactor::new(["abcd".to_string(), "cdef".to_string(), "4242".to_string()]);
+        assert_eq!(r.text("x abcdef y"), "x *** y");
+        let nested = Redactor::new(["s3cr3t".to_string(), "url://u:s3cr3t@host".to_string()]);
+        assert_eq!(nested.text("a url://u:s3cr3t@host b s3cr3t"), "a *** b ***");
+        let mut v = serde_json::json!({"pin": 4242, "n": 7, "big": 142420});
+        r.json(&mut v);
+        assert_eq!(v, serde_json::json!({"pin": "***", "n": 7, "big": "1***0"}));
+        // A periodic secret cut at every byte of a text full of its beginnings.
+        let r = Redactor::new(["aab".to_string()]);
+        let text = b"aaaaaab aab aaaa";
+        for cut in 1..text.len() {
+            let mut carry = Vec::new();
+            let mut out = Vec::new();
+            for part in text.chunks(cut) {
+                out.extend(r.chunk(&mut carry, part));
+            }
+            out.extend(r.flush(&mut carry));
+            assert_eq!(String::from_utf8(out).unwrap(), "aaaa*** *** aaaa", "cut {cut}");
+        }
     }
 }

@@ -133,9 +133,12 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
         return r;
     }
+    // The source as the route reads it (percent-decoded), so that `%67ithub` is `github`.
     let signed_source = (gate.permission == Permission::Ingest)
-        .then(|| req.uri().path().strip_prefix("/api/v1/events/").map(str::to_string))
+        .then(|| req.uri().path().strip_prefix("/api/v1/events/"))
         .flatten()
+        .and_then(|raw| percent_encoding::percent_decode_str(raw).decode_utf8().ok())
+        .map(|s| s.into_owned())
         .filter(|source| shared.opts.webhook_keys.requires(source));
     let authenticated = match signed_source {
         Some(source) => {
@@ -148,7 +151,12 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
     let principal = match authenticated {
         Ok(p) => p,
         Err(r) => {
-            shared.auth_failures.failed(client, now);
+            // A bad signature is not counted against the address: senders such as GitHub
+            // share their addresses, and anyone could lock them out with forged deliveries
+            // (guessing an HMAC key is hopeless anyway).
+            if !r.headers().get(header::WWW_AUTHENTICATE).is_some_and(|v| v.as_bytes().starts_with(b"HMAC")) {
+                shared.auth_failures.failed(client, now);
+            }
             return *r;
         }
     };

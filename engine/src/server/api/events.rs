@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -28,8 +29,17 @@ pub(crate) const ALERTMANAGER: &str = "alertmanager";
 pub(super) async fn receive(
     State(shared): State<Arc<Shared>>,
     Path(source): Path<String>,
+    Extension(who): Extension<super::access::Principal>,
     req: Request,
 ) -> ApiResult<Response> {
+    // The gate checks signatures; this is the second lock on the same door.
+    if shared.opts.webhook_keys.requires(&source) && !who.signed {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unsigned",
+            crate::security::webhook::SignatureError::Missing.message(&source),
+        ));
+    }
     if !valid_source(&source) {
         return Err(ApiError::bad_request(format!(
             "`{source}` is not an event source: use 1-64 letters, digits, `-`, `_` or `.`"
