@@ -398,9 +398,43 @@ fn security(c: &mut Criterion) {
     g.finish();
 }
 
+/// What encrypting an artifact would add to registering it: sha256 and XChaCha20-Poly1305 in
+/// 64 KiB STREAM chunks in one pass (`DataKey::encrypt` hashing what it sees), next to sha256
+/// alone over the same bytes, in memory.
+fn encryption(c: &mut Criterion) {
+    use sha2::Digest;
+    let full = std::env::args().any(|a| a == "--bench");
+    let size: u32 = if full { 64 << 20 } else { 1 << 20 };
+    let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let key = sluice_engine::security::crypt::DataKey::from_bytes(&[7; 32]);
+    let mut g = c.benchmark_group("encryption");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("sha256_alone", |b| b.iter(|| black_box(sha2::Sha256::digest(&data))));
+    let mut out = Vec::with_capacity(data.len() + data.len() / 1024 + 64);
+    g.bench_function("sha256_and_encrypt", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut h = sha2::Sha256::new();
+            key.encrypt(data.as_slice(), &mut out, |chunk| h.update(chunk)).unwrap();
+            black_box(h.finalize())
+        })
+    });
+    let sealed = out.clone();
+    let mut back = Vec::with_capacity(data.len());
+    g.bench_function("decrypt", |b| {
+        b.iter(|| {
+            back.clear();
+            key.decrypt(sealed.as_slice(), &mut back).unwrap();
+        })
+    });
+    assert_eq!(back, data);
+    g.finish();
+}
+
 criterion_group! {
     name = core;
     config = Criterion::default().sample_size(20);
-    targets = benches, wasm, store_100k, hashing, security
+    targets = benches, wasm, store_100k, hashing, security, encryption
 }
 criterion_main!(core);

@@ -90,7 +90,7 @@ fn v1() -> u32 {
 
 /// Everything an executor needs to carry out one attempt, as one value: it can be stored,
 /// hashed (a step cache key) and sent to a remote worker. Nothing else travels with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRequest {
     #[serde(default = "v1")]
     pub v: u32,
@@ -106,6 +106,21 @@ pub struct AttemptRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputFile>,
     pub files: AttemptFiles,
+}
+
+/// Shows the env's names only: its values may hold the pipeline's secrets.
+impl std::fmt::Debug for AttemptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptRequest")
+            .field("v", &self.v)
+            .field("id", &self.id)
+            .field("spec", &self.spec)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("workdir", &self.workdir)
+            .field("inputs", &self.inputs)
+            .field("files", &self.files)
+            .finish()
+    }
 }
 
 impl AttemptRequest {
