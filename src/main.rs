@@ -292,6 +292,24 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command that only prints ends quietly when its reader goes (`sluice runs | head`),
+    // as other command-line tools do (exit 141, as a SIGPIPE would give): std's `println!`
+    // panics on a broken pipe, and that one panic is not a bug to report.
+    if !matches!(cli.command, Command::Serve(_) | Command::Run(_) | Command::Resume(_)) {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            default(info)
+        }));
+    }
     let default_level = if matches!(cli.command, Command::Serve(_)) {
         "warn,sluice=info,sluice_engine=info,sluice_worker=info"
     } else {

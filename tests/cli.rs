@@ -401,3 +401,27 @@ fn every_shipped_example_validates_against_the_generated_schema() {
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("{n} of {n} documents valid", n = examples.len())));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_a_listing_quietly() {
+    let sb = Sandbox::new();
+    let spec = sb.write("p.yaml", "name: p\nsteps:\n  a:\n    process: { command: [\"true\"] }\n");
+    for _ in 0..3 {
+        assert!(sb.sluice(&["run", "-q", spec.to_str().unwrap()]).status.success());
+    }
+    for args in [&["runs"][..], &["show", "1"][..]] {
+        let mut child = sb
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command prints (`sluice runs | head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(matches!(out.status.code(), Some(0) | Some(141)), "{args:?}: {:?} {err}", out.status);
+    }
+}

@@ -76,6 +76,21 @@ fn step_logs_are_kept_encrypted_and_read_back_only_with_the_key() {
     assert!(err.contains("is encrypted") && err.contains("--encryption-key-file"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let k2 = key(&sb, "k2.key");
+    // A reading command given a key on a folder kept in clear does not encrypt it.
+    let clear = Sandbox::new();
+    let out = clear.sluice(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = clear.cmd().env("SLUICE_ENCRYPTION_KEY_FILE", &k2).args(["runs"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!clear.data().join("encryption.json").exists(), "`runs` turned encryption on");
+    let out = sb
+        .cmd_in(&sb.path("nowhere"))
+        .env("SLUICE_ENCRYPTION_KEY_FILE", &k1)
+        .args(["key", "rotate", "--new-key-file", k2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && text(&out.stderr).contains("no Sluice data"), "{}", text(&out.stderr));
+    assert!(!sb.path("nowhere").join("db").exists(), "a mistyped folder is not created");
     let out = with(&k2, &["logs", "1", "talk"]);
     let err = text(&out.stderr);
     assert!(!out.status.success() && err.contains("but the key given is"), "{err}");
@@ -117,6 +132,8 @@ fn step_logs_are_kept_encrypted_and_read_back_only_with_the_key() {
     assert!(text(&logs.stdout).contains(&format!("err {CANARY}")), "{}", text(&logs.stderr));
     assert!(!with(&k1, &["logs", "1", "talk"]).status.success(), "the old key no longer opens the folder");
     assert!(holds_canary(&sb.data()).is_empty());
+    let again = with(&k2, &["key", "rotate", "--new-key-file", k2.to_str().unwrap()]);
+    assert!(text(&again.stderr).contains("nothing to rotate"), "{}", text(&again.stderr));
     let audit = with(&k2, &["audit", "--output", "json"]);
     assert!(text(&audit.stdout).contains("key.rotate"), "{}", text(&audit.stdout));
 }

@@ -142,6 +142,7 @@ pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine>
     });
     opts.signing_key = args.signing_key.clone();
     opts.encryption_key = args.encryption_key_file.clone();
+    opts.may_encrypt = true;
     opts.audit_every = args.audit_every;
     opts.audit_file = args.audit_file.clone();
     if let Ok(fault) = std::env::var("SLUICE_FAULT") {

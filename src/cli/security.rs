@@ -259,12 +259,14 @@ pub(crate) fn key_generate(file: &Path) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let (key, text) = sluice_engine::security::crypt::DataKey::generate();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-        .with_context(|| format!("cannot create {} (it must not exist)", file.display()))?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file).map_err(
+        |e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow::anyhow!("{} exists already; a key file is never overwritten", file.display())
+            }
+            _ => anyhow::anyhow!("cannot create {}: {e}", file.display()),
+        },
+    )?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", file.display()))?;
@@ -280,10 +282,18 @@ pub(crate) fn key_generate(file: &Path) -> anyhow::Result<ExitCode> {
 /// `sluice key rotate --new-key-file NEW`: on the folder itself, which must be free.
 pub(crate) fn key_rotate(data_dir: &Path, current: Option<&Path>, new: &Path) -> anyhow::Result<ExitCode> {
     use sluice_engine::security::crypt::{self, DataKey, FolderKey};
+    anyhow::ensure!(
+        data_dir.join("db").exists(),
+        "no Sluice data in {} (nothing to encrypt; pass --data-dir)",
+        data_dir.display()
+    );
     let new = DataKey::load(new).map_err(anyhow::Error::msg)?;
     let current = current.map(DataKey::load).transpose().map_err(anyhow::Error::msg)?;
     let record = crypt::read_folder(data_dir).map_err(anyhow::Error::msg)?;
     if let Some(r) = &record {
+        if r.key_id == new.id() && r.rotating_to.is_none() {
+            bail!("the data folder is encrypted with the key {} already; nothing to rotate", r.key_id);
+        }
         let Some(c) = &current else {
             bail!(
                 "the data folder is encrypted with the key {}: give it with --encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE",

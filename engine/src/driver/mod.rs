@@ -111,6 +111,9 @@ pub struct EngineOptions {
     /// The data folder's encryption key file (`--encryption-key-file`,
     /// `SLUICE_ENCRYPTION_KEY_FILE`): step logs are kept encrypted with it.
     pub encryption_key: Option<PathBuf>,
+    /// Whether this engine may turn a folder's encryption on (it will write step logs:
+    /// `run`, `serve`); read-only commands never do.
+    pub may_encrypt: bool,
 }
 
 impl EngineOptions {
@@ -133,6 +136,7 @@ impl EngineOptions {
             encryption_key: std::env::var_os("SLUICE_ENCRYPTION_KEY_FILE")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            may_encrypt: false,
         }
     }
 }
@@ -196,8 +200,9 @@ impl Drop for Engine {
 impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let store = Store::open(&opts.data_dir)?;
-        if let Some(key) = crate::security::crypt::open_folder(store.dir(), opts.encryption_key.as_deref())
-            .map_err(EngineError::Invalid)?
+        if let Some(key) =
+            crate::security::crypt::open_folder(store.dir(), opts.encryption_key.as_deref(), opts.may_encrypt)
+                .map_err(EngineError::Invalid)?
         {
             store.set_data_key(key);
         }

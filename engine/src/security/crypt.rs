@@ -269,20 +269,26 @@ pub fn write_folder(data_dir: &Path, record: &FolderKey) -> Result<(), String> {
 /// The key an engine opening `data_dir` works with: the one `key_file` holds, checked against
 /// the folder's record (a folder first opened with a key records it). A folder that is
 /// encrypted and no key, another key, or a rotation left unfinished are errors that say so.
+///
+/// Only an engine that will write step logs (`may_start`: `run`, `serve`, `resume`) turns a
+/// folder's encryption on; a key given to a command that reads a folder kept in clear is
+/// not used.
 pub fn open_folder(
     data_dir: &Path,
     key_file: Option<&Path>,
+    may_start: bool,
 ) -> Result<Option<std::sync::Arc<DataKey>>, String> {
     let record = read_folder(data_dir)?;
     let key = key_file.map(DataKey::load).transpose()?;
     match (record, key) {
         (None, None) => Ok(None),
+        (None, Some(_)) if !may_start => Ok(None),
         (None, Some(key)) => {
             write_folder(data_dir, &FolderKey { v: 1, key_id: key.id(), rotating_to: None })?;
             Ok(Some(std::sync::Arc::new(key)))
         }
         (Some(r), None) => Err(format!(
-            "the data folder {} is encrypted (key {}): give its key with --encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE",
+            "the data folder {} is encrypted (key {}): set SLUICE_ENCRYPTION_KEY_FILE to its key file (`run` and `serve` also take --encryption-key-file)",
             data_dir.display(),
             r.key_id
         )),

@@ -69,8 +69,15 @@ impl WebhookKeys {
                     "`{source}` is not an event source: use 1-64 letters, digits, `-`, `_` or `.`"
                 ));
             }
-            let value = Provider::parse(reference)
-                .and_then(|p| p.resolve())
+            // A reference that does not parse may be the secret itself, typed by mistake:
+            // it is not repeated.
+            let provider = Provider::parse(reference).map_err(|_| {
+                format!(
+                    "the webhook secret of `{source}`: write where it is read from, `env:VARIABLE` or `file:/absolute/path` (never the secret itself)"
+                )
+            })?;
+            let value = provider
+                .resolve()
                 .map_err(|why| format!("the webhook secret of `{source}` ({reference}): {why}"))?;
             if keys.insert(source.to_string(), hmac::Key::new(hmac::HMAC_SHA256, value.as_bytes())).is_some()
             {
@@ -184,6 +191,8 @@ mod tests {
         assert!(e.contains("not an event source"), "{e}");
         let e = WebhookKeys::from_specs(["github=env:SLUICE_TEST_SURELY_UNSET_WEBHOOK"]).unwrap_err();
         assert!(e.contains("webhook secret of `github`") && e.contains("is not set"), "{e}");
+        let e = WebhookKeys::from_specs(["github=hunter2-typed-here"]).unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("env:VARIABLE"), "{e}");
         let e = WebhookKeys::from_specs([spec.as_str(), spec.as_str()]).unwrap_err();
         assert!(e.contains("two webhook secrets"), "{e}");
     }

@@ -430,8 +430,7 @@ impl Store {
     fn open_log(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         let Some(k) = self.data_key.get() else {
             return Err(StoreError::Encrypted(
-                "a step log is encrypted, and no key was given (--encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE)"
-                    .into(),
+                "a step log is encrypted, and no key was given (set SLUICE_ENCRYPTION_KEY_FILE)".into(),
             ));
         };
         k.open(key, sealed)
