@@ -264,6 +264,7 @@ fn alerts_and_webhooks_start_runs_once_and_are_recorded() {
     assert_eq!((code, body(&b)["status"].clone()), (202, json!("matched")), "{b}");
     let (_, b) = srv.request("POST", "/api/v1/events/ci", push.as_bytes(), &key);
     assert_eq!(body(&b)["status"], "deduplicated", "{b}");
+    assert!(body(&b)["reason"].as_str().unwrap().contains("Idempotency-Key"), "{b}");
     let (_, b) = srv.post("/api/v1/events/ci", r#"{"ref": "refs/heads/dev", "model": "churn"}"#);
     assert_eq!(body(&b)["status"], "accepted", "{b}");
     // Matched, but the params do not fit: 422, said why.

@@ -29,7 +29,7 @@ use sluice_worker::LogStream;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the data folder {0} is in use by another sluice process; wait for it to finish or use another --data-dir"
+        "the data folder {0} is in use by another sluice process; wait for it to finish, or stop the server that holds it (its pid is in server.json; `sluice trigger` starts runs through it), or use another --data-dir"
     )]
     Locked(PathBuf),
     #[error("cannot open the data folder {path}: {source}")]

@@ -163,8 +163,12 @@ fn intake(
                         }
                         Ok(Created::Held { run }) => {
                             dup += 1;
-                            json!({ "pipeline": c.pipeline, "outcome": "deduplicated", "run": run,
-                                    "reason": format!("the same alert started {run} within its cooldown") })
+                            let reason = if source == ALERTMANAGER {
+                                format!("the same alert started {run} within its cooldown")
+                            } else {
+                                format!("this Idempotency-Key already started {run}")
+                            };
+                            json!({ "pipeline": c.pipeline, "outcome": "deduplicated", "run": run, "reason": reason })
                         }
                         Err(LaunchError::Draining) => {
                             draining = true;
@@ -200,7 +204,11 @@ fn intake(
         (
             StatusCode::ACCEPTED,
             InboxStatus::Deduplicated,
-            "every matching alert already started a run within its cooldown".into(),
+            if source == ALERTMANAGER {
+                "every matching alert already started a run within its cooldown".into()
+            } else {
+                "this Idempotency-Key already started its runs".into()
+            },
         )
     } else {
         (
