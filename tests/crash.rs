@@ -141,6 +141,13 @@ steps:
     let mut child = sb.cmd().args(["run", spec.to_str().unwrap(), "-q"]).spawn().unwrap();
     let pid = wait_for_file(&sb.data().join("work/1/long.pid"), "the long step never started");
     let orphan: i32 = pid.trim().parse().unwrap();
+    // The engine records the process just after spawning it; the step can write its pid
+    // first. Killed inside that window, an engine loses track of the process (see the
+    // closing note of stop 24), so the kill waits for the record.
+    wait_for_file(
+        &sb.data().join("attempts/1/long.0.1.process.json"),
+        "the step's process was never recorded",
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!group_members_now(orphan).is_empty(), "the step outlives a SIGKILLed engine");
