@@ -281,32 +281,14 @@ impl Server {
         body: &[u8],
         headers: &[(&str, &str)],
     ) -> (u16, String, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.addr).expect("connect");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
+        let mut all: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
         if let Some(token) = token.filter(|t| !t.is_empty())
             && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            all.push(("Authorization", format!("Bearer {token}")));
         }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        let _ = s.write_all(body);
-        let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        let body = if chunked { dechunk(rest) } else { rest.to_string() };
-        (status, head.to_string(), body)
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        raw_request(&self.addr, method, path, body, &all).expect("connect")
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -420,21 +402,39 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// One plain HTTP/1.1 request to `addr`; the status and body.
+/// One plain HTTP/1.1 request to `addr`; the status and body (0 and nothing when nothing
+/// listens).
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    raw_request(addr, method, path, body.as_bytes(), &[])
+        .map_or((0, String::new()), |(code, _, body)| (code, body))
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the status, the head and the body.
+fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
-    let _ = s.write_all(head.as_bytes());
-    let _ = s.write_all(body.as_bytes());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    (status, if chunked { dechunk(rest) } else { rest.to_string() })
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok((status, head.to_string(), body))
 }

@@ -348,9 +348,7 @@ fn build(
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::security::hex;
 
 #[cfg(test)]
 mod tests;

@@ -148,13 +148,12 @@ fn folder_key(data_dir: &Path) -> [u8; 32] {
     let mut key = [0u8; 32];
     let read = std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut key));
     if read.is_err() {
-        let made =
-            std::fs::File::open("/dev/urandom").and_then(|mut r| r.read_exact(&mut key)).and_then(|_| {
-                let mut f =
-                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-                f.write_all(&key)?;
-                f.sync_all()
-            });
+        let made = crate::security::random::<32>().map_err(std::io::Error::other).and_then(|fresh| {
+            key = fresh;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+            f.write_all(&key)?;
+            f.sync_all()
+        });
         if let Err(e) = made {
             // Another process made it first: take theirs.
             if std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut key)).is_err() {

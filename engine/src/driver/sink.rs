@@ -230,6 +230,18 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// What run 1's step 0 logged on one stream.
+    fn stream_text(store: &Store, s: LogStream) -> String {
+        store
+            .logs(1, 0)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.stream == s)
+            .flat_map(|c| c.data)
+            .map(char::from)
+            .collect()
+    }
+
     #[test]
     fn a_long_log_keeps_its_head_and_each_stream_tail_with_a_note() {
         let dir = tempfile::tempdir().unwrap();
@@ -244,16 +256,7 @@ mod tests {
         sink.log(LogStream::Stderr, &vec![b'x'; TAIL_BYTES + 5]);
         sink.log(LogStream::Stderr, b"the error\n");
         assert_eq!(sink.finish(), 0);
-        let text = |s: LogStream| -> String {
-            store
-                .logs(1, 0)
-                .unwrap()
-                .into_iter()
-                .filter(|c| c.stream == s)
-                .flat_map(|c| c.data)
-                .map(char::from)
-                .collect()
-        };
+        let text = |s: LogStream| stream_text(&store, s);
         let out = text(LogStream::Stdout);
         assert!(out.starts_with(&"h".repeat(80)), "the head is kept");
         assert!(out.ends_with("line 2998\nline 2999\n"), "the tail is kept");
@@ -275,16 +278,7 @@ mod tests {
         sink.log(LogStream::Stderr, b"hunter2-s3cr3t alone\n");
         sink.log(LogStream::Stdout, b"er2-s3cr3t done\nends with hunter2");
         sink.finish();
-        let text = |s: LogStream| -> String {
-            store
-                .logs(1, 0)
-                .unwrap()
-                .into_iter()
-                .filter(|c| c.stream == s)
-                .flat_map(|c| c.data)
-                .map(char::from)
-                .collect()
-        };
+        let text = |s: LogStream| stream_text(&store, s);
         assert_eq!(text(LogStream::Stdout), "token=*** done\nends with hunter2");
         assert_eq!(text(LogStream::Stderr), "*** alone\n");
     }

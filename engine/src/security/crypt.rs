@@ -68,11 +68,10 @@ impl From<CryptError> for io::Error {
 
 impl DataKey {
     pub fn from_bytes(raw: &[u8; 32]) -> DataKey {
-        let digest = super::sha256_hex(&[b"sluice data key id\0".as_slice(), raw].concat());
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, &[b"sluice data key id\0".as_slice(), raw].concat());
         let mut id = [0u8; 8];
-        for (i, b) in id.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).expect("hex digest");
-        }
+        id.copy_from_slice(&digest.as_ref()[..8]);
         DataKey { cipher: XChaCha20Poly1305::new(raw.into()), id }
     }
 
@@ -98,7 +97,8 @@ impl DataKey {
         if mode & 0o077 != 0 {
             return Err(format!("{} may be read by other users (mode {mode:o}); chmod 600 it", what()));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", what()))?;
+        let text =
+            super::secrets::read_small_file(path).map_err(|e| format!("cannot read {}: {e}", what()))?;
         let digits = text.trim();
         let bytes: Option<Vec<u8>> = (digits.len() == 64)
             .then(|| (0..32).map(|i| u8::from_str_radix(digits.get(2 * i..2 * i + 2)?, 16).ok()).collect())
@@ -315,20 +315,6 @@ pub fn sealed_by(bytes: &[u8]) -> Option<String> {
 /// Whether `bytes` look like a value [`DataKey::seal`] made.
 pub fn is_sealed(bytes: &[u8]) -> bool {
     bytes.len() >= 1 + 8 + 24 + TAG && bytes[0] == BOX
-}
-
-/// Whether a file starts as an encrypted file does.
-pub fn is_encrypted_file(path: &Path) -> io::Result<bool> {
-    let mut f = std::fs::File::open(path)?;
-    let head = read_full(&mut f, 8)?;
-    Ok(head == MAGIC)
-}
-
-/// The id of the key an encrypted file names, if it is one.
-pub fn key_id_of_file(path: &Path) -> io::Result<Option<String>> {
-    let mut f = std::fs::File::open(path)?;
-    let head = read_full(&mut f, 16)?;
-    Ok((head.len() == 16 && &head[..8] == MAGIC).then(|| hex(&head[8..16])))
 }
 
 fn unwrap_io(e: io::Error) -> CryptError {

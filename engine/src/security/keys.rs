@@ -89,7 +89,7 @@ impl SigningKey {
                 meta.permissions().mode() & 0o777
             ));
         }
-        let text = std::fs::read_to_string(path)
+        let text = super::secrets::read_small_file(path)
             .map_err(|e| format!("cannot read the signing key {}: {e}", path.display()))?;
         let pem = pem::parse(text.trim())
             .map_err(|e| format!("the signing key {} is not PEM: {e}", path.display()))?;
@@ -139,7 +139,7 @@ fn public_pem(public: &[u8]) -> String {
 
 /// Reads a public key: SPKI PEM (`signing.pub`, `openssl pkey -pubout`) or 64 hex digits.
 pub fn read_public(path: &Path) -> Result<Vec<u8>, String> {
-    let text = std::fs::read_to_string(path)
+    let text = super::secrets::read_small_file(path)
         .map_err(|e| format!("cannot read the public key {}: {e}", path.display()))?;
     let text = text.trim();
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {

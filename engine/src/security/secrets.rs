@@ -58,7 +58,7 @@ impl Provider {
                 }
             },
             Provider::File(path) => {
-                let text = read_secret_file(path)
+                let text = read_small_file(path)
                     .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
                 let value = text.strip_suffix('\n').unwrap_or(&text);
                 let value = value.strip_suffix('\r').unwrap_or(value);
@@ -74,10 +74,10 @@ impl Provider {
 /// The most a secret file may hold.
 pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
-/// Reads a secret file the way that cannot block (a FIFO) or exhaust memory: opened
+/// Reads a secret (or key) file the way that cannot block (a FIFO) or exhaust memory: opened
 /// non-blocking, a regular file (through a link is fine: mounted Kubernetes secrets are
 /// links), at most [`MAX_SECRET_BYTES`].
-fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+pub(crate) fn read_small_file(path: &std::path::Path) -> std::io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new().read(true).custom_flags(libc_nonblock()).open(path)?;
@@ -284,6 +284,19 @@ mod tests {
         assert!(missing.contains("is not set"), "{missing}");
     }
 
+    /// `text` streamed in chunks of every size masks to `want`.
+    fn assert_every_cut(r: &Redactor, text: &[u8], want: &str) {
+        for cut in 1..text.len() {
+            let mut carry = Vec::new();
+            let mut out = Vec::new();
+            for part in text.chunks(cut) {
+                out.extend(r.chunk(&mut carry, part));
+            }
+            out.extend(r.flush(&mut carry));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "cut {cut}");
+        }
+    }
+
     #[test]
     fn values_are_masked_whole_also_across_chunks() {
         let r = Redactor::new(["hunter2".to_string(), "hunter2-long".to_string(), String::new()]);
@@ -293,15 +306,7 @@ mod tests {
         assert_eq!(v, serde_json::json!({"a": ["x ***"], "***": 1, "n": 5}));
         // The stream cut at every byte: the output never contains the value.
         let text = b"start hunter2 middle hunter2-long end hunte";
-        for cut in 1..text.len() {
-            let mut carry = Vec::new();
-            let mut out = Vec::new();
-            for part in text.chunks(cut) {
-                out.extend(r.chunk(&mut carry, part));
-            }
-            out.extend(r.flush(&mut carry));
-            assert_eq!(String::from_utf8(out).unwrap(), "start *** middle *** end hunte", "cut {cut}");
-        }
+        assert_every_cut(&r, text, "start *** middle *** end hunte");
         assert!(Redactor::new(Vec::<String>::new()).is_empty());
         // Overlapping values are masked as their union; numbers that hold one are masked.
         let r = Redactor::new(["abcd".to_string(), "cdef".to_string(), "4242".to_string()]);
@@ -314,14 +319,6 @@ mod tests {
         // A periodic secret cut at every byte of a text full of its beginnings.
         let r = Redactor::new(["aab".to_string()]);
         let text = b"aaaaaab aab aaaa";
-        for cut in 1..text.len() {
-            let mut carry = Vec::new();
-            let mut out = Vec::new();
-            for part in text.chunks(cut) {
-                out.extend(r.chunk(&mut carry, part));
-            }
-            out.extend(r.flush(&mut carry));
-            assert_eq!(String::from_utf8(out).unwrap(), "aaaa*** *** aaaa", "cut {cut}");
-        }
+        assert_every_cut(&r, text, "aaaa*** *** aaaa");
     }
 }

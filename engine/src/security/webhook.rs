@@ -116,11 +116,7 @@ impl WebhookKeys {
 /// The header value a sender puts on `body` with `secret`: `sha256=<hex>`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
-    let mut out = String::from("sha256=");
-    for b in tag.as_ref() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("sha256={}", super::hex(tag.as_ref()))
 }
 
 /// 64 hexadecimal digits (either case) as 32 bytes.

@@ -188,7 +188,9 @@ impl Store {
     /// The entries `filter` keeps, oldest first, at most `limit` (the newest ones).
     pub fn audit_filtered(&self, filter: &audit::Filter, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut out = std::collections::VecDeque::new();
-        for e in self.audit_entries(filter.since_seq.unwrap_or(1))? {
+        // One entry decoded at a time: the log can be long, the answer is at most `limit`.
+        for raw in self.audit_raw(filter.since_seq.unwrap_or(1)) {
+            let e: AuditEntry = decode("audit entry", &raw?.1)?;
             if filter.keeps(&e) {
                 if out.len() == limit {
                     out.pop_front();

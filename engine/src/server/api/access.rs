@@ -187,7 +187,7 @@ async fn check_signature(
     req: Request,
 ) -> (Result<Principal, Box<Response>>, Request) {
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    let bytes = match axum::body::to_bytes(body, shared.opts.body_limit).await {
         Ok(b) => b,
         Err(e) => {
             let r = ApiError::bad_request(format!("cannot read the request body: {e}")).into_response();

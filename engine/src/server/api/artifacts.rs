@@ -47,6 +47,15 @@ pub fn check_of(blobs: &Blobs, digest: &str) -> Value {
     }
 }
 
+/// The attempts that produced `digest` (at least one), or 404.
+fn producers_of(store: &crate::store::Store, digest: &str) -> ApiResult<Vec<crate::store::ArtifactRecord>> {
+    let producers = store.artifacts_with(digest)?;
+    if producers.is_empty() {
+        return Err(ApiError::not_found(format!("there is no artifact {digest}")));
+    }
+    Ok(producers)
+}
+
 fn digest_of(text: &str) -> ApiResult<String> {
     artifacts::normalize(text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -80,10 +89,7 @@ pub(super) async fn one(
     let digest = digest_of(&digest)?;
     blocking(move || {
         let store = shared.engine.store();
-        let producers = store.artifacts_with(&digest)?;
-        if producers.is_empty() {
-            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
-        }
+        let producers = producers_of(store, &digest)?;
         let blobs = Blobs::in_data_dir(store.dir());
         let check = check_of(&blobs, &digest);
         Ok(Json(document(&digest, &producers, None, check)))
@@ -100,9 +106,7 @@ pub(super) async fn provenance(
     let digest = digest_of(&digest)?;
     blocking(move || {
         let store = shared.engine.store();
-        if store.artifacts_with(&digest)?.is_empty() {
-            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
-        }
+        producers_of(store, &digest)?;
         let envelopes: Vec<Value> = store
             .provenance_of(&digest)?
             .into_iter()
@@ -126,9 +130,7 @@ pub(super) async fn verify(
     let digest = digest_of(&digest)?;
     blocking(move || {
         let store = shared.engine.store();
-        if store.artifacts_with(&digest)?.is_empty() {
-            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
-        }
+        producers_of(store, &digest)?;
         let verified = store.verify_artifact(&digest, shared.engine.signing_key().public())?;
         Ok(Json(serde_json::to_value(verified).map_err(|e| ApiError::internal(e.to_string()))?))
     })
@@ -155,10 +157,8 @@ pub(super) async fn content(
     let digest = digest_of(&digest)?;
     let (path, size, media_type) = blocking(move || {
         let store = shared.engine.store();
-        let producers = store.artifacts_with(&digest)?;
-        let Some(first) = producers.first() else {
-            return Err(ApiError::not_found(format!("there is no artifact {digest}")));
-        };
+        let producers = producers_of(store, &digest)?;
+        let first = &producers[0];
         let blobs = Blobs::in_data_dir(store.dir());
         match blobs.verify(&digest) {
             Ok((path, size)) => Ok((path, size, first.media_type.clone())),
