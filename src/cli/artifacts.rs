@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use hyper::Method;
 use serde_json::json;
-use sluice_engine::artifacts::{self, Blobs};
+use sluice_engine::artifacts;
 use sluice_engine::server::api::artifacts as api;
 use sluice_engine::store::ArtifactRecord;
 
@@ -128,9 +128,9 @@ pub(crate) fn show(
         let digest = resolve(&all, given)?;
         let producers = e.store().artifacts_with(&digest)?;
         anyhow::ensure!(!producers.is_empty(), "there is no artifact {digest} in this data folder");
-        let blobs = Blobs::in_data_dir(e.store().dir());
+        let blobs = e.store().blobs();
         let check = api::check_of(&blobs, &digest);
-        let path = blobs.path(&digest)?.display().to_string();
+        let path = blobs.stored_path(&digest)?.display().to_string();
         Ok(api::document(&digest, &producers, Some(path), check))
     })? {
         Some(doc) => doc,
@@ -180,7 +180,7 @@ pub(crate) fn get(
     let done = local(data_dir, server, |e| {
         let all = e.store().artifacts(None)?;
         let digest = resolve(&all, given)?;
-        let size = Blobs::in_data_dir(e.store().dir()).copy_out(&digest, out)?;
+        let size = e.store().blobs().copy_out(&digest, out)?;
         Ok((digest, size))
     })?;
     let (digest, size) = match done {

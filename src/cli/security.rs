@@ -322,6 +322,9 @@ pub(crate) fn key_rotate(data_dir: &Path, current: Option<&Path>, new: &Path) ->
     };
     crypt::write_folder(data_dir, &marker).map_err(anyhow::Error::msg)?;
     let n = store.reseal_logs(current.as_ref(), &new)?;
+    let (new, current) = (std::sync::Arc::new(new), current.map(std::sync::Arc::new));
+    let blobs = sluice_engine::artifacts::Blobs::in_data_dir(data_dir).with_key(Some(new.clone()));
+    let (files, failed) = blobs.reseal(current)?;
     crypt::write_folder(data_dir, &FolderKey { v: 1, key_id: new.id(), rotating_to: None })
         .map_err(anyhow::Error::msg)?;
     let at = std::time::SystemTime::now()
@@ -329,9 +332,19 @@ pub(crate) fn key_rotate(data_dir: &Path, current: Option<&Path>, new: &Path) ->
         .map_or(0, |d| d.as_millis() as i64);
     let action = sluice_engine::security::audit::Action::new(local_actor(), "key.rotate", "encryption")
         .before(json!({ "key": from_id }))
-        .after(json!({ "key": new.id(), "resealed": n }));
+        .after(json!({ "key": new.id(), "resealed": n, "artifacts": files, "artifacts_failed": failed.len() }));
     store.audit(action, at)?;
     store.flush()?;
-    println!("re-sealed {n} step log chunks with the key {}", new.id());
-    Ok(ExitCode::SUCCESS)
+    println!("re-sealed {n} step log chunks and {files} artifact files with the key {}", new.id());
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (digest, why) in &failed {
+        eprintln!("error: artifact {digest} was not re-encrypted: {why}");
+    }
+    eprintln!(
+        "{} damaged artifact file(s) are left as they were; a run that produces their content again replaces them",
+        failed.len()
+    );
+    Ok(ExitCode::from(1))
 }

@@ -1,4 +1,7 @@
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use crate::security::crypt::{self, CryptError, DataKey};
 
 use super::*;
 
@@ -118,4 +121,128 @@ fn media_types_come_from_names() {
     assert_eq!(media_type("r.html"), "text/html");
     assert_eq!(media_type("d.csv"), "text/csv");
     assert_eq!(media_type("blob"), "application/octet-stream");
+}
+
+fn sealed_blobs(dir: &Path, byte: u8) -> Blobs {
+    Blobs::in_data_dir(&dir.join("data")).with_key(Some(Arc::new(DataKey::from_bytes(&[byte; 32]))))
+}
+
+fn make_writable(path: &Path) {
+    let mut perms = std::fs::metadata(path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(path, perms).unwrap();
+}
+
+#[test]
+fn an_encrypted_store_keeps_no_plaintext_and_reads_back_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = sealed_blobs(dir.path(), 9);
+    let plain: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 199) as u8).chain(*b"canary-77f1").collect();
+    let a = dir.path().join("model.bin");
+    std::fs::write(&a, &plain).unwrap();
+    let placed = b.place(&a).unwrap();
+    assert_eq!(placed.digest, hash_file(&a).unwrap().0, "the digest is the plaintext's");
+    assert_eq!((placed.size, placed.existed), (plain.len() as u64, false));
+    let stored = b.stored_path(&placed.digest).unwrap();
+    assert!(stored.to_string_lossy().ends_with(".sealed"), "{}", stored.display());
+    assert!(!b.path(&placed.digest).unwrap().exists(), "no clear copy");
+    let bytes = std::fs::read(&stored).unwrap();
+    assert!(!bytes.windows(11).any(|w| w == b"canary-77f1"));
+    assert_ne!(std::fs::metadata(&stored).unwrap().ino(), std::fs::metadata(&a).unwrap().ino());
+    assert!(!std::fs::metadata(&a).unwrap().permissions().readonly(), "the step's file is left alone");
+    assert_eq!(b.verify(&placed.digest).unwrap().1, plain.len() as u64);
+    assert_eq!(b.stored()[0].size, plain.len() as u64, "listed by its plaintext size");
+
+    let out = dir.path().join("out.bin");
+    b.copy_out(&placed.digest, &out).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), plain);
+    let restored = dir.path().join("work/again.bin");
+    b.restore(&placed.digest, &restored).unwrap();
+    assert_eq!(std::fs::read(&restored).unwrap(), plain);
+    let (mut r, size) = b.reader(&placed.digest).unwrap();
+    let mut read = Vec::new();
+    r.read_to_end(&mut read).unwrap();
+    assert_eq!((read, size), (plain.clone(), plain.len() as u64));
+
+    // Without the key, with another key: said, never garbage.
+    let clear = Blobs::in_data_dir(&dir.path().join("data"));
+    assert!(matches!(clear.verify(&placed.digest), Err(ArtifactError::NoKey(_))));
+    let other = sealed_blobs(dir.path(), 10);
+    let e = other.copy_out(&placed.digest, &dir.path().join("o2")).unwrap_err();
+    assert!(matches!(&e, ArtifactError::Sealed { source: CryptError::OtherKey { .. }, .. }), "{e}");
+    assert!(!e.is_damaged(), "another key is not damage");
+    assert!(!dir.path().join("o2").exists());
+
+    // A changed byte: damaged, on every read, and nothing written out.
+    make_writable(&stored);
+    let mut bad = bytes.clone();
+    bad[crypt::HEADER + 70_000] ^= 1;
+    std::fs::write(&stored, &bad).unwrap();
+    let e = b.verify(&placed.digest).unwrap_err();
+    assert!(e.is_damaged() && e.to_string().contains("chunk 1"), "{e}");
+    let e = b.copy_out(&placed.digest, &out).unwrap_err();
+    assert!(e.is_damaged(), "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), plain, "the earlier copy is untouched");
+    // Placing the content again heals it.
+    let healed = b.place(&a).unwrap();
+    assert!(healed.existed);
+    b.verify(&placed.digest).unwrap();
+}
+
+#[test]
+fn plaintext_copies_for_steps_live_while_an_attempt_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = sealed_blobs(dir.path(), 11);
+    let a = dir.path().join("data.csv");
+    std::fs::write(&a, b"x,y\n1,2\n").unwrap();
+    let d = b.place(&a).unwrap().digest;
+    let path = b.readable_path(&d, "sub/data.csv").unwrap();
+    assert!(path.ends_with("data.csv") && path.starts_with(dir.path().join("data/artifacts/open")));
+    assert!(!path.exists());
+    let first = b.open(&d, "sub/data.csv").unwrap().unwrap();
+    let second = b.open(&d, "sub/data.csv").unwrap().unwrap();
+    assert_eq!(first.path(), path);
+    assert_eq!(std::fs::read(&path).unwrap(), b"x,y\n1,2\n");
+    assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+    drop(first);
+    assert!(path.exists(), "another attempt still holds it");
+    drop(second);
+    assert!(!path.exists() && !path.parent().unwrap().exists(), "the last lease removes it");
+    // A clear store reads the stored file itself.
+    let clear = Blobs::in_data_dir(&dir.path().join("clear"));
+    let dc = clear.place(&a).unwrap().digest;
+    assert_eq!(clear.readable_path(&dc, "data.csv").unwrap(), clear.path(&dc).unwrap());
+    assert!(clear.open(&dc, "data.csv").unwrap().is_none());
+    // Left by a killed engine: swept when the next one opens the folder.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"left").unwrap();
+    b.sweep_temporary();
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_rotation_encrypts_clear_files_and_re_encrypts_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let clear = Blobs::in_data_dir(&dir.path().join("data"));
+    let (a, c) = (dir.path().join("a"), dir.path().join("c"));
+    std::fs::write(&a, b"kept in clear before").unwrap();
+    std::fs::write(&c, b"sealed with the first key").unwrap();
+    let da = clear.place(&a).unwrap().digest;
+    let k1 = sealed_blobs(dir.path(), 1);
+    let dc = k1.place(&c).unwrap().digest;
+    // Turning encryption on: clear files are encrypted.
+    let (n, failed) = k1.reseal(None).unwrap();
+    assert_eq!((n, failed.len()), (1, 0));
+    assert!(!clear.path(&da).unwrap().exists());
+    assert_eq!(k1.verify(&da).unwrap().1, 20);
+    // A new key: everything is re-encrypted with it, checked; a second pass has nothing to do.
+    let k2 = sealed_blobs(dir.path(), 2);
+    let k1_key = Some(Arc::new(DataKey::from_bytes(&[1; 32])));
+    assert_eq!(k2.reseal(k1_key.clone()).unwrap(), (2, Vec::new()));
+    assert_eq!(k2.reseal(k1_key.clone()).unwrap(), (0, Vec::new()));
+    k2.verify(&da).unwrap();
+    k2.verify(&dc).unwrap();
+    assert!(matches!(k1.verify(&dc), Err(ArtifactError::Sealed { source: CryptError::OtherKey { .. }, .. })));
+    assert_eq!(k2.stored().len(), 2);
 }

@@ -177,6 +177,8 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         None => Vec::new(),
     };
     let outputs_at = (collect.folder.clone(), collect.declared.clone());
+    let blobs = s.engine.store().blobs();
+    let (open, open_blobs) = (std::mem::take(&mut collect.open), blobs.clone());
     // The step's own outputs file is removed once its outputs are stored when they may hold
     // a secret (masked in the store) or the folder is encrypted (the file would not be).
     let outputs_file =
@@ -250,6 +252,29 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                     cache::Looked::Run(to_store) => keep = to_store,
                 }
             }
+            // Upstream artifacts of an encrypted folder, decrypted for the attempt while it
+            // runs (removed when it ends).
+            let mut _opened = Vec::new();
+            if !open.is_empty() {
+                let opening = move || {
+                    open.iter()
+                        .map(|(digest, file)| {
+                            open_blobs.open(digest, file).map_err(|e| {
+                                let message = format!("cannot read upstream artifact {digest} ({file}): {e}");
+                                if e.is_damaged() { ExecError::fatal(message) } else { ExecError::retryable(message) }
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                match tokio::task::spawn_blocking(opening).await {
+                    Ok(Ok(leases)) => _opened = leases,
+                    Ok(Err(e)) => return Ran::Executed(AttemptOutcome::failed(e), None, datasets),
+                    Err(e) => {
+                        let message = format!("decrypting the step's upstream artifacts crashed: {e}");
+                        return Ran::Executed(AttemptOutcome::failed(ExecError::retryable(message)), None, datasets);
+                    }
+                }
+            }
             unlink_stored(&outputs_at.0, &outputs_at.1);
             tracing::debug!("the attempt starts");
             let executor = executors.for_spec(&request.spec);
@@ -284,7 +309,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                 let _ = std::fs::remove_file(file);
             }
             if matches!(outcome, Outcome::Succeeded { .. }) && !collect.declared.is_empty() {
-                let blobs = Blobs::in_data_dir(&data_dir);
+                let blobs = blobs.clone();
                 let watch = super::control::placement_watch(fault);
                 let kept =
                     tokio::task::spawn_blocking(move || keep_artifacts(&blobs, &collect, &watch)).await;

@@ -499,7 +499,7 @@ pub(super) async fn lookup(
     let restored = if entry.artifacts.is_empty() {
         Ok(Ok(()))
     } else {
-        let (blobs, folder, entry) = (Blobs::in_data_dir(store.dir()), probe.folder.clone(), entry.clone());
+        let (blobs, folder, entry) = (store.blobs(), probe.folder.clone(), entry.clone());
         tokio::task::spawn_blocking(move || restore(&blobs, &folder, &entry)).await
     };
     let damage = match restored {
@@ -562,7 +562,7 @@ fn restore(blobs: &Blobs, folder: &Path, entry: &CacheEntry) -> std::result::Res
         if let Err(e) = blobs.restore(&a.digest, &out) {
             // A stored file that no longer matches its digest is moved aside, so that the
             // step's new result stores it again, whole.
-            if matches!(e, crate::artifacts::ArtifactError::Damaged { .. }) {
+            if e.is_damaged() {
                 blobs.quarantine(&a.digest);
             }
             return Err(format!("artifact `{}` ({}): {e}", a.name, a.file));

@@ -11,7 +11,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, Result};
-use crate::artifacts::Blobs;
 
 /// One stored file gc removed (or would remove).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -67,7 +66,7 @@ impl Engine {
                 used.extend(entry.artifacts.into_iter().map(|a| a.digest));
             }
         }
-        let blobs = Blobs::in_data_dir(self.store.dir());
+        let blobs = self.store.blobs();
         let mut report = GcReport {
             dry_run,
             keep_ms,

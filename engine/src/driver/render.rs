@@ -24,8 +24,10 @@ pub(crate) struct RunView<'a> {
     pub outputs: &'a std::collections::HashMap<StepIx, Value>,
     /// The artifacts of finished tasks.
     pub artifacts: &'a std::collections::HashMap<(StepIx, u32), Vec<Produced>>,
-    /// The data folder (artifacts are read from its store).
+    /// The data folder.
     pub data_dir: &'a Path,
+    /// Its artifact store (upstream artifacts are read from it).
+    pub blobs: Blobs,
     pub machine: &'a RunMachine,
     /// Why the run started and the details.
     pub trigger: Trigger,
@@ -51,14 +53,17 @@ impl RunView<'_> {
     /// file}` (a list for a glob), and for a mapped step a list of those, one per item. With
     /// `mount`, the consumer sees them in its sandbox's input folder, not on the host.
     fn artifacts_of(&self, ix: StepIx, mount: Option<&str>) -> Value {
-        let blobs = Blobs::in_data_dir(self.data_dir);
         let spec = &self.plan.steps[ix as usize].spec;
         let task = |item: u32| {
             let mut by_name = Map::new();
             for a in self.artifacts.get(&(ix, item)).map(Vec::as_slice).unwrap_or_default() {
                 let path = match mount {
                     Some(m) => format!("{m}/{}", mounted_name(a)),
-                    None => blobs.path(&a.digest).map(|p| p.display().to_string()).unwrap_or_default(),
+                    None => self
+                        .blobs
+                        .readable_path(&a.digest, &a.file)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                 };
                 let one = json!({
                     "path": path, "digest": a.digest, "size": a.size,
@@ -181,6 +186,9 @@ pub(crate) struct ArtifactPlan {
     pub base: PathBuf,
     /// The artifacts of its upstream steps.
     pub consumed: Vec<ConsumedArtifact>,
+    /// Upstream artifacts (digest, file name) the attempt reads from an encrypted store: each
+    /// is decrypted to its [`Blobs::readable_path`] while the attempt runs.
+    pub open: Vec<(String, String)>,
     /// Masks the values of the pipeline's secrets in what the attempt leaves (logs, outputs,
     /// messages, its cache key).
     pub redact: Redactor,
@@ -301,7 +309,8 @@ pub(crate) fn request(
     let mut consumed = Vec::new();
     let mut inputs_seen = rendered.inputs;
     let mount = ps.kind.hooks().input_folder().is_some();
-    let blobs = Blobs::in_data_dir(view.data_dir);
+    let blobs = &view.blobs;
+    let mut open = Vec::new();
     // Its upstream steps, and any other step its templates read (an ancestor further up).
     let mut sources: Vec<StepIx> = view.plan.core[step as usize].upstream.clone();
     match &view.plan.reads[step as usize] {
@@ -324,9 +333,15 @@ pub(crate) fn request(
         for i in 0..items {
             for a in view.artifacts.get(&(up, i)).into_iter().flatten() {
                 let name = mounted_name(a);
+                let source =
+                    blobs.readable_path(&a.digest, &a.file).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
                 if mount && !inputs_seen.iter().any(|f| f.name == name) {
-                    let source = blobs.path(&a.digest).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
-                    inputs_seen.push(sluice_worker::InputFile { source, name });
+                    inputs_seen.push(sluice_worker::InputFile { source: source.clone(), name });
+                    if blobs.encrypts() {
+                        open.push((a.digest.clone(), a.file.clone()));
+                    }
+                } else if blobs.encrypts() && !open.iter().any(|(d, f)| *d == a.digest && *f == a.file) {
+                    open.push((a.digest.clone(), a.file.clone()));
                 }
                 consumed.push(ConsumedArtifact {
                     digest: a.digest.clone(),
@@ -336,12 +351,13 @@ pub(crate) fn request(
             }
         }
     }
-    let collect = ArtifactPlan {
+    let mut collect = ArtifactPlan {
         folder: rendered.work_folder.unwrap_or_else(|| workdir.clone()),
         declared,
         inputs,
         base: base_dir.clone(),
         consumed,
+        open,
         redact,
     };
     let request = AttemptRequest {
@@ -358,5 +374,16 @@ pub(crate) fn request(
         inputs: inputs_seen,
         files,
     };
+    // A process step reads an upstream artifact by the path its templates rendered: only
+    // those it names are decrypted for it (a mounting kind gets them all, in its sandbox).
+    if blobs.encrypts() && !mount {
+        let said = serde_json::to_string(&request).unwrap_or_default();
+        collect.open.retain(|(digest, file)| {
+            blobs.readable_path(digest, file).is_ok_and(|p| {
+                let quoted = serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+                said.contains(quoted.trim_matches('"'))
+            })
+        });
+    }
     Ok((request, collect))
 }

@@ -41,14 +41,15 @@ struct Active {
 
 impl Active {
     /// What templates of this run can see.
-    fn view<'a>(&'a self, id: u64, data_dir: &'a std::path::Path) -> RunView<'a> {
+    fn view<'a>(&'a self, id: u64, store: &'a crate::store::Store) -> RunView<'a> {
         RunView {
             id,
             plan: &self.plan,
             params: &self.record.params,
             outputs: &self.notes.outputs,
             artifacts: &self.notes.artifacts,
-            data_dir,
+            data_dir: store.dir(),
+            blobs: store.blobs(),
             machine: &self.machine,
             trigger: self.record.trigger,
             cause: self.record.cause.as_ref(),
@@ -468,7 +469,7 @@ impl Driver<'_> {
         match action {
             Action::Prepare { step } => {
                 let a = &self.runs[&run];
-                let view = a.view(run, self.engine.store().dir());
+                let view = a.view(run, self.engine.store());
                 let outcome = render::prepare(&view, step);
                 self.backlog.push_back((run, Event::Prepared { step, outcome }));
             }
@@ -552,7 +553,7 @@ impl Driver<'_> {
                     engine: self.engine,
                     executors: &self.executors,
                     results: &self.tx,
-                    view: a.view(run, self.engine.store().dir()),
+                    view: a.view(run, self.engine.store()),
                     item: a.notes.items.get(&step).and_then(|v| v.get(item as usize)),
                     span: &a.span,
                     folders,

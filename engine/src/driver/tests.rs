@@ -80,6 +80,7 @@ steps:
         outputs: &outputs,
         artifacts: &HashMap::new(),
         data_dir: &dir.join("data"),
+        blobs: engine.store().blobs(),
         machine: &machine,
         trigger: Trigger::Manual,
         cause: None,

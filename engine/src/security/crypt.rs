@@ -1,38 +1,43 @@
-//! Encryption at rest with XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`, audited by
-//! NCC Group). Two forms:
-//! - files (artifact blobs): a header (magic, the key's id, a random nonce prefix) and then
-//!   64 KiB chunks, each sealed by the STREAM construction (`aead::stream`, big-endian
-//!   32-bit counter and a last-chunk flag in the nonce), so that a chunk moved, dropped,
-//!   repeated or cut off fails to open, and the header is bound to every chunk as
-//!   associated data;
-//! - values (log chunks in sled): one sealed box with a random 24-byte nonce, bound to
-//!   where it is stored by the caller's associated data (its key).
+//! Encryption at rest. Two forms:
+//! - files (artifact blobs): AES-256-GCM from `ring` (BoringSSL's audited, constant-time
+//!   assembly: 2.5 to 3 GiB/s here, four times RustCrypto's `aes-gcm`, which is what lets a
+//!   1 GiB artifact be encrypted beside its hashing at little cost). Each file has its own key,
+//!   derived by HKDF-SHA256 from the folder key and a random 32-byte salt in its header; then
+//!   64 KiB chunks, each sealed with its position (a 64-bit counter) and a last-chunk flag in
+//!   its nonce and the header as associated data, so that a chunk changed, moved, dropped,
+//!   repeated or cut off fails to open, and no header can be put on another file's chunks;
+//! - values (log chunks in sled): XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`, audited
+//!   by NCC Group), one sealed box with a random 24-byte nonce, bound to where it is stored by
+//!   the caller's associated data (its key).
 //!
 //! A wrong key, a missing key, or damaged bytes are errors that say which, never garbage.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
 
 use super::hex;
 
 /// Plaintext bytes per chunk of an encrypted file.
 pub const CHUNK: usize = 64 * 1024;
 const TAG: usize = 16;
-const MAGIC: &[u8; 8] = b"SLCENC\x00\x01";
-/// The nonce prefix of a STREAM over XChaCha20 (24 bytes less the counter and flag).
-const PREFIX: usize = 19;
-/// Magic, key id, nonce prefix.
-pub const HEADER: usize = 8 + 8 + PREFIX;
+/// Version 2 of the file form (1 was a STREAM over XChaCha20, never written to a folder).
+const MAGIC: &[u8; 8] = b"SLCENC\x00\x02";
+const SALT: usize = 32;
+/// Magic, key id, the file key's salt.
+pub const HEADER: usize = 8 + 8 + SALT;
 /// The first byte of a sealed value.
 const BOX: u8 = 0xE1;
 
 /// A data folder's key: 32 bytes, named by an id derived from it (which is safe to show).
 pub struct DataKey {
     cipher: XChaCha20Poly1305,
+    /// HKDF's pseudorandom key for file keys (extracted once from the folder key).
+    files: hkdf::Prk,
     id: [u8; 8],
 }
 
@@ -72,7 +77,8 @@ impl DataKey {
             ring::digest::digest(&ring::digest::SHA256, &[b"sluice data key id\0".as_slice(), raw].concat());
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest.as_ref()[..8]);
-        DataKey { cipher: XChaCha20Poly1305::new(raw.into()), id }
+        let files = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sluice artifact files v2").extract(raw);
+        DataKey { cipher: XChaCha20Poly1305::new(raw.into()), files, id }
     }
 
     /// A new random key, and its file text (64 hexadecimal digits and a line break).
@@ -117,74 +123,77 @@ impl DataKey {
         hex(&self.id)
     }
 
-    fn header(&self, prefix: &[u8; PREFIX]) -> [u8; HEADER] {
-        let mut h = [0u8; HEADER];
-        h[..8].copy_from_slice(MAGIC);
-        h[8..16].copy_from_slice(&self.id);
-        h[16..].copy_from_slice(prefix);
-        h
+    /// The key of the file whose header carries `salt`.
+    fn file_key(&self, salt: &[u8]) -> LessSafeKey {
+        let info = [b"file key\0".as_slice(), salt];
+        let okm = self.files.expand(&info, &AES_256_GCM).expect("an AES-256 key is a valid HKDF length");
+        LessSafeKey::new(UnboundKey::from(okm))
     }
 
-    /// Encrypts all of `plain` into `out`; `seen` sees each plaintext chunk (to hash it on the
-    /// way). Returns the plaintext's length.
+    /// A writer that encrypts what it is given into `out` (see [`Sealing`]).
+    pub fn sealing<W: Write>(&self, mut out: W) -> io::Result<Sealing<W>> {
+        let mut salt = [0u8; SALT];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+            .map_err(|_| io::Error::other("no system randomness"))?;
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..16].copy_from_slice(&self.id);
+        header[16..].copy_from_slice(&salt);
+        out.write_all(&header)?;
+        Ok(Sealing {
+            out,
+            key: self.file_key(&salt),
+            header,
+            pending: Vec::with_capacity(CHUNK),
+            sealed: Vec::with_capacity(16 * (CHUNK + TAG)),
+            chunk: 0,
+        })
+    }
+
+    /// Encrypts all of `plain` into `out`; `seen` sees the plaintext on the way (to hash it).
+    /// Returns the plaintext's length.
     pub fn encrypt(
         &self,
         mut plain: impl Read,
-        mut out: impl Write,
+        out: impl Write,
         mut seen: impl FnMut(&[u8]),
     ) -> io::Result<u64> {
-        let mut prefix = [0u8; PREFIX];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut prefix)
-            .map_err(|_| io::Error::other("no system randomness"))?;
-        let header = self.header(&prefix);
-        out.write_all(&header)?;
-        let mut stream = EncryptorBE32::from_aead(self.cipher.clone(), prefix.as_slice().into());
-        let mut current = read_full(&mut plain, CHUNK)?;
+        let mut w = self.sealing(out)?;
+        let mut buf = vec![0u8; 16 * CHUNK];
         let mut total = 0u64;
         loop {
-            seen(&current);
-            total += current.len() as u64;
-            let next = if current.len() == CHUNK { read_full(&mut plain, CHUNK)? } else { Vec::new() };
-            if next.is_empty() {
-                let sealed = stream
-                    .encrypt_last(Payload { msg: &current, aad: &header })
-                    .map_err(|_| io::Error::other("encryption failed"))?;
-                out.write_all(&sealed)?;
-                out.flush()?;
-                return Ok(total);
-            }
-            let sealed = stream
-                .encrypt_next(Payload { msg: &current, aad: &header })
-                .map_err(|_| io::Error::other("encryption failed"))?;
-            out.write_all(&sealed)?;
-            current = next;
+            let n = match plain.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            seen(&buf[..n]);
+            w.write_all(&buf[..n])?;
+            total += n as u64;
         }
+        w.finish()?;
+        Ok(total)
     }
 
     /// A reader of the plaintext of an encrypted file: every chunk is authenticated before
     /// a byte of it is handed out.
-    pub fn decrypting<R: Read>(&self, mut sealed: R) -> Result<Decrypting<'_, R>, CryptError> {
+    pub fn decrypting<R: Read>(&self, mut sealed: R) -> Result<Decrypting<R>, CryptError> {
         let mut header = [0u8; HEADER];
         let got = read_full(&mut sealed, HEADER)?;
-        if got.len() < HEADER || &got[..8] != MAGIC {
+        if got.len() < 8 || &got[..8] != MAGIC {
             return Err(CryptError::NotEncrypted);
+        }
+        if got.len() < HEADER {
+            return Err(CryptError::Truncated);
         }
         header.copy_from_slice(&got);
         if header[8..16] != self.id {
             return Err(CryptError::OtherKey { theirs: hex(&header[8..16]), ours: self.id() });
         }
-        let stream = DecryptorBE32::from_aead(self.cipher.clone(), header[16..].into());
+        let key = self.file_key(&header[16..]);
         let ahead = read_full(&mut sealed, CHUNK + TAG)?;
-        Ok(Decrypting {
-            sealed,
-            header,
-            stream: Some(stream),
-            ahead,
-            plain: Vec::new(),
-            at: 0,
-            chunk: 0,
-            _key: self,
-        })
+        Ok(Decrypting { sealed, header, key, done: false, ahead, plain: Vec::new(), at: 0, chunk: 0 })
     }
 
     /// Decrypts all of an encrypted file into `out`; returns the plaintext's length.
@@ -317,7 +326,8 @@ pub fn is_sealed(bytes: &[u8]) -> bool {
     bytes.len() >= 1 + 8 + 24 + TAG && bytes[0] == BOX
 }
 
-fn unwrap_io(e: io::Error) -> CryptError {
+/// What an error a [`Decrypting`] reader returned says: a damaged or cut file, or plain I/O.
+pub fn unwrap_io(e: io::Error) -> CryptError {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<Described>()) {
         Some(Described::Damaged(chunk)) => CryptError::Damaged { chunk: *chunk },
         Some(Described::Truncated) => CryptError::Truncated,
@@ -343,49 +353,147 @@ impl std::fmt::Display for Described {
 
 impl std::error::Error for Described {}
 
+/// The nonce of chunk `n` of a file: a last-chunk flag, then the counter (a file key seals
+/// one file, so a nonce is never used twice under a key).
+fn nonce(n: u64, last: bool) -> Nonce {
+    let mut bytes = [0u8; 12];
+    bytes[0] = u8::from(last);
+    bytes[4..].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(bytes)
+}
+
+/// Encrypts what is written to it, chunk by chunk; [`Sealing::finish`] seals the last chunk
+/// (a writer dropped unfinished leaves a file that reads as cut off, never as whole).
+pub struct Sealing<W: Write> {
+    out: W,
+    key: LessSafeKey,
+    header: [u8; HEADER],
+    /// Plaintext not sealed yet: at most a chunk, kept until it is known whether it is last.
+    pending: Vec<u8>,
+    /// Sealed chunks waiting to be written at once.
+    sealed: Vec<u8>,
+    chunk: u64,
+}
+
+impl<W: Write> Sealing<W> {
+    fn seal_pending(&mut self, last: bool) -> io::Result<()> {
+        let at = self.sealed.len();
+        self.sealed.extend_from_slice(&self.pending);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(self.chunk, last), Aad::from(&self.header), &mut self.sealed[at..])
+            .map_err(|_| io::Error::other("encryption failed"))?;
+        self.sealed.extend_from_slice(tag.as_ref());
+        self.pending.clear();
+        self.chunk += 1;
+        if self.sealed.len() >= 16 * (CHUNK + TAG) || last {
+            self.out.write_all(&self.sealed)?;
+            self.sealed.clear();
+        }
+        Ok(())
+    }
+
+    /// Seals the last chunk and flushes; returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.seal_pending(true)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Sealing<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let given = buf.len();
+        while !buf.is_empty() {
+            if self.pending.len() == CHUNK {
+                self.seal_pending(false)?;
+            }
+            let n = buf.len().min(CHUNK - self.pending.len());
+            self.pending.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+        }
+        Ok(given)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Sealed chunks are written out; the pending one waits to know whether it is last.
+        self.out.write_all(&self.sealed)?;
+        self.sealed.clear();
+        self.out.flush()
+    }
+}
+
+/// The id of the key an encrypted file's header names, if `head` (its first bytes) is one.
+pub fn file_sealed_by(head: &[u8]) -> Option<String> {
+    (head.len() >= HEADER && &head[..8] == MAGIC).then(|| hex(&head[8..16]))
+}
+
+/// The plaintext length of an encrypted file of `sealed` bytes (`None` if no such file has
+/// that length: it was cut).
+pub fn plain_len(sealed: u64) -> Option<u64> {
+    let body = sealed.checked_sub(HEADER as u64)?;
+    let whole = (CHUNK + TAG) as u64;
+    let (full, rest) = (body / whole, body % whole);
+    match rest {
+        0 if full > 0 => Some(full * CHUNK as u64),
+        r if r >= TAG as u64 => Some(full * CHUNK as u64 + r - TAG as u64),
+        _ => None,
+    }
+}
+
 /// The plaintext of an encrypted file, chunk by authenticated chunk.
-pub struct Decrypting<'k, R> {
+pub struct Decrypting<R> {
     sealed: R,
     header: [u8; HEADER],
-    stream: Option<DecryptorBE32<XChaCha20Poly1305>>,
+    key: LessSafeKey,
+    done: bool,
     /// The next sealed chunk, read ahead to know whether it is the last.
     ahead: Vec<u8>,
     plain: Vec<u8>,
     at: usize,
     chunk: u64,
-    _key: &'k DataKey,
 }
 
-impl<R: Read> Decrypting<'_, R> {
+impl<R: Read> Decrypting<R> {
     fn refill(&mut self) -> io::Result<bool> {
-        let Some(stream) = self.stream.as_mut() else { return Ok(false) };
-        let current = std::mem::take(&mut self.ahead);
+        if self.done {
+            return Ok(false);
+        }
+        let mut current = std::mem::take(&mut self.ahead);
         if current.len() < TAG {
-            self.stream = None;
+            self.done = true;
             return Err(io::Error::new(io::ErrorKind::InvalidData, Described::Truncated));
         }
-        let next =
-            if current.len() == CHUNK + TAG { read_full(&mut self.sealed, CHUNK + TAG)? } else { Vec::new() };
-        let aad = self.header;
-        let opened = if next.is_empty() {
-            let stream = self.stream.take().expect("checked above");
-            stream.decrypt_last(Payload { msg: &current, aad: &aad })
+        let next = if current.len() == CHUNK + TAG {
+            read_full(&mut self.sealed, CHUNK + TAG)?
         } else {
-            stream.decrypt_next(Payload { msg: &current, aad: &aad })
+            Vec::new()
         };
+        let last = next.is_empty();
         let chunk = self.chunk;
         self.chunk += 1;
+        // A failed open leaves the buffer changed: a full last chunk is kept to tell a file
+        // cut at a chunk boundary from a damaged one.
+        let spare = (last && current.len() == CHUNK + TAG).then(|| current.clone());
+        let opened =
+            self.key.open_in_place(nonce(chunk, last), Aad::from(&self.header), &mut current).map(|p| p.len());
         match opened {
-            Ok(plain) => {
-                self.plain = plain;
+            Ok(n) => {
+                current.truncate(n);
+                // The buffer read ahead is the next one to fill: keep the allocation.
+                self.plain = current;
                 self.at = 0;
                 self.ahead = next;
+                self.done = last;
                 Ok(true)
             }
             Err(_) => {
-                self.stream = None;
+                self.done = true;
                 // A full chunk that fails as a last one is a file cut at a chunk boundary.
-                let why = if next.is_empty() && current.len() == CHUNK + TAG {
+                let cut = spare.is_some_and(|mut c| {
+                    self.key.open_in_place(nonce(chunk, false), Aad::from(&self.header), &mut c).is_ok()
+                });
+                let why = if cut {
                     Described::Truncated
                 } else {
                     Described::Damaged(chunk)
@@ -396,7 +504,7 @@ impl<R: Read> Decrypting<'_, R> {
     }
 }
 
-impl<R: Read> Read for Decrypting<'_, R> {
+impl<R: Read> Read for Decrypting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.plain.len() {
             if !self.refill()? {
@@ -441,10 +549,25 @@ mod tests {
             k.encrypt(plain.as_slice(), &mut out, |c| seen.extend_from_slice(c)).unwrap();
             assert_eq!(seen, plain, "the hook sees the plaintext");
             assert_eq!(out.len(), HEADER + len + TAG * len.div_ceil(CHUNK).max(1), "len {len}");
+            assert_eq!(plain_len(out.len() as u64), Some(len as u64), "len {len}");
+            assert_eq!(file_sealed_by(&out), Some(k.id()));
             let mut back = Vec::new();
             assert_eq!(k.decrypt(out.as_slice(), &mut back).unwrap(), len as u64);
             assert_eq!(back, plain, "len {len}");
+            // Written in odd pieces, with flushes between, it reads the same.
+            let mut w = k.sealing(Vec::new()).unwrap();
+            for piece in plain.chunks(7777) {
+                w.write_all(piece).unwrap();
+                w.flush().unwrap();
+            }
+            let pieces = w.finish().unwrap();
+            assert_eq!(pieces.len(), out.len());
+            let mut back = Vec::new();
+            k.decrypt(pieces.as_slice(), &mut back).unwrap();
+            assert_eq!(back, plain, "pieces, len {len}");
         }
+        assert_eq!(plain_len(HEADER as u64 + 3), None, "shorter than a tag");
+        assert_eq!(file_sealed_by(b"SLCENC"), None);
         // Two encryptions of the same text differ (a fresh nonce each time).
         assert_ne!(sealed(&k, b"same"), sealed(&k, b"same"));
     }

@@ -204,7 +204,7 @@ impl Store {
     /// Checks the artifact `digest`: its stored bytes, and the provenance of every attempt
     /// that produced it against `public` (the instance's key, or one a user brings).
     pub fn verify_artifact(&self, digest: &str, public: &[u8]) -> Result<Verified> {
-        let content = match crate::artifacts::Blobs::in_data_dir(self.dir()).verify(digest) {
+        let content = match self.blobs().verify(digest) {
             Ok(_) => serde_json::json!({ "ok": true }),
             Err(e) => serde_json::json!({ "ok": false, "error": e.to_string() }),
         };

@@ -422,6 +422,11 @@ impl Store {
         let _ = self.data_key.set(key);
     }
 
+    /// The folder's artifact store, encrypting and decrypting with the folder's key.
+    pub fn blobs(&self) -> crate::artifacts::Blobs {
+        crate::artifacts::Blobs::in_data_dir(self.dir()).with_key(self.data_key.get().cloned())
+    }
+
     /// Whether what the store keeps of steps is encrypted.
     pub fn encrypted(&self) -> bool {
         self.data_key.get().is_some()

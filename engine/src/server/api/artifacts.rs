@@ -90,7 +90,7 @@ pub(super) async fn one(
     blocking(move || {
         let store = shared.engine.store();
         let producers = producers_of(store, &digest)?;
-        let blobs = Blobs::in_data_dir(store.dir());
+        let blobs = store.blobs();
         let check = check_of(&blobs, &digest);
         Ok(Json(document(&digest, &producers, None, check)))
     })
@@ -155,44 +155,47 @@ pub(super) async fn content(
     Path(digest): Path<String>,
 ) -> ApiResult<Response> {
     let digest = digest_of(&digest)?;
-    let (path, size, media_type) = blocking(move || {
+    let (reader, size, media_type) = blocking(move || {
         let store = shared.engine.store();
         let producers = producers_of(store, &digest)?;
         let first = &producers[0];
-        let blobs = Blobs::in_data_dir(store.dir());
-        match blobs.verify(&digest) {
-            Ok((path, size)) => Ok((path, size, first.media_type.clone())),
-            Err(e @ ArtifactError::Damaged { .. }) => {
-                Err(ApiError::new(StatusCode::CONFLICT, "damaged", e.to_string()))
-            }
-            Err(e @ ArtifactError::Missing(_)) => Err(ApiError::new(StatusCode::GONE, "gone", e.to_string())),
-            Err(e) => Err(ApiError::internal(e.to_string())),
-        }
+        let blobs = store.blobs();
+        let failed = |e: ArtifactError| match e {
+            e if e.is_damaged() => ApiError::new(StatusCode::CONFLICT, "damaged", e.to_string()),
+            e @ ArtifactError::Missing(_) => ApiError::new(StatusCode::GONE, "gone", e.to_string()),
+            e => ApiError::internal(e.to_string()),
+        };
+        blobs.verify(&digest).map_err(failed)?;
+        let (reader, size) = blobs.reader(&digest).map_err(failed)?;
+        Ok((reader, size, first.media_type.clone()))
     })
     .await?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot open {}: {e}", path.display())))?;
-    let body = Body::from_stream(tokio_util_stream(file));
+    let body = Body::from_stream(chunks(reader));
     Ok(([(header::CONTENT_TYPE, media_type), (header::CONTENT_LENGTH, size.to_string())], body)
         .into_response())
 }
 
-/// A file as a stream of chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
+/// What a reader reads (a file, or a decrypting one), as a stream of chunks read off the
+/// async threads.
+fn chunks(
+    reader: Box<dyn std::io::Read + Send>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
-    use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
+    futures_util::stream::unfold(Some(reader), |state| async move {
+        let mut reader = state?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = reader.read(&mut buf);
+            (reader, buf, n)
+        })
+        .await;
+        match read {
+            Ok((_, _, Ok(0))) => None,
+            Ok((reader, mut buf, Ok(n))) => {
                 buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+                Some((Ok(bytes::Bytes::from(buf)), Some(reader)))
             }
-            Err(e) => Some((Err(e), None)),
+            Ok((_, _, Err(e))) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
         }
     })
 }
