@@ -245,7 +245,7 @@ enum KeyCommand {
     /// Write a new random 32-byte key (64 hex digits, mode 0600) to FILE, which must not
     /// exist; prints its id. Keep a copy: what it encrypts cannot be read without it.
     Generate { file: PathBuf },
-    /// Re-seal the folder's encrypted step logs (and any kept in clear) with NEW; the
+    /// Re-encrypt the folder's step logs and artifacts (and any kept in clear) with NEW; the
     /// current key comes from --encryption-key-file or SLUICE_ENCRYPTION_KEY_FILE. Needs the
     /// folder free (no server running). An interrupted rotation is finished by running it
     /// again with the same keys.

@@ -335,4 +335,16 @@ steps:
     assert!(logs.contains("-model.bin\n"), "{logs}");
     assert!(logs.contains("weights\n"), "{logs}");
     assert!(logs.contains("read-only") && !logs.contains("WRITABLE"), "{logs}");
+
+    // In an encrypted folder the container sees the same plaintext, from a copy that is gone
+    // once the step ends (the store keeps only the encrypted file).
+    let enc = Sandbox::new();
+    let key = enc.path("k.key");
+    assert!(enc.sluice(&["key", "generate", key.to_str().unwrap()]).status.success());
+    let with = |args: &[&str]| enc.cmd().env("SLUICE_ENCRYPTION_KEY_FILE", &key).args(args).output().unwrap();
+    let out = with(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logs = text(&with(&["logs", "1", "use"]).stdout);
+    assert!(logs.contains("weights\n") && logs.contains("read-only"), "{logs}");
+    assert!(!enc.data().join("artifacts/open").exists(), "the plaintext copy is removed");
 }

@@ -2,6 +2,8 @@
 //! clear anywhere in the data folder (sled files included), and the step's outputs file is
 //! gone; the logs read back with the key, through the CLI and the API; a missing key, another
 //! key and a changed byte are each a clear error; `sluice key rotate` re-seals with a new key.
+//! Artifacts likewise: stored encrypted, read back decrypted and checked by every reader (a
+//! downstream step, the step cache, `artifact get`, the content API, `artifact verify`).
 
 mod common;
 
@@ -136,6 +138,125 @@ fn step_logs_are_kept_encrypted_and_read_back_only_with_the_key() {
     assert!(text(&again.stderr).contains("nothing to rotate"), "{}", text(&again.stderr));
     let audit = with(&k2, &["audit", "--output", "json"]);
     assert!(text(&audit.stdout).contains("key.rotate"), "{}", text(&audit.stdout));
+}
+
+#[test]
+fn artifacts_are_kept_encrypted_and_every_reader_gets_them_checked() {
+    let sb = Sandbox::new();
+    let k1 = key(&sb, "k1.key");
+    let k2 = key(&sb, "k2.key");
+    // Steps work in the pipeline's folder (not the data folder): what they write there is
+    // theirs; what the store keeps of it must not be in clear.
+    let spec = sb.write(
+        "art.yaml",
+        &format!(
+            r#"name: art
+steps:
+  make:
+    cache: true
+    workdir: .
+    process:
+      shell: 'printf "%s-%s\n" {a} {b} > model.txt; head -c 200000 /dev/urandom >> model.txt; echo made >> ran.log'
+    artifacts: {{model: model.txt}}
+  use:
+    needs: [make]
+    workdir: .
+    process:
+      shell: 'cat {{{{ steps.make.artifacts.model.path }}}} > seen.txt; ls -l {{{{ steps.make.artifacts.model.path }}}} | cut -c1-10 > mode.txt'
+"#,
+            a = &CANARY[..10],
+            b = &CANARY[11..],
+        ),
+    );
+    let with = |k: &std::path::Path, args: &[&str]| {
+        sb.cmd().env("SLUICE_ENCRYPTION_KEY_FILE", k).args(args).output().unwrap()
+    };
+    let out = with(&k1, &["run", "-q", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made = std::fs::read(sb.path("model.txt")).unwrap();
+    assert_eq!(std::fs::read(sb.path("seen.txt")).unwrap(), made, "the consumer read the plaintext");
+    assert_eq!(std::fs::read_to_string(sb.path("mode.txt")).unwrap().trim(), "-r--r--r--", "read-only");
+    assert!(!sb.data().join("artifacts/open").exists(), "its plaintext copy went with the attempt");
+    let leaks = holds_canary(&sb.data());
+    assert!(leaks.is_empty(), "in clear in the data folder: {leaks:?}");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&with(&k1, &["artifacts", "--output", "json"]).stdout).unwrap();
+    let digest = listed["artifacts"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(listed["artifacts"][0]["size"], made.len(), "{listed}");
+
+    // `artifact get`, `artifact verify`, `artifact show`: decrypted and checked.
+    let got = sb.path("got.txt");
+    let out = with(&k1, &["artifact", "get", &digest, "--output-file", got.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&got).unwrap(), made);
+    let out = with(&k1, &["artifact", "verify", &digest]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let shown = text(&with(&k1, &["artifact", "show", &digest]).stdout);
+    assert!(shown.contains(".sealed") && shown.contains("matches its digest"), "{shown}");
+
+    // The step cache restores the file, decrypted, into the work folder.
+    std::fs::remove_file(sb.path("model.txt")).unwrap();
+    let out = with(&k1, &["run", "-q", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(sb.path("ran.log")).unwrap(), "made\n", "the cache was used");
+    assert_eq!(std::fs::read(sb.path("model.txt")).unwrap(), made, "restored in clear for the step");
+
+    // The content API streams the plaintext.
+    let dags = sb.path("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    let k1s = k1.display().to_string();
+    let srv = Server::start_with_env(&sb, &dags, &[], &[("SLUICE_ENCRYPTION_KEY_FILE", &k1s)]);
+    let (code, body) = srv.get(&format!("/api/v1/artifacts/{digest}/content"));
+    assert_eq!(code, 200);
+    assert!(body.starts_with(CANARY), "{}", &body[..40.min(body.len())]);
+    let (code, body) = srv.get(&format!("/api/v1/artifacts/{digest}/verify"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"ok\":true"), "{body}");
+    drop(srv);
+
+    // A changed byte in the stored file: a clear refusal, nothing written out.
+    let copy = sb.path("tampered");
+    copy_dir(&sb.data(), &copy);
+    let sealed = walk(&copy.join("artifacts/sha256")).into_iter().find(|p| p.ends_with(".sealed")).unwrap();
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    bytes[100_000] ^= 1;
+    let mut perms = std::fs::metadata(&sealed).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&sealed, perms).unwrap();
+    std::fs::write(&sealed, bytes).unwrap();
+    let bad = sb.path("bad.txt");
+    let out = sb
+        .cmd_in(&copy)
+        .env("SLUICE_ENCRYPTION_KEY_FILE", &k1)
+        .args(["artifact", "get", &digest, "--output-file", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("does not authenticate"), "{err}");
+    assert!(!bad.exists());
+
+    // Rotation re-encrypts the artifact: the new key reads it, checked.
+    let out = with(&k1, &["key", "rotate", "--new-key-file", k2.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 artifact files"), "{}", text(&out.stdout));
+    let got2 = sb.path("got2.txt");
+    let out = with(&k2, &["artifact", "get", &digest, "--output-file", got2.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&got2).unwrap(), made);
+    assert!(holds_canary(&sb.data()).is_empty());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

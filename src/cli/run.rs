@@ -56,8 +56,8 @@ pub(crate) struct EngineArgs {
     #[arg(long, value_name = "FILE", env = "SLUICE_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
     /// The data folder's encryption key (64 hex digits, mode 0600; `sluice key generate`):
-    /// step logs are kept encrypted with it. A folder once opened with a key needs it from
-    /// then on, for every command.
+    /// step logs and artifacts are kept encrypted with it. A folder once opened with a key
+    /// needs it from then on, for every command.
     #[arg(long, value_name = "FILE", env = "SLUICE_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
     /// Sign the audit log's head every this many entries (and at shutdown).

@@ -332,7 +332,9 @@ pub(crate) fn key_rotate(data_dir: &Path, current: Option<&Path>, new: &Path) ->
         .map_or(0, |d| d.as_millis() as i64);
     let action = sluice_engine::security::audit::Action::new(local_actor(), "key.rotate", "encryption")
         .before(json!({ "key": from_id }))
-        .after(json!({ "key": new.id(), "resealed": n, "artifacts": files, "artifacts_failed": failed.len() }));
+        .after(
+            json!({ "key": new.id(), "resealed": n, "artifacts": files, "artifacts_failed": failed.len() }),
+        );
     store.audit(action, at)?;
     store.flush()?;
     println!("re-sealed {n} step log chunks and {files} artifact files with the key {}", new.id());

@@ -47,7 +47,9 @@ pub enum ArtifactError {
         #[source]
         source: CryptError,
     },
-    #[error("the artifact {0} is encrypted and no key is given: set SLUICE_ENCRYPTION_KEY_FILE to the data folder's key file")]
+    #[error(
+        "the artifact {0} is encrypted and no key is given: set SLUICE_ENCRYPTION_KEY_FILE to the data folder's key file"
+    )]
     NoKey(String),
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -65,7 +67,10 @@ impl ArtifactError {
         match self {
             ArtifactError::Damaged { .. } => true,
             ArtifactError::Sealed { source, .. } => {
-                matches!(source, CryptError::Damaged { .. } | CryptError::Truncated | CryptError::NotEncrypted)
+                matches!(
+                    source,
+                    CryptError::Damaged { .. } | CryptError::Truncated | CryptError::NotEncrypted
+                )
             }
             _ => false,
         }
@@ -186,7 +191,11 @@ impl Blobs {
             None => {
                 let (digest, size) = match std::fs::hard_link(source, &tmp) {
                     Ok(()) => hash_file(&tmp)?,
-                    Err(_) => copy_hashing(&mut File::open(source).map_err(io("cannot open", source))?, source, &tmp)?,
+                    Err(_) => copy_hashing(
+                        &mut File::open(source).map_err(io("cannot open", source))?,
+                        source,
+                        &tmp,
+                    )?,
                 };
                 (digest, size, false)
             }
@@ -255,7 +264,9 @@ impl Blobs {
     /// What a failed read of `digest` says: a file that does not decrypt, or I/O.
     fn read_error(digest: &str, path: &Path, e: std::io::Error) -> ArtifactError {
         match crypt::unwrap_io(e) {
-            CryptError::Io(e) => ArtifactError::Io { what: "cannot read", path: path.to_path_buf(), source: e },
+            CryptError::Io(e) => {
+                ArtifactError::Io { what: "cannot read", path: path.to_path_buf(), source: e }
+            }
             source => ArtifactError::Sealed { digest: digest.to_string(), path: path.to_path_buf(), source },
         }
     }
@@ -321,7 +332,11 @@ impl Blobs {
                 use std::os::unix::fs::MetadataExt;
                 out.push(Stored {
                     digest,
-                    size: if sealed { crypt::plain_len(meta.len()).unwrap_or(meta.len()) } else { meta.len() },
+                    size: if sealed {
+                        crypt::plain_len(meta.len()).unwrap_or(meta.len())
+                    } else {
+                        meta.len()
+                    },
                     placed_ms: meta.ctime() * 1000 + meta.ctime_nsec() / 1_000_000,
                 });
             }
@@ -370,7 +385,9 @@ impl Blobs {
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(match e {
-                    ArtifactError::Io { what: "cannot read", source, .. } => Self::read_error(digest, &path, source),
+                    ArtifactError::Io { what: "cannot read", source, .. } => {
+                        Self::read_error(digest, &path, source)
+                    }
                     other => other,
                 });
             }
@@ -442,7 +459,10 @@ impl Blobs {
     /// digest on the way and replaced at once, so a rotation cut short is taken up again.
     /// Returns how many files were encrypted anew and the digests of those that could not be
     /// (damaged: left as they are, and said).
-    pub fn reseal(&self, from: Option<Arc<DataKey>>) -> Result<(usize, Vec<(String, String)>), ArtifactError> {
+    pub fn reseal(
+        &self,
+        from: Option<Arc<DataKey>>,
+    ) -> Result<(usize, Vec<(String, String)>), ArtifactError> {
         let Some(key) = &self.key else { return Ok((0, Vec::new())) };
         let old = Blobs { root: self.root.clone(), key: from };
         let (mut done, mut failed) = (0, Vec::new());
@@ -450,7 +470,9 @@ impl Blobs {
             let (path, sealed) = self.locate(&s.digest)?;
             if sealed {
                 let mut head = [0u8; crypt::HEADER];
-                let n = File::open(&path).and_then(|mut f| f.read(&mut head)).map_err(io("cannot read", &path))?;
+                let n = File::open(&path)
+                    .and_then(|mut f| f.read(&mut head))
+                    .map_err(io("cannot read", &path))?;
                 if crypt::file_sealed_by(&head[..n]).as_deref() == Some(key.id().as_str()) {
                     let _ = std::fs::remove_file(self.path(&s.digest)?);
                     continue;
@@ -498,8 +520,12 @@ impl Drop for OpenCopy {
             if *n == 0 {
                 held.remove(&self.path);
                 let _ = std::fs::remove_file(&self.path);
-                if let Some(dir) = self.path.parent() {
-                    let _ = std::fs::remove_dir(dir);
+                // Its folder, and `open/` itself, when nothing else is in them.
+                if let Some(dir) = self.path.parent()
+                    && std::fs::remove_dir(dir).is_ok()
+                    && let Some(open) = dir.parent()
+                {
+                    let _ = std::fs::remove_dir(open);
                 }
             }
         }
@@ -555,7 +581,8 @@ fn seal_hashing(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
-                    failed = Some(ArtifactError::Io { what: "cannot read", path: from.to_path_buf(), source: e });
+                    failed =
+                        Some(ArtifactError::Io { what: "cannot read", path: from.to_path_buf(), source: e });
                     break;
                 }
             };

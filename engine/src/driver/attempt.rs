@@ -261,7 +261,11 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                         .map(|(digest, file)| {
                             open_blobs.open(digest, file).map_err(|e| {
                                 let message = format!("cannot read upstream artifact {digest} ({file}): {e}");
-                                if e.is_damaged() { ExecError::fatal(message) } else { ExecError::retryable(message) }
+                                if e.is_damaged() {
+                                    ExecError::fatal(message)
+                                } else {
+                                    ExecError::retryable(message)
+                                }
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()
@@ -271,7 +275,11 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                     Ok(Err(e)) => return Ran::Executed(AttemptOutcome::failed(e), None, datasets),
                     Err(e) => {
                         let message = format!("decrypting the step's upstream artifacts crashed: {e}");
-                        return Ran::Executed(AttemptOutcome::failed(ExecError::retryable(message)), None, datasets);
+                        return Ran::Executed(
+                            AttemptOutcome::failed(ExecError::retryable(message)),
+                            None,
+                            datasets,
+                        );
                     }
                 }
             }

@@ -109,7 +109,7 @@ pub struct EngineOptions {
     /// `<data dir>/audit/checkpoints.jsonl` when not set.
     pub audit_file: Option<PathBuf>,
     /// The data folder's encryption key file (`--encryption-key-file`,
-    /// `SLUICE_ENCRYPTION_KEY_FILE`): step logs are kept encrypted with it.
+    /// `SLUICE_ENCRYPTION_KEY_FILE`): step logs and artifacts are kept encrypted with it.
     pub encryption_key: Option<PathBuf>,
     /// Whether this engine may turn a folder's encryption on (it will write step logs:
     /// `run`, `serve`); read-only commands never do.

@@ -333,8 +333,9 @@ pub(crate) fn request(
         for i in 0..items {
             for a in view.artifacts.get(&(up, i)).into_iter().flatten() {
                 let name = mounted_name(a);
-                let source =
-                    blobs.readable_path(&a.digest, &a.file).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
+                let source = blobs
+                    .readable_path(&a.digest, &a.file)
+                    .map_err(|e| format!("artifact `{}`: {e}", a.name))?;
                 if mount && !inputs_seen.iter().any(|f| f.name == name) {
                     inputs_seen.push(sluice_worker::InputFile { source: source.clone(), name });
                     if blobs.encrypts() {

@@ -381,7 +381,11 @@ impl<W: Write> Sealing<W> {
         self.sealed.extend_from_slice(&self.pending);
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(self.chunk, last), Aad::from(&self.header), &mut self.sealed[at..])
+            .seal_in_place_separate_tag(
+                nonce(self.chunk, last),
+                Aad::from(&self.header),
+                &mut self.sealed[at..],
+            )
             .map_err(|_| io::Error::other("encryption failed"))?;
         self.sealed.extend_from_slice(tag.as_ref());
         self.pending.clear();
@@ -464,19 +468,18 @@ impl<R: Read> Decrypting<R> {
             self.done = true;
             return Err(io::Error::new(io::ErrorKind::InvalidData, Described::Truncated));
         }
-        let next = if current.len() == CHUNK + TAG {
-            read_full(&mut self.sealed, CHUNK + TAG)?
-        } else {
-            Vec::new()
-        };
+        let next =
+            if current.len() == CHUNK + TAG { read_full(&mut self.sealed, CHUNK + TAG)? } else { Vec::new() };
         let last = next.is_empty();
         let chunk = self.chunk;
         self.chunk += 1;
         // A failed open leaves the buffer changed: a full last chunk is kept to tell a file
         // cut at a chunk boundary from a damaged one.
         let spare = (last && current.len() == CHUNK + TAG).then(|| current.clone());
-        let opened =
-            self.key.open_in_place(nonce(chunk, last), Aad::from(&self.header), &mut current).map(|p| p.len());
+        let opened = self
+            .key
+            .open_in_place(nonce(chunk, last), Aad::from(&self.header), &mut current)
+            .map(|p| p.len());
         match opened {
             Ok(n) => {
                 current.truncate(n);
@@ -493,11 +496,7 @@ impl<R: Read> Decrypting<R> {
                 let cut = spare.is_some_and(|mut c| {
                     self.key.open_in_place(nonce(chunk, false), Aad::from(&self.header), &mut c).is_ok()
                 });
-                let why = if cut {
-                    Described::Truncated
-                } else {
-                    Described::Damaged(chunk)
-                };
+                let why = if cut { Described::Truncated } else { Described::Damaged(chunk) };
                 Err(io::Error::new(io::ErrorKind::InvalidData, why))
             }
         }
