@@ -97,6 +97,15 @@ enum Command {
         #[arg(long)]
         attempt: Option<u32>,
     },
+    /// A run's metric series: per step and key the last value, its training step, the lowest
+    /// and highest and how many points (`--output json`: every point). Steps append them to
+    /// `$SLUICE_METRICS` as JSON lines (`{"key": "loss", "value": 0.3, "step": 2}`); WASM and
+    /// train steps report theirs.
+    Metrics {
+        run: String,
+        /// Only this step's.
+        step: Option<String>,
+    },
     /// List the artifacts steps produced, newest first.
     Artifacts {
         /// Only this run's.
@@ -353,6 +362,9 @@ fn main() -> ExitCode {
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
         Command::Logs { run, step, attempt } => {
             cli::inspect::logs(&cli.data_dir, cli.server.as_deref(), &run, &step, attempt)
+        }
+        Command::Metrics { run, step } => {
+            cli::metrics::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run, step.as_deref())
         }
         Command::Artifacts { run, step } => cli::artifacts::list(
             &cli.data_dir,

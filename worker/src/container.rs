@@ -289,6 +289,9 @@ impl ContainerExecutor {
         let id = &request.id;
         let mut env: Vec<String> = request.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("SLUICE_OUTPUTS={outputs}"));
+        if let Ok(m) = request.files.metrics_file.strip_prefix(&request.files.attempt_dir) {
+            env.push(format!("SLUICE_METRICS={CONTAINER_ATTEMPT_DIR}/{}", m.display()));
+        }
         env.push(format!("SLUICE_RUN_ID={}", id.run));
         env.push(format!("SLUICE_STEP={}", id.step));
         env.push(format!("SLUICE_ITEM={}", id.item));

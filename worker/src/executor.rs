@@ -64,12 +64,17 @@ pub struct AttemptFiles {
     pub outputs_file: PathBuf,
     /// Where a sandbox gathers the attempt's input files (hard links or copies).
     pub inputs_dir: PathBuf,
+    /// Where the step may append metrics, one JSON object a line (`SLUICE_METRICS`); the
+    /// engine reads it as it grows.
+    #[serde(default)]
+    pub metrics_file: PathBuf,
 }
 
 impl AttemptFiles {
     /// The files of the attempt `stem` (a path without extension): the folder `<stem>`, and
-    /// `<stem>.outputs.json` and `<stem>.inputs` beside it; with `in_folder`, the outputs file
-    /// is `<stem>/outputs.json` instead (an executor that mounts the folder).
+    /// `<stem>.outputs.json`, `<stem>.metrics.jsonl` and `<stem>.inputs` beside it; with
+    /// `in_folder`, the outputs and metrics files are in `<stem>/` instead (an executor that
+    /// mounts the folder).
     pub fn at(run_dir: PathBuf, stem: &Path, in_folder: bool) -> Self {
         let beside = |suffix: &str| {
             let mut name = stem.as_os_str().to_owned();
@@ -77,7 +82,14 @@ impl AttemptFiles {
             PathBuf::from(name)
         };
         let outputs_file = if in_folder { stem.join("outputs.json") } else { beside(".outputs.json") };
-        AttemptFiles { run_dir, attempt_dir: stem.to_path_buf(), outputs_file, inputs_dir: beside(".inputs") }
+        let metrics_file = if in_folder { stem.join("metrics.jsonl") } else { beside(".metrics.jsonl") };
+        AttemptFiles {
+            run_dir,
+            attempt_dir: stem.to_path_buf(),
+            outputs_file,
+            inputs_dir: beside(".inputs"),
+            metrics_file,
+        }
     }
 }
 

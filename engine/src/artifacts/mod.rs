@@ -180,10 +180,18 @@ impl Blobs {
     /// [`Blobs::place`], telling `watch` where it is (the crash tests kill the engine there).
     pub fn place_watched(&self, source: &Path, watch: &dyn Fn(Stage)) -> Result<Placed, ArtifactError> {
         let tmp = self.temporary()?;
+        let placed = self.place_at(source, &tmp, watch);
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        placed
+    }
+
+    fn place_at(&self, source: &Path, tmp: &Path, watch: &dyn Fn(Stage)) -> Result<Placed, ArtifactError> {
         let (digest, size, sealed) = match &self.key {
             Some(key) => {
                 let src = File::open(source).map_err(io("cannot open", source))?;
-                let (digest, size) = seal_hashing(key, src, source, &tmp)?;
+                let (digest, size) = seal_hashing(key, src, source, tmp)?;
                 (digest, size, true)
             }
             // A link first: the bytes hashed are the bytes kept, whatever happens to
@@ -200,7 +208,7 @@ impl Blobs {
                 (digest, size, false)
             }
         };
-        self.keep(tmp, digest, size, sealed, watch)
+        self.keep(tmp.to_path_buf(), digest, size, sealed, watch)
     }
 
     fn temporary(&self) -> Result<PathBuf, ArtifactError> {
@@ -295,15 +303,16 @@ impl Blobs {
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
         }
+        if sealed {
+            // Checked on the way; `out` is replaced only by a whole, matching copy.
+            return self.copy_out(digest, out);
+        }
+        let (_, size) = self.verify(digest)?;
         match std::fs::remove_file(out) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("cannot replace", out)(e)),
         }
-        if sealed {
-            return self.copy_out(digest, out);
-        }
-        let (_, size) = self.verify(digest)?;
         match std::fs::hard_link(&path, out) {
             Ok(()) => Ok(size),
             Err(_) => self.copy_out(digest, out),
@@ -412,6 +421,11 @@ impl Blobs {
         Ok(self.root.join("open").join(hex).join(name.unwrap_or_else(|| "artifact".into())))
     }
 
+    /// The folder plaintext copies are made in, in an encrypted store.
+    pub fn open_root(&self) -> Option<PathBuf> {
+        self.key.as_ref().map(|_| self.root.join("open"))
+    }
+
     /// Makes the plaintext copy [`Blobs::readable_path`] names, checked, read-only, and
     /// holds it while the returned lease lives (the last lease of a copy removes it). Nothing
     /// to do, and no lease, for a store kept in clear.
@@ -431,9 +445,10 @@ impl Blobs {
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         let tmp = dir.join(format!(".open-{}", unique()));
         self.copy_out(digest, &tmp)?;
-        let mut perms = std::fs::metadata(&tmp).map_err(io("cannot read", &tmp))?.permissions();
-        perms.set_readonly(true);
-        std::fs::set_permissions(&tmp, perms).map_err(io("cannot make read-only", &tmp))?;
+        // Read-only, and for the engine's user only: this is plaintext of an encrypted folder.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400))
+            .map_err(io("cannot make read-only", &tmp))?;
         // Put in place and counted under the lock, so that a last lease let go meanwhile
         // cannot remove it between the two.
         let mut held = open_copies();
@@ -482,7 +497,10 @@ impl Blobs {
             let resealed = old.reader(&s.digest).and_then(|(r, _)| seal_hashing(key, r, &path, &tmp));
             match resealed {
                 Ok((found, size)) if found == s.digest => {
-                    self.keep(tmp, found, size, true, &|_| {})?;
+                    if let Err(e) = self.keep(tmp.clone(), found, size, true, &|_| {}) {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e);
+                    }
                     done += 1;
                 }
                 Ok((found, _)) => {
@@ -520,13 +538,8 @@ impl Drop for OpenCopy {
             if *n == 0 {
                 held.remove(&self.path);
                 let _ = std::fs::remove_file(&self.path);
-                // Its folder, and `open/` itself, when nothing else is in them.
-                if let Some(dir) = self.path.parent()
-                    && std::fs::remove_dir(dir).is_ok()
-                    && let Some(open) = dir.parent()
-                {
-                    let _ = std::fs::remove_dir(open);
-                }
+                // Its (empty) folder stays: another copy may be being made in it now, outside
+                // the lock; the next engine's sweep removes the folders.
             }
         }
     }

@@ -178,11 +178,15 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
     };
     let outputs_at = (collect.folder.clone(), collect.declared.clone());
     let blobs = s.engine.store().blobs();
+    let mut metrics =
+        super::metrics::MetricsFile::new(request.files.metrics_file.clone(), plan.id(step), item, attempt);
+    let metrics_store = s.engine.store().clone();
     let (open, open_blobs) = (std::mem::take(&mut collect.open), blobs.clone());
     // The step's own outputs file is removed once its outputs are stored when they may hold
     // a secret (masked in the store) or the folder is encrypted (the file would not be).
-    let outputs_file =
-        (!redact.is_empty() || s.engine.store().encrypted()).then(|| request.files.outputs_file.clone());
+    let outputs_file = (!redact.is_empty() || s.engine.store().encrypted())
+        .then(|| (request.files.outputs_file.clone(), request.files.metrics_file.clone()));
+    let outputs_store = s.engine.store().clone();
     // Only an attempt that declares artifacts has provenance to sign.
     let provenance = (!collect.declared.is_empty())
         .then(|| Provenance::of(s.engine, &s.view, (step, item, attempt), &request.spec, &reads.consumed));
@@ -286,7 +290,19 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             unlink_stored(&outputs_at.0, &outputs_at.1);
             tracing::debug!("the attempt starts");
             let executor = executors.for_spec(&request.spec);
-            Ran::Executed(executor.execute(request, attempt_sink, kill_rx).await, keep, datasets)
+            let log = attempt_sink.clone();
+            let execution = executor.execute(request, attempt_sink, kill_rx);
+            tokio::pin!(execution);
+            // The metrics file is read as it grows while the step runs, and once more at its end.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(METRICS_POLL_MS));
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut execution => break outcome,
+                    _ = tick.tick() => record_metrics(&mut metrics, &metrics_store, (run, step, item, attempt), log.as_ref(), task_clock.now_ms(), false),
+                }
+            };
+            record_metrics(&mut metrics, &metrics_store, (run, step, item, attempt), log.as_ref(), task_clock.now_ms(), true);
+            Ran::Executed(outcome, keep, datasets)
         }
         .instrument(span.clone()),
     );
@@ -313,8 +329,32 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             };
             log.finish();
             let mut outcome = outcome(result, &declared);
-            if let Some(file) = &outputs_file {
+            if let Some((file, metrics)) = &outputs_file {
                 let _ = std::fs::remove_file(file);
+                let _ = std::fs::remove_file(metrics);
+            }
+            // Metrics a kind reports as outputs (a WASM plugin's, a train step's).
+            if let Outcome::Succeeded { outputs, .. } = &outcome
+                && let Some(Value::Object(reported)) = outputs.get("metrics")
+            {
+                let points: Vec<_> = reported
+                    .iter()
+                    .filter_map(|(k, v)| Some((k, v.as_f64().filter(|f| f.is_finite())?)))
+                    .map(|(key, value)| crate::store::MetricPoint {
+                        task: source.1.clone(),
+                        item,
+                        attempt,
+                        key: key.clone(),
+                        value,
+                        step: 0,
+                        timestamp: clock.now_ms(),
+                    })
+                    .collect();
+                if let Err(e) =
+                    outputs_store.put_metrics((run, step, item, attempt), OUTPUT_METRICS_SEQ, &points)
+                {
+                    tracing::warn!(error = %e, "cannot store the step's metrics");
+                }
             }
             if matches!(outcome, Outcome::Succeeded { .. }) && !collect.declared.is_empty() {
                 let blobs = blobs.clone();
@@ -535,6 +575,33 @@ fn keep_artifacts(
             })
         })
         .collect()
+}
+
+/// The sequence numbers of metrics reported as outputs start here (after the metrics file's).
+const OUTPUT_METRICS_SEQ: u32 = 1 << 31;
+/// How often a running step's metrics file is read.
+const METRICS_POLL_MS: u64 = 250;
+
+/// Stores what a step appended to its metrics file since the last look; says bad lines in
+/// its log.
+fn record_metrics(
+    m: &mut super::metrics::MetricsFile,
+    store: &crate::store::Store,
+    at: (u64, StepIx, u32, u32),
+    log: &dyn AttemptSink,
+    now_ms: i64,
+    last: bool,
+) {
+    let first = m.count;
+    let (points, said) = m.poll(now_ms, last);
+    for s in said {
+        log.log(LogStream::System, format!("sluice: {s}\n").as_bytes());
+    }
+    if !points.is_empty()
+        && let Err(e) = store.put_metrics(at, first, &points)
+    {
+        log.log(LogStream::System, format!("sluice: cannot store metrics: {e}\n").as_bytes());
+    }
 }
 
 fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {

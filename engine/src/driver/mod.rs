@@ -8,6 +8,7 @@ mod code;
 mod control;
 mod create;
 mod gc;
+mod metrics;
 mod openlineage;
 mod provenance;
 mod render;

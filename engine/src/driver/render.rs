@@ -253,6 +253,7 @@ pub(crate) fn request(
         None => None,
     };
     let upstream = || view.upstream(step);
+    let opened = view.blobs.open_root();
     let cx = Render {
         text: &text,
         shell: &shell,
@@ -264,6 +265,7 @@ pub(crate) fn request(
         upstream: &upstream,
         base_dir,
         run_dir: &files.run_dir,
+        opened: opened.as_deref(),
         workdir: workdir.as_deref(),
         code,
     };

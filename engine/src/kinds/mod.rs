@@ -222,6 +222,9 @@ pub struct Render<'a> {
     pub base_dir: &'a Path,
     /// The folder the run's steps share.
     pub run_dir: &'a Path,
+    /// In an encrypted data folder, where upstream artifacts' plaintext copies will be: made
+    /// just before the attempt starts, so not there yet while it is rendered.
+    pub opened: Option<&'a Path>,
     /// The step's own `workdir:`, rendered and resolved, when it sets one.
     pub workdir: Option<&'a Path>,
     /// Where the run's copy of one of the kind's code files is.
@@ -234,7 +237,7 @@ impl Render<'_> {
     pub fn file(&self, text: &str) -> Result<PathBuf, String> {
         let source = self.base_dir.join((self.text)(text)?);
         let source = std::path::absolute(&source).unwrap_or(source);
-        if !source.is_file() {
+        if !source.is_file() && !self.opened.is_some_and(|o| source.starts_with(o)) {
             return Err(format!("the input file {} does not exist", source.display()));
         }
         Ok(source)

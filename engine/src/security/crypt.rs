@@ -193,7 +193,17 @@ impl DataKey {
         }
         let key = self.file_key(&header[16..]);
         let ahead = read_full(&mut sealed, CHUNK + TAG)?;
-        Ok(Decrypting { sealed, header, key, done: false, ahead, plain: Vec::new(), at: 0, chunk: 0 })
+        Ok(Decrypting {
+            sealed,
+            header,
+            key,
+            done: false,
+            failed: None,
+            ahead,
+            plain: Vec::new(),
+            at: 0,
+            chunk: 0,
+        })
     }
 
     /// Decrypts all of an encrypted file into `out`; returns the plaintext's length.
@@ -336,7 +346,7 @@ pub fn unwrap_io(e: io::Error) -> CryptError {
 }
 
 /// What a reader's error was, kept inside the `io::Error` it returns.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Described {
     Damaged(u64),
     Truncated,
@@ -451,6 +461,8 @@ pub struct Decrypting<R> {
     header: [u8; HEADER],
     key: LessSafeKey,
     done: bool,
+    /// Why it stopped, if it failed: said again on every later read, never an end of file.
+    failed: Option<Described>,
     /// The next sealed chunk, read ahead to know whether it is the last.
     ahead: Vec<u8>,
     plain: Vec<u8>,
@@ -460,12 +472,15 @@ pub struct Decrypting<R> {
 
 impl<R: Read> Decrypting<R> {
     fn refill(&mut self) -> io::Result<bool> {
+        if let Some(why) = self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
         if self.done {
             return Ok(false);
         }
         let mut current = std::mem::take(&mut self.ahead);
         if current.len() < TAG {
-            self.done = true;
+            self.failed = Some(Described::Truncated);
             return Err(io::Error::new(io::ErrorKind::InvalidData, Described::Truncated));
         }
         let next =
@@ -491,12 +506,12 @@ impl<R: Read> Decrypting<R> {
                 Ok(true)
             }
             Err(_) => {
-                self.done = true;
                 // A full chunk that fails as a last one is a file cut at a chunk boundary.
                 let cut = spare.is_some_and(|mut c| {
                     self.key.open_in_place(nonce(chunk, false), Aad::from(&self.header), &mut c).is_ok()
                 });
                 let why = if cut { Described::Truncated } else { Described::Damaged(chunk) };
+                self.failed = Some(why);
                 Err(io::Error::new(io::ErrorKind::InvalidData, why))
             }
         }

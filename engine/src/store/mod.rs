@@ -7,6 +7,7 @@ mod artifacts;
 mod cache;
 mod inbox;
 mod lineage;
+mod metrics;
 mod records;
 mod security;
 
@@ -16,6 +17,7 @@ pub use artifacts::{ArtifactRecord, Attestation, ProducedBy, Verified, attest};
 pub use cache::{CACHE_FORMAT, CacheEntry, CacheProbe, KeyDoc, Verdict};
 pub use inbox::Claim;
 pub use lineage::{ConsumedArtifact, ConsumedRecord, Direction, Lineage, Node, Origin};
+pub use metrics::MetricPoint;
 pub use records::{
     DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunCache,
     RunRecord, Trigger,
@@ -90,6 +92,8 @@ pub struct Store {
     cache: sled::Tree,
     cache_latest: sled::Tree,
     cache_probes: sled::Tree,
+    /// Metric time series (`metrics.rs`).
+    metrics: sled::Tree,
     /// Tokens, the audit log and its checkpoints (`security.rs`).
     tokens: sled::Tree,
     audit: sled::Tree,
@@ -131,6 +135,7 @@ impl Drop for Store {
                 &self.cache,
                 &self.cache_latest,
                 &self.cache_probes,
+                &self.metrics,
                 &self.tokens,
                 &self.audit,
                 &self.audit_checkpoints,
@@ -262,6 +267,7 @@ impl Store {
             cache: tree("cache")?,
             cache_latest: tree("cache_latest")?,
             cache_probes: tree("cache_probes")?,
+            metrics: tree("metrics")?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),

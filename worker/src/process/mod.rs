@@ -60,6 +60,7 @@ async fn run(
     cmd.args(&spec.argv[1..])
         .envs(&request.env)
         .env("SLUICE_OUTPUTS", &request.files.outputs_file)
+        .env("SLUICE_METRICS", &request.files.metrics_file)
         .env("SLUICE_RUN_DIR", &request.files.run_dir)
         .env("SLUICE_RUN_ID", request.id.run.to_string())
         .env("SLUICE_STEP", &request.id.step)

@@ -262,6 +262,26 @@ pub(super) async fn step_cache(
     .await
 }
 
+/// The query of `GET /api/v1/runs/{run}/metrics`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct MetricsQuery {
+    step: Option<String>,
+}
+
+/// A run's metric points (or one step's), in recorded order.
+pub(super) async fn run_metrics(
+    State(shared): State<Arc<Shared>>,
+    Path(run): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<MetricsQuery>,
+) -> ApiResult<Json<Value>> {
+    let run = run_id(&run)?;
+    blocking(move || {
+        let points = shared.engine.metrics(run, q.step.as_deref())?;
+        Ok(Json(json!({ "v": 1, "run": run, "metrics": points })))
+    })
+    .await
+}
+
 /// The body of `POST /api/v1/gc`.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -291,6 +291,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(g.clone(), "/api/v1/lineage/{digest}", Read, get(artifacts::lineage)),
         ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/lineage", Read, get(artifacts::step_lineage)),
         ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/cache", Read, get(artifacts::step_cache)),
+        ep(g.clone(), "/api/v1/runs/{run}/metrics", Read, get(artifacts::run_metrics)),
         ep(p.clone(), "/api/v1/gc", Admin, post(artifacts::gc)),
         ep(g.clone(), "/api/v1/events", Read, get(events::list)),
         ep(g.clone(), "/api/v1/events/{key}", Read, get(events::one)),

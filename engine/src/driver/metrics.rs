@@ -1,0 +1,207 @@
+//! The `$SLUICE_METRICS` file of an attempt, read as it grows: one JSON object a line,
+//! `{"key": "loss", "value": 0.31, "step": 3, "timestamp": 1733300000000}` (`step` and
+//! `timestamp` optional). Complete lines only; a bad line is said in the step's log and
+//! skipped, never fails the step.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::{Engine, EngineError, Result};
+use crate::store::MetricPoint;
+
+impl Engine {
+    /// The metric points of a run, or of one of its steps (by id), in recorded order.
+    pub fn metrics(&self, run: u64, step: Option<&str>) -> Result<Vec<MetricPoint>> {
+        let record = self.store.run(run)?;
+        let ix = match step {
+            Some(step) => {
+                let plan = self.plan_of(&record)?;
+                let ix = plan.index.get(step).copied();
+                Some(ix.ok_or_else(|| {
+                    EngineError::NotFound(format!("step `{step}` in run {run} ({})", plan.name()))
+                })?)
+            }
+            None => None,
+        };
+        Ok(self.store.metrics(run, ix)?)
+    }
+}
+
+/// Past this, the rest of the file is not read (said once).
+const MAX_FILE: u64 = 64 << 20;
+/// Read at most this much a poll.
+const MAX_POLL: u64 = 1 << 20;
+const MAX_KEY: usize = 250;
+
+pub(super) struct MetricsFile {
+    path: PathBuf,
+    task: String,
+    item: u32,
+    attempt: u32,
+    offset: u64,
+    partial: Vec<u8>,
+    line: u64,
+    /// How many points were read (the next one's sequence number).
+    pub(super) count: u32,
+    full: bool,
+}
+
+impl MetricsFile {
+    pub(super) fn new(path: PathBuf, task: &str, item: u32, attempt: u32) -> Self {
+        MetricsFile {
+            path,
+            task: task.to_string(),
+            item,
+            attempt,
+            offset: 0,
+            partial: Vec::new(),
+            line: 0,
+            count: 0,
+            full: false,
+        }
+    }
+
+    /// What was appended since the last poll: the new points, and a sentence for each line
+    /// that is not one. With `last`, a final line without its line break counts too.
+    pub(super) fn poll(&mut self, now_ms: i64, last: bool) -> (Vec<MetricPoint>, Vec<String>) {
+        let (mut points, mut said) = (Vec::new(), Vec::new());
+        if self.full {
+            return (points, said);
+        }
+        let Ok(mut f) = open_regular(&self.path) else { return (points, said) };
+        loop {
+            if self.offset >= MAX_FILE {
+                self.full = true;
+                said.push(format!("the metrics file is past {} MiB; the rest is not read", MAX_FILE >> 20));
+                break;
+            }
+            let mut chunk = Vec::new();
+            let read = f
+                .seek(SeekFrom::Start(self.offset))
+                .and_then(|_| (&mut f).take(MAX_POLL.min(MAX_FILE - self.offset)).read_to_end(&mut chunk));
+            let Ok(n) = read else { break };
+            self.offset += n as u64;
+            self.partial.extend_from_slice(&chunk);
+            while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=end).collect();
+                self.take(&line[..end], now_ms, &mut points, &mut said);
+            }
+            if n < MAX_POLL as usize || !last {
+                break;
+            }
+        }
+        if last && !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.take(&line, now_ms, &mut points, &mut said);
+        }
+        (points, said)
+    }
+
+    fn take(&mut self, line: &[u8], now_ms: i64, points: &mut Vec<MetricPoint>, said: &mut Vec<String>) {
+        self.line += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match parse(line, now_ms) {
+            Ok((key, value, step, timestamp)) => {
+                points.push(MetricPoint {
+                    task: self.task.clone(),
+                    item: self.item,
+                    attempt: self.attempt,
+                    key,
+                    value,
+                    step,
+                    timestamp,
+                });
+                self.count += 1;
+            }
+            Err(why) => said.push(format!("metrics line {} is skipped: {why}", self.line)),
+        }
+    }
+}
+
+/// Never through a link, never blocking on a FIFO, only a regular file.
+fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// One line: its key, value, step and timestamp.
+pub(super) fn parse(line: &[u8], now_ms: i64) -> Result<(String, f64, i64, i64), String> {
+    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON ({e})"))?;
+    let Value::Object(o) = v else { return Err("not a JSON object".into()) };
+    let key = match o.get("key") {
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KEY && !k.chars().any(char::is_control) => {
+            k
+        }
+        Some(Value::String(_)) => return Err(format!("`key` must be 1 to {MAX_KEY} printable characters")),
+        _ => return Err("`key` (a string) is missing".into()),
+    };
+    let value = match o.get("value") {
+        Some(Value::Number(n)) => {
+            n.as_f64().filter(|f| f.is_finite()).ok_or("`value` is not a finite number")?
+        }
+        Some(Value::String(s))
+            if ["nan", "inf", "-inf", "infinity"].contains(&s.to_ascii_lowercase().as_str()) =>
+        {
+            return Err(format!("`value` is {s}; only finite numbers are recorded"));
+        }
+        _ => return Err("`value` (a number) is missing".into()),
+    };
+    let int = |name: &str, default: i64| match o.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => n.as_i64().ok_or(format!("`{name}` must be an integer")),
+        Some(_) => Err(format!("`{name}` must be an integer")),
+    };
+    Ok((key.clone(), value, int("step", 0)?, int("timestamp", now_ms)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_as_the_file_grows_and_bad_ones_are_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let mut m = MetricsFile::new(path.clone(), "train", 0, 1);
+        assert_eq!(m.poll(5, false).0.len(), 0, "no file yet");
+        std::fs::write(&path, "{\"key\": \"loss\", \"value\": 0.5, \"step\": 1}\n{\"key\": \"lo").unwrap();
+        let (p, said) = m.poll(5, false);
+        assert_eq!((p.len(), said.len()), (1, 0));
+        assert_eq!((p[0].key.as_str(), p[0].value, p[0].step, p[0].timestamp), ("loss", 0.5, 1, 5));
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"ss\", \"value\": 0.25, \"step\": 2, \"timestamp\": 9}\nnot json\n{\"key\": \"x\"}\n")
+            .unwrap();
+        f.write_all(b"{\"key\": \"auc\", \"value\": \"NaN\"}\n\n{\"key\": \"auc\", \"value\": 0.9}").unwrap();
+        let (p, said) = m.poll(6, false);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].value, p[0].step, p[0].timestamp), (0.25, 2, 9));
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(said[0].contains("line 3") && said[0].contains("not JSON"), "{said:?}");
+        assert!(said[1].contains("`value`") && said[2].contains("NaN"), "{said:?}");
+        let (p, _) = m.poll(7, true);
+        assert_eq!(p.len(), 1, "the last line without a break counts at the end");
+        assert_eq!(m.count, 3);
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        std::fs::write(&target, "{\"key\": \"a\", \"value\": 1}\n").unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(MetricsFile::new(link, "s", 0, 1).poll(0, true).0.is_empty());
+    }
+}
