@@ -197,12 +197,12 @@ impl Blobs {
             // A link first: the bytes hashed are the bytes kept, whatever happens to
             // `source`'s name meanwhile.
             None => {
-                let (digest, size) = match std::fs::hard_link(source, &tmp) {
-                    Ok(()) => hash_file(&tmp)?,
+                let (digest, size) = match std::fs::hard_link(source, tmp) {
+                    Ok(()) => hash_file(tmp)?,
                     Err(_) => copy_hashing(
                         &mut File::open(source).map_err(io("cannot open", source))?,
                         source,
-                        &tmp,
+                        tmp,
                     )?,
                 };
                 (digest, size, false)
