@@ -47,7 +47,8 @@ pub(crate) fn show(
     }
     // Per task and key, in the order first seen: the last point, the range, the count.
     let mut order = Vec::new();
-    let mut series: BTreeMap<(String, u32, String), (MetricPoint, f64, f64, usize)> = BTreeMap::new();
+    type Series = (MetricPoint, f64, f64, usize);
+    let mut series: BTreeMap<(String, u32, String), Series> = BTreeMap::new();
     for p in points {
         let id = (p.task.clone(), p.item, p.key.clone());
         match series.get_mut(&id) {
