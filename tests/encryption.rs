@@ -176,7 +176,8 @@ steps:
     let made = std::fs::read(sb.path("model.txt")).unwrap();
     assert_eq!(std::fs::read(sb.path("seen.txt")).unwrap(), made, "the consumer read the plaintext");
     assert_eq!(std::fs::read_to_string(sb.path("mode.txt")).unwrap().trim(), "-r--r--r--", "read-only");
-    assert!(!sb.data().join("artifacts/open").exists(), "its plaintext copy went with the attempt");
+    let open = files_under(&sb.data().join("artifacts/open"));
+    assert!(open.is_empty(), "its plaintext copy went with the attempt: {open:?}");
     let leaks = holds_canary(&sb.data());
     assert!(leaks.is_empty(), "in clear in the data folder: {leaks:?}");
     let listed: serde_json::Value =

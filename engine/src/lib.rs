@@ -13,4 +13,5 @@ pub mod spec;
 pub mod store;
 pub mod syntax;
 pub mod template;
+pub mod tracking;
 pub mod trigger;

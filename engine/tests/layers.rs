@@ -17,6 +17,7 @@ const ORDER: &[&str] = &[
     "scheduler",
     "trigger",
     "compile",
+    "tracking",
     "store",
     "driver",
     "server",

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use hyper::Method;
-use sluice_engine::store::MetricPoint;
+use sluice_engine::tracking::MetricPoint;
 
 use super::client::{Api, runtime};
 use super::parse_run_id;

@@ -445,10 +445,11 @@ impl Blobs {
         std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
         let tmp = dir.join(format!(".open-{}", unique()));
         self.copy_out(digest, &tmp)?;
-        // Read-only, and for the engine's user only: this is plaintext of an encrypted folder.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400))
-            .map_err(io("cannot make read-only", &tmp))?;
+        // Read-only; readable by a container's own user too (the data folder's permissions
+        // keep others out).
+        let mut perms = std::fs::metadata(&tmp).map_err(io("cannot read", &tmp))?.permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&tmp, perms).map_err(io("cannot make read-only", &tmp))?;
         // Put in place and counted under the lock, so that a last lease let go meanwhile
         // cannot remove it between the two.
         let mut held = open_copies();

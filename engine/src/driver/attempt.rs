@@ -18,11 +18,13 @@ use super::openlineage::{self, LineageState, TaskLineage};
 use super::provenance::Provenance;
 use super::render::{self, ArtifactPlan, RunView};
 use super::sink::StoreSink;
+use super::tracking::AttemptTracking;
 use crate::artifacts::{self, Blobs, DatasetVersion};
 use crate::compile::Plan;
 use crate::scheduler::{Outcome, Produced, StepIx};
 use crate::security::secrets::Redactor;
 use crate::store::{AttemptKey, CacheEntry};
+use crate::tracking::RunStatus;
 
 /// How an attempt ended, for the run loop.
 pub(super) struct Done {
@@ -38,8 +40,8 @@ pub(super) struct Done {
 /// What an attempt's task did: ran its executor (with what to store in the cache if it
 /// succeeds), or took its result from the cache.
 enum Ran {
-    /// With the dataset versions it read.
-    Executed(AttemptOutcome, Option<Box<cache::ToStore>>, Vec<DatasetVersion>),
+    /// With the dataset versions it read, and its tracking (once its executor started).
+    Executed(AttemptOutcome, Option<Box<cache::ToStore>>, Vec<DatasetVersion>, Option<Box<AttemptTracking>>),
     Reused(Outcome),
 }
 
@@ -178,15 +180,23 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
     };
     let outputs_at = (collect.folder.clone(), collect.declared.clone());
     let blobs = s.engine.store().blobs();
-    let mut metrics =
-        super::metrics::MetricsFile::new(request.files.metrics_file.clone(), plan.id(step), item, attempt);
-    let metrics_store = s.engine.store().clone();
+    let task = crate::tracking::TaskRef {
+        run,
+        pipeline: plan.name().to_string(),
+        step: plan.id(step).to_string(),
+        step_ix: step,
+        item,
+        attempt,
+    };
+    let tracking_store = s.engine.store().clone();
+    let metrics_file = request.files.metrics_file.clone();
+    let api = s.engine.api.get().cloned();
+    let attempt_tokens = s.engine.attempt_tokens.clone();
     let (open, open_blobs) = (std::mem::take(&mut collect.open), blobs.clone());
     // The step's own outputs file is removed once its outputs are stored when they may hold
     // a secret (masked in the store) or the folder is encrypted (the file would not be).
     let outputs_file = (!redact.is_empty() || s.engine.store().encrypted())
         .then(|| (request.files.outputs_file.clone(), request.files.metrics_file.clone()));
-    let outputs_store = s.engine.store().clone();
     // Only an attempt that declares artifacts has provenance to sign.
     let provenance = (!collect.declared.is_empty())
         .then(|| Provenance::of(s.engine, &s.view, (step, item, attempt), &request.spec, &reads.consumed));
@@ -211,6 +221,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                             AttemptOutcome::failed(ExecError::retryable(message)),
                             None,
                             datasets,
+                            None,
                         );
                     }
                     Ok(Err((false, message))) => {
@@ -218,6 +229,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                             AttemptOutcome::failed(ExecError::fatal(message)),
                             None,
                             datasets,
+                            None,
                         );
                     }
                     Err(e) => {
@@ -226,6 +238,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                             AttemptOutcome::failed(ExecError::retryable(message)),
                             None,
                             datasets,
+                            None,
                         );
                     }
                 }
@@ -276,21 +289,28 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                 };
                 match tokio::task::spawn_blocking(opening).await {
                     Ok(Ok(leases)) => _opened = leases,
-                    Ok(Err(e)) => return Ran::Executed(AttemptOutcome::failed(e), None, datasets),
+                    Ok(Err(e)) => return Ran::Executed(AttemptOutcome::failed(e), None, datasets, None),
                     Err(e) => {
                         let message = format!("decrypting the step's upstream artifacts crashed: {e}");
                         return Ran::Executed(
                             AttemptOutcome::failed(ExecError::retryable(message)),
                             None,
                             datasets,
+                            None,
                         );
                     }
                 }
             }
             unlink_stored(&outputs_at.0, &outputs_at.1);
             tracing::debug!("the attempt starts");
-            let executor = executors.for_spec(&request.spec);
+            let mut request = request;
             let log = attempt_sink.clone();
+            let mut tracking =
+                AttemptTracking::start(tracking_store, task, metrics_file, task_clock.now_ms(), log.as_ref());
+            if let Some(id) = &tracking.run_id {
+                tracking_env(&mut request, id, api.as_ref(), &attempt_tokens);
+            }
+            let executor = executors.for_spec(&request.spec);
             let execution = executor.execute(request, attempt_sink, kill_rx);
             tokio::pin!(execution);
             // The metrics file is read as it grows while the step runs, and once more at its end.
@@ -298,19 +318,19 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             let outcome = loop {
                 tokio::select! {
                     outcome = &mut execution => break outcome,
-                    _ = tick.tick() => record_metrics(&mut metrics, &metrics_store, (run, step, item, attempt), log.as_ref(), task_clock.now_ms(), false),
+                    _ = tick.tick() => tracking.poll(log.as_ref(), task_clock.now_ms(), false),
                 }
             };
-            record_metrics(&mut metrics, &metrics_store, (run, step, item, attempt), log.as_ref(), task_clock.now_ms(), true);
-            Ran::Executed(outcome, keep, datasets)
+            tracking.poll(log.as_ref(), task_clock.now_ms(), true);
+            Ran::Executed(outcome, keep, datasets, Some(Box::new(tracking)))
         }
         .instrument(span.clone()),
     );
     let executors = s.executors.clone();
     tokio::spawn(
         async move {
-            let (result, keep, datasets) = match work.await {
-                Ok(Ran::Executed(result, keep, datasets)) => (result, keep, datasets),
+            let (result, keep, datasets, tracking) = match work.await {
+                Ok(Ran::Executed(result, keep, datasets, tracking)) => (result, keep, datasets, tracking),
                 Ok(Ran::Reused(outcome)) => {
                     log.finish();
                     tracing::debug!("attempt reused a cached result");
@@ -325,6 +345,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                     AttemptOutcome::failed(ExecError::retryable(format!("the executor crashed: {e}"))),
                     None,
                     Vec::new(),
+                    None,
                 ),
             };
             log.finish();
@@ -333,28 +354,9 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
                 let _ = std::fs::remove_file(file);
                 let _ = std::fs::remove_file(metrics);
             }
-            // Metrics a kind reports as outputs (a WASM plugin's, a train step's).
-            if let Outcome::Succeeded { outputs, .. } = &outcome
-                && let Some(Value::Object(reported)) = outputs.get("metrics")
-            {
-                let points: Vec<_> = reported
-                    .iter()
-                    .filter_map(|(k, v)| Some((k, v.as_f64().filter(|f| f.is_finite())?)))
-                    .map(|(key, value)| crate::store::MetricPoint {
-                        task: source.1.clone(),
-                        item,
-                        attempt,
-                        key: key.clone(),
-                        value,
-                        step: 0,
-                        timestamp: clock.now_ms(),
-                    })
-                    .collect();
-                if let Err(e) =
-                    outputs_store.put_metrics((run, step, item, attempt), OUTPUT_METRICS_SEQ, &points)
-                {
-                    tracing::warn!(error = %e, "cannot store the step's metrics");
-                }
+            // Metrics a kind reports as outputs (a WASM plugin's).
+            if let (Outcome::Succeeded { outputs, .. }, Some(t)) = (&outcome, &tracking) {
+                t.record(&super::tracking::reported(outputs, clock.now_ms()), log.as_ref());
             }
             if matches!(outcome, Outcome::Succeeded { .. }) && !collect.declared.is_empty() {
                 let blobs = blobs.clone();
@@ -415,6 +417,9 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             }
             if let Some(l) = &end_lineage {
                 lineage_end(l, &outcome, clock.now_ms());
+            }
+            if let Some(t) = &tracking {
+                t.finish(tracking_status(&outcome), clock.now_ms());
             }
             let _ = results.send(Done { run, step, item, attempt, outcome, cache });
         }
@@ -577,30 +582,38 @@ fn keep_artifacts(
         .collect()
 }
 
-/// The sequence numbers of metrics reported as outputs start here (after the metrics file's).
-const OUTPUT_METRICS_SEQ: u32 = 1 << 31;
 /// How often a running step's metrics file is read.
 const METRICS_POLL_MS: u64 = 250;
 
-/// Stores what a step appended to its metrics file since the last look; says bad lines in
-/// its log.
-fn record_metrics(
-    m: &mut super::metrics::MetricsFile,
-    store: &crate::store::Store,
-    at: (u64, StepIx, u32, u32),
-    log: &dyn AttemptSink,
-    now_ms: i64,
-    last: bool,
-) {
-    let first = m.count;
-    let (points, said) = m.poll(now_ms, last);
-    for s in said {
-        log.log(LogStream::System, format!("sluice: {s}\n").as_bytes());
+/// A tracking run's status for an attempt's outcome.
+fn tracking_status(outcome: &Outcome) -> RunStatus {
+    match outcome {
+        Outcome::Succeeded { .. } => RunStatus::Finished,
+        Outcome::Failed { .. } | Outcome::TimedOut { .. } => RunStatus::Failed,
+        Outcome::Cancelled { .. } => RunStatus::Killed,
     }
-    if !points.is_empty()
-        && let Err(e) = store.put_metrics(at, first, &points)
-    {
-        log.log(LogStream::System, format!("sluice: cannot store metrics: {e}\n").as_bytes());
+}
+
+/// What a process or container step needs to reach its tracking run with MLflow's client:
+/// the run's id always, and the server's address and a token for this attempt while a
+/// server owns the folder.
+fn tracking_env(
+    request: &mut sluice_worker::AttemptRequest,
+    id: &str,
+    api: Option<&super::ApiAccess>,
+    tokens: &crate::security::tokens::AttemptKey,
+) {
+    use sluice_worker::ExecSpec;
+    if !matches!(request.spec, ExecSpec::Process(_) | ExecSpec::Container(_)) {
+        return;
+    }
+    request.env.insert("MLFLOW_RUN_ID".into(), id.to_string());
+    if let Some(api) = api {
+        request.env.insert("MLFLOW_TRACKING_URI".into(), api.url.clone());
+        request.env.insert("MLFLOW_TRACKING_TOKEN".into(), tokens.mint(id));
+        if let Some(ca) = &api.ca {
+            request.env.insert("MLFLOW_TRACKING_SERVER_CERT_PATH".into(), ca.display().to_string());
+        }
     }
 }
 

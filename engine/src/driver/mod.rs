@@ -8,7 +8,6 @@ mod code;
 mod control;
 mod create;
 mod gc;
-mod metrics;
 mod openlineage;
 mod provenance;
 mod render;
@@ -16,6 +15,7 @@ mod replay;
 mod report;
 mod runloop;
 mod sink;
+mod tracking;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +186,18 @@ pub struct Engine {
     lineage: Option<Arc<openlineage::Emitter>>,
     /// The instance's signing key.
     key: Arc<crate::security::keys::SigningKey>,
+    /// Where steps reach this engine's API (set by `serve` once it listens).
+    pub(crate) api: std::sync::OnceLock<ApiAccess>,
+    /// The key of the tokens steps get for their tracking runs (in memory only).
+    pub(crate) attempt_tokens: Arc<crate::security::tokens::AttemptKey>,
+}
+
+/// How a step reaches the engine's API: its address, and the certificate to trust when it
+/// speaks TLS.
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    pub url: String,
+    pub ca: Option<PathBuf>,
 }
 
 /// An engine going away signs the audit log's head (the shutdown checkpoint).
@@ -231,8 +243,12 @@ impl Engine {
             every: opts.audit_every,
             file: opts.audit_file.clone().unwrap_or_else(|| default_audit_file(store.dir())),
         });
+        let attempt_tokens =
+            Arc::new(crate::security::tokens::AttemptKey::generate().map_err(EngineError::Invalid)?);
         Ok(Engine {
             key,
+            api: Default::default(),
+            attempt_tokens,
             lineage,
             store,
             opts,
@@ -258,6 +274,17 @@ impl Engine {
 
     pub fn signing_key(&self) -> &Arc<crate::security::keys::SigningKey> {
         &self.key
+    }
+
+    /// Tells the engine where steps reach its API (once; `serve` calls it when it listens).
+    pub fn set_api(&self, api: ApiAccess) {
+        let _ = self.api.set(api);
+    }
+
+    /// The tracking run a presented attempt token stands for, while that run is running.
+    pub fn attempt_token(&self, presented: &str) -> Result<Option<crate::tracking::TrackingRun>> {
+        let Some(id) = self.attempt_tokens.check(presented) else { return Ok(None) };
+        Ok(self.store.tracking_run(id)?.filter(|r| r.status == crate::tracking::RunStatus::Running))
     }
 
     /// Appends `action` to the audit log, durable with the caller's next flush.

@@ -147,9 +147,68 @@ pub fn check(record: Option<&TokenRecord>, presented: &str, now: i64) -> Result<
     Ok(())
 }
 
+/// The key of attempt tokens: random, made by each engine process and kept only in its
+/// memory. An attempt token (`sluice_attempt_<tracking run>_<HMAC-SHA256>`) names the tracking
+/// run of one step attempt and stands for it while that run is running: nothing of it is
+/// stored, and a restarted engine (whose attempts all start again) has a new key.
+pub struct AttemptKey(ring::hmac::Key);
+
+/// The prefix of attempt tokens.
+const ATTEMPT_PREFIX: &str = "sluice_attempt_";
+
+impl AttemptKey {
+    pub fn generate() -> Result<AttemptKey, String> {
+        Ok(AttemptKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &super::random::<32>()?)))
+    }
+
+    /// The token of a tracking run.
+    pub fn mint(&self, run: &str) -> String {
+        let tag = ring::hmac::sign(&self.0, run.as_bytes());
+        format!("{ATTEMPT_PREFIX}{run}_{}", super::hex(tag.as_ref()))
+    }
+
+    /// The tracking run a presented attempt token stands for, if it was minted here
+    /// (checked in constant time); `None` for anything else.
+    pub fn check<'a>(&self, presented: &'a str) -> Option<&'a str> {
+        let rest = presented.strip_prefix(ATTEMPT_PREFIX)?;
+        let (run, tag) = rest.rsplit_once('_')?;
+        if run.len() != 32 || !run.bytes().all(|b| b.is_ascii_hexdigit()) || tag.len() != 64 {
+            return None;
+        }
+        let expected = ring::hmac::sign(&self.0, run.as_bytes());
+        bool::from(super::hex(expected.as_ref()).as_bytes().ct_eq(tag.as_bytes())).then_some(run)
+    }
+
+    /// Whether a presented token has the shape of an attempt token.
+    pub fn is_attempt_token(presented: &str) -> bool {
+        presented.starts_with(ATTEMPT_PREFIX)
+    }
+}
+
+impl std::fmt::Debug for AttemptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptKey(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_tokens_check_only_under_their_key() {
+        let (k, other) = (AttemptKey::generate().unwrap(), AttemptKey::generate().unwrap());
+        let run = "0123456789abcdef0123456789abcdef";
+        let t = k.mint(run);
+        assert!(AttemptKey::is_attempt_token(&t));
+        assert_eq!(k.check(&t), Some(run));
+        assert_eq!(other.check(&t), None, "another engine's key");
+        let forged = t.replace(run, "f123456789abcdef0123456789abcdef");
+        assert_eq!(k.check(&forged), None, "another run with this run's tag");
+        assert_eq!(k.check(&t[..t.len() - 1]), None);
+        assert_eq!(k.check("sluice_attempt_x_y"), None);
+        assert!(!format!("{k:?}").contains(&t[47..]));
+    }
 
     #[test]
     fn a_minted_token_checks_and_its_forgeries_do_not() {

@@ -7,9 +7,9 @@ mod artifacts;
 mod cache;
 mod inbox;
 mod lineage;
-mod metrics;
 mod records;
 mod security;
+mod tracking;
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,6 @@ pub use artifacts::{ArtifactRecord, Attestation, ProducedBy, Verified, attest};
 pub use cache::{CACHE_FORMAT, CacheEntry, CacheProbe, KeyDoc, Verdict};
 pub use inbox::Claim;
 pub use lineage::{ConsumedArtifact, ConsumedRecord, Direction, Lineage, Node, Origin};
-pub use metrics::MetricPoint;
 pub use records::{
     DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunCache,
     RunRecord, Trigger,
@@ -46,12 +45,26 @@ pub enum StoreError {
     NoRun(u64),
     #[error("no DAG version {0} in this data folder")]
     NoDag(String),
+    /// What was asked breaks a rule of the records (a name taken, a run that is not there).
+    #[error("{1}")]
+    Refused(Refusal, String),
+    /// The operating system failed a request (its random source).
+    #[error("{0}")]
+    System(String),
     /// An earlier write failed; sled 0.34 can spin forever on a write after a failed one,
     /// so the store takes no more until it is opened again.
     #[error(
         "the store takes no more writes after an earlier one failed ({0}); restart the engine once the data folder can be written"
     )]
     Failed(String),
+}
+
+/// Why the store refused a change, for callers to answer with the right status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    Exists,
+    Invalid,
 }
 
 /// Names one attempt of one task of a run.
@@ -92,8 +105,8 @@ pub struct Store {
     cache: sled::Tree,
     cache_latest: sled::Tree,
     cache_probes: sled::Tree,
-    /// Metric time series (`metrics.rs`).
-    metrics: sled::Tree,
+    /// Experiments, tracking runs and metric series (`tracking.rs`).
+    tracking: tracking::Trees,
     /// Tokens, the audit log and its checkpoints (`security.rs`).
     tokens: sled::Tree,
     audit: sled::Tree,
@@ -135,11 +148,13 @@ impl Drop for Store {
                 &self.cache,
                 &self.cache_latest,
                 &self.cache_probes,
-                &self.metrics,
                 &self.tokens,
                 &self.audit,
                 &self.audit_checkpoints,
-            ] {
+            ]
+            .into_iter()
+            .chain(self.tracking.all())
+            {
                 std::mem::forget(tree.clone());
             }
         }
@@ -267,7 +282,7 @@ impl Store {
             cache: tree("cache")?,
             cache_latest: tree("cache_latest")?,
             cache_probes: tree("cache_probes")?,
-            metrics: tree("metrics")?,
+            tracking: tracking::Trees::open(&db)?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),

@@ -1,15 +1,18 @@
-//! The `$SLUICE_METRICS` file of an attempt, read as it grows: one JSON object a line,
-//! `{"key": "loss", "value": 0.31, "step": 3, "timestamp": 1733300000000}` (`step` and
-//! `timestamp` optional). Complete lines only; a bad line is said in the step's log and
-//! skipped, never fails the step.
+//! An attempt's tracking: the tracking run the engine makes for it (the step's
+//! `MLFLOW_RUN_ID`), ended with the attempt, and the `$SLUICE_METRICS` file, read as it grows:
+//! one JSON object a line, `{"key": "loss", "value": 0.31, "step": 3, "timestamp":
+//! 1733300000000}` (`step` and `timestamp` optional). Complete lines only; a bad line is said
+//! in the step's log and skipped, never fails the step.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use serde_json::Value;
+use sluice_worker::{AttemptSink, LogStream};
 
 use super::{Engine, EngineError, Result};
-use crate::store::MetricPoint;
+use crate::store::Store;
+use crate::tracking::{Metric, MetricPoint, RunStatus, TaskRef};
 
 impl Engine {
     /// The metric points of a run, or of one of its steps (by id), in recorded order.
@@ -25,47 +28,98 @@ impl Engine {
             }
             None => None,
         };
-        Ok(self.store.metrics(run, ix)?)
+        Ok(self.store.run_metrics(run, ix)?)
     }
+}
+
+/// The tracking of one attempt: its tracking run and its metrics file.
+pub(super) struct AttemptTracking {
+    store: Store,
+    /// The tracking run's id (none when it could not be made: said in the step's log).
+    pub(super) run_id: Option<String>,
+    file: MetricsFile,
+}
+
+impl AttemptTracking {
+    /// Makes the attempt's tracking run.
+    pub(super) fn start(store: Store, task: TaskRef, file: PathBuf, now: i64, log: &dyn AttemptSink) -> Self {
+        let user = crate::security::local_actor();
+        let run_id = match store.start_task_run(task, user.trim_start_matches("local:"), now) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log.log(
+                    LogStream::System,
+                    format!("sluice: cannot make the step's tracking run: {e}\n").as_bytes(),
+                );
+                None
+            }
+        };
+        AttemptTracking { store, run_id, file: MetricsFile::new(file) }
+    }
+
+    /// Stores what the step appended to its metrics file since the last look (with `last`,
+    /// a final line without its line break too); says bad lines in its log.
+    pub(super) fn poll(&mut self, log: &dyn AttemptSink, now: i64, last: bool) {
+        let (points, said) = self.file.poll(now, last);
+        for s in said {
+            log.log(LogStream::System, format!("sluice: {s}\n").as_bytes());
+        }
+        self.record(&points, log);
+    }
+
+    /// Stores points the step reported otherwise (a plugin's `metrics`).
+    pub(super) fn record(&self, points: &[Metric], log: &dyn AttemptSink) {
+        if let (Some(id), false) = (&self.run_id, points.is_empty())
+            && let Err(e) = self.store.log_metrics(id, points)
+        {
+            log.log(LogStream::System, format!("sluice: cannot store metrics: {e}\n").as_bytes());
+        }
+    }
+
+    /// Ends the tracking run as the attempt ended.
+    pub(super) fn finish(&self, status: RunStatus, now: i64) {
+        if let Some(id) = &self.run_id
+            && let Err(e) = self.store.finish_task_run(id, status, now)
+        {
+            tracing::warn!(error = %e, "cannot end the step's tracking run");
+        }
+    }
+}
+
+/// A plugin's `metrics` output (an object of numbers) as points at step 0.
+pub(super) fn reported(outputs: &serde_json::Map<String, Value>, now: i64) -> Vec<Metric> {
+    let Some(Value::Object(reported)) = outputs.get("metrics") else { return Vec::new() };
+    reported
+        .iter()
+        .filter(|(k, _)| crate::tracking::check_key("metric", k).is_ok())
+        .filter_map(|(k, v)| Some((k, v.as_f64().filter(|f| f.is_finite())?)))
+        .map(|(key, value)| Metric { key: key.clone(), value, step: 0, timestamp: now })
+        .collect()
 }
 
 /// Past this, the rest of the file is not read (said once).
 const MAX_FILE: u64 = 64 << 20;
 /// Read at most this much a poll.
 const MAX_POLL: u64 = 1 << 20;
-const MAX_KEY: usize = 250;
 
-pub(super) struct MetricsFile {
+struct MetricsFile {
     path: PathBuf,
-    task: String,
-    item: u32,
-    attempt: u32,
     offset: u64,
     partial: Vec<u8>,
     line: u64,
-    /// How many points were read (the next one's sequence number).
-    pub(super) count: u32,
+    /// How many points were read.
+    count: u32,
     full: bool,
 }
 
 impl MetricsFile {
-    pub(super) fn new(path: PathBuf, task: &str, item: u32, attempt: u32) -> Self {
-        MetricsFile {
-            path,
-            task: task.to_string(),
-            item,
-            attempt,
-            offset: 0,
-            partial: Vec::new(),
-            line: 0,
-            count: 0,
-            full: false,
-        }
+    fn new(path: PathBuf) -> Self {
+        MetricsFile { path, offset: 0, partial: Vec::new(), line: 0, count: 0, full: false }
     }
 
     /// What was appended since the last poll: the new points, and a sentence for each line
     /// that is not one. With `last`, a final line without its line break counts too.
-    pub(super) fn poll(&mut self, now_ms: i64, last: bool) -> (Vec<MetricPoint>, Vec<String>) {
+    fn poll(&mut self, now_ms: i64, last: bool) -> (Vec<Metric>, Vec<String>) {
         let (mut points, mut said) = (Vec::new(), Vec::new());
         if self.full {
             return (points, said);
@@ -99,22 +153,14 @@ impl MetricsFile {
         (points, said)
     }
 
-    fn take(&mut self, line: &[u8], now_ms: i64, points: &mut Vec<MetricPoint>, said: &mut Vec<String>) {
+    fn take(&mut self, line: &[u8], now_ms: i64, points: &mut Vec<Metric>, said: &mut Vec<String>) {
         self.line += 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         match parse(line, now_ms) {
             Ok((key, value, step, timestamp)) => {
-                points.push(MetricPoint {
-                    task: self.task.clone(),
-                    item: self.item,
-                    attempt: self.attempt,
-                    key,
-                    value,
-                    step,
-                    timestamp,
-                });
+                points.push(Metric { key, value, step, timestamp });
                 self.count += 1;
             }
             Err(why) => said.push(format!("metrics line {} is skipped: {why}", self.line)),
@@ -140,10 +186,10 @@ pub(super) fn parse(line: &[u8], now_ms: i64) -> Result<(String, f64, i64, i64),
     let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON ({e})"))?;
     let Value::Object(o) = v else { return Err("not a JSON object".into()) };
     let key = match o.get("key") {
-        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KEY && !k.chars().any(char::is_control) => {
+        Some(Value::String(k)) => {
+            crate::tracking::check_key("metric", k)?;
             k
         }
-        Some(Value::String(_)) => return Err(format!("`key` must be 1 to {MAX_KEY} printable characters")),
         _ => return Err("`key` (a string) is missing".into()),
     };
     let value = match o.get("value") {
@@ -173,7 +219,7 @@ mod tests {
     fn lines_are_read_as_the_file_grows_and_bad_ones_are_said() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
-        let mut m = MetricsFile::new(path.clone(), "train", 0, 1);
+        let mut m = MetricsFile::new(path.clone());
         assert_eq!(m.poll(5, false).0.len(), 0, "no file yet");
         std::fs::write(&path, "{\"key\": \"loss\", \"value\": 0.5, \"step\": 1}\n{\"key\": \"lo").unwrap();
         let (p, said) = m.poll(5, false);
@@ -202,6 +248,6 @@ mod tests {
         std::fs::write(&target, "{\"key\": \"a\", \"value\": 1}\n").unwrap();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(MetricsFile::new(link, "s", 0, 1).poll(0, true).0.is_empty());
+        assert!(MetricsFile::new(link).poll(0, true).0.is_empty());
     }
 }
