@@ -1,14 +1,15 @@
 # Sourced by tests/run.sh: a Python venv under target/py with the third-party Python clients
 # the tests drive: jsonschema (the shipped examples against `sluice schema`), openlineage-python
 # (every OpenLineage event Sluice emits, parsed into the client's models), securesystemslib
-# (DSSE envelopes of artifact provenance, verified by an implementation other than ours).
+# (DSSE envelopes of artifact provenance, verified by an implementation other than ours),
+# mlflow-skinny (MLflow's own tracking and registry client, against Sluice's MLflow API).
 # SLUICE_PYTHON names its interpreter for the tests.
 
-PY_PACKAGES=('jsonschema==4.*' 'openlineage-python==1.*' 'securesystemslib[crypto]==1.*')
+PY_PACKAGES=('jsonschema==4.*' 'openlineage-python==1.*' 'securesystemslib[crypto]==1.*' 'mlflow-skinny==3.*')
 
 provide_python() {
   local venv="$PWD/target/py"
-  if ! "$venv/bin/python" -c 'import jsonschema, openlineage.client, securesystemslib.dsse, cryptography' >/dev/null 2>&1; then
+  if ! "$venv/bin/python" -c 'import jsonschema, openlineage.client, securesystemslib.dsse, cryptography, mlflow' >/dev/null 2>&1; then
     rm -rf "$venv"
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
       apt-get install -y -q python3-venv >/dev/null

@@ -305,10 +305,16 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             tracing::debug!("the attempt starts");
             let mut request = request;
             let log = attempt_sink.clone();
-            let mut tracking =
-                AttemptTracking::start(tracking_store, task, metrics_file, task_clock.now_ms(), log.as_ref());
-            if let Some(id) = &tracking.run_id {
-                tracking_env(&mut request, id, api.as_ref(), &attempt_tokens);
+            let mut tracking = AttemptTracking::start(
+                tracking_store,
+                attempt_tokens,
+                task,
+                metrics_file,
+                task_clock.now_ms(),
+                log.as_ref(),
+            );
+            if let (Some(id), Some(token), Some(api)) = (&tracking.run_id, tracking.token(), &api) {
+                tracking_env(&mut request, id, api, token);
             }
             let executor = executors.for_spec(&request.spec);
             let execution = executor.execute(request, attempt_sink, kill_rx);
@@ -594,26 +600,24 @@ fn tracking_status(outcome: &Outcome) -> RunStatus {
     }
 }
 
-/// What a process or container step needs to reach its tracking run with MLflow's client:
-/// the run's id always, and the server's address and a token for this attempt while a
-/// server owns the folder.
+/// What a process or container step needs to reach its tracking run with MLflow's client,
+/// while a server owns the folder: the server's address, the run's id and a token that stands
+/// while the attempt runs.
 fn tracking_env(
     request: &mut sluice_worker::AttemptRequest,
     id: &str,
-    api: Option<&super::ApiAccess>,
-    tokens: &crate::security::tokens::AttemptKey,
+    api: &super::ApiAccess,
+    token: String,
 ) {
     use sluice_worker::ExecSpec;
     if !matches!(request.spec, ExecSpec::Process(_) | ExecSpec::Container(_)) {
         return;
     }
     request.env.insert("MLFLOW_RUN_ID".into(), id.to_string());
-    if let Some(api) = api {
-        request.env.insert("MLFLOW_TRACKING_URI".into(), api.url.clone());
-        request.env.insert("MLFLOW_TRACKING_TOKEN".into(), tokens.mint(id));
-        if let Some(ca) = &api.ca {
-            request.env.insert("MLFLOW_TRACKING_SERVER_CERT_PATH".into(), ca.display().to_string());
-        }
+    request.env.insert("MLFLOW_TRACKING_URI".into(), api.url.clone());
+    request.env.insert("MLFLOW_TRACKING_TOKEN".into(), token);
+    if let Some(ca) = &api.ca {
+        request.env.insert("MLFLOW_TRACKING_SERVER_CERT_PATH".into(), ca.display().to_string());
     }
 }
 

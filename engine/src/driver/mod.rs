@@ -188,8 +188,8 @@ pub struct Engine {
     key: Arc<crate::security::keys::SigningKey>,
     /// Where steps reach this engine's API (set by `serve` once it listens).
     pub(crate) api: std::sync::OnceLock<ApiAccess>,
-    /// The key of the tokens steps get for their tracking runs (in memory only).
-    pub(crate) attempt_tokens: Arc<crate::security::tokens::AttemptKey>,
+    /// The tokens steps get for their tracking runs (in memory only).
+    pub(crate) attempt_tokens: Arc<tracking::AttemptTokens>,
 }
 
 /// How a step reaches the engine's API: its address, and the certificate to trust when it
@@ -243,8 +243,7 @@ impl Engine {
             every: opts.audit_every,
             file: opts.audit_file.clone().unwrap_or_else(|| default_audit_file(store.dir())),
         });
-        let attempt_tokens =
-            Arc::new(crate::security::tokens::AttemptKey::generate().map_err(EngineError::Invalid)?);
+        let attempt_tokens = Arc::new(tracking::AttemptTokens::new().map_err(EngineError::Invalid)?);
         Ok(Engine {
             key,
             api: Default::default(),
@@ -281,10 +280,10 @@ impl Engine {
         let _ = self.api.set(api);
     }
 
-    /// The tracking run a presented attempt token stands for, while that run is running.
+    /// The tracking run a presented attempt token stands for, while its attempt runs.
     pub fn attempt_token(&self, presented: &str) -> Result<Option<crate::tracking::TrackingRun>> {
         let Some(id) = self.attempt_tokens.check(presented) else { return Ok(None) };
-        Ok(self.store.tracking_run(id)?.filter(|r| r.status == crate::tracking::RunStatus::Running))
+        Ok(self.store.tracking_run(&id)?)
     }
 
     /// Appends `action` to the audit log, durable with the caller's next flush.

@@ -4,13 +4,16 @@
 //! 1733300000000}` (`step` and `timestamp` optional). Complete lines only; a bad line is said
 //! in the step's log and skipped, never fails the step.
 
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sluice_worker::{AttemptSink, LogStream};
 
 use super::{Engine, EngineError, Result};
+use crate::security::tokens::AttemptKey;
 use crate::store::Store;
 use crate::tracking::{Metric, MetricPoint, RunStatus, TaskRef};
 
@@ -32,17 +35,53 @@ impl Engine {
     }
 }
 
+/// The tokens steps reach their tracking runs with: minted under a key this process made,
+/// and standing only while their attempt runs here.
+#[derive(Debug)]
+pub(crate) struct AttemptTokens {
+    key: AttemptKey,
+    live: Mutex<HashSet<String>>,
+}
+
+impl AttemptTokens {
+    pub(super) fn new() -> std::result::Result<Self, String> {
+        Ok(AttemptTokens { key: AttemptKey::generate()?, live: Mutex::default() })
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn mint(&self, run: &str) -> String {
+        self.key.mint(run)
+    }
+
+    /// The tracking run a presented token names, if it was minted here and its attempt runs.
+    pub(super) fn check(&self, presented: &str) -> Option<String> {
+        let run = self.key.check(presented)?;
+        self.live().contains(run).then(|| run.to_string())
+    }
+}
+
 /// The tracking of one attempt: its tracking run and its metrics file.
 pub(super) struct AttemptTracking {
     store: Store,
+    tokens: Arc<AttemptTokens>,
     /// The tracking run's id (none when it could not be made: said in the step's log).
     pub(super) run_id: Option<String>,
     file: MetricsFile,
 }
 
 impl AttemptTracking {
-    /// Makes the attempt's tracking run.
-    pub(super) fn start(store: Store, task: TaskRef, file: PathBuf, now: i64, log: &dyn AttemptSink) -> Self {
+    /// Makes the attempt's tracking run; its token stands until the attempt ends.
+    pub(super) fn start(
+        store: Store,
+        tokens: Arc<AttemptTokens>,
+        task: TaskRef,
+        file: PathBuf,
+        now: i64,
+        log: &dyn AttemptSink,
+    ) -> Self {
         let user = crate::security::local_actor();
         let run_id = match store.start_task_run(task, user.trim_start_matches("local:"), now) {
             Ok(id) => Some(id),
@@ -54,7 +93,15 @@ impl AttemptTracking {
                 None
             }
         };
-        AttemptTracking { store, run_id, file: MetricsFile::new(file) }
+        if let Some(id) = &run_id {
+            tokens.live().insert(id.clone());
+        }
+        AttemptTracking { store, tokens, run_id, file: MetricsFile::new(file) }
+    }
+
+    /// The token of the attempt's tracking run.
+    pub(super) fn token(&self) -> Option<String> {
+        self.run_id.as_ref().map(|id| self.tokens.mint(id))
     }
 
     /// Stores what the step appended to its metrics file since the last look (with `last`,
@@ -82,6 +129,15 @@ impl AttemptTracking {
             && let Err(e) = self.store.finish_task_run(id, status, now)
         {
             tracing::warn!(error = %e, "cannot end the step's tracking run");
+        }
+    }
+}
+
+/// The attempt's token stops standing when its tracking goes (the attempt ended).
+impl Drop for AttemptTracking {
+    fn drop(&mut self) {
+        if let Some(id) = &self.run_id {
+            self.tokens.live().remove(id);
         }
     }
 }

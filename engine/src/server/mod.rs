@@ -212,6 +212,20 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: opts.listen, source })?;
     let engine = Arc::new(engine);
     first_admin_token(&engine)?;
+    // Steps reach the API (MLflow's client in them) at a loopback address of the listener.
+    let step_host = match addr.ip() {
+        ip if ip.is_unspecified() && addr.is_ipv6() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let step_addr = SocketAddr::new(step_host, addr.port());
+    engine.set_api(match &opts.tls {
+        None => crate::driver::ApiAccess { url: format!("http://{step_addr}"), ca: None },
+        Some(t) => crate::driver::ApiAccess {
+            url: format!("https://{}", tls_host(step_addr)),
+            ca: Some(t.cert.canonicalize().unwrap_or_else(|_| t.cert.clone())),
+        },
+    });
     let server_file = engine.store().dir().join(SERVER_FILE);
     // A local client trusts the certificate named here (a self-signed one included).
     let info = match &opts.tls {

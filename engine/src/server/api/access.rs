@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use crate::security::tokens::AttemptKey;
 use crate::security::{Permission, Role, webhook};
 use crate::server::Shared;
 
@@ -231,11 +232,32 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Princip
             Some("invalid_request"),
         )));
     };
+    if AttemptKey::is_attempt_token(token) {
+        return match shared.engine.attempt_token(token) {
+            Ok(Some(run)) => Ok(attempt_principal(&run)),
+            Ok(None) => {
+                Err(invalid("the token is not valid (an attempt's token stands only while its attempt runs)"))
+            }
+            Err(e) => Err(Box::new(
+                ApiError::internal(format!("cannot read the tracking runs: {e}")).into_response(),
+            )),
+        };
+    }
     match shared.engine.store().authenticate(token, shared.engine.now_ms()) {
         Ok(Ok(r)) => Ok(Principal { name: r.name, role: r.role, signed: false }),
         Ok(Err(refusal)) => Err(invalid(refusal.as_str())),
         Err(e) => Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response())),
     }
+}
+
+/// The principal of a step attempt's token: an editor (it may log to any tracking run and
+/// register model versions, as a pipeline's `register:` step may), named after its attempt.
+fn attempt_principal(run: &crate::tracking::TrackingRun) -> Principal {
+    let name = match &run.task {
+        Some(t) => format!("attempt:{}#{}.{}", t.pipeline, t.run, t.step),
+        None => format!("attempt:{}", run.id),
+    };
+    Principal { name, role: Role::Editor, signed: false }
 }
 
 /// Gives every request an id, and every answer its `X-Request-Id`.

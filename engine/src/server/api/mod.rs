@@ -10,6 +10,7 @@ pub mod admin;
 pub mod artifacts;
 mod events;
 mod guard;
+mod mlflow;
 mod openapi;
 mod pipelines;
 mod runs;
@@ -251,10 +252,10 @@ pub(crate) struct Endpoint {
     pub method: Method,
     pub path: &'static str,
     pub permission: Permission,
-    handler: MethodRouter<Arc<Shared>>,
+    pub(crate) handler: MethodRouter<Arc<Shared>>,
 }
 
-fn ep(
+pub(crate) fn ep(
     method: Method,
     path: &'static str,
     permission: Permission,
@@ -302,6 +303,9 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(g.clone(), "/api/v1/audit", Audit, get(admin::audit)),
         ep(g, "/api/v1/audit/verify", Audit, get(admin::verify_audit)),
     ]
+    .into_iter()
+    .chain(mlflow::endpoints())
+    .collect()
 }
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -320,6 +324,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), guard::read_whole_body))
         .layer(middleware::from_fn_with_state(shared.clone(), guard::same_origin))
         .layer(middleware::from_fn(access::request_id))
+        .layer(middleware::from_fn(mlflow::mlflow_errors))
         .layer(middleware::from_fn(access_log))
         .with_state(shared)
 }

@@ -61,7 +61,28 @@ fn schemas() -> Value {
 }
 
 pub(super) async fn document() -> Json<Value> {
-    Json(with_permissions(paths()))
+    Json(with_permissions(with_mlflow(paths())))
+}
+
+/// MLflow's routes (`/api/2.0/mlflow/...`), described from their own table: their fields and
+/// answers are MLflow's (docs/mlflow.md).
+fn with_mlflow(mut doc: Value) -> Value {
+    for r in super::mlflow::routes() {
+        let params: Vec<(&str, &str, &str)> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| (name.trim_start_matches('*'), "path", "a path in the artifact store"))
+            .collect();
+        let method = r.method.as_str().to_ascii_lowercase();
+        doc["paths"][r.path][&method] = op(
+            r.summary,
+            &params,
+            None,
+            &[("200", "MLflow's answer"), ("4XX", "an MLflow error: `{error_code, message}`")],
+        );
+    }
+    doc
 }
 
 /// Marks every operation with the permission the route table gives it (and the roles that
