@@ -106,6 +106,14 @@ enum Command {
         /// Only this step's.
         step: Option<String>,
     },
+    /// Registered models: their latest version and aliases.
+    Models,
+    /// One registered model: show it (a version, the alias history), move an alias, roll one
+    /// back, compare two versions, protect an alias.
+    Model {
+        #[command(subcommand)]
+        command: cli::models::ModelCommand,
+    },
     /// List the artifacts steps produced, newest first.
     Artifacts {
         /// Only this run's.
@@ -365,6 +373,10 @@ fn main() -> ExitCode {
         }
         Command::Metrics { run, step } => {
             cli::metrics::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run, step.as_deref())
+        }
+        Command::Models => cli::models::list(&cli.data_dir, cli.server.as_deref(), cli.output),
+        Command::Model { command } => {
+            cli::models::run(&cli.data_dir, cli.server.as_deref(), cli.output, command)
         }
         Command::Artifacts { run, step } => cli::artifacts::list(
             &cli.data_dir,

@@ -18,6 +18,7 @@ const ORDER: &[&str] = &[
     "trigger",
     "compile",
     "tracking",
+    "registry",
     "store",
     "driver",
     "server",

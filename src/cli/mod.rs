@@ -8,6 +8,7 @@ pub(crate) mod inspect;
 pub(crate) mod lineage;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod models;
 pub(crate) mod plugin;
 pub(crate) mod progress;
 pub(crate) mod report;

@@ -21,6 +21,10 @@ pub(crate) struct ServeArgs {
     /// The largest request body accepted, as `1Mi`.
     #[arg(long, default_value = "1Mi", value_parser = ByteSize::parse)]
     body_limit: u64,
+    /// The largest file MLflow's clients may upload through the artifact proxy
+    /// (`/api/2.0/mlflow-artifacts/`), as `4Gi`; uploads stream to disk.
+    #[arg(long, default_value = "4Gi", value_parser = ByteSize::parse)]
+    upload_limit: u64,
     /// Requests handled at once; more get 429 Too Many Requests.
     #[arg(long, default_value_t = 1024)]
     max_in_flight: usize,
@@ -86,6 +90,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
     let mut opts = ServeOptions::new(&args.dags);
     opts.listen = args.listen;
     opts.body_limit = usize::try_from(args.body_limit).unwrap_or(usize::MAX);
+    opts.upload_limit = args.upload_limit;
     opts.max_in_flight = args.max_in_flight;
     opts.max_connections = args.max_connections;
     opts.max_connections_per_client = args.max_connections_per_client;

@@ -1,5 +1,6 @@
 //! Retention: `sluice gc` removes stored artifact files that nothing within retention uses: no
-//! run that is still going or ended within `--keep`, and no cache entry younger than that
+//! run that is still going or ended within `--keep`, no registered model version, no file of
+//! MLflow's artifact proxy, and no cache entry younger than that
 //! (older entries are removed first; their results are past retention). Run by a server, it
 //! spares files placed within a grace period, so that a result being recorded while runs go
 //! on is safe (a placed file's record follows it within the same batch).
@@ -58,6 +59,12 @@ impl Engine {
             .filter(|a| live.contains(&a.run))
             .map(|a| a.digest)
             .collect();
+        // Registered versions' files live as long as their versions; files MLflow's clients
+        // uploaded through the artifact proxy are runs' artifacts, kept like MLflow keeps them.
+        for v in self.store.model_versions(None)? {
+            used.extend(v.files.into_values().map(|f| f.digest));
+        }
+        used.extend(self.store.proxy_files("")?.into_iter().map(|(_, f)| f.digest));
         let mut stale = Vec::new();
         for entry in self.store.cache_entries()? {
             if entry.at < cutoff {

@@ -8,8 +8,10 @@ mod code;
 mod control;
 mod create;
 mod gc;
+mod models;
 mod openlineage;
 mod provenance;
+mod registry;
 mod render;
 mod replay;
 mod report;
@@ -28,6 +30,7 @@ pub use control::{Control, Fault, Notice};
 pub use create::{Created, NewRun};
 pub use gc::{GcItem, GcReport};
 pub use openlineage::{LineageOptions, LineageTarget};
+pub use registry::{Actor, NewVersion};
 pub use replay::{Notes, Replayed};
 pub use report::{AttemptEnd, AttemptReport, REPORT_VERSION, RunReport, StepReport, TaskReport, TaskStatus};
 pub use sink::{MAX_LOG_BYTES, TAIL_BYTES};
@@ -53,6 +56,9 @@ pub enum EngineError {
     /// What was asked for does not exist (a step of a run, a cache lookup).
     #[error("{0}")]
     NotFound(String),
+    /// The actor may not do this (a protected alias).
+    #[error("{0}")]
+    Forbidden(String),
     /// The data folder's disk has less free space than the engine keeps in reserve.
     #[error("{0}")]
     LowSpace(String),

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The largest request body accepted.
     pub body_limit: usize,
+    /// The largest file MLflow's clients may upload through the artifact proxy.
+    pub upload_limit: u64,
     /// Requests handled at once; more get 429.
     pub max_in_flight: usize,
     /// How often the DAG folder is scanned for changes.
@@ -78,6 +80,7 @@ impl ServeOptions {
             dags: dags.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8377)),
             body_limit: 1 << 20,
+            upload_limit: 4 << 30,
             max_in_flight: 1024,
             reload_every: Duration::from_secs(1),
             max_connections: 2048,

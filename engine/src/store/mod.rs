@@ -8,6 +8,7 @@ mod cache;
 mod inbox;
 mod lineage;
 mod records;
+mod registry;
 mod security;
 mod tracking;
 
@@ -21,6 +22,7 @@ pub use records::{
     DagRecord, EventRecord, FORMAT_VERSION, InboxRecord, InboxStatus, LogChunk, Mark, ProcRecord, RunCache,
     RunRecord, Trigger,
 };
+pub use registry::{Decision, GatePass, ProxyFile};
 pub use security::Signer;
 
 use crate::scheduler::StepIx;
@@ -107,6 +109,8 @@ pub struct Store {
     cache_probes: sled::Tree,
     /// Experiments, tracking runs and metric series (`tracking.rs`).
     tracking: tracking::Trees,
+    /// Registered models, versions, aliases and their moves (`registry.rs`).
+    registry: registry::Trees,
     /// Tokens, the audit log and its checkpoints (`security.rs`).
     tokens: sled::Tree,
     audit: sled::Tree,
@@ -154,6 +158,7 @@ impl Drop for Store {
             ]
             .into_iter()
             .chain(self.tracking.all())
+            .chain(self.registry.all())
             {
                 std::mem::forget(tree.clone());
             }
@@ -283,6 +288,7 @@ impl Store {
             cache_latest: tree("cache_latest")?,
             cache_probes: tree("cache_probes")?,
             tracking: tracking::Trees::open(&db)?,
+            registry: registry::Trees::open(&db)?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),

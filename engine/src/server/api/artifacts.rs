@@ -177,7 +177,7 @@ pub(super) async fn content(
 
 /// What a reader reads (a file, or a decrypting one), as a stream of chunks read off the
 /// async threads.
-fn chunks(
+pub(crate) fn chunks(
     reader: Box<dyn std::io::Read + Send>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
     futures_util::stream::unfold(Some(reader), |state| async move {

@@ -21,7 +21,11 @@ pub(super) async fn same_origin(State(shared): State<Arc<Shared>>, req: Request,
     if let Err(e) = check_origin(req.headers(), &shared.opts.allowed_hosts) {
         return e.into_response();
     }
-    if let Err(e) = check_content_type(req.method(), req.headers()) {
+    // An upload to MLflow's artifact proxy carries the file's own type (a cross-site page
+    // cannot send a PUT without a CORS preflight, which this server never answers).
+    if !super::mlflow::artifacts::is_upload(req.method(), req.uri().path())
+        && let Err(e) = check_content_type(req.method(), req.headers())
+    {
         return e.into_response();
     }
     next.run(req).await
@@ -105,7 +109,10 @@ fn check_content_type(method: &Method, headers: &HeaderMap) -> Result<(), ApiErr
 /// Reads the whole body, within the body timeout and the size cap, before the request goes
 /// on: a slow sender holds a connection (capped per client), never a request slot.
 pub(super) async fn read_whole_body(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || super::mlflow::artifacts::is_upload(req.method(), req.uri().path())
+    {
+        // An upload is streamed to disk by its handler, under its own limit.
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();

@@ -11,6 +11,7 @@ pub mod artifacts;
 mod events;
 mod guard;
 mod mlflow;
+mod models;
 mod openapi;
 mod pipelines;
 mod runs;
@@ -94,6 +95,16 @@ impl From<crate::driver::EngineError> for ApiError {
         use crate::store::StoreError;
         match e {
             EngineError::Store(StoreError::NoRun(id)) => ApiError::not_found(format!("there is no run {id}")),
+            EngineError::Store(StoreError::Refused(crate::store::Refusal::NotFound, m)) => {
+                ApiError::not_found(m)
+            }
+            EngineError::Store(StoreError::Refused(crate::store::Refusal::Exists, m)) => {
+                ApiError::conflict(m)
+            }
+            EngineError::Store(StoreError::Refused(crate::store::Refusal::Invalid, m)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", m)
+            }
+            EngineError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             EngineError::Invalid(m) => ApiError::conflict(m),
             EngineError::NotFound(m) => ApiError::not_found(m),
             EngineError::LowSpace(m) => {
@@ -294,6 +305,14 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/cache", Read, get(artifacts::step_cache)),
         ep(g.clone(), "/api/v1/runs/{run}/metrics", Read, get(artifacts::run_metrics)),
         ep(p.clone(), "/api/v1/gc", Admin, post(artifacts::gc)),
+        ep(g.clone(), "/api/v1/models", Read, get(models::list)),
+        ep(g.clone(), "/api/v1/models/{name}", Read, get(models::one)),
+        ep(g.clone(), "/api/v1/models/{name}/versions/{version}", Read, get(models::version_one)),
+        ep(g.clone(), "/api/v1/models/{name}/history", Read, get(models::history)),
+        ep(g.clone(), "/api/v1/models/{name}/diff", Read, get(models::diff)),
+        ep(p.clone(), "/api/v1/models/{name}/aliases/{alias}", Edit, post(models::move_alias)),
+        ep(p.clone(), "/api/v1/models/{name}/aliases/{alias}/rollback", Edit, post(models::rollback)),
+        ep(p.clone(), "/api/v1/models/{name}/aliases/{alias}/protect", Approve, post(models::protect)),
         ep(g.clone(), "/api/v1/events", Read, get(events::list)),
         ep(g.clone(), "/api/v1/events/{key}", Read, get(events::one)),
         ep(p.clone(), "/api/v1/events/{key}", Ingest, post(events::receive)),

@@ -52,6 +52,9 @@ fn schemas() -> Value {
     generator.subschema_for::<RunReport>();
     generator.subschema_for::<Waited>();
     generator.subschema_for::<super::admin::CreateToken>();
+    generator.subschema_for::<super::models::MoveAlias>();
+    generator.subschema_for::<super::models::Rollback>();
+    generator.subschema_for::<super::models::Protect>();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Event".into(),
@@ -150,6 +153,14 @@ fn paths() -> Value {
             "/api/v1/runs/{run}/steps/{step}/cache": { "get": op("Why each task of a step reused a cached result or ran: the verdict, the key and its components, and on a miss what changed since the step's newest cached result", &[run, ("step", "path", "a step id")], None, &[("200", "`{tasks: [{run, step, item, attempt, key, verdict, summary, changes, compared_with, components}]}`"), ERR]) },
             "/api/v1/runs/{run}/metrics": { "get": op("A run's metric points in recorded order: what its steps appended to `$SLUICE_METRICS` (read as it grows), and the metrics WASM and train steps report", &[run, ("step", "query", "only this step's")], None, &[("200", "`{run, metrics: [{task, item, attempt, key, value, step, timestamp}]}`"), ERR]) },
             "/api/v1/runs/{run}/steps/{step}/lineage": { "get": op("The lineage graph of a step's attempts in a run", &[run, ("step", "path", "a step id"), ("direction", "query", "upstream (default) or downstream"), ("depth", "query", "attempts away at most (default 20)")], None, &[("200", "`{nodes, edges, runs}`"), ERR]) },
+            "/api/v1/models": { "get": op("Registered models: versions, aliases, protected aliases", &[], None, &[("200", "`{models}`"), ERR]) },
+            "/api/v1/models/{name}": { "get": op("A registered model: its record, versions (newest first) and aliases", &[("name", "path", "a model name")], None, &[("200", "`{model, aliases, versions}`"), ERR]) },
+            "/api/v1/models/{name}/versions/{version}": { "get": op("A version whole (files, source run, metrics, params, input schema, signed registration) and whether it checks now: its files against their digests, its registration's signature, its attempt's provenance", &[("name", "path", "a model name"), ("version", "path", "a version number")], None, &[("200", "`{version, aliases, check}`"), ERR]) },
+            "/api/v1/models/{name}/history": { "get": op("Every move of the model's aliases, oldest first: from, to, actor, time, reason, and the run, gate and approval that caused it", &[("name", "path", "a model name"), ("alias", "query", "only this alias")], None, &[("200", "`{model, moves}`"), ERR]) },
+            "/api/v1/models/{name}/diff": { "get": op("Two versions side by side: metrics with their change, params, input schema, the data they were trained on", &[("name", "path", "a model name"), ("from", "query", "a version"), ("to", "query", "a version")], None, &[("200", "`{from, to, metrics, params, schema_changed, data}`"), ERR]) },
+            "/api/v1/models/{name}/aliases/{alias}": { "post": op("Point an alias at a version. Refused (422) when the version does not check; a protected alias needs an approver (403). The move is kept and audited.", &[("name", "path", "a model name"), ("alias", "path", "an alias")], Some("MoveAlias"), &[("200", "`{move}`"), ("403", "a protected alias"), ("404", "no such model or version"), ("422", "the version does not check"), ERR]) },
+            "/api/v1/models/{name}/aliases/{alias}/rollback": { "post": op("Move an alias back to the version it pointed at before its last move (a protected alias needs an approver)", &[("name", "path", "a model name"), ("alias", "path", "an alias")], Some("Rollback"), &[("200", "`{move}`"), ("404", "no such alias"), ("422", "nothing to go back to, or it does not check"), ERR]) },
+            "/api/v1/models/{name}/aliases/{alias}/protect": { "post": op("Protect an alias (only approvers, or a promote step after a passed gate and an approval, move it) or let it go", &[("name", "path", "a model name"), ("alias", "path", "an alias")], Some("Protect"), &[("200", "`{protected}`"), ERR]) },
             "/api/v1/events": { "get": op("Received events, newest first, with what became of each", &[("source", "query", "only this source"), ("status", "query", "matched, deduplicated, accepted, rejected, skipped"), ("before", "query", "only ids below this"), ("limit", "query", "at most this many")], None, &[("200", "`{total, events}`"), ERR]) },
             "/api/v1/tokens": {
                 "get": op("Tokens: name, role, state, expiry (never their secrets)", &[], None, &[("200", "`{tokens}`"), ERR]),

@@ -9,7 +9,9 @@
 //! never a 5xx for a client's mistake (MLflow's client retries those for minutes). Every
 //! route is in [`super::endpoints`] with its permission, like the rest of the API.
 
+pub(crate) mod artifacts;
 mod experiments;
+mod registry;
 mod runs;
 
 use std::sync::Arc;
@@ -77,6 +79,21 @@ impl From<StoreError> for MlflowError {
             StoreError::Refused(Refusal::NotFound, m) => MlflowError::not_found(m),
             StoreError::Refused(Refusal::Exists, m) => MlflowError::exists(m),
             StoreError::Refused(Refusal::Invalid, m) => MlflowError::invalid(m),
+            e => MlflowError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::driver::EngineError> for MlflowError {
+    fn from(e: crate::driver::EngineError) -> Self {
+        use crate::driver::EngineError;
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::Forbidden(m) => {
+                MlflowError { status: StatusCode::FORBIDDEN, code: "PERMISSION_DENIED", message: m }
+            }
+            EngineError::NotFound(m) => MlflowError::not_found(m),
+            EngineError::Invalid(m) => MlflowError::invalid(m),
             e => MlflowError::internal(e.to_string()),
         }
     }
@@ -459,6 +476,167 @@ pub(crate) fn routes() -> Vec<Route> {
             Read,
             "MLflow 3: search logged models (Sluice keeps none: always empty)",
             post(runs::logged_models),
+        ),
+        route(
+            p.clone(),
+            at!("/registered-models/create"),
+            Edit,
+            "MLflow: create a registered model",
+            post(registry::create_model),
+        ),
+        route(
+            g.clone(),
+            at!("/registered-models/get"),
+            Read,
+            "MLflow: a registered model, its latest version and aliases",
+            get(registry::get_model),
+        ),
+        route(
+            g.clone(),
+            at!("/registered-models/search"),
+            Read,
+            "MLflow: search registered models",
+            get(registry::search_models),
+        ),
+        route(
+            Method::PATCH,
+            at!("/registered-models/update"),
+            Edit,
+            "MLflow: set a registered model's description",
+            axum::routing::patch(registry::update_model),
+        ),
+        route(
+            Method::DELETE,
+            at!("/registered-models/delete"),
+            Approve,
+            "MLflow: delete a registered model (none of its aliases may point anywhere)",
+            axum::routing::delete(registry::delete_model),
+        ),
+        route(
+            p.clone(),
+            at!("/registered-models/set-tag"),
+            Edit,
+            "MLflow: set a registered model's tag",
+            post(registry::set_model_tag),
+        ),
+        route(
+            Method::DELETE,
+            at!("/registered-models/delete-tag"),
+            Edit,
+            "MLflow: delete a registered model's tag",
+            axum::routing::delete(registry::delete_model_tag),
+        ),
+        route(
+            p.clone(),
+            at!("/registered-models/alias"),
+            Edit,
+            "MLflow: point an alias at a version (checked; a protected alias needs an approver); the move is kept",
+            post(registry::set_alias),
+        ),
+        route(
+            Method::DELETE,
+            at!("/registered-models/alias"),
+            Edit,
+            "MLflow: remove an alias (kept in its history)",
+            axum::routing::delete(registry::delete_alias),
+        ),
+        route(
+            g.clone(),
+            at!("/registered-models/alias"),
+            Read,
+            "MLflow: the version an alias points at",
+            get(registry::get_by_alias),
+        ),
+        route(
+            p.clone(),
+            at!("/registered-models/get-latest-versions"),
+            Read,
+            "MLflow: the latest version, or the versions at the aliases named as stages",
+            post(registry::latest_versions),
+        ),
+        route(
+            g.clone(),
+            at!("/registered-models/get-latest-versions"),
+            Read,
+            "MLflow: the latest version, or the versions at the aliases named as stages",
+            get(registry::latest_versions),
+        ),
+        route(
+            p.clone(),
+            at!("/model-versions/create"),
+            Edit,
+            "MLflow: register a version from files logged to a run (`runs:/` or `mlflow-artifacts:/`), signed",
+            post(registry::create_version),
+        ),
+        route(
+            g.clone(),
+            at!("/model-versions/get"),
+            Read,
+            "MLflow: a model version",
+            get(registry::get_version),
+        ),
+        route(
+            g.clone(),
+            at!("/model-versions/search"),
+            Read,
+            "MLflow: search model versions",
+            get(registry::search_versions),
+        ),
+        route(
+            g.clone(),
+            at!("/model-versions/get-download-uri"),
+            Read,
+            "MLflow: where a version's files are read through the artifact proxy",
+            get(registry::download_uri),
+        ),
+        route(
+            Method::PATCH,
+            at!("/model-versions/update"),
+            Edit,
+            "MLflow: set a version's description",
+            axum::routing::patch(registry::update_version),
+        ),
+        route(
+            Method::DELETE,
+            at!("/model-versions/delete"),
+            Approve,
+            "MLflow: delete a version (no alias may point at it)",
+            axum::routing::delete(registry::delete_version),
+        ),
+        route(
+            p.clone(),
+            at!("/model-versions/set-tag"),
+            Edit,
+            "MLflow: set a version's tag",
+            post(registry::set_version_tag),
+        ),
+        route(
+            Method::DELETE,
+            at!("/model-versions/delete-tag"),
+            Edit,
+            "MLflow: delete a version's tag",
+            axum::routing::delete(registry::delete_version_tag),
+        ),
+        route(
+            Method::PUT,
+            "/api/2.0/mlflow-artifacts/artifacts/{*path}",
+            Run,
+            "MLflow's artifact proxy: upload a file (its raw bytes) into the artifact store",
+            axum::routing::put(artifacts::upload),
+        ),
+        route(
+            g.clone(),
+            "/api/2.0/mlflow-artifacts/artifacts/{*path}",
+            Read,
+            "MLflow's artifact proxy: a file's bytes, checked against its digest",
+            get(artifacts::download),
+        ),
+        route(
+            g.clone(),
+            "/api/2.0/mlflow-artifacts/artifacts",
+            Read,
+            "MLflow's artifact proxy: a folder's files and folders (`?path=`)",
+            get(artifacts::list),
         ),
         route(
             g,
