@@ -141,3 +141,134 @@ steps:
         srv.request_as(Some(said.trim()), "GET", "/api/2.0/mlflow/experiments/search", b"", &[]);
     assert_eq!(code, 401, "an attempt's token stands only while it runs");
 }
+
+#[test]
+fn mlflows_registry_calls_work_under_sluices_rules() {
+    let Some(python) = python_with("mlflow", "mlflows_registry_calls_work_under_sluices_rules") else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let dags = sb.path("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    let srv = Server::start(&sb, &dags, &[]);
+    let (ok, out) = client(&python, &srv, "registry.py", &srv.token);
+    assert!(ok, "{out}");
+    assert_eq!(line(&out, "VERSIONS"), "VERSIONS ['1', '2']");
+    assert_eq!(line(&out, "LISTED"), "LISTED ['model/MLmodel', 'model/empty.txt', 'model/model.pkl']");
+    assert_eq!(line(&out, "ALIAS"), "ALIAS 2 True READY");
+    assert_eq!(
+        line(&out, "SAME"),
+        "SAME True ['MLmodel', 'empty.txt', 'model.pkl']",
+        "models:/churn@production reads back"
+    );
+    assert_eq!(line(&out, "MODELS"), "MODELS ['churn']");
+    assert_eq!(line(&out, "SEARCH"), "SEARCH ['2', '1']");
+    assert_eq!(line(&out, "RM"), "RM churn {'production': '2'}");
+    assert_eq!(line(&out, "NOVERSION"), "NOVERSION RESOURCE_DOES_NOT_EXIST");
+    assert_eq!(line(&out, "NOALIAS"), "NOALIAS INVALID_PARAMETER_VALUE");
+    assert_eq!(line(&out, "EXISTS"), "EXISTS RESOURCE_ALREADY_EXISTS");
+    assert_eq!(line(&out, "NOFILES"), "NOFILES INVALID_PARAMETER_VALUE");
+
+    // The version's record: its files, metrics and params from its run, MLmodel's schema.
+    let v = srv.json("/api/v1/models/churn/versions/2");
+    assert_eq!(v["check"]["ok"], true, "{v}");
+    assert_eq!(v["version"]["metrics"]["auc"], 0.95);
+    assert_eq!(v["version"]["params"]["lr"], "0.01");
+    assert_eq!(v["version"]["input_schema"][0], serde_json::json!({"name": "age", "type": "long"}));
+    assert_eq!(v["version"]["files"].as_object().unwrap().len(), 3);
+
+    let json = |body: &str| (body.as_bytes().to_vec(), [("Content-Type", "application/json")]);
+    let as_role = |role: &str| {
+        let out = sb.sluice(&["token", "create", &format!("t-{role}"), "--role", role]);
+        text(&out.stdout).lines().find(|l| l.starts_with("sluice_")).unwrap().to_string()
+    };
+    let (editor, approver) = (as_role("editor"), as_role("approver"));
+    // A protected alias: an editor may not move it, an approver may; the editor may move others.
+    let (code, body) = srv.request(
+        "POST",
+        "/api/v1/models/churn/aliases/production/protect",
+        br#"{"protected": true}"#,
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (b, h) = json(r#"{"version": 1, "reason": "try"}"#);
+    let (code, _, body) =
+        srv.request_as(Some(&editor), "POST", "/api/v1/models/churn/aliases/production", &b, &h);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("protected"), "{body}");
+    let (code, _, body) =
+        srv.request_as(Some(&editor), "POST", "/api/v1/models/churn/aliases/staging", &b, &h);
+    assert_eq!(code, 200, "{body}");
+    let (b, h) = json(r#"{"version": 1, "reason": "v2 regressed"}"#);
+    let (code, _, body) =
+        srv.request_as(Some(&approver), "POST", "/api/v1/models/churn/aliases/production", &b, &h);
+    assert_eq!(code, 200, "{body}");
+    // One command back: production returns to version 2; an editor cannot roll it back.
+    let (code, _, body) =
+        srv.request_as(Some(&editor), "POST", "/api/v1/models/churn/aliases/production/rollback", b"{}", &h);
+    assert_eq!(code, 403, "{body}");
+    let (code, _, body) = srv.request_as(
+        Some(&approver),
+        "POST",
+        "/api/v1/models/churn/aliases/production/rollback",
+        br#"{"reason": "undo"}"#,
+        &h,
+    );
+    assert_eq!(code, 200, "{body}");
+    let moved: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((moved["move"]["from"].as_u64(), moved["move"]["to"].as_u64()), (Some(1), Some(2)), "{moved}");
+    // Every move is kept: who, from, to, why.
+    let h = srv.json("/api/v1/models/churn/history?alias=production");
+    let moves: Vec<(Option<u64>, Option<u64>, String)> = h["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from"].as_u64(), m["to"].as_u64(), m["actor"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (None, Some(1), "token:admin".into()),
+            (Some(1), Some(2), "token:admin".into()),
+            (Some(2), Some(1), "token:t-approver".into()),
+            (Some(1), Some(2), "token:t-approver".into()),
+        ],
+        "{h}"
+    );
+    assert_eq!(h["moves"][3]["rollback"], true);
+    assert_eq!(h["moves"][2]["reason"], "v2 regressed");
+    let audit = srv.json("/api/v1/audit?action=model");
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(
+        actions.contains(&"model.rollback")
+            && actions.contains(&"model.protect")
+            && actions.contains(&"model.register"),
+        "{actions:?}"
+    );
+
+    // Bad input: a missing version, a reserved alias, a model that does not exist.
+    let (b, h) = json(r#"{"version": 9}"#);
+    assert_eq!(srv.request("POST", "/api/v1/models/churn/aliases/staging", &b, &h).0, 404);
+    assert_eq!(srv.request("POST", "/api/v1/models/churn/aliases/latest", &b, &h).0, 422);
+    assert_eq!(srv.request("POST", "/api/v1/models/nope/aliases/staging", &b, &h).0, 404);
+
+    // A version whose stored file was tampered with no longer checks, and no alias moves to it.
+    let digest = v["version"]["files"]["model.pkl"]["digest"].as_str().unwrap().to_string();
+    let hex = digest.trim_start_matches("sha256:");
+    let blob = sb.data().join("artifacts/sha256").join(&hex[..2]).join(&hex[2..]);
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[3] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let (b, h) = json(r#"{"version": 2}"#);
+    let (code, body) = srv.request("POST", "/api/v1/models/churn/aliases/canary", &b, &h);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("does not match its digest"), "{body}");
+    let shown = sb.sluice(&["model", "show", "churn", "--version", "2"]);
+    assert_eq!(shown.status.code(), Some(1), "{}", text(&shown.stdout));
+    assert!(text(&shown.stdout).contains("check     FAILED"), "{}", text(&shown.stdout));
+}

@@ -29,6 +29,9 @@ fn concrete(path: &str) -> String {
         .replace("{run}", "1")
         .replace("{step}", "a")
         .replace("{key}", "ci")
+        .replace("{alias}", "production")
+        .replace("{version}", "1")
+        .replace("{*path}", "0/probe/artifacts/probe.txt")
         .replace("{digest}", &format!("sha256:{}", "0".repeat(64)));
     if p.ends_with("/wait") {
         p.push_str("?timeout_s=1");
