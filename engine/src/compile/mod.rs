@@ -330,6 +330,7 @@ fn build(
                 gpu: res.gpu.unwrap_or(0),
             },
             prepare: eff.when.is_some() || eff.map.is_some(),
+            wait: kind.hooks().waits(),
         });
         steps.push(PlanStep { spec: eff, kind });
     }

@@ -60,6 +60,8 @@ pub enum TaskStatus {
     Queued,
     Running,
     Retrying,
+    /// Waits for a decision (an `approval:` step).
+    Waiting,
     Succeeded,
     Failed,
     TimedOut,
@@ -76,6 +78,9 @@ pub struct TaskReport {
     /// When its next attempt is queued, while it waits out a retry delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<i64>,
+    /// Until when it waits for a decision, if it has a deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decide_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -316,6 +321,10 @@ impl Engine {
                             TaskState::Retrying { at, .. } => Some(at),
                             _ => None,
                         },
+                        decide_by: match t.state {
+                            TaskState::Waiting { until, .. } if until > 0 => Some(until),
+                            _ => None,
+                        },
                     })
                     .collect();
                 let message = if state == StepState::Succeeded { None } else { f.reason.or(f.failure) };
@@ -361,6 +370,7 @@ impl TaskStatus {
             TaskState::Queued => TaskStatus::Queued,
             TaskState::Running { .. } => TaskStatus::Running,
             TaskState::Retrying { .. } => TaskStatus::Retrying,
+            TaskState::Waiting { .. } => TaskStatus::Waiting,
             TaskState::Succeeded => TaskStatus::Succeeded,
             TaskState::Failed => TaskStatus::Failed,
             TaskState::TimedOut => TaskStatus::TimedOut,

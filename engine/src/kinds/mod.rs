@@ -104,6 +104,11 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     fn input_folder(&self) -> Option<&'static str> {
         None
     }
+    /// Whether the step waits for a decision instead of running (an `approval:` step): the
+    /// core holds it in `waiting`, with no slot, until someone decides or its timeout passes.
+    fn waits(&self) -> bool {
+        false
+    }
     /// The artifacts the kind declares itself (a `train:` step's `model` and `metadata`).
     fn artifact_names(&self) -> &'static [&'static str] {
         &[]

@@ -77,6 +77,11 @@ pub struct CoreStep {
     pub resources: ResourceRequest,
     /// The step has `when:` or `map:`, which the driver evaluates before it is queued.
     pub prepare: bool,
+    /// The step waits for a decision instead of running (an `approval:` step): its task
+    /// holds no slot, and its decision arrives as the result of attempt 1; `timeout_ms` is
+    /// how long it waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
 }
 
 #[cfg(test)]

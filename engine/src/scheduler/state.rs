@@ -94,6 +94,8 @@ pub enum StepState {
     Running,
     /// An attempt failed; the next one waits for its backoff delay.
     Retrying,
+    /// Waits for a person's decision (an `approval:` step), holding no slot.
+    Waiting,
     Succeeded,
     Failed,
     /// `when:` was false, or its upstream steps were skipped.
@@ -106,7 +108,7 @@ pub enum StepState {
 
 lifecycle!(StepState {
     Pending => "pending", Ready => "ready", Running => "running", Retrying => "retrying",
-    Succeeded => "succeeded", Failed => "failed", Skipped => "skipped",
+    Waiting => "waiting", Succeeded => "succeeded", Failed => "failed", Skipped => "skipped",
     UpstreamFailed => "upstream_failed", Cancelled => "cancelled", TimedOut => "timed_out",
 });
 
@@ -135,10 +137,11 @@ impl StepState {
         use StepState::*;
         match self {
             Pending => matches!(next, Ready | Skipped | UpstreamFailed | Cancelled),
-            Ready => matches!(next, Running | Skipped | Succeeded | Failed | Cancelled),
+            Ready => matches!(next, Running | Waiting | Skipped | Succeeded | Failed | Cancelled),
             // A mapped step moves between these while its items run, retry and queue.
             Running => matches!(next, Ready | Retrying | Succeeded | Failed | TimedOut | Cancelled),
             Retrying => matches!(next, Ready | Running | Failed | TimedOut | Cancelled),
+            Waiting => matches!(next, Succeeded | Failed | TimedOut | Cancelled),
             Succeeded | Failed | Skipped | UpstreamFailed | Cancelled | TimedOut => false,
         }
     }
@@ -167,6 +170,13 @@ pub enum TaskState {
         attempt: u32,
         at: i64,
     },
+    /// Waiting for a decision (an `approval:` step) since `since`, until `until` (0: no
+    /// deadline); holds no slot. The decision arrives as the result of attempt `attempt`.
+    Waiting {
+        attempt: u32,
+        since: i64,
+        until: i64,
+    },
     Succeeded,
     Failed,
     TimedOut,
@@ -182,7 +192,8 @@ impl TaskState {
         use TaskState::*;
         matches!(
             (self, next),
-            (Queued, Running { .. } | Cancelled | Failed)
+            (Queued, Running { .. } | Waiting { .. } | Cancelled | Failed)
+                | (Waiting { .. }, Succeeded | Failed | TimedOut | Cancelled)
                 | (Running { .. }, Queued | Retrying { .. } | Succeeded | Failed | TimedOut | Cancelled)
                 | (Retrying { .. }, Queued | Cancelled)
         )
@@ -227,6 +238,7 @@ mod tests {
             (Pending, UpstreamFailed),
             (Pending, Cancelled),
             (Ready, Running),
+            (Ready, Waiting),
             (Ready, Skipped),
             (Ready, Succeeded),
             (Ready, Failed),
@@ -242,6 +254,10 @@ mod tests {
             (Retrying, Failed),
             (Retrying, TimedOut),
             (Retrying, Cancelled),
+            (Waiting, Succeeded),
+            (Waiting, Failed),
+            (Waiting, TimedOut),
+            (Waiting, Cancelled),
         ];
         for from in StepState::ALL {
             for to in StepState::ALL {
@@ -271,5 +287,8 @@ mod tests {
         assert!(!Queued.can_become(Succeeded));
         assert!(!Succeeded.can_become(Queued));
         assert!(!Retrying { attempt: 1, at: 5 }.can_become(Succeeded));
+        let w = Waiting { attempt: 1, since: 0, until: 0 };
+        assert!(w.can_become(Succeeded) && w.can_become(TimedOut) && w.can_become(Cancelled));
+        assert!(!w.can_become(Queued) && !w.can_become(r) && Queued.can_become(w));
     }
 }

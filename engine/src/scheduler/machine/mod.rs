@@ -53,6 +53,8 @@ pub struct RunMachine {
     unfinished: usize,
     running: usize,
     invalid_transitions: u64,
+    /// The time of the event being applied.
+    now: Millis,
 }
 
 impl RunMachine {
@@ -67,6 +69,7 @@ impl RunMachine {
             unfinished: n,
             running: 0,
             invalid_transitions: 0,
+            now: 0,
         }
     }
 
@@ -125,17 +128,34 @@ impl RunMachine {
             && self.slots.get(step as usize).is_some_and(|s| s.preparing && s.state() == StepState::Ready)
     }
 
-    /// Whether `attempt` is the running attempt of its task in an active run.
+    /// Whether `attempt` is the running attempt of its task in an active run, or the attempt
+    /// a waiting task's decision is (a decision is taken while the run is interrupted too).
     fn is_current(&self, step: StepIx, item: u32, attempt: u32) -> bool {
-        self.is_active()
-            && self
-                .task(step, item)
-                .is_some_and(|t| matches!(t.state, TaskState::Running { attempt: a, .. } if a == attempt))
+        match self.task(step, item).map(|t| t.state) {
+            Some(TaskState::Running { attempt: a, .. }) => a == attempt && self.is_active(),
+            Some(TaskState::Waiting { attempt: a, .. }) => {
+                a == attempt
+                    && matches!(
+                        self.state,
+                        RunState::Running | RunState::Interrupting | RunState::Interrupted
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a task waits for a decision, and as which attempt.
+    pub fn waiting(&self, step: StepIx, item: u32) -> Option<u32> {
+        match self.task(step, item)?.state {
+            TaskState::Waiting { attempt, .. } => Some(attempt),
+            _ => None,
+        }
     }
 
     /// Applies one event at time `now` and returns what the driver must do.
     pub fn apply(&mut self, event: &Event, now: Millis) -> Vec<Action> {
         let mut out = Vec::new();
+        self.now = now;
         match event {
             Event::Start => self.on_start(&mut out),
             Event::Prepared { step, outcome } => self.on_prepared(*step, outcome, &mut out),
@@ -252,12 +272,30 @@ impl RunMachine {
             self.finish_step(step, StepState::Succeeded, out);
             return;
         }
+        if self.steps[step as usize].wait {
+            self.start_waiting(step, out);
+            return;
+        }
         if self.state == RunState::Running {
             let cs = &self.steps[step as usize];
             for item in 0..n as u32 {
                 out.push(Action::Enqueue { step, item, priority: cs.priority, resources: cs.resources });
             }
         }
+    }
+
+    /// A waiting step's tasks wait for their decision from now on, each as attempt 1, with
+    /// a timer for its deadline; they hold no slot.
+    fn start_waiting(&mut self, step: StepIx, out: &mut Vec<Action>) {
+        let until = self.steps[step as usize].timeout_ms.map_or(0, |t| self.now.saturating_add(t as i64));
+        for item in 0..self.slots[step as usize].tasks.len() as u32 {
+            self.slots[step as usize].tasks[item as usize].attempts = 1;
+            self.set_task(step, item, TaskState::Waiting { attempt: 1, since: self.now, until });
+            if until > 0 && self.state == RunState::Running {
+                out.push(Action::ArmTimer { step, item, attempt: 1, kind: TimerKind::Timeout, at: until });
+            }
+        }
+        self.refresh_step(step, out);
     }
 
     fn on_prepared(&mut self, step: StepIx, outcome: &PrepareOutcome, out: &mut Vec<Action>) {
@@ -320,6 +358,18 @@ impl RunMachine {
     ) {
         if !self.is_current(step, item, attempt) {
             return; // a stale or duplicate result: fenced off
+        }
+        let waited = matches!(self.task(step, item).map(|t| t.state), Some(TaskState::Waiting { .. }));
+        if waited {
+            // A decision: final, never retried; the waiting task held no slot.
+            match outcome {
+                Outcome::Succeeded { .. } => self.set_task(step, item, TaskState::Succeeded),
+                Outcome::TimedOut { .. } => self.set_task(step, item, TaskState::TimedOut),
+                Outcome::Cancelled { .. } => self.set_task(step, item, TaskState::Cancelled),
+                Outcome::Failed { .. } => self.set_task(step, item, TaskState::Failed),
+            }
+            self.refresh_step(step, out);
+            return;
         }
         out.push(Action::Release { step, item });
         if self.state == RunState::Interrupting && !matches!(outcome, Outcome::Succeeded { .. }) {
@@ -388,6 +438,14 @@ impl RunMachine {
                     self.refresh_step(step, out);
                 }
             }
+            TimerKind::Timeout if matches!(task.state, TaskState::Waiting { attempt: a, .. } if a == attempt) =>
+            {
+                // Nobody decided in time.
+                if self.state == RunState::Running {
+                    self.set_task(step, item, TaskState::TimedOut);
+                    self.refresh_step(step, out);
+                }
+            }
             TimerKind::Timeout => {
                 let running = matches!(task.state, TaskState::Running { attempt: a, .. } if a == attempt);
                 if running && self.state == RunState::Running {
@@ -406,7 +464,7 @@ impl RunMachine {
         if slot.state().is_terminal() || slot.tasks.is_empty() {
             return;
         }
-        let mut any = [false; 7];
+        let mut any = [false; 8];
         for t in &slot.tasks {
             let k = match t.state {
                 TaskState::Queued => 0,
@@ -416,10 +474,11 @@ impl RunMachine {
                 TaskState::Failed => 4,
                 TaskState::TimedOut => 5,
                 TaskState::Cancelled => 6,
+                TaskState::Waiting { .. } => 7,
             };
             any[k] = true;
         }
-        let all_terminal = !any[0] && !any[1] && !any[2];
+        let all_terminal = !any[0] && !any[1] && !any[2] && !any[7];
         if all_terminal {
             let state = if any[4] {
                 StepState::Failed
@@ -434,6 +493,8 @@ impl RunMachine {
         } else {
             let state = if any[1] {
                 StepState::Running
+            } else if any[7] {
+                StepState::Waiting
             } else if any[2] {
                 StepState::Retrying
             } else {

@@ -21,7 +21,7 @@ fn shape() -> impl Strategy<Value = Shape> {
         .prop_flat_map(|n| {
             let edges = proptest::collection::vec((0..n as u32, 0..n as u32), 0..n * 2);
             let rules = proptest::collection::vec(0u8..5, n);
-            let flags = proptest::collection::vec((any::<bool>(), 0u32..3, any::<bool>()), n);
+            let flags = proptest::collection::vec((any::<bool>(), 0u32..3, any::<bool>(), 0u8..5), n);
             (Just(n), edges, rules, flags)
         })
         .prop_map(|(n, edges, rules, flags)| {
@@ -44,6 +44,8 @@ fn shape() -> impl Strategy<Value = Shape> {
                 s.prepare = flags[i].0;
                 s.retry = RetryPolicy { count: flags[i].1, delay_ms: 10, ..RetryPolicy::default() };
                 s.timeout_ms = flags[i].2.then_some(50);
+                // Some steps wait for a decision (approvals) instead of running.
+                s.wait = flags[i].3 == 0;
             }
             Shape { steps }
         })
@@ -88,12 +90,13 @@ impl Sim {
         let before: Vec<StepState> =
             (0..self.steps.len() as u32).map(|s| self.machine.step_state(s)).collect();
         if let Event::Finished { step, item, attempt, outcome: Outcome::Succeeded { .. } } = &event
-            && self
-                .machine
-                .tasks(*step)
-                .get(*item as usize)
-                .is_some_and(|t| matches!(t.state, TaskState::Running { attempt: a, .. } if a == *attempt))
-            && self.machine.state() == RunState::Running
+            && self.machine.tasks(*step).get(*item as usize).is_some_and(|t| match t.state {
+                TaskState::Running { attempt: a, .. } => {
+                    a == *attempt && self.machine.state() == RunState::Running
+                }
+                TaskState::Waiting { attempt: a, .. } => a == *attempt,
+                _ => false,
+            })
         {
             *self.successes.entry((*step, *item)).or_default() += 1;
         }
@@ -132,6 +135,13 @@ impl Sim {
                     outcome: Outcome::Cancelled { message: "killed".into() },
                 }),
                 Action::Withdraw { .. } | Action::Release { .. } => {}
+                Action::StepChanged { step, state: StepState::Waiting } => {
+                    // Someone decides, some time later: approve or reject each item.
+                    for item in 0..self.machine.tasks(step).len() as u32 {
+                        let outcome = if choice % 3 == 0 { fail(false) } else { ok() };
+                        self.pending.push(Event::Finished { step, item, attempt: 1, outcome });
+                    }
+                }
                 Action::StepChanged { .. } | Action::RunChanged { .. } => {}
             }
         }
@@ -169,8 +179,10 @@ impl Sim {
             if !tasks.is_empty() && st != StepState::Cancelled {
                 assert_eq!(st.is_terminal(), tasks.iter().all(|t| t.state.is_terminal()), "step {s} is {st}");
             }
-            if matches!(st, StepState::Running | StepState::Retrying | StepState::Succeeded)
-                && !tasks.is_empty()
+            if matches!(
+                st,
+                StepState::Running | StepState::Retrying | StepState::Waiting | StepState::Succeeded
+            ) && !tasks.is_empty()
                 && !self.steps[s as usize].upstream.is_empty()
             {
                 let cs = &self.steps[s as usize];

@@ -93,6 +93,14 @@ impl RunMachine {
                     TaskState::Retrying { attempt, at } => {
                         out.push(Action::ArmTimer { step, item, attempt, kind: TimerKind::Retry, at })
                     }
+                    // Still waiting for its decision: its deadline again.
+                    TaskState::Waiting { attempt, until, .. } if until > 0 => out.push(Action::ArmTimer {
+                        step,
+                        item,
+                        attempt,
+                        kind: TimerKind::Timeout,
+                        at: until,
+                    }),
                     _ => {}
                 }
             }

@@ -19,6 +19,7 @@ pub(super) fn dag(n: usize, edges: &[(u32, u32)]) -> Vec<CoreStep> {
             priority: 0,
             resources: ResourceRequest { cpu: 1, memory: 0, gpu: 0 },
             prepare: false,
+            wait: false,
         })
         .collect();
     for &(a, b) in edges {
@@ -397,4 +398,97 @@ fn accepts_only_current_results_and_awaited_decisions() {
     assert!(!m.accepts(&fin(0, 2, ok())), "no such attempt yet");
     m.apply(&Event::Timer { step: 0, item: 0, attempt: 1, kind: TimerKind::Timeout }, 10);
     assert!(!m.accepts(&fin(0, 1, ok())), "the attempt timed out; its late success is stale");
+}
+
+/// A chain whose middle step waits for a decision (an approval) for at most 1000 ms.
+fn approval_chain() -> RunMachine {
+    let mut steps = dag(3, &[(0, 1), (1, 2)]);
+    steps[1].wait = true;
+    steps[1].timeout_ms = Some(1000);
+    steps[1].retry.count = 3;
+    machine(steps)
+}
+
+#[test]
+fn a_waiting_step_holds_no_slot_and_its_decision_moves_the_run() {
+    let mut m = approval_chain();
+    m.apply(&Event::Start, 0);
+    m.apply(&Event::Admitted { step: 0, item: 0 }, 0);
+    let a = m.apply(&fin(0, 1, ok()), 10);
+    assert_eq!(m.step_state(1), StepState::Waiting);
+    assert!(enqueued(&a).is_empty(), "it is never queued: {a:?}");
+    assert!(!a.iter().any(|x| matches!(x, Action::Execute { .. })));
+    assert!(has(&a, &Action::ArmTimer { step: 1, item: 0, attempt: 1, kind: TimerKind::Timeout, at: 1010 }));
+    assert_eq!(m.running_count(), 0);
+    assert_eq!(m.waiting(1, 0), Some(1));
+    // Another attempt's result is fenced off; the decision is attempt 1's.
+    assert!(m.apply(&fin(1, 2, ok()), 20).is_empty());
+    let a = m.apply(&fin(1, 1, ok()), 30);
+    assert!(!has(&a, &Action::Release { step: 1, item: 0 }), "it held no slot");
+    assert_eq!(m.step_state(1), StepState::Succeeded);
+    assert_eq!(enqueued(&a), vec![2]);
+    // A second decision, and its late deadline, change nothing.
+    assert!(m.apply(&fin(1, 1, fail(false)), 40).is_empty());
+    m.apply(&Event::Timer { step: 1, item: 0, attempt: 1, kind: TimerKind::Timeout }, 1010);
+    assert_eq!(m.step_state(1), StepState::Succeeded);
+    m.apply(&Event::Admitted { step: 2, item: 0 }, 50);
+    m.apply(&fin(2, 1, ok()), 60);
+    assert_eq!(m.state(), RunState::Succeeded);
+    assert_eq!(m.invalid_transitions(), 0);
+}
+
+#[test]
+fn a_rejection_fails_without_retries_and_a_deadline_times_out() {
+    let mut m = approval_chain();
+    m.apply(&Event::Start, 0);
+    m.apply(&Event::Admitted { step: 0, item: 0 }, 0);
+    m.apply(&fin(0, 1, ok()), 10);
+    m.apply(&fin(1, 1, fail(true)), 20);
+    assert_eq!(m.step_state(1), StepState::Failed, "a rejection is final, whatever the retry policy");
+    assert_eq!(m.step_state(2), StepState::UpstreamFailed);
+    assert_eq!(m.state(), RunState::Failed);
+
+    let mut m = approval_chain();
+    m.apply(&Event::Start, 0);
+    m.apply(&Event::Admitted { step: 0, item: 0 }, 0);
+    m.apply(&fin(0, 1, ok()), 10);
+    let a = m.apply(&Event::Timer { step: 1, item: 0, attempt: 1, kind: TimerKind::Timeout }, 1010);
+    assert!(!a.iter().any(|x| matches!(x, Action::Kill { .. } | Action::Release { .. })), "{a:?}");
+    assert_eq!(m.step_state(1), StepState::TimedOut);
+    assert_eq!(m.state(), RunState::Failed);
+    assert_eq!(m.invalid_transitions(), 0);
+}
+
+#[test]
+fn a_wait_survives_interrupt_and_resume_and_may_be_decided_meanwhile() {
+    let mut m = approval_chain();
+    m.apply(&Event::Start, 0);
+    m.apply(&Event::Admitted { step: 0, item: 0 }, 0);
+    m.apply(&fin(0, 1, ok()), 10);
+    m.apply(&Event::Interrupt, 20);
+    assert_eq!(m.state(), RunState::Interrupted, "a wait holds nothing that must stop");
+    assert_eq!(m.step_state(1), StepState::Waiting);
+    // Decided while no engine drives the run: the next step is queued on resume.
+    let a = m.apply(&fin(1, 1, ok()), 30);
+    assert!(enqueued(&a).is_empty(), "not while interrupted");
+    assert_eq!(m.step_state(1), StepState::Succeeded);
+    let a = m.apply(&Event::Resume, 40);
+    assert_eq!(enqueued(&a), vec![2]);
+
+    // Still waiting when a new engine takes over: its deadline is armed again.
+    let mut m = approval_chain();
+    m.apply(&Event::Start, 0);
+    m.apply(&Event::Admitted { step: 0, item: 0 }, 0);
+    m.apply(&fin(0, 1, ok()), 10);
+    let a = m.apply(&Event::Resume, 500);
+    assert!(
+        has(&a, &Action::ArmTimer { step: 1, item: 0, attempt: 1, kind: TimerKind::Timeout, at: 1010 }),
+        "{a:?}"
+    );
+    assert_eq!(m.step_state(1), StepState::Waiting);
+    // Cancel ends the wait.
+    m.apply(&Event::Cancel, 600);
+    assert_eq!(m.step_state(1), StepState::Cancelled);
+    assert_eq!(m.state(), RunState::Cancelled);
+    assert_eq!(m.invalid_transitions(), 0);
 }
