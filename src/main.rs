@@ -106,6 +106,17 @@ enum Command {
         /// Only this step's.
         step: Option<String>,
     },
+    /// Approve (or with --reject, reject) a step of a run that waits for a decision (an
+    /// `approval:` step); never as the one who started the run.
+    Approve {
+        run: String,
+        step: String,
+        #[arg(long)]
+        reject: bool,
+        /// Why, kept with the decision and in the audit log.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
     /// Registered models: their latest version and aliases.
     Models,
     /// One registered model: show it (a version, the alias history), move an alias, roll one
@@ -374,6 +385,14 @@ fn main() -> ExitCode {
         Command::Metrics { run, step } => {
             cli::metrics::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run, step.as_deref())
         }
+        Command::Approve { run, step, reject, comment } => cli::approve::approve(
+            &cli.data_dir,
+            cli.server.as_deref(),
+            cli.output,
+            (&run, &step),
+            reject,
+            &comment,
+        ),
         Command::Models => cli::models::list(&cli.data_dir, cli.server.as_deref(), cli.output),
         Command::Model { command } => {
             cli::models::run(&cli.data_dir, cli.server.as_deref(), cli.output, command)

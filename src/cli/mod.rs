@@ -1,5 +1,6 @@
 //! One module per group of commands.
 
+pub(crate) mod approve;
 pub(crate) mod artifacts;
 pub(crate) mod cache;
 pub(crate) mod client;

@@ -232,7 +232,7 @@ pub(crate) fn run(
             let v = either(
                 data_dir,
                 server,
-                |e| Ok(json!({ "v": 1, "move": e.move_alias(&name, &alias, Some(n), &owner(), &reason, Cause::default())? })),
+                |e| Ok(json!({ "v": 1, "move": e.registry().move_alias(&name, &alias, Some(n), &owner(), &reason, Cause::default())? })),
                 (Method::POST, path, Some(body)),
             )?;
             print(output, &v, said_move)
@@ -242,7 +242,7 @@ pub(crate) fn run(
             let v = either(
                 data_dir,
                 server,
-                |e| Ok(json!({ "v": 1, "move": e.rollback_alias(&name, &alias, &owner(), &reason)? })),
+                |e| Ok(json!({ "v": 1, "move": e.registry().rollback_alias(&name, &alias, &owner(), &reason)? })),
                 (Method::POST, path, Some(json!({ "reason": reason }))),
             )?;
             print(output, &v, said_move)
@@ -258,7 +258,7 @@ pub(crate) fn run(
             let v = either(
                 data_dir,
                 server,
-                |e| Ok(json!({ "v": 1, "protected": e.protect_alias(&name, &alias, !off, &owner())?.protected })),
+                |e| Ok(json!({ "v": 1, "protected": e.registry().protect_alias(&name, &alias, !off, &owner())?.protected })),
                 (Method::POST, path, Some(json!({ "protected": !off }))),
             )?;
             print(output, &v, |v| {

@@ -44,6 +44,13 @@ pub(crate) async fn show(mut rx: mpsc::UnboundedReceiver<Notice>, total: u64) {
                     line(&bar, format!("{mark} {run} {step}: {state}{took}{tries}"));
                 } else if state == StepState::Retrying {
                     line(&bar, format!("     {run} {step}: attempt {attempt} failed; retrying"));
+                } else if state == StepState::Waiting {
+                    line(
+                        &bar,
+                        format!(
+                            "wait {run} {step}: waiting for a decision (`sluice approve {run} {step}` through a server, or stop this run, approve it, and `sluice resume {run}`)"
+                        ),
+                    );
                 }
                 bar.set_message(running.join(", "));
             }

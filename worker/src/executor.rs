@@ -42,6 +42,16 @@ pub enum ExecSpec {
     Container(ContainerSpec),
     Wasm(WasmSpec),
     Train(TrainSpec),
+    Builtin(BuiltinSpec),
+}
+
+/// A step the engine carries out itself (the registry's `register:`, `gate:`, `promote:`):
+/// the operation and its rendered arguments. The worker only passes it to the executor the
+/// engine installed ([`ExecutorSet::with_builtin`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuiltinSpec {
+    pub op: String,
+    pub args: Value,
 }
 
 /// A host file an attempt reads, and the name it is seen under (`/sluice/inputs/<name>` in a
@@ -238,7 +248,28 @@ pub struct ExecutorSet {
     container: ContainerExecutor,
     wasm: WasmExecutor,
     train: TrainExecutor,
+    builtin: Arc<dyn Executor>,
     every: Option<Arc<dyn Executor>>,
+}
+
+/// Built-in steps with no engine to carry them out.
+struct NoBuiltin;
+
+impl Executor for NoBuiltin {
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn execute(
+        &self,
+        _: AttemptRequest,
+        _: Arc<dyn AttemptSink>,
+        _: watch::Receiver<Option<KillSignal>>,
+    ) -> BoxFuture<AttemptOutcome> {
+        Box::pin(async {
+            AttemptOutcome::failed(ExecError::fatal("this engine has no executor for built-in steps"))
+        })
+    }
 }
 
 impl ExecutorSet {
@@ -248,8 +279,15 @@ impl ExecutorSet {
             container: ContainerExecutor::new(docker),
             wasm: WasmExecutor::new(wasm),
             train: TrainExecutor,
+            builtin: Arc::new(NoBuiltin),
             every: None,
         }
+    }
+
+    /// The executor of built-in steps (the engine's own).
+    pub fn with_builtin(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.builtin = executor;
+        self
     }
 
     /// A set where `executor` carries out every attempt, whatever its spec: for benchmarks
@@ -267,6 +305,7 @@ impl ExecutorSet {
             ExecSpec::Container(_) => &self.container,
             ExecSpec::Wasm(_) => &self.wasm,
             ExecSpec::Train(_) => &self.train,
+            ExecSpec::Builtin(_) => self.builtin.as_ref(),
         }
     }
 

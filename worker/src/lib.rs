@@ -22,7 +22,7 @@ pub use container::{
 pub use error::{ErrorKind, ExecError};
 pub use executor::{
     ATTEMPT_REQUEST_VERSION, AttemptFiles, AttemptId, AttemptOutcome, AttemptRequest, AttemptSink, BoxFuture,
-    ExecSpec, Executor, ExecutorSet, InputFile, KillSignal, KillSwitch, LogStream, ProcessSpec,
+    BuiltinSpec, ExecSpec, Executor, ExecutorSet, InputFile, KillSignal, KillSwitch, LogStream, ProcessSpec,
 };
 pub use outputs::{MAX_OUTPUTS_BYTES, open_step_file, read_outputs_file};
 pub use process::stragglers::adopt_orphans;

@@ -173,6 +173,18 @@ fn check_kind(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
         {
             cx.at(&push_pointer(sp, "workdir"), format!("step `{id}`: {why}"));
         }
+        if block.waits() {
+            // A wait is one decision, with its own deadline.
+            if step.map.is_some() {
+                cx.at(&push_pointer(sp, "map"), format!("step `{id}`: an `{key}:` step cannot be mapped"));
+            }
+            if step.timeout.is_some() {
+                cx.at(
+                    &push_pointer(sp, "timeout"),
+                    format!("step `{id}`: set how long it waits with `{key}: {{timeout: ...}}`"),
+                );
+            }
+        }
     }
     for p in problems {
         cx.at(&p.pointer, p.message);

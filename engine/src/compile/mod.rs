@@ -297,7 +297,12 @@ fn build(
         let kind = eff.take_kinds().into_iter().next().expect("a checked step has one kind");
         let own_env = std::mem::take(&mut eff.env);
         eff.retries = eff.retries.or_else(|| d.retries.clone());
-        eff.timeout = eff.timeout.or(d.timeout).or(kind.hooks().default_timeout().map(DurationSpec));
+        eff.timeout = if kind.hooks().waits() {
+            // A wait's own deadline (its block says it), whatever the pipeline's defaults.
+            kind.hooks().default_timeout().map(DurationSpec)
+        } else {
+            eff.timeout.or(d.timeout).or(kind.hooks().default_timeout().map(DurationSpec))
+        };
         eff.workdir = eff.workdir.or_else(|| d.workdir.clone());
         eff.resources = eff.resources.or_else(|| d.resources.clone());
         eff.priority = eff.priority.or(d.priority);

@@ -126,6 +126,7 @@ impl Engine {
             RunRecord::new(id, plan.name(), &plan.hash, new.params, new.trigger, plan.ids.len() as u32, now);
         record.cause = new.cause;
         record.cache = new.cache;
+        record.actor = Some(actor.clone());
         match &new.key {
             Some((key, window)) => {
                 if let Claim::Held { run } = self.store.claim_run(&record, key, *window, now)? {

@@ -2,7 +2,9 @@
 //! group commit), applies them to each run's machine, and carries out the resulting actions:
 //! admission, executors, timers and kills.
 
+mod approval;
 mod attempt;
+mod builtin;
 mod cache;
 mod code;
 mod control;
@@ -25,12 +27,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use approval::{Decided, Decider};
 pub use cache::{CacheExplanation, differences};
 pub use control::{Control, Fault, Notice};
 pub use create::{Created, NewRun};
 pub use gc::{GcItem, GcReport};
 pub use openlineage::{LineageOptions, LineageTarget};
-pub use registry::{Actor, NewVersion};
+pub use registry::{Actor, NewVersion, Registry};
 pub use replay::{Notes, Replayed};
 pub use report::{AttemptEnd, AttemptReport, REPORT_VERSION, RunReport, StepReport, TaskReport, TaskStatus};
 pub use sink::{MAX_LOG_BYTES, TAIL_BYTES};
@@ -250,7 +253,7 @@ impl Engine {
             file: opts.audit_file.clone().unwrap_or_else(|| default_audit_file(store.dir())),
         });
         let attempt_tokens = Arc::new(tracking::AttemptTokens::new().map_err(EngineError::Invalid)?);
-        Ok(Engine {
+        let mut engine = Engine {
             key,
             api: Default::default(),
             attempt_tokens,
@@ -260,7 +263,11 @@ impl Engine {
             executors: ExecutorSet::new(docker, wasm),
             plans: Default::default(),
             kept_code: Default::default(),
-        })
+        };
+        // The registry's steps are the engine's own work.
+        let builtins = Arc::new(builtin::Builtins::new(engine.registry()));
+        engine.executors = engine.executors.clone().with_builtin(builtins);
+        Ok(engine)
     }
 
     pub fn executors(&self) -> &ExecutorSet {
@@ -300,6 +307,8 @@ impl Engine {
     /// Replaces the clock (tests run the engine on paused tokio time).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.opts.clock = clock;
+        let builtins = Arc::new(builtin::Builtins::new(self.registry()));
+        self.executors = self.executors.clone().with_builtin(builtins);
         self
     }
 

@@ -69,7 +69,7 @@ impl Engine {
         if v.attempt.is_some() {
             checked.push("provenance");
         }
-        let check = match self.verify_version(&v)? {
+        let check = match self.registry().verify_version(&v)? {
             Ok(()) => json!({ "ok": true, "checked": checked }),
             Err(e) => json!({ "ok": false, "error": e }),
         };

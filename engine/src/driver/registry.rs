@@ -57,7 +57,35 @@ fn refused(kind: Refusal, message: impl Into<String>) -> EngineError {
     EngineError::Store(StoreError::Refused(kind, message.into()))
 }
 
+/// The registry's operations: what they need of an engine (its store, signing key and
+/// clock), cheap to make and to clone, so that built-in steps use them too.
+#[derive(Clone)]
+pub struct Registry {
+    store: crate::store::Store,
+    key: std::sync::Arc<crate::security::keys::SigningKey>,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
 impl Engine {
+    /// The registry of this engine's data folder.
+    pub fn registry(&self) -> Registry {
+        Registry { store: self.store.clone(), key: self.key.clone(), clock: self.clock().clone() }
+    }
+}
+
+impl Registry {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn audit(&self, action: Action) -> Result<u64> {
+        Ok(self.store.audit(action, self.now_ms())?)
+    }
+
+    pub fn store(&self) -> &crate::store::Store {
+        &self.store
+    }
+
     /// Makes a registered model (audited).
     pub fn create_model(
         &self,
@@ -110,7 +138,7 @@ impl Engine {
         &self,
         new: NewVersion,
         actor: &Actor,
-        task: Option<(u64, u32, u32)>,
+        task: Option<(u64, &str, u32)>,
     ) -> Result<(ModelVersion, bool)> {
         check_model_name(&new.name).map_err(|m| refused(Refusal::Invalid, m))?;
         if new.files.is_empty() {
@@ -179,7 +207,7 @@ impl Engine {
                 signatures: Vec::new(),
             },
         };
-        v.registration = sign_registration(self.signing_key(), &v);
+        v.registration = sign_registration(&self.key, &v);
         model.last_version = v.version;
         model.updated = now;
         store.put_model_version(&v)?;
@@ -212,7 +240,7 @@ impl Engine {
     /// the signed provenance of the attempt that made its main artifact (for one a pipeline
     /// made). `Err` says what does not hold.
     pub fn verify_version(&self, v: &ModelVersion) -> Result<std::result::Result<(), String>> {
-        if let Err(e) = verify_registration(v, self.signing_key().public()) {
+        if let Err(e) = verify_registration(v, self.key.public()) {
             return Ok(Err(format!("its registration does not verify: {e}")));
         }
         let blobs = self.store.blobs();
@@ -222,7 +250,7 @@ impl Engine {
             }
         }
         if v.attempt.is_some() {
-            let checked = self.store.verify_artifact(&v.artifact, self.signing_key().public())?;
+            let checked = self.store.verify_artifact(&v.artifact, self.key.public())?;
             if !checked.ok {
                 let why: Vec<String> = checked.attestations.iter().filter_map(|a| a.error.clone()).collect();
                 return Ok(Err(format!(

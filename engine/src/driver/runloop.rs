@@ -205,6 +205,15 @@ impl Engine {
                             }
                         }
                         Some(Control::Start(run)) => tracing::warn!(run, "not starting the run: the engine is stopping or already drives it"),
+                        Some(Control::Decide { run, step, item, attempt, outcome }) if d.runs.contains_key(&run) => {
+                            d.backlog.push_back((run, Event::Finished { step, item, attempt, outcome }));
+                        }
+                        Some(Control::Decide { run, step, item, attempt, outcome }) => {
+                            // A run this driver does not hold (interrupted): into its log.
+                            if let Err(e) = self.log_decision(run, step, item, attempt, outcome) {
+                                tracing::error!(run, error = %e, "cannot record the decision");
+                            }
+                        }
                         None => controls_open = false,
                     },
                     changed = shutdown.changed(), if stop_open => {

@@ -9,8 +9,12 @@
 //! kind is a module here and a line in that list (docs/ARCHITECTURE.md, "How to add a step
 //! kind").
 
+pub mod approval;
 pub mod container;
+pub mod gate;
 pub mod process;
+pub mod promote;
+pub mod register;
 pub mod train;
 pub mod wasm;
 
@@ -34,6 +38,10 @@ macro_rules! step_kinds {
             container: Container($crate::kinds::container::ContainerBlock) "Run a Docker container.",
             wasm: Wasm($crate::kinds::wasm::WasmBlock) "Run a WASM plugin inside the engine.",
             train: Train($crate::kinds::train::TrainBlock) "Train a built-in model.",
+            register: Register($crate::kinds::register::RegisterBlock) "Register a model version from an upstream step's artifacts.",
+            gate: Gate($crate::kinds::gate::GateBlock) "Check a model version's metrics against thresholds and against an alias's version.",
+            approval: Approval($crate::kinds::approval::ApprovalBlock) "Wait for a person to approve or reject.",
+            promote: Promote($crate::kinds::promote::PromoteBlock) "Point a model's alias at a version.",
         }
     };
 }

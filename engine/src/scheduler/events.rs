@@ -142,7 +142,7 @@ pub enum Event {
         #[serde(default)]
         outputs: Value,
         /// Its artifacts, by item.
-        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty", with = "item_keys")]
         artifacts: std::collections::BTreeMap<u32, Vec<Produced>>,
     },
 }
@@ -159,4 +159,63 @@ pub enum Action {
     Kill { step: StepIx, item: u32, attempt: u32, reason: KillReason },
     StepChanged { step: StepIx, state: StepState },
     RunChanged { state: RunState },
+}
+
+/// A map by item number, written with the numbers as JSON object keys (`"0"`). Read back by
+/// hand: inside an internally tagged enum such as [`Event`], serde buffers the map and a
+/// number key arrives as text, which `u32` alone does not take.
+mod item_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Produced;
+
+    pub(super) fn serialize<S: Serializer>(
+        m: &BTreeMap<u32, Vec<Produced>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let by_text: BTreeMap<String, &Vec<Produced>> = m.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        by_text.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u32, Vec<Produced>>, D::Error> {
+        BTreeMap::<String, Vec<Produced>>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                k.parse::<u32>()
+                    .map(|k| (k, v))
+                    .map_err(|_| D::Error::custom(format!("`{k}` is not an item number")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_steps_artifacts_by_item_survive_the_event_log() {
+        let a = Produced {
+            name: "model".into(),
+            file: "m.bin".into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size: 3,
+            media_type: "application/octet-stream".into(),
+        };
+        let e = Event::Reused {
+            step: 1,
+            from_run: 4,
+            items: None,
+            outputs: Value::Null,
+            artifacts: [(0, vec![a.clone()]), (12, vec![a])].into(),
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains("\"12\""), "{text}");
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), e);
+    }
 }

@@ -84,6 +84,14 @@ impl Role {
         }
     }
 
+    /// Whether this role holds everything `other` holds (`events` holds only itself).
+    pub fn at_least(self, other: Role) -> bool {
+        match (self.rank(), other.rank()) {
+            (Some(mine), Some(theirs)) => mine >= theirs,
+            _ => self == other,
+        }
+    }
+
     /// Whether this role may do `p`.
     pub fn allows(self, p: Permission) -> bool {
         let at_least = |r: Role| self.rank().is_some_and(|mine| Some(mine) >= r.rank());

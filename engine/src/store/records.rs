@@ -148,6 +148,10 @@ pub struct RunRecord {
     /// How the run uses the step cache (`--no-cache`, `--refresh STEP`).
     #[serde(default, skip_serializing_if = "RunCache::is_default")]
     pub cache: RunCache,
+    /// Who started it, as the audit log names them (`token:ci`, `cron:...`, `local:alice`);
+    /// none in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// How a run uses the step cache, beyond what its steps' `cache:` say.
@@ -192,6 +196,7 @@ impl RunRecord {
             started_at: None,
             finished_at: None,
             cache: RunCache::default(),
+            actor: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The model registry in the store. Trees: `models` (name -> record), `model_versions`
 //! (name | 0 | version, big-endian -> record), `model_aliases` (name | 0 | alias -> version),
 //! `alias_moves` (name | 0 | alias | 0 | sequence -> move, kept for ever), `registered_by`
-//! (run | step | item -> name | 0 | version: what a `register:` task made, so that a retry
+//! (run | step id | 0 | item -> name | 0 | version: what a `register:` task made, so that a retry
 //! or a crash never makes two), `gate_passes` (run | name | 0 | version -> the passing gate's
 //! step and report), `approvals` (run | step -> the decision), and `mlflow_files` (an
 //! artifact-proxy path -> the stored file).
@@ -94,6 +94,23 @@ fn key2(a: &str, b: &[u8]) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(b);
     k
+}
+
+fn registered_key(run: u64, step: &str, item: u32) -> Vec<u8> {
+    let mut k = run.to_be_bytes().to_vec();
+    k.extend_from_slice(step.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&item.to_be_bytes());
+    k
+}
+
+/// `name | 0 | version` back into its parts.
+fn split_version(b: &[u8]) -> Result<(String, u64)> {
+    let split = b
+        .iter()
+        .position(|c| *c == 0)
+        .ok_or(StoreError::Corrupt { what: "registered version", detail: "no separator".into() })?;
+    Ok((String::from_utf8_lossy(&b[..split]).into_owned(), version_of(&b[split + 1..])?))
 }
 
 fn refused<T>(kind: Refusal, message: String) -> Result<T> {
@@ -253,28 +270,31 @@ impl Store {
         Ok(out.into_iter().map(|(_, m)| m).collect())
     }
 
-    /// The version a `register:` task made, if it made one.
-    pub fn registered_by(&self, run: u64, step: u32, item: u32) -> Result<Option<(String, u64)>> {
-        let k = super::task_prefix(run, step, item);
-        match self.registry.registered_by.get(k)? {
+    /// The version a `register:` task (run, step id, item) made, if it made one.
+    pub fn registered_by(&self, run: u64, step: &str, item: u32) -> Result<Option<(String, u64)>> {
+        match self.registry.registered_by.get(registered_key(run, step, item))? {
             None => Ok(None),
-            Some(b) => {
-                let split = b.iter().position(|c| *c == 0).ok_or(StoreError::Corrupt {
-                    what: "registered version",
-                    detail: "no separator".into(),
-                })?;
-                Ok(Some((String::from_utf8_lossy(&b[..split]).into_owned(), version_of(&b[split + 1..])?)))
-            }
+            Some(b) => split_version(&b).map(Some),
         }
     }
 
-    pub fn put_registered_by(&self, run: u64, step: u32, item: u32, name: &str, version: u64) -> Result<()> {
+    pub fn put_registered_by(&self, run: u64, step: &str, item: u32, name: &str, version: u64) -> Result<()> {
         self.writable()?;
         self.registry
             .registered_by
-            .insert(super::task_prefix(run, step, item), key2(name, &version.to_be_bytes()))
+            .insert(registered_key(run, step, item), key2(name, &version.to_be_bytes()))
             .map_err(|e| self.broke(e))?;
         Ok(())
+    }
+
+    /// The versions a run's `register:` steps made: (model, version).
+    pub fn registered_in(&self, run: u64) -> Result<Vec<(String, u64)>> {
+        self.registry
+            .registered_by
+            .scan_prefix(run.to_be_bytes())
+            .values()
+            .map(|v| split_version(&v?))
+            .collect()
     }
 
     pub fn put_gate_pass(&self, run: u64, name: &str, version: u64, pass: &GatePass) -> Result<()> {

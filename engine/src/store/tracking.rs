@@ -404,6 +404,16 @@ impl Store {
         })
     }
 
+    /// The tracking run of one step attempt.
+    pub fn task_run(&self, run: u64, step: StepIx, item: u32, attempt: u32) -> Result<Option<TrackingRun>> {
+        let mut k = task_prefix(run, step, item);
+        k.extend_from_slice(&attempt.to_be_bytes());
+        match self.tracking.by_task.get(k)? {
+            Some(id) => self.tracking.runs.get(&id)?.map(|b| decode("tracking run", &b)).transpose(),
+            None => Ok(None),
+        }
+    }
+
     /// The tracking runs of a pipeline run's attempts, or of one task's (step, item).
     fn task_runs_of(&self, run: u64, task: Option<(StepIx, u32)>) -> Result<Vec<TrackingRun>> {
         let prefix = match task {

@@ -127,6 +127,27 @@ pub fn train(
     stop: &AtomicBool,
     log: &dyn Fn(LogStream, &str),
 ) -> Result<Trained, ExecError> {
+    train_reporting(spec, stop, log, &|_| {})
+}
+
+/// What one epoch reached: its mean training loss, and the loss, accuracy and AUC (two
+/// classes) on the validation rows (the training rows when none are held out).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EpochMetrics {
+    pub epoch: usize,
+    pub loss: f64,
+    pub val_loss: f64,
+    pub accuracy: f64,
+    pub auc: Option<f64>,
+}
+
+/// [`train`], telling `report` each epoch's metrics as it ends.
+pub(crate) fn train_reporting(
+    spec: &TrainSpec,
+    stop: &AtomicBool,
+    log: &dyn Fn(LogStream, &str),
+    report: &dyn Fn(&EpochMetrics),
+) -> Result<Trained, ExecError> {
     if spec.epochs == 0 || spec.batch_size == 0 {
         return Err(ExecError::fatal("`epochs` and `batch_size` must be at least 1"));
     }
@@ -172,40 +193,32 @@ pub fn train(
 
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
     let mut epoch_loss = Vec::with_capacity(spec.epochs);
+    // Metrics on the validation rows (on the training rows when none are held out), after
+    // every epoch.
+    let eval = if val.rows > 0 { &val } else { &train };
+    let mut last = None;
     for epoch in 1..=spec.epochs {
         rng.shuffle(&mut order);
         let mean_loss = fit.epoch(&order, stop)?;
         if !mean_loss.is_finite() {
             return Err(fit::diverged(mean_loss));
         }
-        log(LogStream::Stderr, &format!("epoch {epoch}/{}: loss {mean_loss:.6}", spec.epochs));
+        let (val_loss, accuracy, auc) = evaluate(fit.as_mut(), eval, head, classes.len())?;
+        log(
+            LogStream::Stderr,
+            &format!(
+                "epoch {epoch}/{}: loss {mean_loss:.6} val_loss {val_loss:.6} accuracy {accuracy:.4}{}",
+                spec.epochs,
+                auc.map(|a| format!(" auc {a:.4}")).unwrap_or_default()
+            ),
+        );
+        report(&EpochMetrics { epoch, loss: mean_loss, val_loss, accuracy, auc });
         epoch_loss.push(mean_loss);
+        last = Some((val_loss, accuracy, auc));
     }
-
-    // Metrics on the validation rows (on the training rows when none are held out).
-    let eval = if val.rows > 0 { &val } else { &train };
-    let p = fit.predict(&eval.x, eval.rows)?;
+    let (val_loss, accuracy, auc) = last.expect("at least one epoch");
     let net = fit.weights()?;
     drop(fit);
-    let val_loss = net::data_loss(&p, &eval.y, head);
-    let k = p.len() / eval.rows.max(1);
-    let predicted: Vec<u32> = p
-        .chunks(k.max(1))
-        .map(|row| match head {
-            Head::Sigmoid => u32::from(row[0] >= 0.5),
-            Head::Softmax => {
-                row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
-            }
-        })
-        .collect();
-    let accuracy =
-        predicted.iter().zip(&eval.y).filter(|(a, b)| a == b).count() as f64 / eval.rows.max(1) as f64;
-    let auc = if classes.len() == 2 {
-        let positive: Vec<f32> = p.chunks(k.max(1)).map(|row| row[row.len() - 1]).collect();
-        data::auc(&positive, &eval.y)
-    } else {
-        None
-    };
 
     let model_file = with_ext(&spec.output, "safetensors");
     let metadata_file = with_ext(&spec.output, "json");
@@ -267,6 +280,36 @@ pub fn train(
     })
 }
 
+/// The loss, accuracy and AUC (two classes) of the current weights on `eval`.
+fn evaluate(
+    fit: &mut (dyn Fit + '_),
+    eval: &data::Table,
+    head: Head,
+    classes: usize,
+) -> Result<(f64, f64, Option<f64>), ExecError> {
+    let p = fit.predict(&eval.x, eval.rows)?;
+    let val_loss = net::data_loss(&p, &eval.y, head);
+    let k = p.len() / eval.rows.max(1);
+    let predicted: Vec<u32> = p
+        .chunks(k.max(1))
+        .map(|row| match head {
+            Head::Sigmoid => u32::from(row[0] >= 0.5),
+            Head::Softmax => {
+                row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
+            }
+        })
+        .collect();
+    let accuracy =
+        predicted.iter().zip(&eval.y).filter(|(a, b)| a == b).count() as f64 / eval.rows.max(1) as f64;
+    let auc = if classes == 2 {
+        let positive: Vec<f32> = p.chunks(k.max(1)).map(|row| row[row.len() - 1]).collect();
+        data::auc(&positive, &eval.y)
+    } else {
+        None
+    };
+    Ok((val_loss, accuracy, auc))
+}
+
 fn with_ext(stem: &Path, ext: &str) -> PathBuf {
     let mut s = stem.as_os_str().to_owned();
     s.push(".");
@@ -321,9 +364,41 @@ impl Executor for TrainExecutor {
             let stop = Arc::new(AtomicBool::new(false));
             let job = {
                 let (stop, sink) = (stop.clone(), sink.clone());
+                let metrics_file = request.files.metrics_file.clone();
                 tokio::task::spawn_blocking(move || {
                     let log = |stream, line: &str| sink.log(stream, format!("{line}\n").as_bytes());
-                    train(&spec, &stop, &log)
+                    // Each epoch's metrics go to the attempt's metrics file, which the engine
+                    // reads as it grows: the run's metric series, per epoch.
+                    let mut file = (!metrics_file.as_os_str().is_empty())
+                        .then(|| {
+                            std::fs::OpenOptions::new().create(true).append(true).open(&metrics_file).ok()
+                        })
+                        .flatten();
+                    let file = std::sync::Mutex::new(file.take());
+                    let report = |m: &EpochMetrics| {
+                        let mut lines = String::new();
+                        let step = m.epoch;
+                        let mut point = |key: &str, value: f64| {
+                            if value.is_finite() {
+                                lines.push_str(&format!(
+                                    "{{\"key\":\"{key}\",\"value\":{value},\"step\":{step}}}\n"
+                                ));
+                            }
+                        };
+                        point("loss", m.loss);
+                        point("val_loss", m.val_loss);
+                        point("accuracy", m.accuracy);
+                        if let Some(a) = m.auc {
+                            point("auc", a);
+                        }
+                        if let Ok(mut f) = file.lock()
+                            && let Some(f) = f.as_mut()
+                        {
+                            use std::io::Write;
+                            let _ = f.write_all(lines.as_bytes());
+                        }
+                    };
+                    train_reporting(&spec, &stop, &log, &report)
                 })
             };
             tokio::pin!(job);

@@ -138,7 +138,7 @@ impl Sim {
                 Action::StepChanged { step, state: StepState::Waiting } => {
                     // Someone decides, some time later: approve or reject each item.
                     for item in 0..self.machine.tasks(step).len() as u32 {
-                        let outcome = if choice % 3 == 0 { fail(false) } else { ok() };
+                        let outcome = if choice.is_multiple_of(3) { fail(false) } else { ok() };
                         self.pending.push(Event::Finished { step, item, attempt: 1, outcome });
                     }
                 }

@@ -294,6 +294,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(p.clone(), "/api/v1/runs/{run}/cancel", Run, post(runs::cancel)),
         ep(p.clone(), "/api/v1/runs/{run}/retry", Run, post(runs::retry)),
         ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/logs", Read, get(runs::logs)),
+        ep(p.clone(), "/api/v1/runs/{run}/steps/{step}/approve", Approve, post(runs::approve)),
+        ep(p.clone(), "/api/v1/runs/{run}/steps/{step}/reject", Approve, post(runs::reject)),
         ep(g.clone(), "/api/v1/artifacts", Read, get(artifacts::list)),
         ep(g.clone(), "/api/v1/artifacts/{digest}", Read, get(artifacts::one)),
         ep(g.clone(), "/api/v1/artifacts/{digest}/content", Read, get(artifacts::content)),

@@ -104,7 +104,7 @@ pub(super) async fn move_alias(
     blocking(move || {
         let actor = actor(&who, &request);
         let cause = Cause { request: actor.request.clone(), ..Cause::default() };
-        let m = shared.engine.move_alias(&name, &alias, Some(to), &actor, &body.reason, cause)?;
+        let m = shared.engine.registry().move_alias(&name, &alias, Some(to), &actor, &body.reason, cause)?;
         Ok((StatusCode::OK, Json(json!({ "v": 1, "move": m }))))
     })
     .await
@@ -127,7 +127,8 @@ pub(super) async fn rollback(
     JsonBody(body): JsonBody<Rollback>,
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
-        let m = shared.engine.rollback_alias(&name, &alias, &actor(&who, &request), &body.reason)?;
+        let m =
+            shared.engine.registry().rollback_alias(&name, &alias, &actor(&who, &request), &body.reason)?;
         Ok(Json(json!({ "v": 1, "move": m })))
     })
     .await
@@ -150,7 +151,8 @@ pub(super) async fn protect(
     JsonBody(body): JsonBody<Protect>,
 ) -> ApiResult<Json<Value>> {
     blocking(move || {
-        let m = shared.engine.protect_alias(&name, &alias, body.protected, &actor(&who, &request))?;
+        let m =
+            shared.engine.registry().protect_alias(&name, &alias, body.protected, &actor(&who, &request))?;
         Ok(Json(json!({ "v": 1, "protected": m.protected })))
     })
     .await

@@ -53,6 +53,7 @@ fn schemas() -> Value {
     generator.subschema_for::<Waited>();
     generator.subschema_for::<super::admin::CreateToken>();
     generator.subschema_for::<super::models::MoveAlias>();
+    generator.subschema_for::<super::runs::Decide>();
     generator.subschema_for::<super::models::Rollback>();
     generator.subschema_for::<super::models::Protect>();
     let mut schemas = generator.take_definitions(true);
@@ -153,6 +154,8 @@ fn paths() -> Value {
             "/api/v1/runs/{run}/steps/{step}/cache": { "get": op("Why each task of a step reused a cached result or ran: the verdict, the key and its components, and on a miss what changed since the step's newest cached result", &[run, ("step", "path", "a step id")], None, &[("200", "`{tasks: [{run, step, item, attempt, key, verdict, summary, changes, compared_with, components}]}`"), ERR]) },
             "/api/v1/runs/{run}/metrics": { "get": op("A run's metric points in recorded order: what its steps appended to `$SLUICE_METRICS` (read as it grows), and the metrics WASM and train steps report", &[run, ("step", "query", "only this step's")], None, &[("200", "`{run, metrics: [{task, item, attempt, key, value, step, timestamp}]}`"), ERR]) },
             "/api/v1/runs/{run}/steps/{step}/lineage": { "get": op("The lineage graph of a step's attempts in a run", &[run, ("step", "path", "a step id"), ("direction", "query", "upstream (default) or downstream"), ("depth", "query", "attempts away at most (default 20)")], None, &[("200", "`{nodes, edges, runs}`"), ERR]) },
+            "/api/v1/runs/{run}/steps/{step}/approve": { "post": op("Approve a waiting `approval:` step (needs its role; never the one who started the run); it succeeds and the run goes on", &[run, ("step", "path", "a step id")], Some("Decide"), &[("200", "`{decision}`"), ("403", "a lower role, or the run's starter"), ("404", "no such run or step"), ("422", "not an approval step, not waiting, or decided already"), ERR]) },
+            "/api/v1/runs/{run}/steps/{step}/reject": { "post": op("Reject a waiting `approval:` step: it fails for good, and what needs it does not run", &[run, ("step", "path", "a step id")], Some("Decide"), &[("200", "`{decision}`"), ("403", "a lower role, or the run's starter"), ("404", "no such run or step"), ("422", "not an approval step, not waiting, or decided already"), ERR]) },
             "/api/v1/models": { "get": op("Registered models: versions, aliases, protected aliases", &[], None, &[("200", "`{models}`"), ERR]) },
             "/api/v1/models/{name}": { "get": op("A registered model: its record, versions (newest first) and aliases", &[("name", "path", "a model name")], None, &[("200", "`{model, aliases, versions}`"), ERR]) },
             "/api/v1/models/{name}/versions/{version}": { "get": op("A version whole (files, source run, metrics, params, input schema, signed registration) and whether it checks now: its files against their digests, its registration's signature, its attempt's provenance", &[("name", "path", "a model name"), ("version", "path", "a version number")], None, &[("200", "`{version, aliases, check}`"), ERR]) },

@@ -385,3 +385,58 @@ mod tests {
         assert!(e.message.contains("log chunk could not be decoded"), "{}", e.message);
     }
 }
+
+/// The body of `POST /api/v1/runs/{run}/steps/{step}/approve` (and `reject`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Decide {
+    /// Why, kept with the decision and in the audit log.
+    #[serde(default)]
+    pub comment: String,
+}
+
+async fn decide(
+    shared: Arc<Shared>,
+    who: Principal,
+    request: RequestId,
+    (run, step): (String, String),
+    approved: bool,
+    body: Decide,
+) -> ApiResult<Json<Value>> {
+    let run = run_id(&run)?;
+    blocking(move || {
+        let decider =
+            crate::driver::Decider { actor: who.actor(), role: Some(who.role), request: Some(request.0) };
+        let d = shared.engine.decide(run, &step, approved, &body.comment, &decider)?;
+        let decision = d.decision.clone();
+        let _ = shared.controls.send(Control::Decide {
+            run: d.run,
+            step: d.step,
+            item: d.item,
+            attempt: d.attempt,
+            outcome: d.outcome,
+        });
+        Ok(Json(json!({ "v": 1, "run": run, "step": step, "decision": decision })))
+    })
+    .await
+}
+
+pub(super) async fn approve(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Extension(request): Extension<RequestId>,
+    Path(at): Path<(String, String)>,
+    JsonBody(body): JsonBody<Decide>,
+) -> ApiResult<Json<Value>> {
+    decide(shared, who, request, at, true, body).await
+}
+
+pub(super) async fn reject(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Extension(request): Extension<RequestId>,
+    Path(at): Path<(String, String)>,
+    JsonBody(body): JsonBody<Decide>,
+) -> ApiResult<Json<Value>> {
+    decide(shared, who, request, at, false, body).await
+}

@@ -90,7 +90,7 @@ pub(super) async fn create_model(
     let description = f.str("description")?.unwrap_or_default();
     let tags = tags(&f)?;
     blocking(move || {
-        let m = shared.engine.create_model(&name, &description, tags, &actor(&who, &request))?;
+        let m = shared.engine.registry().create_model(&name, &description, tags, &actor(&who, &request))?;
         Ok(Json(json!({ "registered_model": model_json(shared.engine.store(), &m)? })))
     })
     .await
@@ -216,7 +216,7 @@ pub(super) async fn update_model(
     let name = f.need("name")?;
     let description = f.str("description")?;
     blocking(move || {
-        let m = shared.engine.update_model(&name, &actor(&who, &request), |m| {
+        let m = shared.engine.registry().update_model(&name, &actor(&who, &request), |m| {
             if let Some(d) = description {
                 m.description = d;
             }
@@ -234,7 +234,7 @@ pub(super) async fn delete_model(
 ) -> MlResult<Json<Value>> {
     let name = f.need("name")?;
     blocking(move || {
-        shared.engine.delete_model(&name, None, &actor(&who, &request))?;
+        shared.engine.registry().delete_model(&name, None, &actor(&who, &request))?;
         Ok(Json(json!({})))
     })
     .await
@@ -252,7 +252,7 @@ pub(super) async fn set_model_tag(
     check_key("tag", &key).map_err(MlflowError::invalid)?;
     check_text("tag", &key, &value, MAX_TAG_VALUE).map_err(MlflowError::invalid)?;
     blocking(move || {
-        shared.engine.update_model(&name, &actor(&who, &request), |m| {
+        shared.engine.registry().update_model(&name, &actor(&who, &request), |m| {
             m.tags.insert(key, value);
         })?;
         Ok(Json(json!({})))
@@ -269,7 +269,7 @@ pub(super) async fn delete_model_tag(
     let name = f.need("name")?;
     let key = f.need("key")?;
     blocking(move || {
-        shared.engine.update_model(&name, &actor(&who, &request), |m| {
+        shared.engine.registry().update_model(&name, &actor(&who, &request), |m| {
             m.tags.remove(&key);
         })?;
         Ok(Json(json!({})))
@@ -291,7 +291,7 @@ pub(super) async fn set_alias(
     blocking(move || {
         let actor = actor(&who, &request);
         let cause = Cause { request: actor.request.clone(), ..Cause::default() };
-        shared.engine.move_alias(&name, &alias, Some(version), &actor, &reason, cause)?;
+        shared.engine.registry().move_alias(&name, &alias, Some(version), &actor, &reason, cause)?;
         Ok(Json(json!({})))
     })
     .await
@@ -308,7 +308,7 @@ pub(super) async fn delete_alias(
     blocking(move || {
         let actor = actor(&who, &request);
         let cause = Cause { request: actor.request.clone(), ..Cause::default() };
-        shared.engine.move_alias(&name, &alias, None, &actor, "", cause)?;
+        shared.engine.registry().move_alias(&name, &alias, None, &actor, "", cause)?;
         Ok(Json(json!({})))
     })
     .await
@@ -429,7 +429,7 @@ pub(super) async fn create_version(
             tags,
             create_model: false,
         };
-        let (v, _) = shared.engine.register_version(new, &actor(&who, &request), None)?;
+        let (v, _) = shared.engine.registry().register_version(new, &actor(&who, &request), None)?;
         Ok(Json(json!({ "model_version": version_json(&v, &store.aliases(&name)?) })))
     })
     .await
@@ -537,7 +537,7 @@ pub(super) async fn update_version(
     let version = version_of(&f)?;
     let description = f.str("description")?;
     blocking(move || {
-        let v = shared.engine.update_version(&name, version, &actor(&who, &request), |v| {
+        let v = shared.engine.registry().update_version(&name, version, &actor(&who, &request), |v| {
             if let Some(d) = description {
                 v.description = d;
             }
@@ -556,7 +556,7 @@ pub(super) async fn delete_version(
     let name = f.need("name")?;
     let version = version_of(&f)?;
     blocking(move || {
-        shared.engine.delete_model(&name, Some(version), &actor(&who, &request))?;
+        shared.engine.registry().delete_model(&name, Some(version), &actor(&who, &request))?;
         Ok(Json(json!({})))
     })
     .await
@@ -575,7 +575,7 @@ pub(super) async fn set_version_tag(
     check_key("tag", &key).map_err(MlflowError::invalid)?;
     check_text("tag", &key, &value, MAX_TAG_VALUE).map_err(MlflowError::invalid)?;
     blocking(move || {
-        shared.engine.update_version(&name, version, &actor(&who, &request), |v| {
+        shared.engine.registry().update_version(&name, version, &actor(&who, &request), |v| {
             v.tags.insert(key, value);
         })?;
         Ok(Json(json!({})))
@@ -593,7 +593,7 @@ pub(super) async fn delete_version_tag(
     let version = version_of(&f)?;
     let key = f.need("key")?;
     blocking(move || {
-        shared.engine.update_version(&name, version, &actor(&who, &request), |v| {
+        shared.engine.registry().update_version(&name, version, &actor(&who, &request), |v| {
             v.tags.remove(&key);
         })?;
         Ok(Json(json!({})))
