@@ -58,6 +58,9 @@ enum Command {
         /// A parameter value, as NAME=VALUE (parsed by the parameter's type).
         #[arg(long = "param", short = 'p', value_parser = cli::run::parse_kv)]
         params: Vec<(String, String)>,
+        /// A tag of the run, as KEY=VALUE (repeat for several).
+        #[arg(long = "tag", value_parser = cli::run::parse_kv)]
+        tags: Vec<(String, String)>,
         /// Wait for the run to end; exit 0 if it succeeded, 1 if not.
         #[arg(long)]
         wait: bool,
@@ -86,6 +89,21 @@ enum Command {
         /// Show at most this many runs.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only runs that match, in MLflow's search grammar: `metrics.auc > 0.9 and
+        /// params.lr = '0.01'` (metrics: each key's newest value in the run, or
+        /// `metrics.STEP.KEY`; tags; attributes: run_id, pipeline, state, trigger, actor,
+        /// start_time, end_time, duration).
+        #[arg(long)]
+        filter: Option<String>,
+        /// The order: `metrics.auc DESC, attributes.start_time` (newest first otherwise).
+        #[arg(long)]
+        order_by: Option<String>,
+    },
+    /// Runs side by side: params that differ, metrics (the best of each marked), step
+    /// durations.
+    Compare {
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<String>,
     },
     /// Show a run's steps with their states, attempts and durations.
     Show { run: String },
@@ -363,9 +381,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => cli::serve::serve(&cli.data_dir, args),
-        Command::Trigger { pipeline, params, wait } => {
-            cli::client::trigger(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &params, wait)
-        }
+        Command::Trigger { pipeline, params, tags, wait } => cli::client::trigger(
+            &cli.data_dir,
+            cli.server.as_deref(),
+            cli.output,
+            &pipeline,
+            (&params, &tags),
+            wait,
+        ),
         Command::Status { run } => {
             cli::client::status(&cli.data_dir, cli.server.as_deref(), cli.output, &run)
         }
@@ -375,8 +398,15 @@ fn main() -> ExitCode {
         Command::Backfill { pipeline, from, to } => {
             cli::client::backfill(&cli.data_dir, cli.server.as_deref(), cli.output, &pipeline, &from, &to)
         }
-        Command::Runs { limit } => {
-            cli::inspect::runs(&cli.data_dir, cli.server.as_deref(), cli.output, limit)
+        Command::Runs { limit, filter, order_by } => cli::inspect::runs(
+            &cli.data_dir,
+            cli.server.as_deref(),
+            cli.output,
+            limit,
+            (filter.as_deref(), order_by.as_deref()),
+        ),
+        Command::Compare { runs } => {
+            cli::metrics::compare(&cli.data_dir, cli.server.as_deref(), cli.output, &runs)
         }
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
         Command::Logs { run, step, attempt } => {

@@ -217,18 +217,19 @@ pub(crate) fn trigger(
     server: Option<&str>,
     output: Output,
     pipeline: &str,
-    params: &[(String, String)],
+    (params, tags): (&[(String, String)], &[(String, String)]),
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::new(data_dir, server)?;
     let params: serde_json::Map<String, Value> =
         params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let tags = super::run::tags_of(tags)?;
     runtime()?.block_on(async {
         let answer = api
             .ok(
                 Method::POST,
                 &format!("/api/v1/pipelines/{pipeline}/runs"),
-                Some(json!({ "params": params })),
+                Some(json!({ "params": params, "tags": tags })),
             )
             .await?;
         started(&api, output, answer, wait).await
@@ -295,10 +296,18 @@ pub(crate) fn runs(
     data_dir: &Path,
     server: Option<&str>,
     limit: usize,
+    (filter, order_by): (Option<&str>, Option<&str>),
 ) -> anyhow::Result<Vec<sluice_engine::store::RunRecord>> {
     let api = Api::new(data_dir, server)?;
     let limit = limit.clamp(1, 1000);
-    let v = runtime()?.block_on(api.ok(Method::GET, &format!("/api/v1/runs?limit={limit}"), None))?;
+    let mut path = format!("/api/v1/runs?limit={limit}");
+    if let Some(f) = filter {
+        path.push_str(&format!("&filter={}", super::artifacts::urlencode(f)));
+    }
+    if let Some(o) = order_by {
+        path.push_str(&format!("&order_by={}", super::artifacts::urlencode(o)));
+    }
+    let v = runtime()?.block_on(api.ok(Method::GET, &path, None))?;
     serde_json::from_value(v["runs"].clone()).context("the server's run list")
 }
 

@@ -38,10 +38,22 @@ pub(crate) fn runs(
     server: Option<&str>,
     output: Output,
     limit: usize,
+    (filter, order_by): (Option<&str>, Option<&str>),
 ) -> anyhow::Result<ExitCode> {
+    // Checked here first, so that the error points at the column either way.
+    let search = sluice_engine::driver::RunSearch::parse(filter.unwrap_or(""), order_by.unwrap_or(""))
+        .map_err(|(what, e)| {
+            let text = if what == "filter" { filter.unwrap_or("") } else { order_by.unwrap_or("") };
+            anyhow::anyhow!("--{what}: {e}\n  {text}\n  {}^", " ".repeat(e.column.saturating_sub(1)))
+        })?;
+    let searched = filter.is_some() || order_by.is_some();
     let runs: Vec<sluice_engine::store::RunRecord> = match open_or_server(data_dir, server)? {
-        Some(engine) => engine.store().runs()?.into_iter().take(limit).collect(),
-        None => super::client::runs(data_dir, server, limit)?,
+        Some(engine) => {
+            let all = engine.store().runs()?;
+            let found = if searched { engine.search_runs(all, &search)? } else { all };
+            found.into_iter().take(limit).collect()
+        }
+        None => super::client::runs(data_dir, server, limit, (filter, order_by))?,
     };
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&runs)?);

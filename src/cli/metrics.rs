@@ -92,3 +92,91 @@ fn fmt(v: f64) -> String {
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s.is_empty() || s == "-" { "0".into() } else { s.to_string() }
 }
+
+/// `sluice compare RUN RUN...`: params that differ, metrics side by side (`*` marks the best:
+/// lowest for losses and errors, else highest), step durations.
+pub(crate) fn compare(
+    data_dir: &Path,
+    server: Option<&str>,
+    output: Output,
+    runs: &[String],
+) -> anyhow::Result<ExitCode> {
+    let ids: Vec<u64> = runs.iter().map(|r| parse_run_id(r)).collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(ids.len() <= 20, "compare at most 20 runs");
+    let v = match super::artifacts::local(data_dir, server, |e| Ok(e.compare_doc(&ids)?))? {
+        Some(v) => v,
+        None => {
+            let api = Api::new(data_dir, server)?;
+            let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+            runtime()?.block_on(api.ok(
+                Method::GET,
+                &format!("/api/v1/compare?runs={}", list.join(",")),
+                None,
+            ))?
+        }
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let head: Vec<String> = ids.iter().map(|i| format!("run {i}")).collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let cells = |values: &serde_json::Value, show: &dyn Fn(&serde_json::Value) -> String| -> Vec<String> {
+        values.as_array().into_iter().flatten().map(show).collect()
+    };
+    rows.push(
+        [vec!["state".to_string()], cells(&v["runs"], &|r| r["state"].as_str().unwrap_or("").to_string())]
+            .concat(),
+    );
+    for p in v["params"].as_array().into_iter().flatten().filter(|p| p["differs"] == true) {
+        let key = format!("params.{}", p["key"].as_str().unwrap_or(""));
+        rows.push([vec![key], cells(&p["values"], &|x| x.as_str().unwrap_or("-").to_string())].concat());
+    }
+    for m in v["metrics"].as_array().into_iter().flatten() {
+        let best = m["best"].as_u64();
+        let key = format!("metrics.{}", m["key"].as_str().unwrap_or(""));
+        let values: Vec<String> = m["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, x)| match x.as_f64() {
+                Some(f) if best == Some(i as u64) => format!("{} *", fmt(f)),
+                Some(f) => fmt(f),
+                None => "-".into(),
+            })
+            .collect();
+        rows.push([vec![key], values].concat());
+    }
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let key = format!("step {}", s["step"].as_str().unwrap_or(""));
+        rows.push(
+            [
+                vec![key],
+                cells(&s["duration_ms"], &|d| {
+                    d.as_i64().map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0))
+                }),
+            ]
+            .concat(),
+        );
+    }
+    let all_head: Vec<&str> = std::iter::once("").chain(head.iter().map(String::as_str)).collect();
+    let widths: Vec<usize> = (0..all_head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain([all_head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(all_head.clone());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -100,8 +100,23 @@ pub(crate) struct RunArgs {
     /// several).
     #[arg(long, value_name = "STEP", conflicts_with = "no_cache")]
     refresh: Vec<String>,
+    /// A tag of the run, as KEY=VALUE (searched as `tags.KEY`; repeat for several).
+    #[arg(long = "tag", value_parser = parse_kv)]
+    tags: Vec<(String, String)>,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// Checks `--tag` values: MLflow's key rule.
+pub(crate) fn tags_of(
+    tags: &[(String, String)],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    for (k, v) in tags {
+        sluice_engine::tracking::check_key("tag", k).map_err(|e| anyhow::anyhow!("--tag {k}: {e}"))?;
+        sluice_engine::tracking::check_text("tag", k, v, sluice_engine::tracking::MAX_TAG_VALUE)
+            .map_err(|e| anyhow::anyhow!("--tag {k}: {e}"))?;
+    }
+    Ok(tags.iter().cloned().collect())
 }
 
 #[derive(clap::Args)]
@@ -247,6 +262,7 @@ pub(crate) fn run(data_dir: &Path, output: Output, args: RunArgs) -> anyhow::Res
     }
     let mut new = sluice_engine::driver::NewRun::new(params, sluice_engine::store::Trigger::Manual);
     new.cache = sluice_engine::store::RunCache { off: args.no_cache, refresh: args.refresh.clone() };
+    new.tags = tags_of(&args.tags)?;
     let id = match engine.create_run_with(&plan, new)? {
         sluice_engine::driver::Created::Run(id) => id,
         sluice_engine::driver::Created::Held { run } => anyhow::bail!("run {run} holds this run's key"),

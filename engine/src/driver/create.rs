@@ -32,6 +32,8 @@ pub struct NewRun {
     pub actor: Option<String>,
     /// The API request that asked for it.
     pub request: Option<String>,
+    /// The run's tags.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl NewRun {
@@ -45,6 +47,7 @@ impl NewRun {
             cache: RunCache::default(),
             actor: None,
             request: None,
+            tags: Default::default(),
         }
     }
 
@@ -127,6 +130,7 @@ impl Engine {
         record.cause = new.cause;
         record.cache = new.cache;
         record.actor = Some(actor.clone());
+        record.tags = new.tags;
         match &new.key {
             Some((key, window)) => {
                 if let Claim::Held { run } = self.store.claim_run(&record, key, *window, now)? {

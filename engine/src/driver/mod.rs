@@ -7,6 +7,7 @@ mod attempt;
 mod builtin;
 mod cache;
 mod code;
+mod compare;
 mod control;
 mod create;
 mod gc;
@@ -29,6 +30,7 @@ use serde_json::{Map, Value};
 
 pub use approval::{Decided, Decider};
 pub use cache::{CacheExplanation, differences};
+pub use compare::{RUN_ATTRIBUTES, RunSearch, lower_is_better};
 pub use control::{Control, Fault, Notice};
 pub use create::{Created, NewRun};
 pub use gc::{GcItem, GcReport};

@@ -12,6 +12,10 @@ fn one_of_each() -> Vec<(&'static str, serde_json::Value)> {
         ("container", json!({"image": "busybox:1"})),
         ("wasm", json!({"module": "p.wat"})),
         ("train", json!({"model": "logistic", "data": "d.csv", "label": "y"})),
+        ("register", json!({"model": "churn"})),
+        ("gate", json!({"checks": [{"metric": "auc", "min": 0.8}], "against": "production"})),
+        ("approval", json!({"timeout": "1h"})),
+        ("promote", json!({"alias": "production"})),
     ]
 }
 

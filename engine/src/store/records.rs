@@ -152,6 +152,9 @@ pub struct RunRecord {
     /// none in records written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// Its tags (`sluice run --tag team=fraud`), searched as `tags.team`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// How a run uses the step cache, beyond what its steps' `cache:` say.
@@ -197,6 +200,7 @@ impl RunRecord {
             finished_at: None,
             cache: RunCache::default(),
             actor: None,
+            tags: Default::default(),
         }
     }
 }

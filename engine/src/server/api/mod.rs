@@ -293,6 +293,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(g.clone(), "/api/v1/runs/{run}/wait", Read, get(runs::wait)),
         ep(p.clone(), "/api/v1/runs/{run}/cancel", Run, post(runs::cancel)),
         ep(p.clone(), "/api/v1/runs/{run}/retry", Run, post(runs::retry)),
+        ep(p.clone(), "/api/v1/runs/{run}/tags", Run, post(runs::set_tags)),
+        ep(g.clone(), "/api/v1/compare", Read, get(runs::compare)),
         ep(g.clone(), "/api/v1/runs/{run}/steps/{step}/logs", Read, get(runs::logs)),
         ep(p.clone(), "/api/v1/runs/{run}/steps/{step}/approve", Approve, post(runs::approve)),
         ep(p.clone(), "/api/v1/runs/{run}/steps/{step}/reject", Approve, post(runs::reject)),

@@ -54,6 +54,7 @@ fn schemas() -> Value {
     generator.subschema_for::<super::admin::CreateToken>();
     generator.subschema_for::<super::models::MoveAlias>();
     generator.subschema_for::<super::runs::Decide>();
+    generator.subschema_for::<super::runs::SetTags>();
     generator.subschema_for::<super::models::Rollback>();
     generator.subschema_for::<super::models::Protect>();
     let mut schemas = generator.take_definitions(true);
@@ -137,7 +138,9 @@ fn paths() -> Value {
             "/api/v1/pipelines/{name}": { "get": op("One pipeline, with its stored versions", &[name], None, &[("200", "the pipeline"), ERR]) },
             "/api/v1/pipelines/{name}/runs": { "post": op("Start a run", &[name], Some("StartRun"), &[("201", "`{run}`"), ("400", "bad params or body"), ("404", "no such pipeline"), ("413", "body too large"), ("503", "shutting down")]) },
             "/api/v1/pipelines/{name}/backfill": { "post": op("Create the runs of the schedule's slots between two instants (slots already run are not run again)", &[name], Some("Backfill"), &[("201", "`{created, existing, failed}`"), ERR]) },
-            "/api/v1/runs": { "get": op("Runs, newest first", &[("pipeline", "query", "only this pipeline"), ("state", "query", "pending, running, succeeded, failed, cancelled, interrupted"), ("trigger", "query", "manual, api, cron, backfill, alert, event, retry"), ("before", "query", "only runs older than this id"), ("limit", "query", "at most this many (default 50, max 1000)")], None, &[("200", "`{runs}`"), ERR]) },
+            "/api/v1/runs": { "get": op("Runs, newest first (or as `order_by` says)", &[("pipeline", "query", "only this pipeline"), ("state", "query", "pending, running, succeeded, failed, cancelled, interrupted"), ("trigger", "query", "manual, api, cron, backfill, alert, event, retry"), ("before", "query", "only runs older than this id"), ("limit", "query", "at most this many (default 50, max 1000)"), ("filter", "query", "MLflow's search grammar over metrics (each key's newest value, or `<step>.<key>`), params, tags and attributes (run_id, pipeline, state, trigger, actor, start_time, end_time, duration): `metrics.auc > 0.9 and params.lr = '0.01'`"), ("order_by", "query", "`metrics.auc DESC, attributes.start_time`")], None, &[("200", "`{runs}`"), ("400", "a filter or order that does not parse: the message names the column"), ERR]) },
+            "/api/v1/runs/{run}/tags": { "post": op("Set a run's tags (an empty value removes one); audited", &[run], Some("SetTags"), &[("200", "`{run, tags}`"), ERR]) },
+            "/api/v1/compare": { "get": op("Runs side by side: params (the differing ones marked), metrics (the best marked: lowest for losses and errors, else highest), step durations", &[("runs", "query", "run ids, comma-separated: `12,14`")], None, &[("200", "`{runs, params, metrics, steps}`"), ERR]) },
             "/api/v1/runs/{run}": { "get": answers(op("The run report: its record, and per step the state, tasks, attempts and outputs (the document `sluice show --output json` prints)", &[run], None, &[("200", "the run"), ERR]), "RunReport") },
             "/api/v1/runs/{run}/wait": { "get": answers(op("Answer when the run has ended, or after `timeout_s` (default 30, max 300); `done` says which", &[run, ("timeout_s", "query", "seconds")], None, &[("200", "the run with `done`"), ERR]), "Waited") },
             "/api/v1/runs/{run}/cancel": { "post": op("Cancel a run", &[run], None, &[("202", "cancel requested"), ("409", "already ended"), ERR]) },
@@ -187,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_document_describes_exactly_the_routes_of_the_table_each_with_its_permission() {
-        let doc = with_permissions(paths());
+        let doc = with_permissions(with_mlflow(paths()));
         let mut described = std::collections::BTreeSet::new();
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (method, op) in ops.as_object().unwrap() {

@@ -33,6 +33,19 @@ pub(crate) struct StartRun {
     /// Steps that run even when the cache holds their result (`--refresh STEP`).
     #[serde(default)]
     pub refresh: Vec<String>,
+    /// The run's tags, searched as `tags.<key>`.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Checks a run's tags (MLflow's key rule, values at most 8000 characters).
+pub(crate) fn check_tags(tags: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
+    for (k, v) in tags {
+        crate::tracking::check_key("tag", k).map_err(ApiError::bad_request)?;
+        crate::tracking::check_text("tag", k, v, crate::tracking::MAX_TAG_VALUE)
+            .map_err(ApiError::bad_request)?;
+    }
+    Ok(())
 }
 
 /// The body of `POST /api/v1/runs/{run}/retry`.
@@ -74,7 +87,9 @@ pub(super) async fn start(
     if body.no_cache && !body.refresh.is_empty() {
         return Err(ApiError::bad_request("give no_cache or refresh, not both"));
     }
+    check_tags(&body.tags)?;
     let mut new = NewRun::new(params, Trigger::Api);
+    new.tags = body.tags;
     new.actor = Some(who.actor());
     new.request = Some(request.0);
     new.cache = crate::store::RunCache { off: body.no_cache, refresh: body.refresh };
@@ -108,6 +123,10 @@ pub(super) struct RunQuery {
     /// Only runs with an id below this one (paging).
     before: Option<String>,
     limit: Option<usize>,
+    /// MLflow's search grammar: `metrics.auc > 0.9 and params.lr = '0.01'`.
+    filter: Option<String>,
+    /// `metrics.auc DESC, attributes.start_time`.
+    order_by: Option<String>,
 }
 
 pub(super) async fn list(
@@ -124,18 +143,28 @@ pub(super) async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` must be from 1 to 1000, not {limit}")));
     }
-    let runs: Vec<_> = shared
-        .engine
-        .store()
-        .runs()?
-        .into_iter()
-        .filter(|r| before.is_none_or(|b| r.id < b))
-        .filter(|r| q.pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
-        .filter(|r| state.is_none_or(|s| r.state == s))
-        .filter(|r| trigger.is_none_or(|t| r.trigger == t))
-        .take(limit)
-        .collect();
-    Ok(Json(json!({ "v": 1, "runs": runs })))
+    let search = crate::driver::RunSearch::parse(
+        q.filter.as_deref().unwrap_or(""),
+        q.order_by.as_deref().unwrap_or(""),
+    )
+    .map_err(|(what, e)| ApiError::new(StatusCode::BAD_REQUEST, "bad_search", format!("{what}: {e}")))?;
+    let searched = q.filter.is_some() || q.order_by.is_some();
+    blocking(move || {
+        let runs: Vec<_> = shared
+            .engine
+            .store()
+            .runs()?
+            .into_iter()
+            .filter(|r| before.is_none_or(|b| r.id < b))
+            .filter(|r| q.pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
+            .filter(|r| state.is_none_or(|s| r.state == s))
+            .filter(|r| trigger.is_none_or(|t| r.trigger == t))
+            .collect();
+        let runs = if searched { shared.engine.search_runs(runs, &search)? } else { runs };
+        let runs: Vec<_> = runs.into_iter().take(limit).collect();
+        Ok(Json(json!({ "v": 1, "runs": runs })))
+    })
+    .await
 }
 
 pub(super) async fn one(
@@ -439,4 +468,52 @@ pub(super) async fn reject(
     JsonBody(body): JsonBody<Decide>,
 ) -> ApiResult<Json<Value>> {
     decide(shared, who, request, at, false, body).await
+}
+
+/// The query of `GET /api/v1/compare`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompareQuery {
+    /// Run ids, comma-separated: `12,14,15`.
+    runs: String,
+}
+
+pub(super) async fn compare(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<CompareQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let ids = q
+        .runs
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| run_id(s.trim()))
+        .collect::<ApiResult<Vec<u64>>>()?;
+    if !(1..=20).contains(&ids.len()) {
+        return Err(ApiError::bad_request("compare 1 to 20 runs: `?runs=12,14`"));
+    }
+    blocking(move || Ok(Json(shared.engine.compare_doc(&ids)?))).await
+}
+
+/// The body of `POST /api/v1/runs/{run}/tags`: tags to set (an empty value removes one).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetTags {
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+pub(super) async fn set_tags(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    Extension(request): Extension<RequestId>,
+    Path(run): Path<String>,
+    JsonBody(body): JsonBody<SetTags>,
+) -> ApiResult<Json<Value>> {
+    let run = run_id(&run)?;
+    check_tags(&body.tags)?;
+    blocking(move || {
+        let tags = shared.engine.set_run_tags(run, body.tags, &who.actor(), Some(&request.0))?;
+        Ok(Json(json!({ "v": 1, "run": run, "tags": tags })))
+    })
+    .await
 }
