@@ -212,12 +212,15 @@ async fn started(api: &Api, output: Output, answer: Value, wait: bool) -> anyhow
     Ok(exit_for(state))
 }
 
+/// A `NAME=VALUE` argument.
+type KeyValue = (String, String);
+
 pub(crate) fn trigger(
     data_dir: &Path,
     server: Option<&str>,
     output: Output,
     pipeline: &str,
-    (params, tags): (&[(String, String)], &[(String, String)]),
+    (params, tags): (&[KeyValue], &[KeyValue]),
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::new(data_dir, server)?;
