@@ -223,10 +223,35 @@ steps:
 "#,
     )
     .unwrap();
+    std::fs::write(
+        dags.join("gated.yaml"),
+        r#"name: gated
+steps:
+  make:
+    process: {shell: 'echo w > "$SLUICE_RUN_DIR/m.bin"; echo "{\"key\": \"auc\", \"value\": 0.9}" >> "$SLUICE_METRICS"'}
+    artifacts: {model: m.bin}
+  register:
+    needs: [make]
+    register: {model: gated}
+  gate:
+    needs: [register]
+    retries: 3
+    gate: {checks: [{metric: f1, min: 0.5}]}
+"#,
+    )
+    .unwrap();
     let srv = Server::start(&sb, &dags, &[]);
+    // A gate on a metric the version does not have: a clear error, no retry.
+    let (code, _) = srv.post("/api/v1/pipelines/gated/runs", "{}");
+    assert_eq!(code, 201);
+    let done = srv.wait_run(1);
+    let gate = step(&done, "gate");
+    assert_eq!(done["state"], "failed");
+    assert!(gate["message"].as_str().unwrap().contains("gated version 1 has no metric `f1` (it has: auc)"), "{gate:#}");
+    assert_eq!(gate["attempts"].as_array().unwrap().len(), 1, "not retried: {gate:#}");
     let (code, _) = srv.post("/api/v1/pipelines/quick/runs", "{}");
     assert_eq!(code, 201);
-    assert_eq!(srv.wait_run(1)["state"], "succeeded", "unprotected: a promote step moves it");
+    assert_eq!(srv.wait_run(2)["state"], "succeeded", "unprotected: a promote step moves it");
     let v = srv.json("/api/v1/models/quick/versions/1");
     assert_eq!(v["version"]["metrics"]["auc"], 0.9, "the producing attempt's metrics: {v:#}");
     let (code, _) = srv.request(
@@ -237,7 +262,7 @@ steps:
     );
     assert_eq!(code, 200);
     srv.post("/api/v1/pipelines/quick/runs", "{}");
-    let done = srv.wait_run(2);
+    let done = srv.wait_run(3);
     assert_eq!(done["state"], "failed");
     let message = step(&done, "promote")["message"].as_str().unwrap().to_string();
     assert!(
@@ -248,8 +273,8 @@ steps:
     );
     assert_eq!(srv.json("/api/v1/models/quick")["aliases"]["production"], 1);
     // A retry of the run's register step does not make a second version.
-    let (code, body) = srv.post("/api/v1/runs/2/retry", r#"{"from": "promote"}"#);
+    let (code, body) = srv.post("/api/v1/runs/3/retry", r#"{"from": "promote"}"#);
     assert_eq!(code, 201, "{body}");
-    srv.wait_run(3);
+    srv.wait_run(4);
     assert_eq!(srv.json("/api/v1/models/quick")["model"]["last_version"], 2);
 }
