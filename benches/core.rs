@@ -432,9 +432,80 @@ fn encryption(c: &mut Criterion) {
     g.finish();
 }
 
+/// The registry and tracking in the store: resolving `NAME@ALIAS` to its version (100 models
+/// of 20 versions each), appending a batch of 1,000 metric points, reading a 10,000-point
+/// history.
+fn registry(c: &mut Criterion) {
+    use sluice_engine::driver::{Actor, NewVersion};
+    use sluice_engine::registry::{Cause, VersionFile};
+    use sluice_engine::tracking::{Lifecycle, Metric, RunStatus, TrackingRun};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineOptions::new(dir.path().join("data"))).unwrap();
+    let store = engine.store();
+    let file = dir.path().join("model.bin");
+    std::fs::write(&file, b"weights").unwrap();
+    let placed = store.blobs().place(&file).unwrap();
+    let registry = engine.registry();
+    let actor = Actor::new("bench", true, None);
+    for m in 0..100 {
+        for _ in 0..20 {
+            let new = NewVersion {
+                name: format!("model-{m}"),
+                files: [("model.bin".to_string(), VersionFile { digest: placed.digest.clone(), size: placed.size })].into(),
+                source: "bench".into(),
+                create_model: true,
+                ..NewVersion::default()
+            };
+            registry.register_version(new, &actor, None).unwrap();
+        }
+        registry.move_alias(&format!("model-{m}"), "production", Some(7), &actor, "", Cause::default()).unwrap();
+    }
+    let run = TrackingRun {
+        v: 1,
+        id: "0123456789abcdef0123456789abcdef".into(),
+        experiment: 0,
+        name: "bench".into(),
+        user: "bench".into(),
+        status: RunStatus::Running,
+        start: 0,
+        end: None,
+        lifecycle: Lifecycle::Active,
+        artifact_uri: String::new(),
+        params: Default::default(),
+        tags: Default::default(),
+        metrics: Default::default(),
+        task: None,
+    };
+    store.create_tracking_run(&run).unwrap();
+    let batch: Vec<Metric> = (0..1000).map(|i| Metric { key: "loss".into(), value: i as f64, step: i, timestamp: 1 }).collect();
+    for _ in 0..10 {
+        store.log_metrics(&run.id, &batch).unwrap();
+    }
+    store.flush().unwrap();
+    let mut g = c.benchmark_group("registry");
+    g.bench_function("resolve_alias_100_models", |b| {
+        b.iter(|| {
+            let v = store.alias(black_box("model-42"), black_box("production")).unwrap().unwrap();
+            black_box(store.model_version(black_box("model-42"), v).unwrap().unwrap())
+        })
+    });
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("log_metrics_batch_1000", |b| b.iter(|| store.log_metrics(&run.id, black_box(&batch)).unwrap()));
+    g.throughput(Throughput::Elements(10_000));
+    let probe = TrackingRun { id: "fedcba9876543210fedcba9876543210".into(), ..run.clone() };
+    store.create_tracking_run(&probe).unwrap();
+    for _ in 0..10 {
+        store.log_metrics(&probe.id, &batch).unwrap();
+    }
+    g.bench_function("metric_history_10000", |b| {
+        b.iter(|| assert_eq!(store.metric_history(black_box(&probe.id), Some("loss")).unwrap().len(), 10_000))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = core;
     config = Criterion::default().sample_size(20);
-    targets = benches, wasm, store_100k, hashing, security, encryption
+    targets = benches, wasm, store_100k, hashing, security, encryption, registry
 }
 criterion_main!(core);
