@@ -2,7 +2,11 @@
 MLflow's own tracking server, and against a server that answers `{}` to everything (the
 client's own floor), with the same `mlflow` client in the same run.
 
-    python benches/mlflow_client.py URI [--floor]
+    python benches/mlflow_client.py URI [--floor | --raw TOKEN]
+
+`--floor`: against benches/mlflow_floor.py (which answers every call at once); `--raw`: the
+reads as bare HTTP requests (`requests`, no MLflow objects made), on data made first through
+MLflow's client: what the server itself costs.
 
 Prints one JSON object: milliseconds per operation (medians).
 """
@@ -37,12 +41,49 @@ def timed(fn, n):
 out = {}
 now = int(time.time() * 1000)
 if floor:
-    # Every answer is `{}`: only calls that need nothing back can be measured.
+    # The floor server answers writes with `{}` and reads with canned answers.
     run_id = "0" * 32
     out["log_metric"] = timed(lambda: c.log_metric(run_id, "loss", 0.5, now, 1), 300)
     out["log_batch_1000"] = timed(
         lambda: c.log_batch(run_id, metrics=[Metric("m", float(i), now, i) for i in range(1000)]), 30
     )
+    out["history_10000"] = timed(lambda: c.get_metric_history(run_id, "h"), 10)
+    out["search_filtered"] = timed(lambda: c.search_runs(["1"], "metrics.auc > 0.9", max_results=1000), 20)
+    out["resolve_alias"] = timed(lambda: c.get_model_version_by_alias("m", "production"), 200)
+    print(json.dumps(out))
+    sys.exit(0)
+
+if "--raw" in sys.argv:
+    import requests
+
+    token = sys.argv[sys.argv.index("--raw") + 1]
+    s = requests.Session()
+    if token:
+        s.headers["Authorization"] = f"Bearer {token}"
+    api = uri + "/api/2.0/mlflow"
+    exp = c.create_experiment(f"raw-{os.getpid()}-{now}")
+    hist = c.create_run(exp).info.run_id
+    for b in range(10):
+        c.log_batch(hist, metrics=[Metric("h", float(k), now, b * 1000 + k) for k in range(1000)])
+    for k in range(200):
+        r = c.create_run(exp).info.run_id
+        c.log_batch(r, metrics=[Metric("auc", 0.5 + (k % 50) / 100, now, 0)], params=[Param("lr", "0.01" if k % 2 else "0.1")])
+    def get(path, **params):
+        r = s.get(api + path, params=params)
+        r.raise_for_status()
+        return r
+    def post(path, body):
+        r = s.post(api + path, json=body)
+        r.raise_for_status()
+        return r
+    run = c.create_run(exp).info.run_id
+    step = iter(range(10**9))
+    out["log_metric"] = timed(lambda: post("/runs/log-metric", {"run_id": run, "key": "l", "value": 0.5, "timestamp": now, "step": next(step)}), 300)
+    body = {"run_id": run, "metrics": [{"key": "b", "value": float(k), "timestamp": now, "step": k} for k in range(1000)]}
+    out["log_batch_1000"] = timed(lambda: post("/runs/log-batch", body), 30)
+    out["history_10000"] = timed(lambda: get("/metrics/get-history", run_id=hist, metric_key="h", max_results=25000), 10)
+    query = {"experiment_ids": [exp], "filter": "metrics.auc > 0.9 and params.lr = '0.01'", "max_results": 1000}
+    out["search_filtered"] = timed(lambda: post("/runs/search", query), 20)
     print(json.dumps(out))
     sys.exit(0)
 

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/sluice
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-venv=target/bench-py
+venv="$PWD/target/bench-py"
 if ! "$venv/bin/python" -c 'import mlflow.server' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'mlflow==3.*'
@@ -26,8 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # URL
-  for _ in $(seq 1 300); do
+wait_for() { # URL (MLflow's server takes 10 to 30 s to start here)
+  for _ in $(seq 1 1200); do
     curl -s -o /dev/null "$1" && return 0
     sleep 0.1
   done
@@ -51,38 +51,28 @@ mlflow_port=$(free_port)
   --artifacts-destination "$dir/mlartifacts" --host 127.0.0.1 --port "$mlflow_port" --workers 1 \
   > "$dir/mlflow.log" 2>&1) &
 pids+=($!)
-wait_for "http://127.0.0.1:$mlflow_port/health"
+wait_for "http://127.0.0.1:$mlflow_port/health" || { tail -20 "$dir/mlflow.log" >&2; exit 1; }
 
-# The floor: `{}` to everything, as fast as Python's standard library answers.
+# The floor: a server that does nothing (Python's standard library, Nagle off): `{}` to
+# every write, and to reads the answers the workload gets, made once up front (10,000 points,
+# 20 runs, a version), so the client's own cost of asking and parsing is all that is left.
 floor_port=$(free_port)
-setsid "$py" -c "
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def answer(self):
-        n = int(self.headers.get('Content-Length') or 0)
-        self.rfile.read(n)
-        self.send_response(200)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', '2')
-        self.end_headers()
-        self.wfile.write(b'{}')
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = answer
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(('127.0.0.1', $floor_port), H).serve_forever()
-" &
+setsid "$py" benches/mlflow_floor.py "$floor_port" &
 pids+=($!)
 wait_for "http://127.0.0.1:$floor_port/"
 
 s=$(MLFLOW_TRACKING_TOKEN=$(cat "$dir/sluice/admin.token") "$py" benches/mlflow_client.py "$sluice_url")
 m=$("$py" benches/mlflow_client.py "http://127.0.0.1:$mlflow_port")
 f=$("$py" benches/mlflow_client.py "http://127.0.0.1:$floor_port" --floor)
-"$py" - "$s" "$m" "$f" <<'PY'
+# The same reads as bare HTTP (no MLflow objects made): what each server itself costs.
+rs=$(MLFLOW_TRACKING_TOKEN=$(cat "$dir/sluice/admin.token") "$py" benches/mlflow_client.py "$sluice_url" --raw "$(cat "$dir/sluice/admin.token")")
+rm=$("$py" benches/mlflow_client.py "http://127.0.0.1:$mlflow_port" --raw "")
+"$py" - "$s" "$m" "$f" "$rs" "$rm" <<'PY'
 import json, sys
-s, m, f = (json.loads(a) for a in sys.argv[1:4])
+s, m, f, rs, rm = (json.loads(a) for a in sys.argv[1:6])
 assert s["search_found"] == m["search_found"], (s["search_found"], m["search_found"])
-print(f"| operation (mlflow {__import__('mlflow').__version__} client) | Sluice | MLflow server | MLflow / Sluice | client floor |")
-print("| --- | --- | --- | --- | --- |")
+print(f"| operation (mlflow {__import__('mlflow').__version__} client) | Sluice | MLflow server | MLflow / Sluice | client floor | bare HTTP: Sluice | bare HTTP: MLflow | MLflow / Sluice |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for key, what in [
     ("log_metric", "`log_metric`, one point"),
     ("log_batch_1000", "`log_batch` of 1,000 metrics"),
@@ -91,5 +81,6 @@ for key, what in [
     ("resolve_alias", "`get_model_version_by_alias`"),
 ]:
     fl = f"{f[key]:.2f} ms" if key in f else "-"
-    print(f"| {what} | {s[key]:.2f} ms | {m[key]:.2f} ms | {m[key] / s[key]:.1f}x | {fl} |")
+    raw = f"{rs[key]:.2f} ms | {rm[key]:.2f} ms | {rm[key] / rs[key]:.1f}x" if key in rs else "- | - | -"
+    print(f"| {what} | {s[key]:.2f} ms | {m[key]:.2f} ms | {m[key] / s[key]:.1f}x | {fl} | {raw} |")
 PY

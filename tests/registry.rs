@@ -247,7 +247,10 @@ steps:
     let done = srv.wait_run(1);
     let gate = step(&done, "gate");
     assert_eq!(done["state"], "failed");
-    assert!(gate["message"].as_str().unwrap().contains("gated version 1 has no metric `f1` (it has: auc)"), "{gate:#}");
+    assert!(
+        gate["message"].as_str().unwrap().contains("gated version 1 has no metric `f1` (it has: auc)"),
+        "{gate:#}"
+    );
     assert_eq!(gate["attempts"].as_array().unwrap().len(), 1, "not retried: {gate:#}");
     let (code, _) = srv.post("/api/v1/pipelines/quick/runs", "{}");
     assert_eq!(code, 201);

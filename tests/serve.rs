@@ -442,12 +442,19 @@ fn a_drift_alert_retrains_the_example_model() {
     // The candidate is a new version of `churn`, tagged with the drift that caused it, and
     // `staging` points at it, moved by the alert's run.
     let v = srv.json("/api/v1/models/churn/versions/1");
-    assert_eq!(v["version"]["tags"], json!({"trigger": "alert", "drifted_feature": "tenure", "psi": "0.42"}), "{v:#}");
+    assert_eq!(
+        v["version"]["tags"],
+        json!({"trigger": "alert", "drifted_feature": "tenure", "psi": "0.42"}),
+        "{v:#}"
+    );
     assert_eq!(v["check"]["ok"], true);
     let h = srv.json("/api/v1/models/churn/history?alias=staging");
     assert_eq!(h["moves"][0]["to"], 1);
     assert_eq!(h["moves"][0]["cause"]["run"], run);
-    assert!(h["moves"][0]["reason"].as_str().unwrap().contains("drift of tenure (PSI 0.42), trigger alert"), "{h}");
+    assert!(
+        h["moves"][0]["reason"].as_str().unwrap().contains("drift of tenure (PSI 0.42), trigger alert"),
+        "{h}"
+    );
 }
 
 /// `sluice show --output json` and `GET /api/v1/runs/{id}` are one document: through the

@@ -2,8 +2,10 @@
 //! `experiment_names` (name -> id), `tracking_runs` (run id -> record, which holds its
 //! params, tags and each metric's newest value), `tracking_by_experiment` (experiment | run
 //! id), `tracking_by_task` (run | step | item | attempt -> run id: the tracking run of a step
-//! attempt) and `tracking_series` (run id | 0 | key | 0 | sequence -> one point, 25 bytes:
-//! a version byte, the value, step and timestamp, big-endian).
+//! attempt) and `tracking_series` (run id | 0 | key | 0 | sequence -> a segment: the points
+//! of one key that one write logged, in order; a version byte, then 24 bytes a point: the
+//! value, step and timestamp, big-endian). A history is a scan of a few segments, not of one
+//! key per point.
 //!
 //! Writes to one record are read-modify-write under one lock; they are durable with the
 //! caller's next flush.
@@ -50,8 +52,10 @@ impl Trees {
     }
 }
 
-/// The version byte of a stored point.
-const POINT_VERSION: u8 = 1;
+/// The version byte of a stored segment.
+const SEGMENT_VERSION: u8 = 1;
+/// The bytes of one point in a segment.
+const POINT: usize = 24;
 
 fn series_prefix(run: &str, key: Option<&str>) -> Vec<u8> {
     let mut k = Vec::with_capacity(run.len() + key.map_or(0, str::len) + 11);
@@ -64,26 +68,31 @@ fn series_prefix(run: &str, key: Option<&str>) -> Vec<u8> {
     k
 }
 
-fn encode_point(m: &Metric) -> [u8; 25] {
-    let mut b = [0u8; 25];
-    b[0] = POINT_VERSION;
-    b[1..9].copy_from_slice(&m.value.to_be_bytes());
-    b[9..17].copy_from_slice(&m.step.to_be_bytes());
-    b[17..25].copy_from_slice(&m.timestamp.to_be_bytes());
+fn encode_segment<'a>(points: impl Iterator<Item = &'a Metric>) -> Vec<u8> {
+    let mut b = vec![SEGMENT_VERSION];
+    for m in points {
+        b.extend_from_slice(&m.value.to_be_bytes());
+        b.extend_from_slice(&m.step.to_be_bytes());
+        b.extend_from_slice(&m.timestamp.to_be_bytes());
+    }
     b
 }
 
-fn decode_point(key: String, b: &[u8]) -> Result<Metric> {
-    if b.len() != 25 || b[0] != POINT_VERSION {
-        return Err(StoreError::Corrupt { what: "metric point", detail: format!("{} bytes", b.len()) });
+fn decode_segment(key: &str, b: &[u8], out: &mut Vec<Metric>) -> Result<()> {
+    if b.first() != Some(&SEGMENT_VERSION) || !(b.len() - 1).is_multiple_of(POINT) {
+        return Err(StoreError::Corrupt { what: "metric segment", detail: format!("{} bytes", b.len()) });
     }
-    let f = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(&b[r]).expect("8 bytes");
-    Ok(Metric {
-        key,
-        value: f64::from_be_bytes(f(1..9)),
-        step: i64::from_be_bytes(f(9..17)),
-        timestamp: i64::from_be_bytes(f(17..25)),
-    })
+    let f = |c: &[u8], at: usize| <[u8; 8]>::try_from(&c[at..at + 8]).expect("8 bytes");
+    out.reserve((b.len() - 1) / POINT);
+    for c in b[1..].chunks_exact(POINT) {
+        out.push(Metric {
+            key: key.to_string(),
+            value: f64::from_be_bytes(f(c, 0)),
+            step: i64::from_be_bytes(f(c, 8)),
+            timestamp: i64::from_be_bytes(f(c, 16)),
+        });
+    }
+    Ok(())
 }
 
 fn refused<T>(kind: Refusal, message: String) -> Result<T> {
@@ -284,10 +293,12 @@ impl Store {
         }
         self.writable()?;
         let mut batch = sled::Batch::default();
+        // One segment per key, its points in the order given.
+        let mut keys: Vec<&str> = Vec::new();
         for p in points {
-            let mut k = series_prefix(id, Some(&p.key));
-            k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-            batch.insert(k, &encode_point(p)[..]);
+            if !keys.contains(&p.key.as_str()) {
+                keys.push(&p.key);
+            }
             let new = Latest { value: p.value, step: p.step, timestamp: p.timestamp };
             match r.metrics.get_mut(&p.key) {
                 Some(old) if !new.supersedes(old) => {}
@@ -297,6 +308,11 @@ impl Store {
                 }
             }
         }
+        for key in keys {
+            let mut k = series_prefix(id, Some(key));
+            k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+            batch.insert(k, encode_segment(points.iter().filter(|p| p.key == key)));
+        }
         self.tracking.series.apply_batch(batch).map_err(|x| self.broke(x))?;
         self.put_tracking_run(&r)
     }
@@ -305,12 +321,12 @@ impl Store {
     pub fn metric_history(&self, id: &str, key: Option<&str>) -> Result<Vec<Metric>> {
         let prefix = series_prefix(id, key);
         let run_len = id.len() + 1;
-        let mut out = Vec::new();
+        let mut segments = Vec::new();
         for kv in self.tracking.series.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let Some(split) = k.len().checked_sub(9).filter(|s| *s >= run_len) else {
                 return Err(StoreError::Corrupt {
-                    what: "metric point key",
+                    what: "metric segment key",
                     detail: format!("{} bytes", k.len()),
                 });
             };
@@ -319,12 +335,16 @@ impl Store {
                 Some(key) => key.to_string(),
                 None => String::from_utf8_lossy(&k[run_len..split]).into_owned(),
             };
-            out.push((seq, decode_point(name, &v)?));
+            segments.push((seq, name, v));
         }
         if key.is_none() {
-            out.sort_by_key(|(seq, _)| *seq);
+            segments.sort_by_key(|(seq, _, _)| *seq);
         }
-        Ok(out.into_iter().map(|(_, m)| m).collect())
+        let mut out = Vec::new();
+        for (_, name, v) in segments {
+            decode_segment(&name, &v, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// The tracking runs of some experiments (all of them when `experiments` is empty).

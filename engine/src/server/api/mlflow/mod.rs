@@ -192,18 +192,7 @@ impl Fields {
 
     /// An int64 field: a number or a decimal string.
     pub(crate) fn int(&self, name: &str) -> MlResult<Option<i64>> {
-        let bad = || MlflowError::invalid(format!("`{name}` must be an integer"));
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-                .map(Some)
-                .ok_or_else(bad),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
-            Some(_) => Err(bad()),
-        }
+        int_value(name, self.get(name))
     }
 
     /// A list of strings (a single string counts as a list of one).
@@ -230,6 +219,22 @@ impl Fields {
             return Err(MlflowError::invalid(format!("`{name}` must be a list of {{key, value}} objects")));
         };
         items.iter().map(|i| pair(name, i)).collect()
+    }
+}
+
+/// An int64 value: a number or a decimal string (`None` when absent, null or empty).
+pub(crate) fn int_value(name: &str, v: Option<&Value>) -> MlResult<Option<i64>> {
+    let bad = || MlflowError::invalid(format!("`{name}` must be an integer"));
+    match v.filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(bad),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
     }
 }
 

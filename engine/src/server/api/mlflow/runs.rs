@@ -10,7 +10,9 @@ use axum::{Json, http::StatusCode};
 use serde_json::{Value, json};
 
 use super::experiments::{experiment_id, view};
-use super::{Fields, MlResult, MlflowError, blocking, key_values, max_results, metric_value, page, user_of};
+use super::{
+    Fields, MlResult, MlflowError, blocking, int_value, key_values, max_results, metric_value, page, user_of,
+};
 use crate::server::Shared;
 use crate::server::api::Principal;
 use crate::store::Refusal;
@@ -211,16 +213,15 @@ pub(super) async fn restore(State(shared): State<Arc<Shared>>, f: Fields) -> MlR
 
 /// One metric point from `{key, value, timestamp, step}`.
 fn metric(o: &serde_json::Map<String, Value>, now: i64) -> MlResult<Metric> {
-    let f = Fields(o.clone());
-    let key = f.need("key")?;
+    let key = match o.get("key") {
+        Some(Value::String(k)) if !k.is_empty() => k.clone(),
+        _ => return Err(MlflowError::invalid("Missing value for required parameter 'key'")),
+    };
     check_key("metric", &key).map_err(MlflowError::invalid)?;
     let value = metric_value(&key, o.get("value"))?;
-    Ok(Metric {
-        value,
-        step: f.int("step")?.unwrap_or(0),
-        timestamp: f.int("timestamp")?.unwrap_or(now),
-        key,
-    })
+    let step = int_value("step", o.get("step"))?.unwrap_or(0);
+    let timestamp = int_value("timestamp", o.get("timestamp"))?.unwrap_or(now);
+    Ok(Metric { value, step, timestamp, key })
 }
 
 /// Stores points in a run that is not deleted.
@@ -397,7 +398,10 @@ pub(super) async fn search(State(shared): State<Arc<Shared>>, f: Fields) -> MlRe
     .await
 }
 
-pub(super) async fn history(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn history(
+    State(shared): State<Arc<Shared>>,
+    f: Fields,
+) -> MlResult<([(axum::http::HeaderName, &'static str); 1], Vec<u8>)> {
     let id = f.run_id()?;
     let key = f.need("metric_key")?;
     let max = max_results(&f, 25_000, 100_000)?;
@@ -409,15 +413,16 @@ pub(super) async fn history(State(shared): State<Arc<Shared>>, f: Fields) -> MlR
         }
         let points = store.metric_history(&id, Some(&key))?;
         let (shown, next) = page(points, max, token.as_deref())?;
-        let metrics: Vec<Value> = shown
-            .iter()
-            .map(|m| json!({ "key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step, "run_id": id }))
-            .collect();
-        let mut out = json!({ "metrics": metrics });
-        if let Some(n) = next {
-            out["next_page_token"] = json!(n);
+        // Serialized straight from the points (a history may hold 100,000 of them).
+        #[derive(serde::Serialize)]
+        struct History<'a> {
+            metrics: &'a [crate::tracking::Metric],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            next_page_token: Option<String>,
         }
-        Ok(Json(out))
+        let body = serde_json::to_vec(&History { metrics: &shown, next_page_token: next })
+            .map_err(|e| MlflowError::internal(e.to_string()))?;
+        Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
     })
     .await
 }
