@@ -275,9 +275,31 @@ steps:
         "{message}"
     );
     assert_eq!(srv.json("/api/v1/models/quick")["aliases"]["production"], 1);
-    // A retry of the run's register step does not make a second version.
+    // A retry from `promote` reuses the run's registered version: no new one is made.
     let (code, body) = srv.post("/api/v1/runs/3/retry", r#"{"from": "promote"}"#);
     assert_eq!(code, 201, "{body}");
     srv.wait_run(4);
     assert_eq!(srv.json("/api/v1/models/quick")["model"]["last_version"], 2);
+}
+
+#[test]
+fn nobody_deciding_in_time_times_the_approval_out() {
+    let sb = Sandbox::new();
+    let dags = sb.path("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::write(
+        dags.join("late.yaml"),
+        "name: late\nsteps:\n  ok:\n    approval: {timeout: 1s}\n  after:\n    needs: [ok]\n    process: {shell: 'true'}\n",
+    )
+    .unwrap();
+    let srv = Server::start(&sb, &dags, &[]);
+    let (code, _) = srv.post("/api/v1/pipelines/late/runs", "{}");
+    assert_eq!(code, 201);
+    let done = srv.wait_run(1);
+    assert_eq!(done["state"], "failed", "{done:#}");
+    assert_eq!(step(&done, "ok")["state"], "timed_out");
+    assert_eq!(step(&done, "after")["state"], "upstream_failed");
+    let approver = token(&sb, "late-alice", "approver");
+    let (code, body) = decide(&srv, &approver, 1, "ok", "approve", "too late");
+    assert_eq!(code, 422, "{body}");
 }

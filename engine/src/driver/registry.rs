@@ -484,3 +484,81 @@ impl Registry {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::EngineOptions;
+
+    fn engine(dir: &std::path::Path) -> (Engine, VersionFile) {
+        let e = Engine::open(EngineOptions::new(dir.join("data"))).unwrap();
+        std::fs::write(dir.join("m.bin"), b"weights").unwrap();
+        let placed = e.store().blobs().place(&dir.join("m.bin")).unwrap();
+        (e, VersionFile { digest: placed.digest, size: placed.size })
+    }
+
+    fn new(file: &VersionFile) -> NewVersion {
+        NewVersion {
+            name: "churn".into(),
+            files: [("m.bin".to_string(), file.clone())].into(),
+            source: "test".into(),
+            create_model: true,
+            ..NewVersion::default()
+        }
+    }
+
+    #[test]
+    fn a_task_that_registers_again_gets_its_version_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, file) = engine(dir.path());
+        let actor = Actor::new("pipeline:p#1.register", false, None);
+        let r = e.registry();
+        let (first, made) = r.register_version(new(&file), &actor, Some((1, "register", 0))).unwrap();
+        assert!(made && first.version == 1);
+        // The same task again (a retry, or an attempt after a crash): no second version.
+        let (again, made) = r.register_version(new(&file), &actor, Some((1, "register", 0))).unwrap();
+        assert!(!made);
+        assert_eq!(again, first);
+        // Another task, or none, makes a new one.
+        assert_eq!(r.register_version(new(&file), &actor, Some((1, "register", 1))).unwrap().0.version, 2);
+        assert_eq!(r.register_version(new(&file), &actor, None).unwrap().0.version, 3);
+        assert_eq!(e.store().model("churn").unwrap().unwrap().last_version, 3);
+    }
+
+    #[test]
+    fn moves_need_a_version_that_checks_and_rollback_needs_a_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, file) = engine(dir.path());
+        let r = e.registry();
+        let editor = Actor::new("token:ed", false, None);
+        r.register_version(new(&file), &editor, None).unwrap();
+        r.register_version(new(&file), &editor, None).unwrap();
+        let no_past = r.move_alias("churn", "production", Some(1), &editor, "", Cause::default()).unwrap();
+        assert_eq!((no_past.from, no_past.to), (None, Some(1)));
+        let e1 = r.rollback_alias("churn", "production", &editor, "").unwrap_err().to_string();
+        assert!(e1.contains("nothing to go back to"), "{e1}");
+        r.move_alias("churn", "production", Some(2), &editor, "better", Cause::default()).unwrap();
+        let back = r.rollback_alias("churn", "production", &editor, "").unwrap();
+        assert_eq!((back.from, back.to, back.rollback), (Some(2), Some(1), true));
+        // Protected: an editor may not, the owner may.
+        r.protect_alias("churn", "production", true, &Actor::new("local:root", true, None)).unwrap();
+        let e2 = r.move_alias("churn", "production", Some(2), &editor, "", Cause::default()).unwrap_err();
+        assert!(matches!(e2, EngineError::Forbidden(_)), "{e2}");
+        // A version whose registration was tampered with does not move anything.
+        let mut v = e.store().model_version("churn", 2).unwrap().unwrap();
+        v.metrics.insert("auc".into(), 0.99);
+        v.artifact = format!("sha256:{}", "f".repeat(64));
+        e.store().put_model_version(&v).unwrap();
+        let e3 =
+            r.move_alias("churn", "staging", Some(2), &editor, "", Cause::default()).unwrap_err().to_string();
+        assert!(e3.contains("registration does not verify"), "{e3}");
+        assert_eq!(e.store().alias("churn", "staging").unwrap(), None);
+        // Every move and the protection are audited.
+        let actions: Vec<String> =
+            e.store().audit_entries(0).unwrap().into_iter().map(|a| a.action).collect();
+        assert_eq!(actions.iter().filter(|a| *a == "model.alias").count(), 2, "{actions:?}");
+        assert!(
+            actions.contains(&"model.rollback".to_string()) && actions.contains(&"model.protect".to_string())
+        );
+    }
+}
