@@ -369,7 +369,7 @@ impl Store {
     /// killed. Returns its id.
     pub fn start_task_run(&self, task: TaskRef, user: &str, now: i64) -> Result<String> {
         let experiment = self.pipeline_experiment(&task.pipeline, now)?;
-        for r in self.task_runs_of(task.run, Some((task.step_ix, task.item)))? {
+        for r in self.task_runs_of(task.run, (task.step_ix, task.item))? {
             if r.status == RunStatus::Running {
                 self.update_tracking_run(&r.id, |r| {
                     r.status = RunStatus::Killed;
@@ -434,12 +434,9 @@ impl Store {
         }
     }
 
-    /// The tracking runs of a pipeline run's attempts, or of one task's (step, item).
-    fn task_runs_of(&self, run: u64, task: Option<(StepIx, u32)>) -> Result<Vec<TrackingRun>> {
-        let prefix = match task {
-            Some((step, item)) => task_prefix(run, step, item),
-            None => run.to_be_bytes().to_vec(),
-        };
+    /// The tracking runs of the attempts whose `tracking_by_task` key starts with `prefix`,
+    /// in step, item and attempt order.
+    fn task_runs_under(&self, prefix: Vec<u8>) -> Result<Vec<TrackingRun>> {
         let mut out = Vec::new();
         for kv in self.tracking.by_task.scan_prefix(prefix) {
             let (_, id) = kv?;
@@ -450,24 +447,19 @@ impl Store {
         Ok(out)
     }
 
+    /// The tracking runs of one task's (run, step, item) attempts.
+    fn task_runs_of(&self, run: u64, (step, item): (StepIx, u32)) -> Result<Vec<TrackingRun>> {
+        self.task_runs_under(task_prefix(run, step, item))
+    }
+
     /// The tracking runs of a pipeline run's attempts (of one step's), in step, item and
     /// attempt order.
     pub fn task_runs(&self, run: u64, step: Option<StepIx>) -> Result<Vec<TrackingRun>> {
-        match step {
-            None => self.task_runs_of(run, None),
-            Some(s) => {
-                let mut prefix = run.to_be_bytes().to_vec();
-                prefix.extend_from_slice(&s.to_be_bytes());
-                let mut out = Vec::new();
-                for kv in self.tracking.by_task.scan_prefix(prefix) {
-                    let (_, id) = kv?;
-                    if let Some(b) = self.tracking.runs.get(&id)? {
-                        out.push(decode("tracking run", &b)?);
-                    }
-                }
-                Ok(out)
-            }
+        let mut prefix = run.to_be_bytes().to_vec();
+        if let Some(s) = step {
+            prefix.extend_from_slice(&s.to_be_bytes());
         }
+        self.task_runs_under(prefix)
     }
 
     /// The metric points of a pipeline run (or of one of its steps), by step, item and
