@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use serde_json::{Value, json};
 
 /// Runs a script of tests/mlflow/ with MLflow's client pointed at the server.
 fn client(python: &str, srv: &Server, script: &str, token: &str) -> (bool, String) {
@@ -170,7 +171,7 @@ fn mlflows_registry_calls_work_under_sluices_rules() {
     assert_eq!(line(&out, "NOFILES"), "NOFILES INVALID_PARAMETER_VALUE");
 
     // The version's record: its files, metrics and params from its run, MLmodel's schema.
-    let v = srv.json("/api/v1/models/churn/versions/2");
+    let v = srv.json("/api/v1/models/churn/versions/2?check=true");
     assert_eq!(v["check"]["ok"], true, "{v}");
     assert_eq!(v["version"]["metrics"]["auc"], 0.95);
     assert_eq!(v["version"]["params"]["lr"], "0.01");
@@ -271,4 +272,110 @@ fn mlflows_registry_calls_work_under_sluices_rules() {
     let shown = sb.sluice(&["model", "show", "churn", "--version", "2"]);
     assert_eq!(shown.status.code(), Some(1), "{}", text(&shown.stdout));
     assert!(text(&shown.stdout).contains("check     FAILED"), "{}", text(&shown.stdout));
+}
+
+#[test]
+fn writers_keep_to_what_they_own() {
+    let Some(python) = python_with("mlflow", "writers_keep_to_what_they_own") else { return };
+    let sb = Sandbox::new();
+    let dags = sb.path("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::write(dags.join("first.yaml"), "name: first\nsteps:\n  a:\n    process: {shell: 'true'}\n")
+        .unwrap();
+    let srv = Server::start(&sb, &dags, &[]);
+    let (code, _) = srv.post("/api/v1/pipelines/first/runs", "{}");
+    assert_eq!(code, 201);
+    srv.wait_run(1);
+    let exp = srv.json("/api/2.0/mlflow/experiments/get-by-name?experiment_name=first");
+    let exp_id = exp["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    let search = |filter: &str| {
+        let body = json!({"experiment_ids": [exp_id], "filter": filter}).to_string();
+        let (code, answer) = srv.request(
+            "POST",
+            "/api/2.0/mlflow/runs/search",
+            body.as_bytes(),
+            &[("Content-Type", "application/json")],
+        );
+        (code, answer)
+    };
+    let (_, answer) = search("");
+    let step_run = serde_json::from_str::<Value>(&answer).unwrap()["runs"][0]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |path: &str, body: Value| {
+        let (code, answer) =
+            srv.request("POST", path, body.to_string().as_bytes(), &[("Content-Type", "application/json")]);
+        (code, answer)
+    };
+    // Nobody but the step itself writes to a step's tracking run (its metrics feed gates).
+    let (code, answer) = post(
+        "/api/2.0/mlflow/runs/log-metric",
+        json!({"run_id": step_run, "key": "auc", "value": 1.0, "timestamp": 1}),
+    );
+    assert_eq!(code, 403, "{answer}");
+    assert!(answer.contains("PERMISSION_DENIED") && answer.contains("only that step writes"), "{answer}");
+    // A pipeline's experiment is not deleted or renamed.
+    let (code, answer) = post("/api/2.0/mlflow/experiments/delete", json!({"experiment_id": exp_id}));
+    assert_eq!(code, 403, "{answer}");
+    // A filter nested too deep is refused, and the server lives on.
+    let (code, answer) = search(&format!("{}metrics.a > 1{}", "(".repeat(10_000), ")".repeat(10_000)));
+    assert_eq!(code, 400, "{answer}");
+    assert_eq!(srv.get("/api/v1/health").0, 200);
+    // The artifact proxy: `registry/` is not for uploads; a path keeps its first content.
+    let put = |path: &str, bytes: &[u8]| {
+        srv.request(
+            "PUT",
+            &format!("/api/2.0/mlflow-artifacts/artifacts/{path}"),
+            bytes,
+            &[("Content-Type", "text/plain")],
+        )
+    };
+    assert_eq!(put("registry/churn/1/model.pkl", b"evil").0, 403);
+    let (code, answer) = post("/api/2.0/mlflow/runs/create", json!({"experiment_id": exp_id}));
+    assert_eq!(code, 200, "{answer}");
+    let mine = serde_json::from_str::<Value>(&answer).unwrap()["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = format!("{exp_id}/{mine}/artifacts/model/weights.bin");
+    assert_eq!(put(&file, b"first").0, 200);
+    assert_eq!(put(&file, b"first").0, 200, "the same bytes again");
+    let (code, answer) = put(&file, b"second");
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("RESOURCE_ALREADY_EXISTS"), "{answer}");
+    assert_eq!(
+        put(&format!("{exp_id}/{step_run}/artifacts/x.bin"), b"x").0,
+        403,
+        "a step's folder is the step's"
+    );
+
+    // A step's own token: its own run, yes; another's, Sluice's API, alias moves, no.
+    let probe = sb.path("probe.json");
+    std::fs::write(
+        dags.join("probe.yaml"),
+        format!(
+            "name: probe\nsteps:\n  p:\n    process: {{command: [{python}, {script}, {step_run}]}}\n    env: {{PROBE_FILE: {probe}}}\n",
+            script = repo().join("tests/mlflow/scoped.py").display(),
+            probe = probe.display()
+        ),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let run = loop {
+        let (code, body) = srv.post("/api/v1/pipelines/probe/runs", "{}");
+        if code == 201 {
+            break serde_json::from_str::<Value>(&body).unwrap()["run"]["id"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not load probe.yaml: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let done = srv.wait_run(run);
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    let seen: Value = serde_json::from_str(&std::fs::read_to_string(&probe).unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        json!({"own_metric": 200, "other_metric": 403, "sluice_api": 403, "alias": 403, "registry_upload": 403}),
+        "what a step's token may do"
+    );
 }

@@ -99,7 +99,7 @@ fn register_gate_approve_promote_under_the_registrys_rules() {
     let model = srv.json("/api/v1/models/breast-cancer");
     assert_eq!(model["aliases"]["production"], 1, "{model:#}");
     // The version: from the better model's attempt, its files, metrics, schema; it checks.
-    let v = srv.json("/api/v1/models/breast-cancer/versions/1");
+    let v = srv.json("/api/v1/models/breast-cancer/versions/1?check=true");
     assert_eq!(v["check"]["ok"], true, "{v:#}");
     assert_eq!(v["check"]["checked"], json!(["files", "registration", "provenance"]));
     let files: Vec<&String> = v["version"]["files"].as_object().unwrap().keys().collect();

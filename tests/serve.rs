@@ -441,7 +441,7 @@ fn a_drift_alert_retrains_the_example_model() {
     assert_eq!(done["params"]["psi"], 0.42);
     // The candidate is a new version of `churn`, tagged with the drift that caused it, and
     // `staging` points at it, moved by the alert's run.
-    let v = srv.json("/api/v1/models/churn/versions/1");
+    let v = srv.json("/api/v1/models/churn/versions/1?check=true");
     assert_eq!(
         v["version"]["tags"],
         json!({"trigger": "alert", "drifted_feature": "tenure", "psi": "0.42"}),

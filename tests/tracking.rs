@@ -94,8 +94,19 @@ steps:
     }
     let state = srv.json(&format!("/api/v1/runs/{run}"));
     assert_eq!(state["state"], "running", "{state}");
+    // Tags set while the run goes survive its end (the driver rewrites its record as it moves).
+    let (code, body) = srv.request(
+        "POST",
+        &format!("/api/v1/runs/{run}/tags"),
+        br#"{"tags": {"team": "fraud"}}"#,
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 200, "{body}");
     std::fs::write(&go, "").unwrap();
     srv.wait_run(run);
+    let listed = srv.json("/api/v1/runs?filter=tags.team%20%3D%20%27fraud%27");
+    assert_eq!(listed["runs"][0]["id"], run, "{listed}");
+    assert_eq!(listed["runs"][0]["tags"]["team"], "fraud", "{listed}");
     let v = srv.json(&format!("/api/v1/runs/{run}/metrics?step=train"));
     let values: Vec<f64> =
         v["metrics"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();

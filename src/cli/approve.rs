@@ -26,7 +26,7 @@ pub(crate) fn approve(
     let decided = local(data_dir, server, |e| {
         let who = Decider { actor: sluice_engine::security::local_actor(), role: None, request: None };
         let d = e.decide(run, step, !reject, comment, &who)?;
-        e.log_decision(d.run, d.step, d.item, d.attempt, d.outcome)?;
+        e.apply_decision_idle(&d)?;
         Ok(json!({ "v": 1, "run": run, "step": step, "decision": d.decision, "resume": true }))
     })?;
     let v = match decided {

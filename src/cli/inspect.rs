@@ -51,7 +51,7 @@ pub(crate) fn runs(
         Some(engine) => {
             let all = engine.store().runs()?;
             let found = if searched { engine.search_runs(all, &search)? } else { all };
-            found.into_iter().take(limit).collect()
+            engine.with_tags(found.into_iter().take(limit).collect())?
         }
         None => super::client::runs(data_dir, server, limit, (filter, order_by))?,
     };

@@ -154,8 +154,8 @@ pub(crate) fn run(
     match command {
         ModelCommand::Show { name, version: Some(version), .. } => {
             let n = parse_version(&version).map_err(anyhow::Error::msg)?;
-            let path = format!("/api/v1/models/{}/versions/{n}", urlencode(&name));
-            let v = either(data_dir, server, |e| Ok(e.version_doc(&name, n)?), (Method::GET, path, None))?;
+            let path = format!("/api/v1/models/{}/versions/{n}?check=true", urlencode(&name));
+            let v = either(data_dir, server, |e| Ok(e.version_doc(&name, n, true)?), (Method::GET, path, None))?;
             let ok = v["check"]["ok"] == true;
             print(output, &v, show_version)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -20,15 +20,30 @@ pub struct Decider {
     pub request: Option<String>,
 }
 
-/// A decision taken: what to apply to the run.
+/// A decision checked (the step waits, the role may, the decider did not start the run):
+/// what to apply to the run, and what to record once it is applied.
 #[derive(Debug, Clone)]
 pub struct Decided {
     pub run: u64,
     pub step: StepIx,
+    pub step_id: String,
     pub item: u32,
     pub attempt: u32,
     pub outcome: Outcome,
     pub decision: Decision,
+    pub request: Option<String>,
+}
+
+impl Decided {
+    /// The event that applies it: the waiting attempt's result.
+    pub fn event(&self) -> Event {
+        Event::Finished {
+            step: self.step,
+            item: self.item,
+            attempt: self.attempt,
+            outcome: self.outcome.clone(),
+        }
+    }
 }
 
 fn refused(kind: Refusal, message: String) -> EngineError {
@@ -36,9 +51,11 @@ fn refused(kind: Refusal, message: String) -> EngineError {
 }
 
 impl Engine {
-    /// Records a decision on a waiting approval step. Refused for a step that is not an
-    /// approval, is not waiting (or was decided), for a role below the step's, and for the one
-    /// who started the run.
+    /// Checks a decision on a waiting approval step; nothing is written. Refused for a step
+    /// that is not an approval, is not waiting (decided already, timed out), for a role below
+    /// the step's, and for the one who started the run. It is recorded (with its audit entry)
+    /// only in the batch that applies it ([`Engine::record_decision`]), so a decision on
+    /// record is always one the run took.
     pub fn decide(
         &self,
         run: u64,
@@ -47,6 +64,9 @@ impl Engine {
         comment: &str,
         who: &Decider,
     ) -> Result<Decided> {
+        if comment.chars().count() > 2000 {
+            return Err(refused(Refusal::Invalid, "a decision's comment is at most 2000 characters".into()));
+        }
         let r = self.replay(run, |_, _, _, _| {})?;
         let ix = *r.plan.index.get(step).ok_or_else(|| {
             EngineError::NotFound(format!("run {run} ({}) has no step `{step}`", r.plan.name()))
@@ -84,31 +104,6 @@ impl Engine {
         let now = self.now_ms();
         let decision =
             Decision { v: 1, approved, by: who.actor.clone(), at: now, comment: comment.to_string() };
-        {
-            let _guard = self.store.registry_lock();
-            if let Some((_, d)) = self.store.decisions(run)?.into_iter().find(|(s, _)| s == step) {
-                return Err(refused(
-                    Refusal::Invalid,
-                    format!(
-                        "step `{step}` of run {run} was {} by {} already",
-                        if d.approved { "approved" } else { "rejected" },
-                        d.by
-                    ),
-                ));
-            }
-            self.store.put_decision(run, step, &decision)?;
-            self.store.audit(
-                Action::new(
-                    &who.actor,
-                    if approved { "approval.approve" } else { "approval.reject" },
-                    format!("run:{run}/{step}"),
-                )
-                .after(json!({ "comment": comment }))
-                .request(who.request.as_deref()),
-                now,
-            )?;
-            self.store.flush()?;
-        }
         let outcome = if approved {
             let mut outputs = serde_json::Map::new();
             outputs.insert("approved".into(), json!(true));
@@ -120,26 +115,50 @@ impl Engine {
             let why = if comment.is_empty() { String::new() } else { format!(": {comment}") };
             Outcome::Failed { retryable: false, message: format!("rejected by {}{why}", who.actor) }
         };
-        Ok(Decided { run, step: ix, item: 0, attempt, outcome, decision })
+        Ok(Decided {
+            run,
+            step: ix,
+            step_id: step.to_string(),
+            item: 0,
+            attempt,
+            outcome,
+            decision,
+            request: who.request.clone(),
+        })
     }
 
-    /// Appends a decision to the log of a run no engine drives (interrupted, or this
-    /// command's own folder): the run goes on from it when it is resumed.
-    pub fn log_decision(
-        &self,
-        run: u64,
-        step: StepIx,
-        item: u32,
-        attempt: u32,
-        outcome: Outcome,
-    ) -> Result<()> {
-        let r = self.replay(run, |_, _, _, _| {})?;
-        let event = Event::Finished { step, item, attempt, outcome };
+    /// Writes a decision the run takes, and its audit entry (durable with the caller's flush,
+    /// the one that logs the event applying it).
+    pub(crate) fn record_decision(&self, d: &Decided) -> Result<()> {
+        self.store.put_decision(d.run, &d.step_id, &d.decision)?;
+        self.store.audit(
+            Action::new(
+                &d.decision.by,
+                if d.decision.approved { "approval.approve" } else { "approval.reject" },
+                format!("run:{}/{}", d.run, d.step_id),
+            )
+            .after(json!({ "comment": d.decision.comment }))
+            .request(d.request.as_deref()),
+            self.now_ms(),
+        )?;
+        Ok(())
+    }
+
+    /// Applies a decision to a run no engine drives (interrupted, or this command's own
+    /// folder): the event into its log with the decision and its audit entry, one flush; the
+    /// run goes on from it when it is resumed.
+    pub fn apply_decision_idle(&self, d: &Decided) -> Result<()> {
+        let r = self.replay(d.run, |_, _, _, _| {})?;
+        let event = d.event();
         if !r.machine.accepts(&event) {
-            return Err(refused(Refusal::Invalid, format!("run {run} no longer waits for that decision")));
+            return Err(refused(
+                Refusal::Invalid,
+                format!("step `{}` of run {} no longer waits for a decision", d.step_id, d.run),
+            ));
         }
+        self.record_decision(d)?;
         self.store.append_event(
-            run,
+            d.run,
             &EventRecord { v: FORMAT_VERSION, seq: r.next_seq, at: self.now_ms(), event },
         )?;
         self.store.flush()?;

@@ -57,7 +57,7 @@ impl Executor for Builtins {
         &self,
         request: AttemptRequest,
         sink: Arc<dyn AttemptSink>,
-        _kill: watch::Receiver<Option<KillSignal>>,
+        kill: watch::Receiver<Option<KillSignal>>,
     ) -> BoxFuture<AttemptOutcome> {
         let registry = self.registry.clone();
         Box::pin(async move {
@@ -69,7 +69,16 @@ impl Executor for Builtins {
             let log = sink.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let say = |line: &str| log.log(LogStream::System, format!("sluice: {line}\n").as_bytes());
-                let cx = Cx { registry: &registry, run: id.run, step: &id.step, item: id.item, say: &say };
+                // Asked to stop (a timeout, a cancel): nothing more is written.
+                let stopped = || kill.borrow().is_some();
+                let cx = Cx {
+                    registry: &registry,
+                    run: id.run,
+                    step: &id.step,
+                    item: id.item,
+                    say: &say,
+                    stopped: &stopped,
+                };
                 match op.as_str() {
                     "register" => cx.register(&args),
                     "gate" => cx.gate(&args),
@@ -94,6 +103,7 @@ struct Cx<'a> {
     step: &'a str,
     item: u32,
     say: &'a dyn Fn(&str),
+    stopped: &'a dyn Fn() -> bool,
 }
 
 fn text(args: &Value, key: &str) -> Option<String> {
@@ -101,8 +111,30 @@ fn text(args: &Value, key: &str) -> Option<String> {
 }
 
 impl Cx<'_> {
+    /// Refuses to go on once the step was asked to stop.
+    fn go_on(&self) -> Result<(), Failed> {
+        if (self.stopped)() {
+            return Err(ExecError::cancelled("the step was stopped before it changed the registry"));
+        }
+        Ok(())
+    }
+
     fn pipeline(&self) -> Result<String, Failed> {
         Ok(self.registry.store().run(self.run).map_err(store_error)?.pipeline)
+    }
+
+    /// This run, and the runs it retries (a retry from a later step keeps the results of the
+    /// steps before it: their registrations, gates and approvals are this run's too).
+    fn lineage(&self) -> Result<Vec<u64>, Failed> {
+        let mut runs = vec![self.run];
+        while runs.len() < 16 {
+            let r = self.registry.store().run(*runs.last().expect("one")).map_err(store_error)?;
+            match r.cause.as_ref().and_then(|c| c["retry_of"].as_u64()) {
+                Some(before) if !runs.contains(&before) => runs.push(before),
+                _ => break,
+            }
+        }
+        Ok(runs)
     }
 
     /// Who this step is, as the audit log names it.
@@ -113,7 +145,13 @@ impl Cx<'_> {
     /// The model and version a step names, or the one version registered in this run.
     fn candidate(&self, args: &Value) -> Result<(String, u64), Failed> {
         let named = (text(args, "model"), text(args, "version"));
-        let registered = self.registry.store().registered_in(self.run).map_err(store_error)?;
+        let mut registered = Vec::new();
+        for run in self.lineage()? {
+            registered = self.registry.store().registered_in(run).map_err(store_error)?;
+            if !registered.is_empty() {
+                break;
+            }
+        }
         let pick = |model: Option<&str>| -> Result<(String, u64), Failed> {
             let mut found: Vec<&(String, u64)> =
                 registered.iter().filter(|(m, _)| model.is_none_or(|want| m == want)).collect();
@@ -288,6 +326,7 @@ impl Cx<'_> {
             create_model: true,
         };
         let actor = Actor::new(self.actor_name()?, false, None);
+        self.go_on()?;
         let (v, made) = self
             .registry
             .register_version(new, &actor, Some((self.run, self.step, self.item)))
@@ -322,6 +361,9 @@ impl Cx<'_> {
             })
             .collect();
         let against = text(args, "against");
+        if let Some(a) = &against {
+            crate::registry::check_alias(a).map_err(|e| ExecError::fatal(format!("`against`: {e}")))?;
+        }
         let base_version = match &against {
             Some(alias) => match store.alias(&model, alias).map_err(store_error)? {
                 Some(v) => Some((v, store.model_version_needed(&model, v).map_err(store_error)?)),
@@ -342,6 +384,7 @@ impl Cx<'_> {
         if !report.passed {
             return Err(ExecError::fatal(report.failures()));
         }
+        self.go_on()?;
         store
             .put_gate_pass(
                 self.run,
@@ -363,10 +406,19 @@ impl Cx<'_> {
     fn promote(&self, args: &Value) -> Result<Map<String, Value>, Failed> {
         let (model, version) = self.candidate(args)?;
         let alias = text(args, "alias").ok_or_else(|| ExecError::fatal("`alias` is empty"))?;
+        crate::registry::check_alias(&alias).map_err(ExecError::fatal)?;
         let store = self.registry.store();
         let m = store.model_needed(&model).map_err(store_error)?;
-        let gate = store.gate_pass(self.run, &model, version).map_err(store_error)?;
-        let approval = store.decisions(self.run).map_err(store_error)?.into_iter().find(|(_, d)| d.approved);
+        // In this run, or in the run it retries (whose gate and approval it kept).
+        let (mut gate, mut approval) = (None, None);
+        for run in self.lineage()? {
+            if gate.is_none() {
+                gate = store.gate_pass(run, &model, version).map_err(store_error)?;
+            }
+            if approval.is_none() {
+                approval = store.decisions(run).map_err(store_error)?.into_iter().find(|(_, d)| d.approved);
+            }
+        }
         let protected = m.protected.contains(&alias);
         if protected && (gate.is_none() || approval.is_none()) {
             let mut missing = Vec::new();
@@ -392,6 +444,7 @@ impl Cx<'_> {
             request: None,
         };
         let actor = Actor::new(self.actor_name()?, protected, None);
+        self.go_on()?;
         let moved = self
             .registry
             .move_alias(&model, &alias, Some(version), &actor, &reason, cause)

@@ -85,7 +85,8 @@ impl Searchable for Searched<'_> {
 }
 
 impl Engine {
-    /// Sets tags of a run (an empty value removes one), audited; returns its tags.
+    /// Sets tags of a run (an empty value removes one), audited; returns its tags. Kept apart
+    /// from the run's record, which the driver rewrites as the run moves.
     pub fn set_run_tags(
         &self,
         run: u64,
@@ -93,26 +94,25 @@ impl Engine {
         actor: &str,
         request: Option<&str>,
     ) -> Result<BTreeMap<String, String>> {
-        let _guard = self.store.registry_lock();
-        let mut r = self.store.run(run)?;
-        let before = r.tags.clone();
-        for (k, v) in tags {
-            if v.is_empty() {
-                r.tags.remove(&k);
-            } else {
-                r.tags.insert(k, v);
-            }
-        }
-        self.store.put_run(&r)?;
+        let before = self.store.run_tags(&self.store.run(run)?)?;
+        let after = self.store.set_run_tags(run, tags)?;
         self.store.audit(
             crate::security::audit::Action::new(actor, "run.tag", format!("run:{run}"))
                 .before(json!(before))
-                .after(json!(r.tags))
+                .after(json!(after))
                 .request(request),
             self.now_ms(),
         )?;
         self.store.flush()?;
-        Ok(r.tags)
+        Ok(after)
+    }
+
+    /// Runs with their tags as they are now (those set since they started included).
+    pub fn with_tags(&self, mut runs: Vec<RunRecord>) -> Result<Vec<RunRecord>> {
+        for r in &mut runs {
+            r.tags = self.store.run_tags(r)?;
+        }
+        Ok(runs)
     }
 
     /// A run's metrics: each key's newest value across its steps (MLflow's rule: greatest
@@ -138,6 +138,7 @@ impl Engine {
 
     /// The runs that match `search`, in its order (newest first where it says nothing).
     pub fn search_runs(&self, runs: Vec<RunRecord>, search: &RunSearch) -> Result<Vec<RunRecord>> {
+        let runs = self.with_tags(runs)?;
         let metrics = search.needs_metrics();
         let mut found = Vec::new();
         for r in &runs {
@@ -161,7 +162,8 @@ impl Engine {
         let mut metrics = Vec::new();
         let mut reports = Vec::new();
         for id in ids {
-            let r = self.store.run(*id)?;
+            let mut r = self.store.run(*id)?;
+            r.tags = self.store.run_tags(&r)?;
             metrics.push(self.run_metric_values(*id)?);
             reports.push(self.report(*id)?);
             runs.push(r);

@@ -11,21 +11,16 @@ pub enum Notice {
 }
 
 /// A request about one run, sent to a driving engine.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Control {
     /// Stop the run for good: running attempts are killed, the rest never start.
     Cancel(u64),
     /// Start (or resume) a stored run; only a driver started with [`Engine::serve`] keeps
     /// taking new runs.
     Start(u64),
-    /// A decision on a waiting step (recorded already): applied as its attempt's result.
-    Decide {
-        run: u64,
-        step: crate::scheduler::StepIx,
-        item: u32,
-        attempt: u32,
-        outcome: crate::scheduler::Outcome,
-    },
+    /// A decision on a waiting step, checked: applied as its attempt's result, recorded in
+    /// the batch that logs it; the reply learns whether the run took it, once that is durable.
+    Decide(Box<super::Decided>, tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// A testing hook that kills the engine (SIGKILL) at a chosen point, to prove crash safety.

@@ -278,7 +278,8 @@ impl Engine {
 
     /// Replaces the executors (benchmarks and tests run the engine without real work).
     pub fn with_executors(mut self, executors: ExecutorSet) -> Self {
-        self.executors = executors;
+        let builtins = Arc::new(builtin::Builtins::new(self.registry()));
+        self.executors = executors.with_builtin(builtins);
         self
     }
 

@@ -121,7 +121,8 @@ impl Registry {
             created: now,
             updated: now,
             created_by: actor.name.clone(),
-            last_version: 0,
+            // A name used before goes on from its last number: versions never repeat.
+            last_version: self.store.removed_model_last_version(name)?,
             protected: Default::default(),
         };
         self.store.put_model(&m)?;
@@ -151,13 +152,8 @@ impl Registry {
             crate::tracking::check_value(k, *v).map_err(|m| refused(Refusal::Invalid, m))?;
         }
         let store = &self.store;
-        let _guard = store.registry_lock();
-        if let Some((run, step, item)) = task
-            && let Some((name, version)) = store.registered_by(run, step, item)?
-        {
-            return Ok((store.model_version_needed(&name, version)?, false));
-        }
-        // Every file must be in the store and whole.
+        // Every file must be in the store and whole (hashed before the lock: it may be large,
+        // and a stored file never changes under its digest).
         let blobs = store.blobs();
         for (path, f) in &new.files {
             blobs.verify(&f.digest).map_err(|e| {
@@ -166,6 +162,12 @@ impl Registry {
                     format!("the file `{path}` ({}) cannot be registered: {e}", f.digest),
                 )
             })?;
+        }
+        let _guard = store.registry_lock();
+        if let Some((run, step, item)) = task
+            && let Some((name, version)) = store.registered_by(run, step, item)?
+        {
+            return Ok((store.model_version_needed(&name, version)?, false));
         }
         let mut model = match store.model(&new.name)? {
             Some(m) => m,
@@ -264,7 +266,9 @@ impl Registry {
     }
 
     /// Points `alias` of `name` at `to` (none: removes it), recording the move. Refused for a
-    /// version that does not verify, and for a protected alias unless the actor may.
+    /// version that does not verify, and for a protected alias unless the actor may. A move
+    /// to the version the alias points at already changes and records nothing (its `audit`
+    /// is 0), so that a repeated promotion, or a client's retry, leaves the history as it is.
     pub fn move_alias(
         &self,
         name: &str,
@@ -274,11 +278,46 @@ impl Registry {
         reason: &str,
         cause: Cause,
     ) -> Result<AliasMove> {
-        self.move_alias_as(name, alias, to, actor, reason, cause, false)
+        check_alias(alias).map_err(|m| refused(Refusal::Invalid, m))?;
+        // Checked before the lock (hashing a large model takes a while), and found unchanged
+        // under it.
+        let checked = match to {
+            Some(v) => Some(self.checked_version(name, v)?),
+            None => None,
+        };
+        let _guard = self.store.registry_lock();
+        if let Some(v) = &checked {
+            self.still(v)?;
+        }
+        self.move_locked(name, alias, to, actor, reason, cause, false)
     }
 
+    /// A version that checks, or why it cannot be promoted.
+    fn checked_version(&self, name: &str, v: u64) -> Result<ModelVersion> {
+        let version = self.store.model_version_needed(name, v)?;
+        if let Err(why) = self.verify_version(&version)? {
+            return Err(refused(Refusal::Invalid, format!("{name} version {v} cannot be promoted: {why}")));
+        }
+        Ok(version)
+    }
+
+    /// Refuses when a version changed since it was checked (under the registry lock).
+    fn still(&self, checked: &ModelVersion) -> Result<()> {
+        match self.store.model_version(&checked.name, checked.version)? {
+            Some(now) if now == *checked => Ok(()),
+            _ => Err(refused(
+                Refusal::Invalid,
+                format!(
+                    "{} version {} changed while it was checked; try again",
+                    checked.name, checked.version
+                ),
+            )),
+        }
+    }
+
+    /// The move itself, with the registry lock held.
     #[allow(clippy::too_many_arguments)]
-    fn move_alias_as(
+    fn move_locked(
         &self,
         name: &str,
         alias: &str,
@@ -288,9 +327,7 @@ impl Registry {
         cause: Cause,
         rollback: bool,
     ) -> Result<AliasMove> {
-        check_alias(alias).map_err(|m| refused(Refusal::Invalid, m))?;
         let store = &self.store;
-        let _guard = store.registry_lock();
         let model = store.model_needed(name)?;
         if model.protected.contains(alias) && !actor.may_move_protected {
             return Err(EngineError::Forbidden(format!(
@@ -298,26 +335,13 @@ impl Registry {
             )));
         }
         if let Some(v) = to {
-            let version = store.model_version_needed(name, v)?;
-            if let Err(why) = self.verify_version(&version)? {
-                return Err(refused(
-                    Refusal::Invalid,
-                    format!("{name} version {v} cannot be promoted: {why}"),
-                ));
-            }
+            store.model_version_needed(name, v)?;
         }
         let from = store.alias(name, alias)?;
         if to.is_none() && from.is_none() {
             return Err(refused(Refusal::NotFound, format!("model `{name}` has no alias `{alias}`")));
         }
-        let target = format!("model:{name}@{alias}");
-        let seq = self.audit(
-            Action::new(&actor.name, if rollback { "model.rollback" } else { "model.alias" }, &target)
-                .before(json!({ "version": from }))
-                .after(json!({ "version": to, "reason": reason, "cause": cause }))
-                .request(actor.request.as_deref()),
-        )?;
-        let m = AliasMove {
+        let mut m = AliasMove {
             v: RECORD_VERSION,
             model: name.to_string(),
             alias: alias.to_string(),
@@ -328,46 +352,64 @@ impl Registry {
             reason: reason.to_string(),
             cause,
             rollback,
-            audit: seq,
+            audit: 0,
         };
+        if from == to {
+            return Ok(m);
+        }
+        let target = format!("model:{name}@{alias}");
+        m.audit = self.audit(
+            Action::new(&actor.name, if rollback { "model.rollback" } else { "model.alias" }, &target)
+                .before(json!({ "version": from }))
+                .after(json!({ "version": to, "reason": reason, "cause": m.cause }))
+                .request(actor.request.as_deref()),
+        )?;
         store.put_alias(&m)?;
         store.flush()?;
         Ok(m)
     }
 
     /// Moves an alias back to the version it pointed at before its last move (one command,
-    /// recorded as a rollback).
+    /// recorded as a rollback); the target is read under the registry lock.
     pub fn rollback_alias(&self, name: &str, alias: &str, actor: &Actor, reason: &str) -> Result<AliasMove> {
         self.store.model_needed(name)?;
-        let moves = self.store.alias_moves(name, Some(alias))?;
-        let Some(last) = moves.last() else {
-            return Err(refused(
-                Refusal::NotFound,
-                format!("model `{name}` has no alias `{alias}` to roll back"),
-            ));
+        let target = || -> Result<(u64, Option<u64>)> {
+            let moves = self.store.alias_moves(name, Some(alias))?;
+            let Some(last) = moves.last() else {
+                return Err(refused(
+                    Refusal::NotFound,
+                    format!("model `{name}` has no alias `{alias}` to roll back"),
+                ));
+            };
+            match last.from {
+                Some(back) => Ok((back, last.to)),
+                None => Err(refused(
+                    Refusal::Invalid,
+                    format!(
+                        "the alias `{alias}` of `{name}` pointed at no version before its last move; nothing to go back to"
+                    ),
+                )),
+            }
         };
-        let Some(back) = last.from else {
+        let (back, _) = target()?;
+        let checked = self.checked_version(name, back)?;
+        let _guard = self.store.registry_lock();
+        // Moved meanwhile: go where the history says now.
+        let (back, from) = target()?;
+        if back != checked.version {
             return Err(refused(
                 Refusal::Invalid,
-                format!(
-                    "the alias `{alias}` of `{name}` pointed at no version before its last move; nothing to go back to"
-                ),
+                format!("the alias `{alias}` of `{name}` moved meanwhile; try again"),
             ));
-        };
+        }
+        self.still(&checked)?;
         let reason = if reason.is_empty() {
-            format!("rollback from version {:?}", last.to)
+            format!("rollback from version {}", from.map_or("none".into(), |v| v.to_string()))
         } else {
             reason.to_string()
         };
-        self.move_alias_as(
-            name,
-            alias,
-            Some(back),
-            actor,
-            &reason,
-            Cause { request: actor.request.clone(), ..Cause::default() },
-            true,
-        )
+        let cause = Cause { request: actor.request.clone(), ..Cause::default() };
+        self.move_locked(name, alias, Some(back), actor, &reason, cause, true)
     }
 
     /// Protects an alias of a model (or lets it go), audited.

@@ -86,7 +86,18 @@ struct Driver<'e> {
     grace: Duration,
     /// Step cache entries of results in the backlog, stored in the batch that logs them.
     cache: HashMap<(u64, StepIx, u32, u32), crate::store::CacheEntry>,
+    /// Decisions in the backlog, recorded in the batch that logs them (if the run takes
+    /// them), with whom to tell.
+    deciding: HashMap<(u64, StepIx, u32, u32), Deciding>,
+    /// Answers sent once the batch they wait for is durable.
+    replies: Vec<(Reply, std::result::Result<(), String>)>,
 }
+
+/// Whom to tell whether a run took a decision.
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+
+/// A decision on its way into a batch, and whom to tell.
+type Deciding = (Box<super::Decided>, Reply);
 
 impl Engine {
     /// Drives runs until each has finished or been interrupted. `runs` are loaded from the
@@ -158,6 +169,8 @@ impl Engine {
             commits: 0,
             grace: self.opts.grace,
             cache: HashMap::new(),
+            deciding: HashMap::new(),
+            replies: Vec::new(),
         };
         for &id in runs {
             match d.load(id, intent) {
@@ -205,14 +218,14 @@ impl Engine {
                             }
                         }
                         Some(Control::Start(run)) => tracing::warn!(run, "not starting the run: the engine is stopping or already drives it"),
-                        Some(Control::Decide { run, step, item, attempt, outcome }) if d.runs.contains_key(&run) => {
-                            d.backlog.push_back((run, Event::Finished { step, item, attempt, outcome }));
+                        Some(Control::Decide(decided, reply)) if d.runs.contains_key(&decided.run) => {
+                            let key = (decided.run, decided.step, decided.item, decided.attempt);
+                            d.backlog.push_back((decided.run, decided.event()));
+                            d.deciding.insert(key, (decided, reply));
                         }
-                        Some(Control::Decide { run, step, item, attempt, outcome }) => {
+                        Some(Control::Decide(decided, reply)) => {
                             // A run this driver does not hold (interrupted): into its log.
-                            if let Err(e) = self.log_decision(run, step, item, attempt, outcome) {
-                                tracing::error!(run, error = %e, "cannot record the decision");
-                            }
+                            let _ = reply.send(self.apply_decision_idle(&decided).map_err(|e| e.to_string()));
                         }
                         None => controls_open = false,
                     },
@@ -408,6 +421,22 @@ impl Driver<'_> {
                     }
                     _ => None,
                 };
+                let decided = match &event {
+                    Event::Finished { step, item, attempt, .. } => {
+                        self.deciding.remove(&(run, *step, *item, *attempt))
+                    }
+                    _ => None,
+                };
+                if let Some((d, reply)) = decided {
+                    // A decision is on record only if the run takes it, in the batch that logs it.
+                    let answer = if a.machine.accepts(&event) {
+                        self.engine.record_decision(&d)?;
+                        Ok(())
+                    } else {
+                        Err(format!("step `{}` of run {run} no longer waits for a decision", d.step_id))
+                    };
+                    self.replies.push((reply, answer));
+                }
                 if a.machine.accepts(&event) {
                     // A result the cache may reuse is stored in the batch that logs it.
                     if let Some(entry) = entry {
@@ -460,6 +489,9 @@ impl Driver<'_> {
         store.flush()?;
         if self.engine.opts.fault == Some(super::Fault::AfterCommit(self.commits)) {
             crash();
+        }
+        for (reply, answer) in self.replies.drain(..) {
+            let _ = reply.send(answer);
         }
         for (run, action) in external {
             self.external(run, action);

@@ -194,10 +194,14 @@ impl MetricsFile {
             let Ok(n) = read else { break };
             self.offset += n as u64;
             self.partial.extend_from_slice(&chunk);
-            while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.partial.drain(..=end).collect();
-                self.take(&line[..end], now_ms, &mut points, &mut said);
+            // Every complete line, then what is left of the last one kept for the next read.
+            let partial = std::mem::take(&mut self.partial);
+            let mut start = 0;
+            while let Some(end) = partial[start..].iter().position(|b| *b == b'\n') {
+                self.take(&partial[start..start + end], now_ms, &mut points, &mut said);
+                start += end + 1;
             }
+            self.partial = partial[start..].to_vec();
             if n < MAX_POLL as usize || !last {
                 break;
             }

@@ -185,7 +185,11 @@ pub fn evaluate(
                         ));
                     }
                 }
-                None => notes.push(format!("{alias} (version {bv}) has no `{}` to compare with", c.metric)),
+                None => {
+                    // Nothing to beat is not a win: say so and fail.
+                    passed = false;
+                    notes.push(format!("{alias} (version {bv}) has no `{}` to compare with", c.metric));
+                }
             }
         }
         out.push(CheckReport {
@@ -244,6 +248,20 @@ mod tests {
         // Below a threshold.
         let r = evaluate(("churn", 3, &cand), &[check("auc", Some(0.96), None)], None, 0.0).unwrap();
         assert!(!r.passed && r.failures().contains("auc 0.95 < min 0.96"), "{}", r.failures());
+        // The alias's version lacks the metric: nothing to beat fails the check.
+        let bare = m(&[("loss", 0.3)]);
+        let r = evaluate(
+            ("churn", 3, &cand),
+            &[check("auc", None, None)],
+            Some(Baseline { alias: "production", version: Some((2, &bare)) }),
+            0.0,
+        )
+        .unwrap();
+        assert!(
+            !r.passed && r.failures().contains("production (version 2) has no `auc`"),
+            "{}",
+            r.failures()
+        );
         // Nothing at the alias yet: the comparison passes.
         let r = evaluate(
             ("churn", 1, &cand),

@@ -247,25 +247,32 @@ pub fn sign_registration(key: &SigningKey, v: &ModelVersion) -> Envelope {
     provenance::sign(key, &registration_statement(v))
 }
 
-/// Checks a version's registration against `public`: the signature holds, it is the
-/// statement of this model and version, and it names every file's digest and nothing else.
+/// Checks a version's registration against `public`: the signature holds, and what it signs
+/// is exactly this version's statement as its record gives it now (every file by path and
+/// digest, the main artifact, the source, attempt and tracking run, the metrics, the input
+/// schema, who registered it and when), so no field of the record was changed since.
 pub fn verify_registration(v: &ModelVersion, public: &[u8]) -> Result<(), String> {
-    let statement = provenance::verify(&v.registration, public).map_err(|e| e.to_string())?;
-    if statement["predicateType"] != REGISTRATION
-        || statement["predicate"]["model"] != v.name.as_str()
-        || statement["predicate"]["version"] != v.version
-        || statement["predicate"]["artifact"] != v.artifact.as_str()
-    {
-        return Err(format!("the registration statement is not that of {} version {}", v.name, v.version));
-    }
-    let named = statement["subject"].as_array().map_or(0, Vec::len);
-    if named != v.files.len() {
-        return Err(format!("the registration names {named} files; the version has {}", v.files.len()));
-    }
-    for f in v.files.values() {
-        if !provenance::names_subject(&statement, &f.digest) {
-            return Err(format!("the registration does not name {}", f.digest));
-        }
+    let signed = provenance::verify(&v.registration, public).map_err(|e| e.to_string())?;
+    let now = registration_statement(v);
+    if signed != now {
+        let differs: Vec<&str> = ["subject", "predicateType"]
+            .into_iter()
+            .filter(|k| signed[k] != now[k])
+            .chain(
+                now["predicate"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, val)| signed["predicate"][k.as_str()] != **val)
+                    .map(|(k, _)| k.as_str()),
+            )
+            .collect();
+        return Err(format!(
+            "the signed registration of {} version {} does not match its record (it differs in: {})",
+            v.name,
+            v.version,
+            if differs.is_empty() { "its layout".to_string() } else { differs.join(", ") }
+        ));
     }
     if !v.files.values().any(|f| f.digest == v.artifact) {
         return Err(format!("the main artifact {} is not one of the version's files", v.artifact));

@@ -43,7 +43,7 @@ fn a_registration_verifies_and_its_tamperings_do_not() {
     // A file's digest swapped in the record.
     let mut t = v.clone();
     t.files.get_mut("model.json").unwrap().digest = format!("sha256:{}", "c".repeat(64));
-    assert!(verify_registration(&t, key.public()).unwrap_err().contains("does not name"));
+    assert!(verify_registration(&t, key.public()).unwrap_err().contains("differs in: subject"));
     // Another version's statement.
     let mut t = v.clone();
     t.version = 4;
@@ -51,7 +51,18 @@ fn a_registration_verifies_and_its_tamperings_do_not() {
     // A file added.
     let mut t = v.clone();
     t.files.insert("extra".into(), VersionFile { digest: format!("sha256:{}", "d".repeat(64)), size: 1 });
-    assert!(verify_registration(&t, key.public()).unwrap_err().contains("names 2 files"));
+    assert!(verify_registration(&t, key.public()).unwrap_err().contains("subject"));
+    // Raised metrics (what a gate reads), a file renamed, the source changed.
+    let mut t = v.clone();
+    t.metrics.insert("auc".into(), 0.99);
+    assert!(verify_registration(&t, key.public()).unwrap_err().contains("differs in: metrics"));
+    let mut t = v.clone();
+    let f = t.files.remove("model.json").unwrap();
+    t.files.insert("renamed.json".into(), f);
+    assert!(verify_registration(&t, key.public()).is_err());
+    let mut t = v.clone();
+    t.source = "elsewhere".into();
+    assert!(verify_registration(&t, key.public()).unwrap_err().contains("source"));
     // Another key.
     let other_dir = tempfile::tempdir().unwrap();
     let other = SigningKey::load_or_create(other_dir.path(), None).unwrap();

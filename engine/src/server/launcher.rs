@@ -101,14 +101,19 @@ mod tests {
         l.submit("q", 4, false);
         l.submit("q", 5, false);
         let started = |rx: &mut mpsc::UnboundedReceiver<Control>| {
-            std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|c| match c {
+                    Control::Start(run) => run,
+                    other => panic!("not a start: {other:?}"),
+                })
+                .collect::<Vec<_>>()
         };
-        assert_eq!(started(&mut rx), [Control::Start(1), Control::Start(4), Control::Start(5)]);
+        assert_eq!(started(&mut rx), [1, 4, 5]);
         assert_eq!(l.going("p"), 3);
         assert!(l.unqueue(3));
         assert!(!l.unqueue(1), "a going run is not waiting");
         l.ended(1);
-        assert_eq!(started(&mut rx), [Control::Start(2)]);
+        assert_eq!(started(&mut rx), [2]);
         l.ended(2);
         assert_eq!(l.going("p"), 0);
         assert!(started(&mut rx).is_empty());

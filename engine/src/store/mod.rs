@@ -24,6 +24,7 @@ pub use records::{
 };
 pub use registry::{Decision, GatePass, ProxyFile};
 pub use security::Signer;
+pub use tracking::PIPELINE_TAG;
 
 use crate::scheduler::StepIx;
 use sluice_worker::LogStream;
@@ -67,6 +68,8 @@ pub enum Refusal {
     NotFound,
     Exists,
     Invalid,
+    /// The actor may not change this record.
+    Forbidden,
 }
 
 /// Names one attempt of one task of a run.

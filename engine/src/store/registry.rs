@@ -1,4 +1,5 @@
-//! The model registry in the store. Trees: `models` (name -> record), `model_versions`
+//! The model registry in the store. Trees: `models` (name -> record; `0 | name` -> the last
+//! version number of a removed model of that name), `model_versions`
 //! (name | 0 | version, big-endian -> record), `model_aliases` (name | 0 | alias -> version),
 //! `alias_moves` (name | 0 | alias | 0 | sequence -> move, kept for ever), `registered_by`
 //! (run | step id | 0 | item -> name | 0 | version: what a `register:` task made, so that a retry
@@ -147,7 +148,12 @@ impl Store {
 
     /// Every registered model, by name.
     pub fn models(&self) -> Result<Vec<RegisteredModel>> {
-        self.registry.models.iter().values().map(|v| decode("registered model", &v?)).collect()
+        self.registry
+            .models
+            .iter()
+            .filter(|kv| kv.as_ref().map_or(true, |(k, _)| k.first() != Some(&0)))
+            .map(|kv| decode("registered model", &kv?.1))
+            .collect()
     }
 
     /// Writes a model's record (the caller holds the registry lock).
@@ -157,17 +163,37 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a model with its versions and aliases; its alias moves are kept (the history
-    /// of what was in production outlives the model).
+    /// Removes a model with its versions, aliases and the proxy's copies of its files; its
+    /// alias moves are kept (the history of what was in production outlives the model), and
+    /// so is its last version number, so that a model made again under the name never reuses
+    /// one.
     pub fn remove_model(&self, name: &str) -> Result<()> {
         self.writable()?;
+        let last = self.model(name)?.map_or(0, |m| m.last_version);
         let prefix = key2(name, &[]);
         for tree in [&self.registry.versions, &self.registry.aliases] {
             for k in tree.scan_prefix(&prefix).keys() {
                 tree.remove(k?).map_err(|e| self.broke(e))?;
             }
         }
+        self.remove_proxy_folder(&format!("registry/{name}/"))?;
         self.registry.models.remove(name.as_bytes()).map_err(|e| self.broke(e))?;
+        self.registry
+            .models
+            .insert(key2("", name.as_bytes()), &last.to_be_bytes())
+            .map_err(|e| self.broke(e))?;
+        Ok(())
+    }
+
+    /// The last version number a removed model of this name had (0: none was removed).
+    pub fn removed_model_last_version(&self, name: &str) -> Result<u64> {
+        self.registry.models.get(key2("", name.as_bytes()))?.map_or(Ok(0), |b| version_of(&b))
+    }
+
+    fn remove_proxy_folder(&self, prefix: &str) -> Result<()> {
+        for k in self.registry.files.scan_prefix(prefix.as_bytes()).keys() {
+            self.registry.files.remove(k?).map_err(|e| self.broke(e))?;
+        }
         Ok(())
     }
 
@@ -209,6 +235,7 @@ impl Store {
     pub fn remove_model_version(&self, name: &str, version: u64) -> Result<()> {
         self.writable()?;
         self.registry.versions.remove(key2(name, &version.to_be_bytes())).map_err(|e| self.broke(e))?;
+        self.remove_proxy_folder(&format!("{}/", crate::registry::version_folder(name, version)))?;
         Ok(())
     }
 

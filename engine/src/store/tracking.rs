@@ -29,6 +29,9 @@ pub(super) struct Trees {
     by_experiment: sled::Tree,
     by_task: sled::Tree,
     series: sled::Tree,
+    /// Tags set on pipeline runs after they started (run -> the changes), apart from the run
+    /// records that the driver rewrites as runs move.
+    run_tags: sled::Tree,
     /// Serializes read-modify-write of records.
     lock: Arc<Mutex<()>>,
 }
@@ -42,15 +45,27 @@ impl Trees {
             by_experiment: db.open_tree("tracking_by_experiment")?,
             by_task: db.open_tree("tracking_by_task")?,
             series: db.open_tree("tracking_series")?,
+            run_tags: db.open_tree("run_tags")?,
             lock: Arc::default(),
         })
     }
 
     /// Every tree, for the store's drop after a failed write.
-    pub(super) fn all(&self) -> [&sled::Tree; 6] {
-        [&self.experiments, &self.names, &self.runs, &self.by_experiment, &self.by_task, &self.series]
+    pub(super) fn all(&self) -> [&sled::Tree; 7] {
+        [
+            &self.experiments,
+            &self.names,
+            &self.runs,
+            &self.by_experiment,
+            &self.by_task,
+            &self.series,
+            &self.run_tags,
+        ]
     }
 }
+
+/// The tag that marks a pipeline's experiment (Sluice's: not deleted or renamed by clients).
+pub const PIPELINE_TAG: &str = "sluice.pipeline";
 
 /// The version byte of a stored segment.
 const SEGMENT_VERSION: u8 = 1;
@@ -221,7 +236,8 @@ impl Store {
         if let Some(e) = self.experiment_by_name(pipeline)? {
             return Ok(e.id);
         }
-        match self.create_experiment(pipeline, None, BTreeMap::new(), now) {
+        let tags = BTreeMap::from([(PIPELINE_TAG.to_string(), pipeline.to_string())]);
+        match self.create_experiment(pipeline, None, tags, now) {
             Ok(e) => Ok(e.id),
             // Made meanwhile by another attempt.
             Err(StoreError::Refused(Refusal::Exists, _)) => self
@@ -422,6 +438,37 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// A pipeline run's tags: those it started with, and the changes made since (an empty
+    /// value removes one).
+    pub fn run_tags(&self, run: &crate::store::RunRecord) -> Result<BTreeMap<String, String>> {
+        let mut tags = run.tags.clone();
+        if let Some(b) = self.tracking.run_tags.get(run.id.to_be_bytes())? {
+            let changes: BTreeMap<String, String> = decode("run tags", &b)?;
+            for (k, v) in changes {
+                if v.is_empty() {
+                    tags.remove(&k);
+                } else {
+                    tags.insert(k, v);
+                }
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Sets tags of a pipeline run (an empty value removes one); returns them all.
+    pub fn set_run_tags(&self, run: u64, set: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        let _guard = self.tracking_lock();
+        let record = self.run(run)?;
+        self.writable()?;
+        let mut changes: BTreeMap<String, String> = match self.tracking.run_tags.get(run.to_be_bytes())? {
+            Some(b) => decode("run tags", &b)?,
+            None => BTreeMap::new(),
+        };
+        changes.extend(set);
+        self.tracking.run_tags.insert(run.to_be_bytes(), encode(&changes)).map_err(|x| self.broke(x))?;
+        self.run_tags(&record)
     }
 
     /// The tracking run of one step attempt.

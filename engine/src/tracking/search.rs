@@ -135,6 +135,7 @@ impl Filter {
         if text.trim().is_empty() {
             return Ok(Filter::All);
         }
+        bounded(text)?;
         let filter = delimited(multispace0, or_expr, (multispace0, eof_here))
             .parse(LocatingSlice::new(text))
             .map_err(|e| syntax_error(text, e.offset(), e.inner()))?;
@@ -161,6 +162,11 @@ impl Filter {
                         | (Kind::Text, Op::Eq | Op::Ne | Op::Like | Op::ILike, Literal::Text(_))
                         | (Kind::Text, Op::In | Op::NotIn, Literal::List(_))
                 );
+                if let (Op::Like | Op::ILike, Literal::Text(p)) = (c.op, &c.value)
+                    && p.chars().count() > MAX_PATTERN
+                {
+                    return Err(at(format!("a LIKE pattern is at most {MAX_PATTERN} characters")));
+                }
                 if ok {
                     return Ok(());
                 }
@@ -213,6 +219,40 @@ impl Filter {
             },
         }
     }
+}
+
+/// The longest filter or order taken, and the deepest nesting of parentheses (the parser
+/// recurses once per level).
+pub const MAX_TEXT: usize = 16 * 1024;
+pub const MAX_DEPTH: usize = 32;
+/// The longest LIKE pattern (matching costs text length times pattern length).
+pub const MAX_PATTERN: usize = 1000;
+
+/// Refuses a text too long or nested too deep before it is parsed.
+fn bounded(text: &str) -> Result<(), SearchError> {
+    if text.len() > MAX_TEXT {
+        return Err(SearchError { column: 1, message: format!("the text is longer than {MAX_TEXT} bytes") });
+    }
+    let (mut depth, mut quote) = (0usize, None);
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (None, '(') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(SearchError {
+                        column: column(text, i),
+                        message: format!("parentheses are nested deeper than {MAX_DEPTH}"),
+                    });
+                }
+            }
+            (None, ')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn describe(op: Op, value: &Literal) -> String {
@@ -275,6 +315,7 @@ pub fn parse_order_by(text: &str, attributes: &[(&str, Kind)]) -> Result<Vec<Ord
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
+    bounded(text)?;
     let keys: Vec<(OrderKey, Range<usize>)> = delimited(
         multispace0,
         separated(1.., order_key, (multispace0, ',', multispace0)),

@@ -26,6 +26,10 @@ pub(crate) struct Principal {
     pub role: Role,
     /// A signed webhook's source rather than a token.
     pub signed: bool,
+    /// A step attempt's token: the tracking run it stands for. It reaches only MLflow's API,
+    /// for what a training step does (`mlflow::scoped_allows`), and writes only to its own
+    /// tracking run and the runs it made.
+    pub scope: Option<String>,
 }
 
 impl Principal {
@@ -161,6 +165,19 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
             return *r;
         }
     };
+    if principal.scope.is_some() && !super::mlflow::scoped_allows(req.method(), gate.path) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`{}` is a step attempt's token: it reaches MLflow's tracking and registration calls only (not {} {})",
+                principal.name,
+                req.method(),
+                gate.path
+            ),
+        )
+        .into_response();
+    }
     if !principal.role.allows(gate.permission) {
         let roles: Vec<&str> = gate.permission.roles().iter().map(|r| r.as_str()).collect();
         return ApiError::new(
@@ -198,7 +215,7 @@ async fn check_signature(
     let header =
         webhook::SIGNATURE_HEADERS.iter().find_map(|h| parts.headers.get(*h)).map(HeaderValue::as_bytes);
     let checked = match shared.opts.webhook_keys.verify(source, header, &bytes) {
-        Ok(()) => Ok(Principal { name: source.to_string(), role: Role::Events, signed: true }),
+        Ok(()) => Ok(Principal { name: source.to_string(), role: Role::Events, signed: true, scope: None }),
         Err(e) => {
             let code = match e {
                 webhook::SignatureError::Missing => "unsigned",
@@ -244,20 +261,20 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Princip
         };
     }
     match shared.engine.store().authenticate(token, shared.engine.now_ms()) {
-        Ok(Ok(r)) => Ok(Principal { name: r.name, role: r.role, signed: false }),
+        Ok(Ok(r)) => Ok(Principal { name: r.name, role: r.role, signed: false, scope: None }),
         Ok(Err(refusal)) => Err(invalid(refusal.as_str())),
         Err(e) => Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response())),
     }
 }
 
-/// The principal of a step attempt's token: an editor (it may log to any tracking run and
-/// register model versions, as a pipeline's `register:` step may), named after its attempt.
+/// The principal of a step attempt's token: named after its attempt, scoped to its tracking
+/// run (an editor within that scope: it may register versions from its own run).
 fn attempt_principal(run: &crate::tracking::TrackingRun) -> Principal {
     let name = match &run.task {
         Some(t) => format!("attempt:{}#{}.{}", t.pipeline, t.run, t.step),
         None => format!("attempt:{}", run.id),
     };
-    Principal { name, role: Role::Editor, signed: false }
+    Principal { name, role: Role::Editor, signed: false, scope: Some(run.id.clone()) }
 }
 
 /// Gives every request an id, and every answer its `X-Request-Id`.

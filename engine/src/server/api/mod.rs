@@ -104,6 +104,9 @@ impl From<crate::driver::EngineError> for ApiError {
             EngineError::Store(StoreError::Refused(crate::store::Refusal::Invalid, m)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", m)
             }
+            EngineError::Store(StoreError::Refused(crate::store::Refusal::Forbidden, m)) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", m)
+            }
             EngineError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             EngineError::Invalid(m) => ApiError::conflict(m),
             EngineError::NotFound(m) => ApiError::not_found(m),

@@ -37,12 +37,22 @@ pub(super) async fn one(
     blocking(move || Ok(Json(shared.engine.model_doc(&name)?))).await
 }
 
+/// The query of one version.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct VersionQuery {
+    /// Check it now: its files against their digests (hashed again), its registration, its
+    /// provenance.
+    #[serde(default)]
+    check: bool,
+}
+
 pub(super) async fn version_one(
     State(shared): State<Arc<Shared>>,
     Path((name, v)): Path<(String, String)>,
+    Query(q): Query<VersionQuery>,
 ) -> ApiResult<Json<Value>> {
     let v = version(&v)?;
-    blocking(move || Ok(Json(shared.engine.version_doc(&name, v)?))).await
+    blocking(move || Ok(Json(shared.engine.version_doc(&name, v, q.check)?))).await
 }
 
 /// The query of the history.

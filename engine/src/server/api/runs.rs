@@ -161,7 +161,7 @@ pub(super) async fn list(
             .filter(|r| trigger.is_none_or(|t| r.trigger == t))
             .collect();
         let runs = if searched { shared.engine.search_runs(runs, &search)? } else { runs };
-        let runs: Vec<_> = runs.into_iter().take(limit).collect();
+        let runs = shared.engine.with_tags(runs.into_iter().take(limit).collect())?;
         Ok(Json(json!({ "v": 1, "runs": runs })))
     })
     .await
@@ -433,21 +433,32 @@ async fn decide(
     body: Decide,
 ) -> ApiResult<Json<Value>> {
     let run = run_id(&run)?;
-    blocking(move || {
+    let (decided, shared) = blocking(move || {
         let decider =
             crate::driver::Decider { actor: who.actor(), role: Some(who.role), request: Some(request.0) };
-        let d = shared.engine.decide(run, &step, approved, &body.comment, &decider)?;
-        let decision = d.decision.clone();
-        let _ = shared.controls.send(Control::Decide {
-            run: d.run,
-            step: d.step,
-            item: d.item,
-            attempt: d.attempt,
-            outcome: d.outcome,
-        });
-        Ok(Json(json!({ "v": 1, "run": run, "step": step, "decision": decision })))
+        Ok((shared.engine.decide(run, &step, approved, &body.comment, &decider)?, shared))
     })
-    .await
+    .await?;
+    let decision = decided.decision.clone();
+    let step = decided.step_id.clone();
+    // The driver applies it and records it in the same batch; the answer comes once durable.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    shared.controls.send(Control::Decide(Box::new(decided), tx)).map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the engine is stopping; decide again once it is back",
+        )
+    })?;
+    match rx.await {
+        Ok(Ok(())) => Ok(Json(json!({ "v": 1, "run": run, "step": step, "decision": decision }))),
+        Ok(Err(why)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", why)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the engine stopped before the decision was recorded; decide again once it is back",
+        )),
+    }
 }
 
 pub(super) async fn approve(

@@ -142,3 +142,21 @@ proptest::proptest! {
         let _ = parse_order_by(&text, ATTRS);
     }
 }
+
+#[test]
+fn deep_nesting_long_texts_and_long_patterns_are_refused_before_work() {
+    let deep = format!("{}metrics.a > 1{}", "(".repeat(5_000), ")".repeat(5_000));
+    let e = Filter::parse(&deep, ATTRS).unwrap_err();
+    assert!(e.message.contains("nested deeper than 32") && e.column == 33, "{e}");
+    let nested = format!("{}metrics.a > 1{}", "(".repeat(32), ")".repeat(32));
+    assert!(Filter::parse(&nested, ATTRS).is_ok(), "32 levels are fine");
+    assert!(
+        Filter::parse("params.a = '((((((((((((((((((((((((((((((((((((('", ATTRS).is_ok(),
+        "quoted parentheses do not count"
+    );
+    let long = format!("params.a = '{}'", "x".repeat(20_000));
+    assert!(Filter::parse(&long, ATTRS).unwrap_err().message.contains("longer than"));
+    let pattern = format!("params.a LIKE '{}'", "%a".repeat(600));
+    assert!(Filter::parse(&pattern, ATTRS).unwrap_err().message.contains("at most 1000"));
+    assert!(parse_order_by(&"metrics.a, ".repeat(2000), ATTRS).unwrap_err().message.contains("longer than"));
+}

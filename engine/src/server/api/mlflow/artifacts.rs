@@ -3,7 +3,6 @@
 //! read-only and deduplicated, and its path recorded; downloads are checked against their
 //! digest on the way out; listings answer as MLflow's (names relative to the folder).
 
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::Json;
@@ -46,6 +45,36 @@ pub(crate) fn is_upload(method: &axum::http::Method, path: &str) -> bool {
     method == axum::http::Method::PUT && path.starts_with(PREFIX) && path.len() > PREFIX.len()
 }
 
+/// Who may put a file at `path`: never under `registry/` (registered versions' files, which
+/// only registering writes); in a run's folder (`<experiment>/<run>/artifacts/...`) whoever
+/// may write to that run; elsewhere anyone with the route's permission but a step's token.
+fn may_upload(store: &crate::store::Store, who: &Principal, path: &str) -> MlResult<()> {
+    let forbidden =
+        |message: String| MlflowError { status: StatusCode::FORBIDDEN, code: "PERMISSION_DENIED", message };
+    if path.starts_with("registry/") {
+        return Err(forbidden(
+            "`registry/` holds registered versions' files: only registering a version writes there".into(),
+        ));
+    }
+    let parts: Vec<&str> = path.splitn(4, '/').collect();
+    if let [experiment, run, "artifacts", _] = parts.as_slice() {
+        let Some(r) = store.tracking_run(run)? else {
+            return Err(MlflowError::not_found(format!(
+                "Run with id={} not found",
+                crate::tracking::short(run)
+            )));
+        };
+        if r.experiment.to_string() != *experiment {
+            return Err(MlflowError::invalid(format!("run `{run}` is not in experiment {experiment}")));
+        }
+        return super::may_write(who, &r).map_err(|(_, m)| forbidden(m));
+    }
+    match who.scope {
+        Some(_) => Err(forbidden(format!("`{}` uploads only into its own run's artifacts", who.name))),
+        None => Ok(()),
+    }
+}
+
 pub(super) async fn upload(
     State(shared): State<Arc<Shared>>,
     Extension(who): Extension<Principal>,
@@ -53,20 +82,44 @@ pub(super) async fn upload(
     req: Request,
 ) -> MlResult<Json<Value>> {
     let path = check_path(&path)?;
-    let limit = shared.opts.upload_limit;
-    let tmp_dir = shared.engine.store().dir().join("artifacts").join("tmp");
-    std::fs::create_dir_all(&tmp_dir)
-        .map_err(|e| MlflowError::internal(format!("cannot make {}: {e}", tmp_dir.display())))?;
-    let mut file = tempfile::NamedTempFile::new_in(&tmp_dir)
-        .map_err(|e| MlflowError::internal(format!("cannot make a file in {}: {e}", tmp_dir.display())))?;
+    let (store, limit, idle) =
+        (shared.engine.store().clone(), shared.opts.upload_limit, shared.opts.body_timeout);
+    let tmp_dir = store.dir().join("artifacts").join("tmp");
+    let (file, who) = {
+        let (store, path) = (store.clone(), path.clone());
+        blocking(move || {
+            may_upload(&store, &who, &path)?;
+            // The disk keeps its reserve for runs and the store.
+            if let Some(free) = store.free_bytes()
+                && free < crate::driver::MIN_FREE_BYTES
+            {
+                return Err(MlflowError {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    code: "RESOURCE_EXHAUSTED",
+                    message: format!("the data folder has {free} bytes free: too little to take an upload"),
+                });
+            }
+            std::fs::create_dir_all(&tmp_dir)
+                .map_err(|e| MlflowError::internal(format!("cannot make {}: {e}", tmp_dir.display())))?;
+            let file = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| {
+                MlflowError::internal(format!("cannot make a file in {}: {e}", tmp_dir.display()))
+            })?;
+            Ok((file, who))
+        })
+        .await?
+    };
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(file.path())
+        .await
+        .map_err(|e| MlflowError::internal(format!("cannot write the upload: {e}")))?;
     let mut body = req.into_body().into_data_stream();
     let mut written: u64 = 0;
-    let deadline =
-        tokio::time::Instant::now() + shared.opts.body_timeout.max(std::time::Duration::from_secs(600));
     loop {
-        let next = match tokio::time::timeout_at(deadline, body.next()).await {
+        // Each piece within the body timeout: a sender that stalls is let go.
+        let next = match tokio::time::timeout(idle, body.next()).await {
             Ok(n) => n,
-            Err(_) => return Err(MlflowError::invalid("the upload did not arrive in time")),
+            Err(_) => return Err(MlflowError::invalid(format!("the upload stalled for {idle:?}"))),
         };
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| MlflowError::invalid(format!("cannot read the upload: {e}")))?;
@@ -80,13 +133,27 @@ pub(super) async fn upload(
                 ),
             });
         }
-        file.write_all(&chunk).map_err(|e| MlflowError::internal(format!("cannot write the upload: {e}")))?;
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+            .await
+            .map_err(|e| MlflowError::internal(format!("cannot write the upload: {e}")))?;
     }
+    tokio::io::AsyncWriteExt::flush(&mut out)
+        .await
+        .map_err(|e| MlflowError::internal(format!("cannot write the upload: {e}")))?;
+    drop(out);
     let actor = who.actor();
     blocking(move || {
-        file.flush().map_err(|e| MlflowError::internal(format!("cannot write the upload: {e}")))?;
-        let store = shared.engine.store();
         let placed = store.blobs().place(file.path()).map_err(|e| MlflowError::internal(e.to_string()))?;
+        // Write-once: a path keeps its first content (the same bytes again are fine).
+        if let Some(old) = store.proxy_file(&path)?
+            && old.digest != placed.digest
+        {
+            return Err(MlflowError::exists(format!(
+                "an artifact is stored at `{}` already ({}); artifacts are written once",
+                crate::tracking::short(&path),
+                old.digest
+            )));
+        }
         let record = ProxyFile {
             v: 1,
             digest: placed.digest,

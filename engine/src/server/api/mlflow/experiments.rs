@@ -116,10 +116,25 @@ async fn change(
     .await
 }
 
+/// Refuses to rename or delete a pipeline's experiment: its steps' runs go there.
+fn not_a_pipelines(e: &Experiment) -> Result<(), (Refusal, String)> {
+    match e.tags.get(crate::store::PIPELINE_TAG) {
+        Some(p) => Err((
+            Refusal::Forbidden,
+            format!(
+                "`{}` is the experiment of pipeline `{p}`, where its steps' runs go: it is not renamed or deleted",
+                e.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(super) async fn update(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
     let name = f.need("new_name")?;
     check_name(&name)?;
     change(shared, f, move |e| {
+        not_a_pipelines(e)?;
         e.name = name;
         Ok(())
     })
@@ -131,6 +146,7 @@ pub(super) async fn delete(State(shared): State<Arc<Shared>>, f: Fields) -> MlRe
         if e.id == crate::tracking::DEFAULT_EXPERIMENT {
             return Err((Refusal::Invalid, "the default experiment cannot be deleted".into()));
         }
+        not_a_pipelines(e)?;
         e.lifecycle = Lifecycle::Deleted;
         Ok(())
     })
@@ -152,6 +168,9 @@ pub(super) async fn set_tag(State(shared): State<Arc<Shared>>, f: Fields) -> MlR
     crate::tracking::check_text("tag", &key, &value, crate::tracking::MAX_TAG_VALUE)
         .map_err(MlflowError::invalid)?;
     change(shared, f, move |e| {
+        if key == crate::store::PIPELINE_TAG {
+            not_a_pipelines(e)?;
+        }
         e.tags.insert(key, value);
         Ok(())
     })

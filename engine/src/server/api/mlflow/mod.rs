@@ -79,6 +79,9 @@ impl From<StoreError> for MlflowError {
             StoreError::Refused(Refusal::NotFound, m) => MlflowError::not_found(m),
             StoreError::Refused(Refusal::Exists, m) => MlflowError::exists(m),
             StoreError::Refused(Refusal::Invalid, m) => MlflowError::invalid(m),
+            StoreError::Refused(Refusal::Forbidden, m) => {
+                MlflowError { status: StatusCode::FORBIDDEN, code: "PERMISSION_DENIED", message: m }
+            }
             e => MlflowError::internal(e.to_string()),
         }
     }
@@ -666,6 +669,85 @@ async fn server_info() -> axum::Json<Value> {
         "multipart_downloads_enabled": false,
         "artifacts_presigned_only": false,
     }))
+}
+
+/// What a step attempt's token may call: what training code does with MLflow's client
+/// (experiments looked up or made, runs made and logged to, artifacts logged and read, model
+/// versions registered and read); never alias moves, deletions, or Sluice's own API.
+pub(crate) fn scoped_allows(method: &Method, route: &str) -> bool {
+    const READS: &[&str] = &[
+        "/api/2.0/mlflow/experiments/get-by-name",
+        "/api/2.0/mlflow/experiments/get",
+        "/api/2.0/mlflow/experiments/search",
+        "/api/2.0/mlflow/runs/get",
+        "/api/2.0/mlflow/runs/search",
+        "/api/2.0/mlflow/metrics/get-history",
+        "/api/2.0/mlflow/logged-models/search",
+        "/api/3.0/mlflow/server-info",
+        "/api/2.0/mlflow-artifacts/artifacts",
+        "/api/2.0/mlflow-artifacts/artifacts/{*path}",
+        "/api/2.0/mlflow/registered-models/get",
+        "/api/2.0/mlflow/registered-models/search",
+        "/api/2.0/mlflow/registered-models/get-latest-versions",
+        "/api/2.0/mlflow/model-versions/get",
+        "/api/2.0/mlflow/model-versions/search",
+        "/api/2.0/mlflow/model-versions/get-download-uri",
+    ];
+    const WRITES: &[&str] = &[
+        "/api/2.0/mlflow/experiments/create",
+        "/api/2.0/mlflow/runs/create",
+        "/api/2.0/mlflow/runs/update",
+        "/api/2.0/mlflow/runs/log-metric",
+        "/api/2.0/mlflow/runs/log-parameter",
+        "/api/2.0/mlflow/runs/set-tag",
+        "/api/2.0/mlflow/runs/delete-tag",
+        "/api/2.0/mlflow/runs/log-batch",
+        "/api/2.0/mlflow-artifacts/artifacts/{*path}",
+        "/api/2.0/mlflow/registered-models/create",
+        "/api/2.0/mlflow/model-versions/create",
+    ];
+    let reads = *method == Method::GET
+        || (*method == Method::POST
+            && matches!(
+                route,
+                "/api/2.0/mlflow/experiments/search"
+                    | "/api/2.0/mlflow/runs/search"
+                    | "/api/2.0/mlflow/logged-models/search"
+                    | "/api/2.0/mlflow/registered-models/get-latest-versions"
+            ));
+    if reads && READS.contains(&route)
+        || (*method == Method::GET && route == "/api/2.0/mlflow/registered-models/alias")
+    {
+        return true;
+    }
+    matches!(*method, Method::POST | Method::PUT) && WRITES.contains(&route)
+}
+
+/// Whether `who` may write to the tracking run `r`: a step attempt's token to its own run and
+/// the runs it made; anyone else (with the route's permission) to any run but a pipeline
+/// step's, which only that step writes (its metrics are what gates compare).
+pub(crate) fn may_write(
+    who: &super::Principal,
+    r: &crate::tracking::TrackingRun,
+) -> Result<(), (Refusal, String)> {
+    match (&who.scope, &r.task) {
+        (Some(own), _) if *own == r.id || r.user == who.name => Ok(()),
+        (Some(_), _) => Err((
+            Refusal::Forbidden,
+            format!(
+                "`{}` writes only to its own tracking run and the runs it made, not `{}`",
+                who.name, r.id
+            ),
+        )),
+        (None, Some(t)) => Err((
+            Refusal::Forbidden,
+            format!(
+                "run `{}` is the tracking run of step `{}` of run {} ({}): only that step writes to it",
+                r.id, t.step, t.run, t.pipeline
+            ),
+        )),
+        (None, None) => Ok(()),
+    }
 }
 
 /// Whether a path is MLflow's (its errors take MLflow's shape).

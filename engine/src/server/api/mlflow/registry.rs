@@ -382,6 +382,33 @@ pub(super) async fn create_version(
         let store = shared.engine.store();
         store.model_needed(&name)?;
         let folder = proxy_folder_of(&source, |run| store.tracking_run(run).ok().flatten().map(|r| r.artifact_uri))?;
+        // The run the files came from: the source's (`runs:/<run>/...`, `<experiment>/<run>/artifacts/...`);
+        // a `run_id` that names another is refused (its metrics would be borrowed).
+        let from_source = source
+            .strip_prefix("runs:/")
+            .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+            .or_else(|| match folder.splitn(4, '/').collect::<Vec<_>>().as_slice() {
+                [_, run, "artifacts", ..] => Some(run.to_string()),
+                _ => None,
+            });
+        let run_id = match (run_id, from_source) {
+            (Some(given), Some(src)) if given != src => {
+                return Err(MlflowError::invalid(format!(
+                    "run_id `{}` is not the run the source's files belong to (`{}`)",
+                    short(&given),
+                    short(&src)
+                )));
+            }
+            (given, src) => given.or(src),
+        };
+        if let Some(id) = &run_id
+            && let Some(r) = store.tracking_run(id)?
+            && who.scope.is_some()
+        {
+            super::may_write(&who, &r).map_err(|(k, m)| crate::store::StoreError::Refused(k, m))?;
+        } else if who.scope.is_some() {
+            return Err(MlflowError::invalid("a step's token registers only from its own run's files"));
+        }
         let files = store.proxy_folder(&folder)?;
         let files = if files.is_empty() {
             // A single file rather than a folder.

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use super::experiments::{experiment_id, view};
 use super::{
-    Fields, MlResult, MlflowError, blocking, int_value, key_values, max_results, metric_value, page, user_of,
+    Fields, MlResult, MlflowError, blocking, int_value, key_values, max_results, may_write, metric_value,
+    page, user_of,
 };
 use crate::server::Shared;
 use crate::server::api::Principal;
@@ -104,7 +105,11 @@ pub(super) async fn create(
         };
     check_tag("mlflow.runName", &name)?;
     tags.insert("mlflow.runName".into(), name.clone());
-    let user = f.str("user_id")?.filter(|u| !u.is_empty()).unwrap_or_else(|| user_of(&who));
+    // A step's token makes runs as itself (so that it may write to them).
+    let user = match who.scope {
+        Some(_) => user_of(&who),
+        None => f.str("user_id")?.filter(|u| !u.is_empty()).unwrap_or_else(|| user_of(&who)),
+    };
     let now = shared.engine.now_ms();
     let start = f.int("start_time")?.unwrap_or(now);
     blocking(move || {
@@ -144,7 +149,7 @@ pub(super) async fn get_one(State(shared): State<Arc<Shared>>, f: Fields) -> MlR
 /// Changes a run (refused when it is deleted, unless `deleted_too`), flushes, and answers
 /// what `answer` makes of it.
 async fn change<T: Send + 'static>(
-    shared: Arc<Shared>,
+    (shared, who): (Arc<Shared>, Principal),
     id: String,
     deleted_too: bool,
     f: impl FnOnce(&mut TrackingRun) -> Result<T, (Refusal, String)> + Send + 'static,
@@ -152,6 +157,7 @@ async fn change<T: Send + 'static>(
     blocking(move || {
         let store = shared.engine.store();
         let out = store.update_tracking_run(&id, |r| {
+            may_write(&who, r)?;
             if r.lifecycle == Lifecycle::Deleted && !deleted_too {
                 return Err((Refusal::Invalid, format!("The run {} must be in the 'active' state", r.id)));
             }
@@ -163,7 +169,11 @@ async fn change<T: Send + 'static>(
     .await
 }
 
-pub(super) async fn update(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn update(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
     let id = f.run_id()?;
     let status = f.str("status")?.filter(|s| !s.is_empty()).map(|s| status_of(&s)).transpose()?;
     let end = f.int("end_time")?;
@@ -172,7 +182,7 @@ pub(super) async fn update(State(shared): State<Arc<Shared>>, f: Fields) -> MlRe
         check_tag("mlflow.runName", n)?;
     }
     let now = shared.engine.now_ms();
-    let info = change(shared, id, false, move |r| {
+    let info = change((shared, who), id, false, move |r| {
         if let Some(s) = status {
             r.status = s;
             r.end = match (s.is_terminal(), end) {
@@ -193,8 +203,12 @@ pub(super) async fn update(State(shared): State<Arc<Shared>>, f: Fields) -> MlRe
     Ok(Json(json!({ "run_info": info })))
 }
 
-pub(super) async fn delete(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
-    change(shared, f.run_id()?, true, |r| {
+pub(super) async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
+    change((shared, who), f.run_id()?, true, |r| {
         r.lifecycle = Lifecycle::Deleted;
         Ok(())
     })
@@ -202,13 +216,25 @@ pub(super) async fn delete(State(shared): State<Arc<Shared>>, f: Fields) -> MlRe
     Ok(Json(json!({})))
 }
 
-pub(super) async fn restore(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
-    change(shared, f.run_id()?, true, |r| {
+pub(super) async fn restore(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
+    change((shared, who), f.run_id()?, true, |r| {
         r.lifecycle = Lifecycle::Active;
         Ok(())
     })
     .await?;
     Ok(Json(json!({})))
+}
+
+/// A run that exists and that `who` may write to.
+fn writable_run(store: &crate::store::Store, who: &Principal, id: &str) -> MlResult<()> {
+    match store.tracking_run(id)? {
+        Some(r) => may_write(who, &r).map_err(|(k, m)| crate::store::StoreError::Refused(k, m).into()),
+        None => Err(MlflowError::not_found(format!("Run with id={} not found", short(id)))),
+    }
 }
 
 /// One metric point from `{key, value, timestamp, step}`.
@@ -224,10 +250,11 @@ fn metric(o: &serde_json::Map<String, Value>, now: i64) -> MlResult<Metric> {
     Ok(Metric { value, step, timestamp, key })
 }
 
-/// Stores points in a run that is not deleted.
-async fn store_metrics(shared: Arc<Shared>, id: String, points: Vec<Metric>) -> MlResult<()> {
+/// Stores points in a run that is not deleted, and that `who` may write to.
+async fn store_metrics(shared: Arc<Shared>, who: Principal, id: String, points: Vec<Metric>) -> MlResult<()> {
     blocking(move || {
         let store = shared.engine.store();
+        writable_run(store, &who, &id)?;
         store.log_metrics(&id, &points)?;
         store.flush()?;
         Ok(())
@@ -235,10 +262,14 @@ async fn store_metrics(shared: Arc<Shared>, id: String, points: Vec<Metric>) -> 
     .await
 }
 
-pub(super) async fn log_metric(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn log_metric(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
     let id = f.run_id()?;
     let m = metric(&f.0, shared.engine.now_ms())?;
-    store_metrics(shared, id, vec![m]).await?;
+    store_metrics(shared, who, id, vec![m]).await?;
     Ok(Json(json!({})))
 }
 
@@ -276,28 +307,40 @@ fn set(
     Ok(())
 }
 
-pub(super) async fn log_param(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn log_param(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
     let id = f.run_id()?;
     let key = f.need("key")?;
     let value = f.str("value")?.unwrap_or_default();
     check_param(&key, &value)?;
-    change(shared, id, false, move |r| set(r, &[(key, value)], &[])).await?;
+    change((shared, who), id, false, move |r| set(r, &[(key, value)], &[])).await?;
     Ok(Json(json!({})))
 }
 
-pub(super) async fn set_tag(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn set_tag(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
     let id = f.run_id()?;
     let key = f.need("key")?;
     let value = f.str("value")?.unwrap_or_default();
     check_tag(&key, &value)?;
-    change(shared, id, false, move |r| set(r, &[], &[(key, value)])).await?;
+    change((shared, who), id, false, move |r| set(r, &[], &[(key, value)])).await?;
     Ok(Json(json!({})))
 }
 
-pub(super) async fn delete_tag(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn delete_tag(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
     let id = f.run_id()?;
     let key = f.need("key")?;
-    change(shared, id, false, move |r| match r.tags.remove(&key) {
+    change((shared, who), id, false, move |r| match r.tags.remove(&key) {
         Some(_) => Ok(()),
         None => {
             Err((Refusal::NotFound, format!("No tag with name: {} in run with id {}", short(&key), r.id)))
@@ -307,7 +350,11 @@ pub(super) async fn delete_tag(State(shared): State<Arc<Shared>>, f: Fields) -> 
     Ok(Json(json!({})))
 }
 
-pub(super) async fn log_batch(State(shared): State<Arc<Shared>>, f: Fields) -> MlResult<Json<Value>> {
+pub(super) async fn log_batch(
+    State(shared): State<Arc<Shared>>,
+    Extension(who): Extension<Principal>,
+    f: Fields,
+) -> MlResult<Json<Value>> {
     let id = f.run_id()?;
     let now = shared.engine.now_ms();
     let metrics: Vec<Metric> = match f.0.get("metrics") {
@@ -352,6 +399,7 @@ pub(super) async fn log_batch(State(shared): State<Arc<Shared>>, f: Fields) -> M
     }
     blocking(move || {
         let store = shared.engine.store();
+        writable_run(store, &who, &id)?;
         if !params.is_empty() || !tags.is_empty() {
             store.update_tracking_run(&id, |r| {
                 if r.lifecycle == Lifecycle::Deleted {
