@@ -64,34 +64,27 @@ pub(crate) fn show(
             }
         }
     }
-    let rows: Vec<[String; 7]> = order
+    let rows: Vec<Vec<String>> = order
         .iter()
         .map(|id| {
             let (last, lo, hi, n) = &series[id];
             let task = if id.1 > 0 { format!("{}[{}]", id.0, id.1) } else { id.0.clone() };
-            [task, id.2.clone(), fmt(last.value), last.step.to_string(), fmt(*lo), fmt(*hi), n.to_string()]
+            vec![
+                task,
+                id.2.clone(),
+                fmt(last.value),
+                last.step.to_string(),
+                fmt(*lo),
+                fmt(*hi),
+                n.to_string(),
+            ]
         })
         .collect();
-    let head = ["STEP", "KEY", "LAST", "AT STEP", "MIN", "MAX", "POINTS"];
-    let widths: Vec<usize> =
-        (0..7).map(|i| rows.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
-    let line = |cells: [&str; 7]| {
-        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(head);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
-    }
+    super::table(&["STEP", "KEY", "LAST", "AT STEP", "MIN", "MAX", "POINTS"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
-/// A value as people read it: up to six significant digits.
-fn fmt(v: f64) -> String {
-    let s = format!("{v:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" { "0".into() } else { s.to_string() }
-}
+use super::fmt_num as fmt;
 
 /// `sluice compare RUN RUN...`: params that differ, metrics side by side (`*` marks the best:
 /// lowest for losses and errors, else highest), step durations.
@@ -161,22 +154,6 @@ pub(crate) fn compare(
         );
     }
     let all_head: Vec<&str> = std::iter::once("").chain(head.iter().map(String::as_str)).collect();
-    let widths: Vec<usize> = (0..all_head.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .chain([all_head[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(all_head.clone());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    super::table(&all_head, &rows);
     Ok(ExitCode::SUCCESS)
 }

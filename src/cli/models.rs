@@ -13,6 +13,7 @@ use sluice_engine::registry::{Cause, parse_version};
 
 use super::artifacts::{local, urlencode};
 use super::client::{Api, runtime};
+use super::table;
 use crate::Output;
 
 #[derive(clap::Subcommand)]
@@ -88,34 +89,12 @@ fn print(output: Output, v: &Value, text: impl FnOnce(&Value)) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn table(head: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0))
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("  ").trim_end());
-    };
-    line(head.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-}
-
 fn when(ms: &Value) -> String {
-    ms.as_i64()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    ms.as_i64().map_or_else(|| "-".into(), super::fmt_time)
 }
 
 fn num(v: &Value) -> String {
-    match v.as_f64() {
-        Some(f) => {
-            let s = format!("{f:.6}");
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        }
-        None => "-".into(),
-    }
+    v.as_f64().map_or_else(|| "-".into(), super::fmt_num)
 }
 
 pub(crate) fn list(data_dir: &Path, server: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
