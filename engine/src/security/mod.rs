@@ -131,14 +131,20 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// Who did something, as the audit log names them.
+/// Who did something, as the audit log names them: the local OS user (looked up once a
+/// process: every attempt's tracking run names it).
 pub fn local_actor() -> String {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid {}", nix::unistd::geteuid()));
-    format!("local:{user}")
+    static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ACTOR
+        .get_or_init(|| {
+            let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| format!("uid {}", nix::unistd::geteuid()));
+            format!("local:{user}")
+        })
+        .clone()
 }
 
 /// Cryptographically random bytes from the operating system.

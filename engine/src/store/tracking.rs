@@ -34,6 +34,9 @@ pub(super) struct Trees {
     run_tags: sled::Tree,
     /// Serializes read-modify-write of records.
     lock: Arc<Mutex<()>>,
+    /// Pipelines' experiments by pipeline (they are never renamed or deleted), so that an
+    /// attempt's start does not look them up in the store.
+    pipelines: Arc<Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl Trees {
@@ -47,6 +50,7 @@ impl Trees {
             series: db.open_tree("tracking_series")?,
             run_tags: db.open_tree("run_tags")?,
             lock: Arc::default(),
+            pipelines: Arc::default(),
         })
     }
 
@@ -233,12 +237,28 @@ impl Store {
 
     /// The experiment of a pipeline (named after it), made on first use.
     pub fn pipeline_experiment(&self, pipeline: &str, now: i64) -> Result<u64> {
+        let cached = |id: u64| {
+            self.tracking
+                .pipelines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pipeline.to_string(), id);
+            Ok(id)
+        };
+        if let Some(id) = self.tracking.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline) {
+            return Ok(*id);
+        }
         if let Some(e) = self.experiment_by_name(pipeline)? {
+            // Only Sluice's own (tagged) experiment is kept: one a client made under the name
+            // could be renamed or deleted.
+            if e.tags.get(PIPELINE_TAG).is_some_and(|p| p == pipeline) {
+                return cached(e.id);
+            }
             return Ok(e.id);
         }
         let tags = BTreeMap::from([(PIPELINE_TAG.to_string(), pipeline.to_string())]);
         match self.create_experiment(pipeline, None, tags, now) {
-            Ok(e) => Ok(e.id),
+            Ok(e) => cached(e.id),
             // Made meanwhile by another attempt.
             Err(StoreError::Refused(Refusal::Exists, _)) => self
                 .experiment_by_name(pipeline)?
@@ -385,7 +405,13 @@ impl Store {
     /// killed. Returns its id.
     pub fn start_task_run(&self, task: TaskRef, user: &str, now: i64) -> Result<String> {
         let experiment = self.pipeline_experiment(&task.pipeline, now)?;
-        for r in self.task_runs_of(task.run, (task.step_ix, task.item))? {
+        // A task's first attempt has no earlier one left running.
+        let earlier = if task.attempt > 1 {
+            self.task_runs_of(task.run, (task.step_ix, task.item))?
+        } else {
+            Vec::new()
+        };
+        for r in earlier {
             if r.status == RunStatus::Running {
                 self.update_tracking_run(&r.id, |r| {
                     r.status = RunStatus::Killed;
