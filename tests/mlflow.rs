@@ -169,6 +169,7 @@ fn mlflows_registry_calls_work_under_sluices_rules() {
     assert_eq!(line(&out, "NOALIAS"), "NOALIAS INVALID_PARAMETER_VALUE");
     assert_eq!(line(&out, "EXISTS"), "EXISTS RESOURCE_ALREADY_EXISTS");
     assert_eq!(line(&out, "NOFILES"), "NOFILES INVALID_PARAMETER_VALUE");
+    assert_eq!(line(&out, "TAGS"), "TAGS [('team', 'risk')] [('validated', 'yes')]");
 
     // The version's record: its files, metrics and params from its run, MLmodel's schema.
     let v = srv.json("/api/v1/models/churn/versions/2?check=true");

@@ -58,4 +58,11 @@ try:
     c.create_model_version("churn", "runs:/%s/nothing-here" % run.info.run_id, run.info.run_id)
 except MlflowException as e:
     print("NOFILES", e.error_code)
+c.set_registered_model_tag("churn", "team", "risk")
+c.set_registered_model_tag("churn", "gone", "soon")
+c.delete_registered_model_tag("churn", "gone")
+c.set_model_version_tag("churn", versions[1], "validated", "yes")
+c.set_model_version_tag("churn", versions[1], "gone", "soon")
+c.delete_model_version_tag("churn", versions[1], "gone")
+print("TAGS", sorted(c.get_registered_model("churn").tags.items()), sorted(c.get_model_version("churn", versions[1]).tags.items()))
 print("RUNID", run.info.run_id)

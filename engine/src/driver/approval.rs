@@ -64,9 +64,8 @@ impl Engine {
         comment: &str,
         who: &Decider,
     ) -> Result<Decided> {
-        if comment.chars().count() > 2000 {
-            return Err(refused(Refusal::Invalid, "a decision's comment is at most 2000 characters".into()));
-        }
+        crate::registry::check_reason("a decision's comment", comment)
+            .map_err(|m| refused(Refusal::Invalid, m))?;
         let r = self.replay(run, |_, _, _, _| {})?;
         let ix = *r.plan.index.get(step).ok_or_else(|| {
             EngineError::NotFound(format!("run {run} ({}) has no step `{step}`", r.plan.name()))

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{Engine, EngineError, Result};
 use crate::registry::{
     AliasMove, Cause, Feature, ModelVersion, RECORD_VERSION, RegisteredModel, SourceAttempt, VersionFile,
-    check_alias, check_model_name, sign_registration, verify_registration,
+    check_alias, check_description, check_model_name, check_reason, sign_registration, verify_registration,
 };
 use crate::security::audit::Action;
 use crate::security::provenance::Envelope;
@@ -112,6 +112,7 @@ impl Registry {
         tags: BTreeMap<String, String>,
         actor: &Actor,
     ) -> Result<RegisteredModel> {
+        check_description(description).map_err(|m| refused(Refusal::Invalid, m))?;
         let now = self.now_ms();
         let m = RegisteredModel {
             v: RECORD_VERSION,
@@ -148,6 +149,7 @@ impl Registry {
                 format!("a version of `{}` needs at least one file", new.name),
             ));
         }
+        check_description(&new.description).map_err(|m| refused(Refusal::Invalid, m))?;
         for (k, v) in &new.metrics {
             crate::tracking::check_value(k, *v).map_err(|m| refused(Refusal::Invalid, m))?;
         }
@@ -279,6 +281,7 @@ impl Registry {
         cause: Cause,
     ) -> Result<AliasMove> {
         check_alias(alias).map_err(|m| refused(Refusal::Invalid, m))?;
+        check_reason("a move's reason", reason).map_err(|m| refused(Refusal::Invalid, m))?;
         // Checked before the lock (hashing a large model takes a while), and found unchanged
         // under it.
         let checked = match to {
@@ -372,6 +375,7 @@ impl Registry {
     /// Moves an alias back to the version it pointed at before its last move (one command,
     /// recorded as a rollback); the target is read under the registry lock.
     pub fn rollback_alias(&self, name: &str, alias: &str, actor: &Actor, reason: &str) -> Result<AliasMove> {
+        check_reason("a move's reason", reason).map_err(|m| refused(Refusal::Invalid, m))?;
         self.store.model_needed(name)?;
         let target = || -> Result<(u64, Option<u64>)> {
             let moves = self.store.alias_moves(name, Some(alias))?;
@@ -454,6 +458,7 @@ impl Registry {
         let mut model = store.model_needed(name)?;
         let before = json!({ "description": model.description, "tags": model.tags });
         change(&mut model);
+        check_description(&model.description).map_err(|m| refused(Refusal::Invalid, m))?;
         model.updated = self.now_ms();
         store.put_model(&model)?;
         self.audit(
@@ -477,11 +482,14 @@ impl Registry {
         let store = &self.store;
         let _guard = store.registry_lock();
         let mut v = store.model_version_needed(name, version)?;
+        let before = json!({ "description": v.description, "tags": v.tags });
         change(&mut v);
+        check_description(&v.description).map_err(|m| refused(Refusal::Invalid, m))?;
         v.updated = self.now_ms();
         store.put_model_version(&v)?;
         self.audit(
             Action::new(&actor.name, "model.update", format!("model:{name}/{version}"))
+                .before(before)
                 .after(json!({ "description": v.description, "tags": v.tags }))
                 .request(actor.request.as_deref()),
         )?;
@@ -602,5 +610,25 @@ mod tests {
         assert!(
             actions.contains(&"model.rollback".to_string()) && actions.contains(&"model.protect".to_string())
         );
+    }
+
+    #[test]
+    fn descriptions_and_reasons_are_bounded_and_change_nothing_when_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, file) = engine(dir.path());
+        let r = e.registry();
+        let editor = Actor::new("token:ed", false, None);
+        let long = "d".repeat(crate::registry::MAX_DESCRIPTION + 1);
+        let e1 = r.create_model("m", &long, BTreeMap::new(), &editor).unwrap_err().to_string();
+        assert!(e1.contains("at most 5000"), "{e1}");
+        assert!(e.store().model("m").unwrap().is_none());
+        r.register_version(new(&file), &editor, None).unwrap();
+        let e2 = r.update_version("churn", 1, &editor, |v| v.description = long.clone()).unwrap_err();
+        assert!(e2.to_string().contains("at most 5000"), "{e2}");
+        assert_eq!(e.store().model_version("churn", 1).unwrap().unwrap().description, "");
+        let reason = "r".repeat(crate::registry::MAX_REASON + 1);
+        let e3 = r.move_alias("churn", "prod", Some(1), &editor, &reason, Cause::default()).unwrap_err();
+        assert!(e3.to_string().contains("reason is at most"), "{e3}");
+        assert_eq!(e.store().alias("churn", "prod").unwrap(), None);
     }
 }

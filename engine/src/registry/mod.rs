@@ -162,6 +162,27 @@ pub fn version_folder(name: &str, version: u64) -> String {
     format!("registry/{name}/{version}")
 }
 
+/// The longest description a model or version takes (MLflow's, 5000 characters).
+pub const MAX_DESCRIPTION: usize = 5000;
+/// The longest reason an alias move, a rollback or an approval's decision keeps.
+pub const MAX_REASON: usize = 2000;
+
+/// Checks a description's length.
+pub fn check_description(description: &str) -> Result<(), String> {
+    match description.chars().count() > MAX_DESCRIPTION {
+        true => Err(format!("a description is at most {MAX_DESCRIPTION} characters")),
+        false => Ok(()),
+    }
+}
+
+/// Checks the length of a reason (`what`: whose).
+pub fn check_reason(what: &str, reason: &str) -> Result<(), String> {
+    match reason.chars().count() > MAX_REASON {
+        true => Err(format!("{what} is at most {MAX_REASON} characters")),
+        false => Ok(()),
+    }
+}
+
 /// Checks a model's name: 1 to 256 printable characters without `/`, `@` or `:` (which
 /// `models:/<name>@<alias>` and paths give a meaning).
 pub fn check_model_name(name: &str) -> Result<(), String> {

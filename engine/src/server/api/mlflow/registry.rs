@@ -246,18 +246,7 @@ pub(super) async fn set_model_tag(
     Extension(request): Extension<RequestId>,
     f: Fields,
 ) -> MlResult<Json<Value>> {
-    let name = f.need("name")?;
-    let key = f.need("key")?;
-    let value = f.str("value")?.unwrap_or_default();
-    check_key("tag", &key).map_err(MlflowError::invalid)?;
-    check_text("tag", &key, &value, MAX_TAG_VALUE).map_err(MlflowError::invalid)?;
-    blocking(move || {
-        shared.engine.registry().update_model(&name, &actor(&who, &request), |m| {
-            m.tags.insert(key, value);
-        })?;
-        Ok(Json(json!({})))
-    })
-    .await
+    change_tag(shared, actor(&who, &request), f, false, true).await
 }
 
 pub(super) async fn delete_model_tag(
@@ -266,12 +255,42 @@ pub(super) async fn delete_model_tag(
     Extension(request): Extension<RequestId>,
     f: Fields,
 ) -> MlResult<Json<Value>> {
+    change_tag(shared, actor(&who, &request), f, false, false).await
+}
+
+/// Sets (`set`) or deletes a tag of a model, or of one of its versions (`of_version`).
+async fn change_tag(
+    shared: Arc<Shared>,
+    actor: Actor,
+    f: Fields,
+    of_version: bool,
+    set: bool,
+) -> MlResult<Json<Value>> {
     let name = f.need("name")?;
+    let version = if of_version { Some(version_of(&f)?) } else { None };
     let key = f.need("key")?;
+    let value = if set {
+        let value = f.str("value")?.unwrap_or_default();
+        check_key("tag", &key).map_err(MlflowError::invalid)?;
+        check_text("tag", &key, &value, MAX_TAG_VALUE).map_err(MlflowError::invalid)?;
+        Some(value)
+    } else {
+        None
+    };
     blocking(move || {
-        shared.engine.registry().update_model(&name, &actor(&who, &request), |m| {
-            m.tags.remove(&key);
-        })?;
+        let change = |tags: &mut BTreeMap<String, String>| match value {
+            Some(value) => {
+                tags.insert(key, value);
+            }
+            None => {
+                tags.remove(&key);
+            }
+        };
+        let registry = shared.engine.registry();
+        match version {
+            Some(n) => registry.update_version(&name, n, &actor, |v| change(&mut v.tags)).map(drop)?,
+            None => registry.update_model(&name, &actor, |m| change(&mut m.tags)).map(drop)?,
+        }
         Ok(Json(json!({})))
     })
     .await
@@ -595,19 +614,7 @@ pub(super) async fn set_version_tag(
     Extension(request): Extension<RequestId>,
     f: Fields,
 ) -> MlResult<Json<Value>> {
-    let name = f.need("name")?;
-    let version = version_of(&f)?;
-    let key = f.need("key")?;
-    let value = f.str("value")?.unwrap_or_default();
-    check_key("tag", &key).map_err(MlflowError::invalid)?;
-    check_text("tag", &key, &value, MAX_TAG_VALUE).map_err(MlflowError::invalid)?;
-    blocking(move || {
-        shared.engine.registry().update_version(&name, version, &actor(&who, &request), |v| {
-            v.tags.insert(key, value);
-        })?;
-        Ok(Json(json!({})))
-    })
-    .await
+    change_tag(shared, actor(&who, &request), f, true, true).await
 }
 
 pub(super) async fn delete_version_tag(
@@ -616,16 +623,7 @@ pub(super) async fn delete_version_tag(
     Extension(request): Extension<RequestId>,
     f: Fields,
 ) -> MlResult<Json<Value>> {
-    let name = f.need("name")?;
-    let version = version_of(&f)?;
-    let key = f.need("key")?;
-    blocking(move || {
-        shared.engine.registry().update_version(&name, version, &actor(&who, &request), |v| {
-            v.tags.remove(&key);
-        })?;
-        Ok(Json(json!({})))
-    })
-    .await
+    change_tag(shared, actor(&who, &request), f, true, false).await
 }
 
 #[cfg(test)]
