@@ -157,12 +157,16 @@ pub(super) fn reported(outputs: &serde_json::Map<String, Value>, now: i64) -> Ve
 const MAX_FILE: u64 = 64 << 20;
 /// Read at most this much a poll.
 const MAX_POLL: u64 = 1 << 20;
+/// A longer line is no metric: it is skipped, not kept whole until its end comes.
+const MAX_LINE: usize = 64 << 10;
 
 struct MetricsFile {
     path: PathBuf,
     offset: u64,
     partial: Vec<u8>,
     line: u64,
+    /// Whether the line being read is past `MAX_LINE` (its start was dropped).
+    overlong: bool,
     /// How many points were read.
     count: u32,
     full: bool,
@@ -170,7 +174,7 @@ struct MetricsFile {
 
 impl MetricsFile {
     fn new(path: PathBuf) -> Self {
-        MetricsFile { path, offset: 0, partial: Vec::new(), line: 0, count: 0, full: false }
+        MetricsFile { path, offset: 0, partial: Vec::new(), line: 0, overlong: false, count: 0, full: false }
     }
 
     /// What was appended since the last poll: the new points, and a sentence for each line
@@ -202,11 +206,15 @@ impl MetricsFile {
                 start += end + 1;
             }
             self.partial = partial[start..].to_vec();
+            if self.partial.len() > MAX_LINE {
+                self.partial.clear();
+                self.overlong = true;
+            }
             if n < MAX_POLL as usize || !last {
                 break;
             }
         }
-        if last && !self.partial.is_empty() {
+        if last && (self.overlong || !self.partial.is_empty()) {
             let line = std::mem::take(&mut self.partial);
             self.take(&line, now_ms, &mut points, &mut said);
         }
@@ -215,6 +223,14 @@ impl MetricsFile {
 
     fn take(&mut self, line: &[u8], now_ms: i64, points: &mut Vec<Metric>, said: &mut Vec<String>) {
         self.line += 1;
+        if std::mem::take(&mut self.overlong) {
+            said.push(format!(
+                "metrics line {} is skipped: it is longer than {} KiB",
+                self.line,
+                MAX_LINE >> 10
+            ));
+            return;
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -309,5 +325,23 @@ mod tests {
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(MetricsFile::new(link).poll(0, true).0.is_empty());
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_being_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        let mut m = MetricsFile::new(path.clone());
+        let long = format!("{{\"key\": \"{}", "k".repeat(MAX_LINE + 10));
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(m.poll(1, false), (Vec::new(), Vec::new()));
+        assert!(m.partial.is_empty() && m.overlong, "its start is dropped");
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"\", \"value\": 1}\n{\"key\": \"a\", \"value\": 2}\n").unwrap();
+        let (p, said) = m.poll(2, false);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].key.as_str(), p[0].value), ("a", 2.0));
+        assert_eq!(said, vec!["metrics line 1 is skipped: it is longer than 64 KiB".to_string()]);
     }
 }
