@@ -266,10 +266,14 @@ impl Engine {
             plans: Default::default(),
             kept_code: Default::default(),
         };
-        // The registry's steps are the engine's own work.
-        let builtins = Arc::new(builtin::Builtins::new(engine.registry()));
-        engine.executors = engine.executors.clone().with_builtin(builtins);
+        engine.executors = engine.with_builtins(engine.executors.clone());
         Ok(engine)
+    }
+
+    /// `executors` with the registry's steps, the engine's own work (they keep the engine's
+    /// clock: made again when it changes).
+    fn with_builtins(&self, executors: ExecutorSet) -> ExecutorSet {
+        executors.with_builtin(Arc::new(builtin::Builtins::new(self.registry())))
     }
 
     pub fn executors(&self) -> &ExecutorSet {
@@ -278,8 +282,7 @@ impl Engine {
 
     /// Replaces the executors (benchmarks and tests run the engine without real work).
     pub fn with_executors(mut self, executors: ExecutorSet) -> Self {
-        let builtins = Arc::new(builtin::Builtins::new(self.registry()));
-        self.executors = executors.with_builtin(builtins);
+        self.executors = self.with_builtins(executors);
         self
     }
 
@@ -310,8 +313,7 @@ impl Engine {
     /// Replaces the clock (tests run the engine on paused tokio time).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.opts.clock = clock;
-        let builtins = Arc::new(builtin::Builtins::new(self.registry()));
-        self.executors = self.executors.clone().with_builtin(builtins);
+        self.executors = self.with_builtins(self.executors.clone());
         self
     }
 
