@@ -105,6 +105,28 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         runs: Vec<String>,
     },
+    /// Compare a current table (CSV) with a reference, column by column, with Evidently's
+    /// tests and SciPy's statistics: each column's test, statistic, p-value and verdict, and
+    /// the table's (`--output json`: the whole report).
+    Drift {
+        reference: PathBuf,
+        current: PathBuf,
+        /// Only these columns (comma-separated; default: every column both tables have).
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// auto, ks, psi, chi2, wasserstein, jensen_shannon or z.
+        #[arg(long, default_value = "auto")]
+        method: String,
+        /// Overrides the method's threshold (a p-value for ks, chi2 and z; a distance otherwise).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// The share of drifted columns at which the table drifts.
+        #[arg(long, default_value_t = 0.5)]
+        drift_share: f64,
+        /// Also write the report as a self-contained HTML page.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Show a run's steps with their states, attempts and durations.
     Show { run: String },
     /// Print a step's logs (every attempt).
@@ -407,6 +429,18 @@ fn main() -> ExitCode {
         ),
         Command::Compare { runs } => {
             cli::metrics::compare(&cli.data_dir, cli.server.as_deref(), cli.output, &runs)
+        }
+        Command::Drift { reference, current, columns, method, threshold, drift_share, html } => {
+            cli::drift::run(
+                cli.output,
+                &reference,
+                &current,
+                columns,
+                &method,
+                threshold,
+                drift_share,
+                html.as_deref(),
+            )
         }
         Command::Show { run } => cli::inspect::show(&cli.data_dir, cli.server.as_deref(), cli.output, &run),
         Command::Logs { run, step, attempt } => {

@@ -2,14 +2,16 @@
 # the tests drive: jsonschema (the shipped examples against `sluice schema`), openlineage-python
 # (every OpenLineage event Sluice emits, parsed into the client's models), securesystemslib
 # (DSSE envelopes of artifact provenance, verified by an implementation other than ours),
-# mlflow-skinny (MLflow's own tracking and registry client, against Sluice's MLflow API).
+# mlflow-skinny (MLflow's own tracking and registry client, against Sluice's MLflow API),
+# scipy (drift statistics compared with its own), tritonclient[http] (the Open Inference
+# Protocol against served models).
 # SLUICE_PYTHON names its interpreter for the tests.
 
-PY_PACKAGES=('jsonschema==4.*' 'openlineage-python==1.*' 'securesystemslib[crypto]==1.*' 'mlflow-skinny==3.*')
+PY_PACKAGES=('jsonschema==4.*' 'openlineage-python==1.*' 'securesystemslib[crypto]==1.*' 'mlflow-skinny==3.*' 'scipy==1.*' 'tritonclient[http]==2.*')
 
 provide_python() {
   local venv="$PWD/target/py"
-  if ! "$venv/bin/python" -c 'import jsonschema, openlineage.client, securesystemslib.dsse, cryptography, mlflow' >/dev/null 2>&1; then
+  if ! "$venv/bin/python" -c 'import jsonschema, openlineage.client, securesystemslib.dsse, cryptography, mlflow, scipy, tritonclient.http' >/dev/null 2>&1; then
     rm -rf "$venv"
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
       apt-get install -y -q python3-venv >/dev/null

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod clock;
 pub mod compile;
+pub mod drift;
 pub mod driver;
 pub mod kinds;
 pub mod registry;

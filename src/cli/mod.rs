@@ -5,6 +5,7 @@ pub(crate) mod artifacts;
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod doctor;
+pub(crate) mod drift;
 pub(crate) mod inspect;
 pub(crate) mod lineage;
 pub(crate) mod logging;
