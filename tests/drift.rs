@@ -109,3 +109,67 @@ fn drift_statistics_match_scipy_on_generated_tables() {
     // 3 cases: 4 numeric columns x 5 methods + 2 categorical x 3.
     assert_eq!(checked, 3 * (4 * 4 + 2 * 3));
 }
+
+/// The drift example: a shifted table drifts (two of three columns), its report is kept as
+/// artifacts, and `retrain` runs; unshifted, nothing drifts and `retrain` is skipped. A
+/// column the tables lack fails the step with its name.
+#[test]
+fn a_drift_step_reports_and_decides_what_runs_next() {
+    let sb = Sandbox::new();
+    let spec = repo().join("dags/example-drift.yaml");
+    let out = sb.sluice(&["run", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let run = sb.show("1");
+    let check = step(&run, "check");
+    assert_eq!(check["kind"], "drift");
+    assert_eq!(check["outputs"]["drifted"], true, "{check:#}");
+    assert_eq!(check["outputs"]["drifted_columns"], serde_json::json!(["tenure", "spend"]));
+    assert_eq!(step(&run, "retrain")["state"], "succeeded");
+    let logs = text(&sb.sluice(&["logs", "1", "retrain"]).stdout);
+    assert!(logs.contains("retraining: tenure, spend drifted"), "{logs}");
+
+    // Both reports, kept by content.
+    let out = sb.sluice(&["artifacts", "--run", "1", "--output", "json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<&str> = listed["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["step"] == "check")
+        .map(|a| a["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "{listed:#}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.data().join("work/1/check.drift.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["format"], "sluice-drift/1");
+    let methods: Vec<&str> =
+        report["columns"].as_array().unwrap().iter().map(|c| c["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["ks", "ks", "chi2"], "800 reference rows: Evidently's small-table tests");
+    let html = std::fs::read_to_string(sb.data().join("work/1/check.drift.html")).unwrap();
+    assert!(html.contains("Drift detected") && html.matches("<svg").count() == 3, "{html}");
+
+    let out = sb.sluice(&["run", spec.to_str().unwrap(), "-p", "shift=0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = sb.show("2");
+    assert_eq!(step(&run, "check")["outputs"]["drifted"], false);
+    assert_eq!(step(&run, "retrain")["state"], "skipped");
+
+    // A column neither table has: the step fails, naming it.
+    let bad = sb.write(
+        "bad.yaml",
+        &std::fs::read_to_string(&spec).unwrap().replace(
+            "current: \"{{ steps.tables.artifacts.current.path }}\"",
+            "current: \"{{ steps.tables.artifacts.current.path }}\"\n      columns: [tenure, churn_score]",
+        ),
+    );
+    let out = sb.sluice(&["run", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let logs = text(&sb.sluice(&["logs", "3", "check"]).stdout);
+    assert!(logs.contains("the reference has no column `churn_score`"), "{logs}");
+    assert_eq!(
+        step(&sb.show("3"), "check")["attempts"].as_array().unwrap().len(),
+        1,
+        "a bad column is not retried"
+    );
+}

@@ -83,6 +83,7 @@ impl Executor for Builtins {
                     "register" => cx.register(&args),
                     "gate" => cx.gate(&args),
                     "promote" => cx.promote(&args),
+                    "drift" => drift(&args, &say),
                     other => Err(ExecError::fatal(format!("`{other}` is not a built-in step"))),
                 }
             })
@@ -460,4 +461,73 @@ impl Cx<'_> {
         out.insert("from".into(), json!(moved.from));
         Ok(out)
     }
+}
+
+/// A `drift:` step: both tables compared, the report written as JSON and HTML, the verdict
+/// as outputs (and as the step's failure when it asks for that).
+fn drift(args: &Value, say: &dyn Fn(&str)) -> Result<Map<String, Value>, Failed> {
+    use crate::drift::{self, Method, Options};
+    let path = |key: &str| -> Result<std::path::PathBuf, Failed> {
+        text(args, key)
+            .map(Into::into)
+            .ok_or_else(|| ExecError::fatal(format!("the drift step has no `{key}`")))
+    };
+    let method: Method = serde_json::from_value(args["method"].clone()).unwrap_or_default();
+    let opts = Options {
+        columns: serde_json::from_value(args["columns"].clone()).unwrap_or_default(),
+        method,
+        threshold: args["threshold"].as_f64(),
+        drift_share: args["drift_share"].as_f64().unwrap_or(0.5),
+    };
+    let (reference, current) = (path("reference")?, path("current")?);
+    let r = drift::read_csv(&reference).map_err(ExecError::fatal)?;
+    let c = drift::read_csv(&current).map_err(ExecError::fatal)?;
+    say(&format!(
+        "drift of {} ({} rows) against {} ({} rows)",
+        current.display(),
+        c.rows,
+        reference.display(),
+        r.rows
+    ));
+    let report = drift::compare(&r, &c, &opts).map_err(ExecError::fatal)?;
+    for col in &report.columns {
+        say(&format!(
+            "  {}: {} {}{} {}",
+            col.column,
+            col.method,
+            short(col.statistic),
+            col.p_value.map(|p| format!(" p={}", short(p))).unwrap_or_default(),
+            if col.drifted { "DRIFT" } else { "ok" }
+        ));
+    }
+    let write = |key: &str, bytes: &[u8]| -> Result<(), Failed> {
+        let file = path(key)?;
+        std::fs::write(&file, bytes)
+            .map_err(|e| ExecError::retryable(format!("cannot write {}: {e}", file.display())))
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| ExecError::fatal(e.to_string()))?;
+    write("json", &json)?;
+    write("html", drift::html::render(&report, args["title"].as_str().unwrap_or("Drift")).as_bytes())?;
+    let verdict = format!(
+        "{} of {} columns drifted (share {:.3}; the table drifts at {}){}",
+        report.drifted_columns.len(),
+        report.columns.len(),
+        report.share,
+        report.drift_share,
+        if report.drifted_columns.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", report.drifted_columns.join(", "))
+        }
+    );
+    say(&verdict);
+    if report.drifted && args["fail_on_drift"].as_bool() == Some(true) {
+        return Err(ExecError::fatal(format!("the data drifted: {verdict}")));
+    }
+    Ok(report.outputs())
+}
+
+/// A figure in a log line: six decimals, or three significant digits when smaller.
+fn short(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-4 { format!("{v:.3e}") } else { format!("{v:.6}") }
 }

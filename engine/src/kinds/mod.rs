@@ -11,6 +11,7 @@
 
 pub mod approval;
 pub mod container;
+pub mod drift;
 pub mod gate;
 pub mod process;
 pub mod promote;
@@ -42,6 +43,7 @@ macro_rules! step_kinds {
             gate: Gate($crate::kinds::gate::GateBlock) "Check a model version's metrics against thresholds and against an alias's version.",
             approval: Approval($crate::kinds::approval::ApprovalBlock) "Wait for a person to approve or reject.",
             promote: Promote($crate::kinds::promote::PromoteBlock) "Point a model's alias at a version.",
+            drift: Drift($crate::kinds::drift::DriftBlock) "Compare a table with a reference, column by column, for drift.",
         }
     };
 }
