@@ -28,8 +28,8 @@ pub use outputs::{MAX_OUTPUTS_BYTES, open_step_file, read_outputs_file};
 pub use process::stragglers::adopt_orphans;
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
 pub use train::{
-    Device, ModelKind, OptimizerKind, Throughput, TrainExecutor, TrainSpec, Trained, gpu_slots, gpu_status,
-    nvidia_driver, throughput, train,
+    Device, Model, ModelKind, OptimizerKind, Throughput, TrainExecutor, TrainSpec, Trained, gpu_slots,
+    gpu_status, nvidia_driver, throughput, train,
 };
 pub use wasm::{
     DEFAULT_MAX_MEMORY, MAX_MEMORY_LIMIT, MAX_RESULT_BYTES, MAX_STDERR_BYTES, ModuleReport, WASI_P1,

@@ -11,6 +11,7 @@ mod bench;
 mod data;
 mod fit;
 mod gpu;
+mod model;
 mod net;
 mod safetensors;
 
@@ -29,6 +30,7 @@ use crate::executor::{
 };
 pub use bench::{Throughput, throughput};
 use fit::{CpuFit, Fit};
+pub use model::Model;
 use net::{Head, Net, Optimizer, Rng};
 
 /// Which model to train.

@@ -206,3 +206,48 @@ async fn the_executor_reports_metrics_and_refuses_a_gpu_it_lacks() {
         }
     }
 }
+
+/// A served model predicts what training measured: loaded back from its two files, its
+/// accuracy on the whole table is the trainer's, within the held-out share's difference.
+#[test]
+fn a_loaded_model_predicts_like_the_trained_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = table(dir.path(), "rings.csv", 1200, true, 3);
+    let mut s = spec(dir.path(), data.clone(), ModelKind::Mlp { hidden: vec![16, 8] });
+    s.validation = 0.0;
+    let t = run(&s).unwrap();
+    let meta: Value = serde_json::from_slice(&std::fs::read(&t.metadata_file).unwrap()).unwrap();
+    let weights = std::fs::read(&t.model_file).unwrap();
+    let m = Model::load(&weights, &meta).unwrap();
+    assert_eq!(m.features, ["x1", "x2", "noise"]);
+    assert_eq!(m.classes, ["no", "yes"]);
+    let text = std::fs::read_to_string(&data).unwrap();
+    let (mut x, mut labels) = (Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        x.extend(f[..3].iter().map(|v| v.parse::<f32>().unwrap()));
+        labels.push(f[3].to_string());
+    }
+    let p = m.predict(&x, labels.len());
+    assert_eq!(p.len(), labels.len() * 2);
+    let right = p
+        .chunks(2)
+        .zip(&labels)
+        .filter(|(row, label)| m.classes[usize::from(row[1] > row[0])] == **label)
+        .count();
+    let accuracy = right as f64 / labels.len() as f64;
+    assert!((accuracy - t.accuracy).abs() < 1e-9, "served {accuracy}, trained {}", t.accuracy);
+
+    // A logistic model: one sigmoid output, served as two probabilities.
+    let t = run(&spec(dir.path(), data, ModelKind::Logistic)).unwrap();
+    let meta: Value = serde_json::from_slice(&std::fs::read(&t.metadata_file).unwrap()).unwrap();
+    let m = Model::load(&std::fs::read(&t.model_file).unwrap(), &meta).unwrap();
+    let p = m.predict(&x[..6], 2);
+    assert!(p.chunks(2).all(|r| ((r[0] + r[1]) - 1.0).abs() < 1e-6));
+
+    // Damaged files are refused with the reason.
+    assert!(Model::load(&weights[..40], &meta).unwrap_err().contains("not safetensors"));
+    let mut wrong = meta.clone();
+    wrong["features"] = json!(["x1"]);
+    assert!(Model::load(&std::fs::read(&t.model_file).unwrap(), &wrong).is_err());
+}
