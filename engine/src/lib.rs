@@ -14,6 +14,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod security;
 pub mod server;
+pub mod serving;
 pub mod spec;
 pub mod store;
 pub mod syntax;

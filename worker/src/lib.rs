@@ -28,7 +28,7 @@ pub use outputs::{MAX_OUTPUTS_BYTES, open_step_file, read_outputs_file};
 pub use process::stragglers::adopt_orphans;
 pub use process::{ProcessExecutor, process_start_time, reap_process_group};
 pub use train::{
-    Device, Model, ModelKind, OptimizerKind, Throughput, TrainExecutor, TrainSpec, Trained, gpu_slots,
+    Device, Model, ModelKind, OptimizerKind, Throughput, TrainExecutor, TrainSpec, Trained, auc, gpu_slots,
     gpu_status, nvidia_driver, throughput, train,
 };
 pub use wasm::{

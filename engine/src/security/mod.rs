@@ -22,6 +22,8 @@ pub enum Permission {
     Public,
     /// Read pipelines, runs, logs, artifacts, lineage, events.
     Read,
+    /// Ask served models for predictions, and send feedback on them.
+    Predict,
     /// Start, cancel, retry and backfill runs.
     Run,
     /// Register model versions, move unprotected aliases.
@@ -41,6 +43,7 @@ impl Permission {
         match self {
             Permission::Public => "public",
             Permission::Read => "read",
+            Permission::Predict => "predict",
             Permission::Run => "run",
             Permission::Edit => "edit",
             Permission::Approve => "approve",
@@ -98,7 +101,7 @@ impl Role {
         match p {
             Permission::Public => true,
             Permission::Ingest => self == Role::Events || at_least(Role::Runner),
-            Permission::Read => at_least(Role::Viewer),
+            Permission::Read | Permission::Predict => at_least(Role::Viewer),
             Permission::Run => at_least(Role::Runner),
             Permission::Edit => at_least(Role::Editor),
             Permission::Approve | Permission::Audit => at_least(Role::Approver),

@@ -131,6 +131,8 @@ pub(crate) struct Shared {
     pub stopping: watch::Receiver<u32>,
     /// Failed authentications by client address.
     pub auth_failures: api::Failures,
+    /// Served models and their records.
+    pub serving: Arc<crate::serving::Serving>,
 }
 
 /// Why a run could not be started.
@@ -263,6 +265,7 @@ pub async fn serve(
     let (notices, _) = broadcast::channel(4096);
     let (catalog_version, _) = watch::channel(0u64);
     let shared = Arc::new(Shared {
+        serving: Arc::new(crate::serving::Serving::new(engine.registry())),
         engine: engine.clone(),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
@@ -465,8 +468,10 @@ pub(crate) fn test_shared(
     let (stop_tx, stop_rx) = watch::channel(0u32);
     let catalog = Loader::new(dags).scan().unwrap_or_default();
     let opts = ServeOptions::new(dags);
+    let engine = engine.with_clock(clock);
     let shared = Arc::new(Shared {
-        engine: Arc::new(engine.with_clock(clock)),
+        serving: Arc::new(crate::serving::Serving::new(engine.registry())),
+        engine: Arc::new(engine),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
         auth_failures: api::Failures::new(opts.auth_failure_limit, Duration::from_secs(60)),

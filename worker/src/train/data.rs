@@ -116,8 +116,8 @@ pub(super) fn normalize(t: &mut Table, mean: &[f32], std: &[f32]) {
     }
 }
 
-/// Area under the ROC curve of binary scores (ties share their rank).
-pub(super) fn auc(scores: &[f32], y: &[u32]) -> Option<f64> {
+/// Area under the ROC curve of binary scores (ties share their rank); `None` without both classes.
+pub fn auc(scores: &[f32], y: &[u32]) -> Option<f64> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let (pos, neg) =

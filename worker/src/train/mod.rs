@@ -29,6 +29,7 @@ use crate::executor::{
     wait_for_kill,
 };
 pub use bench::{Throughput, throughput};
+pub use data::auc;
 use fit::{CpuFit, Fit};
 pub use model::Model;
 use net::{Head, Net, Optimizer, Rng};

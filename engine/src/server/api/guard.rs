@@ -24,11 +24,24 @@ pub(super) async fn same_origin(State(shared): State<Arc<Shared>>, req: Request,
     // An upload to MLflow's artifact proxy carries the file's own type (a cross-site page
     // cannot send a PUT without a CORS preflight, which this server never answers).
     if !super::mlflow::artifacts::is_upload(req.method(), req.uri().path())
+        && !inference_call(req.uri().path(), req.headers())
         && let Err(e) = check_content_type(req.method(), req.headers())
     {
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// An Open Inference Protocol call with a bearer token: Triton's clients send their binary
+/// tensors with no content type at all. A cross-site page cannot add an Authorization
+/// header without a CORS preflight (which this server never answers), and `check_origin`
+/// refuses other origins, so the content type is not needed to stop forgery here.
+fn inference_call(path: &str, headers: &HeaderMap) -> bool {
+    path.starts_with("/v2/")
+        && headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
 }
 
 fn forbidden(message: String) -> ApiError {

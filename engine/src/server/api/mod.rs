@@ -12,9 +12,11 @@ mod events;
 mod guard;
 mod mlflow;
 mod models;
+mod oip;
 mod openapi;
 mod pipelines;
 mod runs;
+mod serving;
 
 use std::sync::Arc;
 
@@ -320,6 +322,24 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(p.clone(), "/api/v1/models/{name}/aliases/{alias}", Edit, post(models::move_alias)),
         ep(p.clone(), "/api/v1/models/{name}/aliases/{alias}/rollback", Edit, post(models::rollback)),
         ep(p.clone(), "/api/v1/models/{name}/aliases/{alias}/protect", Approve, post(models::protect)),
+        ep(p.clone(), "/api/v1/models/{name}/predict", Predict, post(serving::predict)),
+        ep(
+            p.clone(),
+            "/api/v1/models/{name}/versions/{version}/predict",
+            Predict,
+            post(serving::predict_version),
+        ),
+        ep(p.clone(), "/api/v1/models/{name}/feedback", Predict, post(serving::feedback)),
+        ep(g.clone(), "/api/v1/models/{name}/serving", Read, get(serving::record)),
+        ep(g.clone(), "/v2", Predict, get(oip::server_metadata)),
+        ep(g.clone(), "/v2/health/live", Public, get(oip::live)),
+        ep(g.clone(), "/v2/health/ready", Public, get(oip::ready)),
+        ep(g.clone(), "/v2/models/{name}", Predict, get(oip::model_metadata)),
+        ep(g.clone(), "/v2/models/{name}/ready", Predict, get(oip::model_ready)),
+        ep(g.clone(), "/v2/models/{name}/versions/{version}", Predict, get(oip::version_metadata)),
+        ep(g.clone(), "/v2/models/{name}/versions/{version}/ready", Predict, get(oip::version_ready)),
+        ep(p.clone(), "/v2/models/{name}/infer", Predict, post(oip::infer)),
+        ep(p.clone(), "/v2/models/{name}/versions/{version}/infer", Predict, post(oip::infer_version)),
         ep(g.clone(), "/api/v1/events", Read, get(events::list)),
         ep(g.clone(), "/api/v1/events/{key}", Read, get(events::one)),
         ep(p.clone(), "/api/v1/events/{key}", Ingest, post(events::receive)),
@@ -351,6 +371,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), guard::same_origin))
         .layer(middleware::from_fn(access::request_id))
         .layer(middleware::from_fn(mlflow::mlflow_errors))
+        .layer(middleware::from_fn(oip::oip_errors))
         .layer(middleware::from_fn(access_log))
         .with_state(shared)
 }

@@ -1,0 +1,404 @@
+//! Serving registered models on the CPU: versions of Sluice-trained models (logistic, MLP:
+//! the safetensors weights and metadata a `train:` step writes) loaded once, after their files,
+//! signed registration and provenance verify, and kept while requests use them; a request
+//! names a version, an alias (`churn@staging`), or only the model (the served alias,
+//! `production`, or a rollout's routing). Rows are checked against the version's features,
+//! computed as one batch, and recorded (latency, outcome, a bounded window of inputs and
+//! predictions) for rollout analysis, drift monitors and online accuracy from feedback.
+//!
+//! `server/api/serving.rs` (Sluice's API) and `server/api/oip.rs` (the Open Inference
+//! Protocol) are its two doors.
+
+pub mod input;
+pub mod stats;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use sluice_worker::Model;
+
+use crate::driver::Registry;
+pub use input::Invalid;
+use stats::{Served, VersionStats};
+
+/// The alias a request that names only the model is served from (when no rollout routes it).
+pub const SERVED_ALIAS: &str = "production";
+/// Rows kept per version in the window of served inputs (the default).
+pub const WINDOW_ROWS: usize = 5_000;
+/// Requests whose predictions are kept for feedback.
+pub const REMEMBERED: usize = 100_000;
+/// The largest model file read.
+const MAX_FILE: u64 = 1 << 30;
+
+/// What a request asks to be served by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The model: its served alias, or its rollout's routing.
+    Model,
+    Alias(String),
+    Version(u64),
+}
+
+impl Target {
+    /// `churn@staging` names an alias; `churn` the model.
+    pub fn parse(name: &str) -> (String, Target) {
+        match name.split_once('@') {
+            Some((m, a)) => (m.to_string(), Target::Alias(a.to_string())),
+            None => (name.to_string(), Target::Model),
+        }
+    }
+}
+
+/// Why a request was not served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServeError {
+    NotFound(String),
+    /// The input does not fit the version (422, naming the field).
+    Invalid(Invalid),
+    /// The version cannot be served (it does not verify, or is not a Sluice model).
+    Refused(String),
+    Internal(String),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::NotFound(m) | ServeError::Refused(m) | ServeError::Internal(m) => f.write_str(m),
+            ServeError::Invalid(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// A loaded version.
+#[derive(Debug)]
+pub struct Loaded {
+    pub name: String,
+    pub version: u64,
+    pub model: Model,
+    /// The weights' digest.
+    pub digest: String,
+}
+
+/// One request's predictions.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub model: Arc<Loaded>,
+    /// The alias it was served through, if any.
+    pub alias: Option<String>,
+    pub rows: usize,
+    /// `rows × classes` probabilities.
+    pub probabilities: Vec<f32>,
+}
+
+impl Prediction {
+    /// The most likely class of each row.
+    pub fn classes(&self) -> Vec<usize> {
+        let k = self.model.model.classes.len();
+        self.probabilities
+            .chunks(k)
+            .map(|row| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i))
+            .collect()
+    }
+
+    /// Sluice's answer.
+    pub fn doc(&self, request_id: &str) -> Value {
+        let k = self.model.model.classes.len();
+        let classes = &self.model.model.classes;
+        json!({
+            "v": 1,
+            "model": self.model.name,
+            "version": self.model.version,
+            "alias": self.alias,
+            "request_id": request_id,
+            "classes": classes,
+            "predictions": self.classes().into_iter().map(|c| &classes[c]).collect::<Vec<_>>(),
+            "probabilities": self.probabilities.chunks(k).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The predictions of recent requests, for feedback: (model, version, (class, score) per row).
+type Remembered = (String, u64, Vec<(u32, f32)>);
+
+/// The serving side of an engine: loaded versions and their records.
+pub struct Serving {
+    registry: Registry,
+    loaded: Mutex<HashMap<(String, u64), Arc<Loaded>>>,
+    stats: Mutex<HashMap<(String, u64), VersionStats>>,
+    recent: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
+    window: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Serving {
+    pub fn new(registry: Registry) -> Self {
+        Serving {
+            registry,
+            loaded: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            recent: Mutex::new((HashMap::new(), VecDeque::new())),
+            window: WINDOW_ROWS,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The version a request is served by, and the alias it came through.
+    pub fn resolve(&self, name: &str, target: &Target) -> Result<(u64, Option<String>), ServeError> {
+        let store = self.registry.store();
+        let internal = |e: crate::store::StoreError| ServeError::Internal(e.to_string());
+        if store.model(name).map_err(internal)?.is_none() {
+            return Err(ServeError::NotFound(format!(
+                "there is no model `{name}` (`sluice models` lists them)"
+            )));
+        }
+        match target {
+            Target::Version(v) => Ok((*v, None)),
+            Target::Alias(a) => match store.alias(name, a).map_err(internal)? {
+                Some(v) => Ok((v, Some(a.clone()))),
+                None => Err(ServeError::NotFound(format!("model `{name}` has no alias `{a}`"))),
+            },
+            Target::Model => match store.alias(name, SERVED_ALIAS).map_err(internal)? {
+                Some(v) => Ok((v, Some(SERVED_ALIAS.to_string()))),
+                None => Err(ServeError::NotFound(format!(
+                    "model `{name}` has no `{SERVED_ALIAS}` alias to serve: point it at a version \
+                     (`sluice model alias {name} {SERVED_ALIAS} N`), or ask for `{name}@ALIAS` or a version"
+                ))),
+            },
+        }
+    }
+
+    /// A version, loaded once (its files, registration and provenance verified first).
+    pub fn load(&self, name: &str, version: u64) -> Result<Arc<Loaded>, ServeError> {
+        if let Some(l) = lock(&self.loaded).get(&(name.to_string(), version)) {
+            return Ok(l.clone());
+        }
+        let store = self.registry.store();
+        let v = store
+            .model_version(name, version)
+            .map_err(|e| ServeError::Internal(e.to_string()))?
+            .ok_or_else(|| ServeError::NotFound(format!("model `{name}` has no version {version}")))?;
+        match self.registry.verify_version(&v) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                return Err(ServeError::Refused(format!(
+                    "version {version} of `{name}` is not served: {why}"
+                )));
+            }
+            Err(e) => return Err(ServeError::Internal(e.to_string())),
+        }
+        let read = |digest: &str| -> Result<Vec<u8>, ServeError> {
+            let (r, size) = store
+                .blobs()
+                .reader(digest)
+                .map_err(|e| ServeError::Internal(format!("cannot read {digest}: {e}")))?;
+            if size > MAX_FILE {
+                return Err(ServeError::Refused(format!("{digest} is over 1 GiB")));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            r.take(MAX_FILE)
+                .read_to_end(&mut bytes)
+                .map_err(|e| ServeError::Internal(format!("cannot read {digest}: {e}")))?;
+            Ok(bytes)
+        };
+        let not_ours = || {
+            ServeError::Refused(format!(
+                "version {version} of `{name}` is not a model Sluice serves: serving takes the logistic and \
+                 MLP models of `train:` steps (safetensors weights with sluice-model/1 metadata)"
+            ))
+        };
+        let weights = v
+            .files
+            .iter()
+            .filter(|(p, _)| p.ends_with(".safetensors"))
+            .min_by_key(|(_, f)| f.digest != v.artifact)
+            .map(|(_, f)| f.digest.clone())
+            .ok_or_else(not_ours)?;
+        let mut metadata = None;
+        for (_, f) in v.files.iter().filter(|(p, f)| p.ends_with(".json") && f.size < 64 << 20) {
+            if let Ok(m) = serde_json::from_slice::<Value>(&read(&f.digest)?)
+                && m["format"] == "sluice-model/1"
+            {
+                metadata = Some(m);
+                break;
+            }
+        }
+        let metadata = metadata.ok_or_else(not_ours)?;
+        let model = Model::load(&read(&weights)?, &metadata).map_err(|e| {
+            ServeError::Refused(format!("version {version} of `{name}` cannot be loaded: {e}"))
+        })?;
+        let loaded = Arc::new(Loaded { name: name.to_string(), version, model, digest: weights });
+        lock(&self.loaded).insert((name.to_string(), version), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Serves one request of Sluice's API: resolve, load, check, predict, record.
+    pub fn predict(
+        &self,
+        name: &str,
+        target: &Target,
+        body: &Value,
+        request_id: &str,
+    ) -> Result<Prediction, ServeError> {
+        self.predict_with(name, target, request_id, |l| {
+            input::rows(body, &l.model.features, &format!("{} version {}", l.name, l.version))
+        })
+    }
+
+    /// Serves one request whose rows `read` takes from the request for the loaded version
+    /// (`n × features` values, row after row).
+    pub fn predict_with(
+        &self,
+        name: &str,
+        target: &Target,
+        request_id: &str,
+        read: impl FnOnce(&Loaded) -> Result<(Vec<f32>, usize), Invalid>,
+    ) -> Result<Prediction, ServeError> {
+        let start = std::time::Instant::now();
+        let (version, alias) = self.resolve(name, target)?;
+        let loaded = match self.load(name, version) {
+            Ok(l) => l,
+            Err(e) => {
+                self.record_failure(name, version);
+                return Err(e);
+            }
+        };
+        let (x, n) = match read(&loaded) {
+            Ok(r) => r,
+            Err(e) => {
+                self.record_failure(name, version);
+                return Err(ServeError::Invalid(e));
+            }
+        };
+        let probabilities = loaded.model.predict(&x, n);
+        let p = Prediction { model: loaded, alias, rows: n, probabilities };
+        self.record(&p, &x, request_id, start.elapsed());
+        Ok(p)
+    }
+
+    fn record_failure(&self, name: &str, version: u64) {
+        let mut stats = lock(&self.stats);
+        let s = stats.entry((name.to_string(), version)).or_insert_with(|| VersionStats::new(self.window));
+        s.requests += 1;
+        s.failures += 1;
+    }
+
+    fn record(&self, p: &Prediction, x: &[f32], request_id: &str, took: std::time::Duration) {
+        let k = p.model.model.classes.len();
+        let d = p.model.model.features.len();
+        let classes = p.classes();
+        let rows: Vec<(u32, f32)> = classes
+            .iter()
+            .zip(p.probabilities.chunks(k))
+            .map(|(&c, probs)| (c as u32, if k == 2 { probs[1] } else { probs[c] }))
+            .collect();
+        {
+            let mut stats = lock(&self.stats);
+            let s = stats
+                .entry((p.model.name.clone(), p.model.version))
+                .or_insert_with(|| VersionStats::new(self.window));
+            s.requests += 1;
+            s.rows += p.rows as u64;
+            s.latencies_ms.push(took.as_secs_f32() * 1000.0);
+            for (row, &(class, score)) in x.chunks(d).zip(&rows) {
+                s.window.push(Served { inputs: row.to_vec(), class, score });
+            }
+        }
+        let mut recent = lock(&self.recent);
+        let (map, order) = &mut *recent;
+        if map.insert(request_id.to_string(), (p.model.name.clone(), p.model.version, rows)).is_none() {
+            order.push_back(request_id.to_string());
+        }
+        while order.len() > REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    /// Ground truth for an earlier request's rows (one label per row, class names): online
+    /// accuracy and AUC of the version that served it. Returns (version, rows taken).
+    pub fn feedback(
+        &self,
+        name: &str,
+        request_id: &str,
+        labels: &[String],
+    ) -> Result<(u64, usize), ServeError> {
+        let (model, version, rows) = lock(&self.recent).0.get(request_id).cloned().ok_or_else(|| {
+            ServeError::NotFound(format!(
+                "no prediction has request id `{request_id}` (feedback is kept for the last {REMEMBERED} requests)"
+            ))
+        })?;
+        if model != name {
+            return Err(ServeError::NotFound(format!(
+                "request `{request_id}` was served by `{model}`, not `{name}`"
+            )));
+        }
+        if labels.len() != rows.len() {
+            return Err(ServeError::Invalid(Invalid {
+                field: "labels".into(),
+                message: format!("has {} labels for the request's {} rows", labels.len(), rows.len()),
+            }));
+        }
+        let loaded = self.load(name, version)?;
+        let classes = &loaded.model.classes;
+        let mut truth = Vec::with_capacity(labels.len());
+        for (i, l) in labels.iter().enumerate() {
+            let c = classes.iter().position(|c| c == l).ok_or_else(|| {
+                ServeError::Invalid(Invalid {
+                    field: if labels.len() == 1 { "label".into() } else { format!("labels[{i}]") },
+                    message: format!(
+                        "`{l}` is not a class of {name} version {version} ({})",
+                        classes.join(", ")
+                    ),
+                })
+            })?;
+            truth.push(c as u32);
+        }
+        let mut stats = lock(&self.stats);
+        let s = stats.entry((name.to_string(), version)).or_insert_with(|| VersionStats::new(self.window));
+        for ((class, score), t) in rows.iter().zip(truth) {
+            s.feedback.push((*score, t, *class == t));
+        }
+        Ok((version, labels.len()))
+    }
+
+    /// Reads one version's record.
+    pub fn with_stats<T>(&self, name: &str, version: u64, f: impl FnOnce(Option<&VersionStats>) -> T) -> T {
+        f(lock(&self.stats).get(&(name.to_string(), version)))
+    }
+
+    /// Every served version of a model with its record.
+    pub fn summary(&self, name: &str) -> Value {
+        let stats = lock(&self.stats);
+        let loaded = lock(&self.loaded);
+        let mut versions: Vec<u64> =
+            stats.keys().chain(loaded.keys()).filter(|(m, _)| m == name).map(|(_, v)| *v).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let list: Vec<Value> = versions
+            .into_iter()
+            .map(|v| {
+                let key = (name.to_string(), v);
+                let mut doc = stats
+                    .get(&key)
+                    .map(VersionStats::summary)
+                    .unwrap_or_else(|| VersionStats::new(1).summary());
+                doc["version"] = json!(v);
+                doc["loaded"] = json!(loaded.contains_key(&key));
+                doc
+            })
+            .collect();
+        json!({ "v": 1, "model": name, "versions": list })
+    }
+}
+
+#[cfg(test)]
+mod tests;
