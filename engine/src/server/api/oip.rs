@@ -228,7 +228,7 @@ fn tensors(req: &Value, binary: &[u8]) -> OipResult<Tensors> {
         let values: Vec<f32> = if let Some(size) = t["parameters"]["binary_data_size"].as_u64() {
             let size = size as usize;
             let bytes = binary
-                .get(offset..offset.checked_add(size).unwrap_or(usize::MAX))
+                .get(offset..offset.saturating_add(size))
                 .ok_or_else(|| bad(format!("input `{name}`'s binary data is past the body's end")))?;
             offset += size;
             let width = match datatype {
