@@ -11,6 +11,7 @@ pub mod drift;
 pub mod driver;
 pub mod kinds;
 pub mod registry;
+pub mod rollout;
 pub mod scheduler;
 pub mod security;
 pub mod server;
