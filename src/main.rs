@@ -165,6 +165,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::models::ModelCommand,
     },
+    /// Rollouts of served models (canary, blue-green) under `sluice serve`: list, status,
+    /// pause, resume, abort, promote.
+    Rollout {
+        #[command(subcommand)]
+        command: cli::rollout::RolloutCommand,
+    },
     /// List the artifacts steps produced, newest first.
     Artifacts {
         /// Only this run's.
@@ -458,6 +464,9 @@ fn main() -> ExitCode {
             &comment,
         ),
         Command::Models => cli::models::list(&cli.data_dir, cli.server.as_deref(), cli.output),
+        Command::Rollout { command } => {
+            cli::rollout::run(&cli.data_dir, cli.server.as_deref(), cli.output, command)
+        }
         Command::Model { command } => {
             cli::models::run(&cli.data_dir, cli.server.as_deref(), cli.output, command)
         }

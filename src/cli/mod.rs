@@ -14,6 +14,7 @@ pub(crate) mod models;
 pub(crate) mod plugin;
 pub(crate) mod progress;
 pub(crate) mod report;
+pub(crate) mod rollout;
 pub(crate) mod run;
 pub(crate) mod security;
 pub(crate) mod serve;

@@ -51,10 +51,21 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
     }
     for (i, t) in spec.on.iter().enumerate() {
         let tp = format!("/on/{i}");
+        let kinds = [t.alert.is_some(), t.webhook.is_some(), t.rollout.is_some(), t.drift.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            cx.at(
+                &tp,
+                "each entry of `on:` has exactly one of `alert`, `webhook`, `rollout` or `drift`".into(),
+            );
+        }
+        if let Some(m) = t.rollout.as_ref().map(|r| &r.model).or(t.drift.as_ref().map(|d| &d.model))
+            && let Err(e) = crate::registry::check_model_name(m)
+        {
+            let what = if t.rollout.is_some() { "rollout" } else { "drift" };
+            cx.at(&format!("{tp}/{what}/model"), e);
+        }
         match (&t.alert, &t.webhook) {
-            (Some(_), Some(_)) | (None, None) => {
-                cx.at(&tp, "each entry of `on:` has exactly one of `alert` or `webhook`".into())
-            }
+            (Some(_), Some(_)) | (None, None) => {}
             (Some(a), None) => {
                 if a.name.trim().is_empty() {
                     cx.at(&format!("{tp}/alert/name"), "the alert's `name` is empty".into());
@@ -68,6 +79,11 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
                             "webhook source `{}` must be 1-64 letters, digits, `-`, `_` or `.`",
                             w.source
                         ),
+                    );
+                } else if w.source.starts_with("sluice.") {
+                    cx.at(
+                        &format!("{tp}/webhook/source"),
+                        "sources named `sluice.*` are Sluice's own events: match them with `rollout:` or `drift:`".into(),
                     );
                 } else if w.source == "alertmanager" {
                     cx.at(

@@ -20,15 +20,38 @@ use crate::registry::gate::{self, Baseline, Check, Direction};
 use crate::registry::{Cause, Feature, SourceAttempt, VersionFile, schema_of_metadata, schema_of_mlmodel};
 use crate::store::{ArtifactRecord, GatePass, StoreError};
 
-/// Carries out `register:`, `gate:` and `promote:` steps.
+/// Carries out `register:`, `gate:`, `promote:`, `drift:` and `rollout:` steps.
 pub(crate) struct Builtins {
     registry: Registry,
+    rollouts: Arc<std::sync::OnceLock<Arc<dyn RolloutHost>>>,
 }
 
 impl Builtins {
-    pub(crate) fn new(registry: Registry) -> Self {
-        Builtins { registry }
+    pub(crate) fn new(registry: Registry, rollouts: Arc<std::sync::OnceLock<Arc<dyn RolloutHost>>>) -> Self {
+        Builtins { registry, rollouts }
     }
+}
+
+/// What a `rollout:` step asks of the server that runs rollouts.
+#[derive(Debug, Clone)]
+pub(crate) struct RolloutRequest {
+    pub model: String,
+    pub version: u64,
+    pub alias: String,
+    pub strategy: Value,
+    pub route_by: Value,
+    /// The step, as the audit log names it; a retried or resumed attempt of the same step
+    /// adopts the rollout it started.
+    pub by: String,
+    pub may_move_protected: bool,
+}
+
+/// The server's side of `rollout:` steps (`server/rollouts.rs`).
+pub(crate) trait RolloutHost: Send + Sync {
+    /// Starts the rollout (or finds the one this step started before); its id.
+    fn start(&self, request: RolloutRequest) -> Result<u64, String>;
+    /// Aborts it (the step was cancelled or timed out).
+    fn abort(&self, id: u64, reason: &str);
 }
 
 /// A step's failure: fatal (trying again cannot help) or retryable.
@@ -60,6 +83,7 @@ impl Executor for Builtins {
         kill: watch::Receiver<Option<KillSignal>>,
     ) -> BoxFuture<AttemptOutcome> {
         let registry = self.registry.clone();
+        let rollouts = self.rollouts.get().cloned();
         Box::pin(async move {
             let ExecSpec::Builtin(spec) = &request.spec else {
                 return AttemptOutcome::failed(ExecError::fatal("not a built-in step"));
@@ -84,6 +108,7 @@ impl Executor for Builtins {
                     "gate" => cx.gate(&args),
                     "promote" => cx.promote(&args),
                     "drift" => drift(&args, &say),
+                    "rollout" => cx.rollout(&args, rollouts.as_deref()),
                     other => Err(ExecError::fatal(format!("`{other}` is not a built-in step"))),
                 }
             })
@@ -408,42 +433,11 @@ impl Cx<'_> {
         let (model, version) = self.candidate(args)?;
         let alias = text(args, "alias").ok_or_else(|| ExecError::fatal("`alias` is empty"))?;
         crate::registry::check_alias(&alias).map_err(ExecError::fatal)?;
-        let store = self.registry.store();
-        let m = store.model_needed(&model).map_err(store_error)?;
-        // In this run, or in the run it retries (whose gate and approval it kept).
-        let (mut gate, mut approval) = (None, None);
-        for run in self.lineage()? {
-            if gate.is_none() {
-                gate = store.gate_pass(run, &model, version).map_err(store_error)?;
-            }
-            if approval.is_none() {
-                approval = store.decisions(run).map_err(store_error)?.into_iter().find(|(_, d)| d.approved);
-            }
-        }
-        let protected = m.protected.contains(&alias);
-        if protected && (gate.is_none() || approval.is_none()) {
-            let mut missing = Vec::new();
-            if gate.is_none() {
-                missing.push(format!("no gate passed for version {version}"));
-            }
-            if approval.is_none() {
-                missing.push("no approval was given".to_string());
-            }
-            return Err(ExecError::fatal(format!(
-                "the alias `{alias}` of `{model}` is protected: a promote step moves it only after a gate passed for the version and an approval in the same run, and in run {} {}",
-                self.run,
-                missing.join(" and ")
-            )));
-        }
+        let (protected, gate, approval) = self.clearance(&model, version, &alias, "a promote step")?;
         let reason = text(args, "reason")
             .unwrap_or_else(|| format!("promoted by run {} step {}", self.run, self.step));
-        let cause = Cause {
-            run: Some(self.run),
-            step: Some(self.step.to_string()),
-            gate: gate.map(|g| g.step),
-            approval: approval.map(|(s, _)| s),
-            request: None,
-        };
+        let cause =
+            Cause { run: Some(self.run), step: Some(self.step.to_string()), gate, approval, request: None };
         let actor = Actor::new(self.actor_name()?, protected, None);
         self.go_on()?;
         let moved = self
@@ -460,6 +454,114 @@ impl Cx<'_> {
         out.insert("version".into(), json!(version));
         out.insert("from".into(), json!(moved.from));
         Ok(out)
+    }
+
+    /// Whether `alias` is protected, and the gate passed for the version and the approval
+    /// given in this run (or the run it retries) that let `what` move it; refused when it is
+    /// protected and either is missing.
+    fn clearance(
+        &self,
+        model: &str,
+        version: u64,
+        alias: &str,
+        what: &str,
+    ) -> Result<(bool, Option<String>, Option<String>), Failed> {
+        let store = self.registry.store();
+        let m = store.model_needed(model).map_err(store_error)?;
+        // In this run, or in the run it retries (whose gate and approval it kept).
+        let (mut gate, mut approval) = (None, None);
+        for run in self.lineage()? {
+            if gate.is_none() {
+                gate = store.gate_pass(run, &model, version).map_err(store_error)?;
+            }
+            if approval.is_none() {
+                approval = store.decisions(run).map_err(store_error)?.into_iter().find(|(_, d)| d.approved);
+            }
+        }
+        let protected = m.protected.contains(alias);
+        if protected && (gate.is_none() || approval.is_none()) {
+            let mut missing = Vec::new();
+            if gate.is_none() {
+                missing.push(format!("no gate passed for version {version}"));
+            }
+            if approval.is_none() {
+                missing.push("no approval was given".to_string());
+            }
+            return Err(ExecError::fatal(format!(
+                "the alias `{alias}` of `{model}` is protected: {what} moves it only after a gate passed for the version and an approval in the same run, and in run {} {}",
+                self.run,
+                missing.join(" and ")
+            )));
+        }
+        Ok((protected, gate.map(|g| g.step), approval.map(|(s, _)| s)))
+    }
+
+    /// A `rollout:` step: the server rolls the version out onto the alias; the step waits
+    /// for the end (a retried attempt adopts the rollout it started) and aborts it when
+    /// stopped.
+    fn rollout(&self, args: &Value, host: Option<&dyn RolloutHost>) -> Result<Map<String, Value>, Failed> {
+        let host = host.ok_or_else(|| {
+            ExecError::fatal(
+                "a `rollout:` step routes live traffic: it runs under `sluice serve`, not `sluice run`",
+            )
+        })?;
+        let (model, version) = self.candidate(args)?;
+        let alias = text(args, "alias").unwrap_or_else(|| crate::serving::SERVED_ALIAS.to_string());
+        crate::registry::check_alias(&alias).map_err(ExecError::fatal)?;
+        let (protected, _, _) = self.clearance(&model, version, &alias, "a rollout step")?;
+        self.go_on()?;
+        let id = host
+            .start(RolloutRequest {
+                model: model.clone(),
+                version,
+                alias: alias.clone(),
+                strategy: args["strategy"].clone(),
+                route_by: args["route_by"].clone(),
+                by: self.actor_name()?,
+                may_move_protected: protected,
+            })
+            .map_err(ExecError::fatal)?;
+        (self.say)(&format!("rollout {id}: version {version} of `{model}` onto `{alias}`"));
+        let mut said = String::new();
+        loop {
+            if (self.stopped)() {
+                host.abort(id, &format!("step `{}` of run {} was stopped", self.step, self.run));
+                return Err(ExecError::cancelled(format!("the step was stopped; rollout {id} is aborted")));
+            }
+            let r = self
+                .registry
+                .store()
+                .rollout(id)
+                .map_err(store_error)?
+                .ok_or_else(|| ExecError::retryable(format!("rollout {id} vanished")))?;
+            let now = format!(
+                "{} at stage {}/{}, {}% to the candidate",
+                r.phase.name(),
+                r.stage,
+                r.stages.len(),
+                r.candidate_share()
+            );
+            if now != said {
+                (self.say)(&format!("rollout {id}: {now}"));
+                said = now;
+            }
+            match &r.phase {
+                crate::rollout::Phase::Succeeded => {
+                    let mut out = Map::new();
+                    out.insert("rollout".into(), json!(id));
+                    out.insert("status".into(), json!("succeeded"));
+                    out.insert("model".into(), json!(model));
+                    out.insert("alias".into(), json!(alias));
+                    out.insert("version".into(), json!(version));
+                    out.insert("stable".into(), json!(r.stable));
+                    return Ok(out);
+                }
+                crate::rollout::Phase::Aborted { reason } => {
+                    return Err(ExecError::fatal(format!("rollout {id} was aborted: {reason}")));
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod approval;
 mod attempt;
-mod builtin;
+pub(crate) mod builtin;
 mod cache;
 mod code;
 mod compare;
@@ -201,6 +201,9 @@ pub struct Engine {
     pub(crate) api: std::sync::OnceLock<ApiAccess>,
     /// The tokens steps get for their tracking runs (in memory only).
     pub(crate) attempt_tokens: Arc<tracking::AttemptTokens>,
+    /// Who runs rollouts for `rollout:` steps: `serve` sets it; without it (`sluice run`)
+    /// such a step fails, saying it needs the server.
+    pub(crate) rollout_host: Arc<std::sync::OnceLock<Arc<dyn builtin::RolloutHost>>>,
 }
 
 /// How a step reaches the engine's API: its address, and the certificate to trust when it
@@ -265,6 +268,7 @@ impl Engine {
             executors: ExecutorSet::new(docker, wasm),
             plans: Default::default(),
             kept_code: Default::default(),
+            rollout_host: Default::default(),
         };
         engine.executors = engine.with_builtins(engine.executors.clone());
         Ok(engine)
@@ -273,7 +277,7 @@ impl Engine {
     /// `executors` with the registry's steps, the engine's own work (they keep the engine's
     /// clock: made again when it changes).
     fn with_builtins(&self, executors: ExecutorSet) -> ExecutorSet {
-        executors.with_builtin(Arc::new(builtin::Builtins::new(self.registry())))
+        executors.with_builtin(Arc::new(builtin::Builtins::new(self.registry(), self.rollout_host.clone())))
     }
 
     pub fn executors(&self) -> &ExecutorSet {

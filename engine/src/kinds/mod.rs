@@ -16,6 +16,7 @@ pub mod gate;
 pub mod process;
 pub mod promote;
 pub mod register;
+pub mod rollout;
 pub mod train;
 pub mod wasm;
 
@@ -44,6 +45,7 @@ macro_rules! step_kinds {
             approval: Approval($crate::kinds::approval::ApprovalBlock) "Wait for a person to approve or reject.",
             promote: Promote($crate::kinds::promote::PromoteBlock) "Point a model's alias at a version.",
             drift: Drift($crate::kinds::drift::DriftBlock) "Compare a table with a reference, column by column, for drift.",
+            rollout: Rollout($crate::kinds::rollout::RolloutBlock) "Roll a model version out onto an alias (canary or blue-green) under `sluice serve`.",
         }
     };
 }

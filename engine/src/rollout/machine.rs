@@ -319,6 +319,9 @@ pub struct Rollout {
     pub route_by: Option<super::spec::RouteBy>,
     /// Who or what started it (`pipeline:churn#12.rollout`, `token:alice`).
     pub by: String,
+    /// Whether its alias moves may move a protected alias (decided when it started).
+    #[serde(default)]
+    pub may_move_protected: bool,
 }
 
 /// Measurements kept per rollout (the oldest are dropped).
@@ -354,6 +357,7 @@ impl Rollout {
             switched: false,
             route_by: None,
             by: by.into(),
+            may_move_protected: false,
         }
     }
 

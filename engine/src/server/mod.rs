@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 mod http;
 pub mod launcher;
+pub(crate) mod rollouts;
 mod schedules;
 pub mod tls;
 
@@ -341,6 +342,8 @@ pub async fn serve(
     };
     let reload = tokio::spawn(reload_loop(shared.clone(), loader, shutdown.clone()));
     let schedules = tokio::spawn(schedules::run(shared.clone(), shutdown.clone()));
+    let _ = engine.rollout_host.set(Arc::new(rollouts::Host(Arc::downgrade(&shared))));
+    let rolling = tokio::spawn(rollouts::run(shared.clone(), shutdown.clone()));
 
     if let Some(b) = bound {
         let _ = b.send(addr);
@@ -358,7 +361,9 @@ pub async fn serve(
     })
     .await;
     shared.draining.store(true, Ordering::SeqCst);
-    for (what, task) in [("the DAG folder's reload", reload), ("the schedule loop", schedules)] {
+    for (what, task) in
+        [("the DAG folder's reload", reload), ("the schedule loop", schedules), ("the rollout loop", rolling)]
+    {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "{what} crashed");
         }

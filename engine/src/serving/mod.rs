@@ -119,6 +119,51 @@ impl Prediction {
     }
 }
 
+/// A rollout's routing of a model's alias: `share` percent of the requests go to the
+/// candidate, the rest to the stable version; sticky by a key when one is given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub rollout: u64,
+    pub alias: String,
+    pub stable: Option<u64>,
+    pub candidate: u64,
+    pub share: u32,
+    pub by: Option<crate::rollout::spec::RouteBy>,
+}
+
+impl Route {
+    /// The version a request is served by: a key hashes to the same side while the share
+    /// holds (FNV-1a, so every server agrees); without one, a fresh draw.
+    pub fn pick(&self, key: Option<&str>) -> u64 {
+        let Some(stable) = self.stable else { return self.candidate };
+        let bucket = match key {
+            Some(k) => {
+                k.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+                    % 100
+            }
+            None => draw() % 100,
+        };
+        if bucket < self.share as u64 { self.candidate } else { stable }
+    }
+}
+
+/// A cheap uniform draw (splitmix64 over a counter seeded by the clock).
+fn draw() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut s = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    if s == 0 {
+        s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        STATE.store(s, Ordering::Relaxed);
+    }
+    let mut z = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The predictions of recent requests, for feedback: (model, version, (class, score) per row).
 type Remembered = (String, u64, Vec<(u32, f32)>);
 
@@ -128,6 +173,7 @@ pub struct Serving {
     loaded: Mutex<HashMap<(String, u64), Arc<Loaded>>>,
     stats: Mutex<HashMap<(String, u64), VersionStats>>,
     recent: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
+    routes: std::sync::RwLock<HashMap<String, Route>>,
     window: usize,
 }
 
@@ -142,6 +188,7 @@ impl Serving {
             loaded: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             recent: Mutex::new((HashMap::new(), VecDeque::new())),
+            routes: std::sync::RwLock::new(HashMap::new()),
             window: WINDOW_ROWS,
         }
     }
@@ -150,8 +197,63 @@ impl Serving {
         &self.registry
     }
 
-    /// The version a request is served by, and the alias it came through.
+    /// Sets (or, with none, ends) the routing of a model's rollout.
+    pub fn set_route(&self, model: &str, route: Option<Route>) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        match route {
+            Some(r) => routes.insert(model.to_string(), r),
+            None => routes.remove(model),
+        };
+    }
+
+    pub fn route(&self, model: &str) -> Option<Route> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).get(model).cloned()
+    }
+
+    /// The routing key of a request to `model`, when its rollout routes by one: the header
+    /// it names (`header` looks one up), or the named feature of the first row.
+    pub fn route_key(
+        &self,
+        model: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &Value,
+    ) -> Option<String> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let by = routes.get(model)?.by.as_ref()?;
+        if let Some(h) = &by.header {
+            return header(h);
+        }
+        let f = by.feature.as_ref()?;
+        let first = ["rows", "instances", "inputs", "dataframe_records"]
+            .iter()
+            .find_map(|k| body.get(*k))
+            .and_then(|v| if v.is_array() { v.get(0) } else { Some(v) })?;
+        first.get(f).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    }
+
+    /// The version a request is served by (through a rollout's routing when the alias it
+    /// names is being rolled out), and the alias it came through.
     pub fn resolve(&self, name: &str, target: &Target) -> Result<(u64, Option<String>), ServeError> {
+        self.resolve_keyed(name, target, None)
+    }
+
+    pub fn resolve_keyed(
+        &self,
+        name: &str,
+        target: &Target,
+        key: Option<&str>,
+    ) -> Result<(u64, Option<String>), ServeError> {
+        let alias = match target {
+            Target::Model => Some(SERVED_ALIAS),
+            Target::Alias(a) => Some(a.as_str()),
+            Target::Version(_) => None,
+        };
+        if let Some(a) = alias
+            && let Some(r) =
+                self.routes.read().unwrap_or_else(|p| p.into_inner()).get(name).filter(|r| r.alias == a)
+        {
+            return Ok((r.pick(key), Some(a.to_string())));
+        }
         let store = self.registry.store();
         let internal = |e: crate::store::StoreError| ServeError::Internal(e.to_string());
         if store.model(name).map_err(internal)?.is_none() {
@@ -246,8 +348,9 @@ impl Serving {
         target: &Target,
         body: &Value,
         request_id: &str,
+        key: Option<&str>,
     ) -> Result<Prediction, ServeError> {
-        self.predict_with(name, target, request_id, |l| {
+        self.predict_with(name, target, request_id, key, |l| {
             input::rows(body, &l.model.features, &format!("{} version {}", l.name, l.version))
         })
     }
@@ -259,10 +362,11 @@ impl Serving {
         name: &str,
         target: &Target,
         request_id: &str,
+        key: Option<&str>,
         read: impl FnOnce(&Loaded) -> Result<(Vec<f32>, usize), Invalid>,
     ) -> Result<Prediction, ServeError> {
         let start = std::time::Instant::now();
-        let (version, alias) = self.resolve(name, target)?;
+        let (version, alias) = self.resolve_keyed(name, target, key)?;
         let loaded = match self.load(name, version) {
             Ok(l) => l,
             Err(e) => {

@@ -17,7 +17,10 @@ use crate::kinds::{Kind, StepKind};
 use crate::syntax::{ByteSize, DurationSpec};
 
 pub use params::{ParamSpec, ParamType};
-pub use triggers::{AlertMatch, AlertStatus, Catchup, EventTrigger, Overlap, ScheduleSpec, WebhookMatch};
+pub use triggers::{
+    AlertMatch, AlertStatus, Catchup, DriftMatch, EventTrigger, Overlap, RolloutEnd, RolloutMatch,
+    ScheduleSpec, WebhookMatch,
+};
 
 /// A pipeline: one DAG file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

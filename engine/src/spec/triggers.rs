@@ -121,10 +121,53 @@ pub struct EventTrigger {
     pub alert: Option<AlertMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookMatch>,
+    /// A rollout of a model that ended (`{model: churn, status: aborted}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutMatch>,
+    /// Drift that Sluice's live monitor found in a served model's inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftMatch>,
     /// Parameter values as templates over the event: `{{ alert.labels.feature }}`,
     /// `{{ alert.annotations.summary }}`, `{{ event.repository.name }}`. For alerts, a
     /// parameter named like one of the alert's labels (or annotations) gets its value without
     /// a template.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub params: IndexMap<String, String>,
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutEnd {
+    /// Aborted: an analysis failed or a person aborted it (the default).
+    #[default]
+    Aborted,
+    Succeeded,
+    Any,
+}
+
+/// Matches the end of a rollout (event source `sluice.rollout`). Its fields (`model`,
+/// `alias`, `version`, `stable`, `status`, `reason`, `rollout`) fill parameters of the same
+/// name, and templates read them as `{{ rollout.reason }}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutMatch {
+    pub model: String,
+    /// Only rollouts of this alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub status: RolloutEnd,
+}
+
+/// Matches drift found by a served model's monitor (event source `sluice.drift`). Its fields
+/// (`model`, `version`, `share`, `drifted_columns`, `method`) fill parameters of the same
+/// name, and templates read them as `{{ drift.drifted_columns }}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftMatch {
+    pub model: String,
+    /// Drift of the same model within this window starts one run (default 1h, as alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<DurationSpec>,
 }

@@ -9,6 +9,7 @@ mod inbox;
 mod lineage;
 mod records;
 mod registry;
+mod rollouts;
 mod security;
 mod tracking;
 
@@ -114,6 +115,8 @@ pub struct Store {
     tracking: tracking::Trees,
     /// Registered models, versions, aliases and their moves (`registry.rs`).
     registry: registry::Trees,
+    /// Rollouts by id (u64 big-endian): their whole state, written after every change.
+    rollouts: sled::Tree,
     /// Tokens, the audit log and its checkpoints (`security.rs`).
     tokens: sled::Tree,
     audit: sled::Tree,
@@ -292,6 +295,7 @@ impl Store {
             cache_probes: tree("cache_probes")?,
             tracking: tracking::Trees::open(&db)?,
             registry: registry::Trees::open(&db)?,
+            rollouts: tree("rollouts")?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),

@@ -234,6 +234,69 @@ pub fn match_webhook<'p>(
     out
 }
 
+/// The event source of a rollout's end, and of drift found by a live monitor. Only Sluice
+/// sends them: the event endpoint refuses `sluice.*` from outside.
+pub const ROLLOUT_SOURCE: &str = "sluice.rollout";
+pub const DRIFT_SOURCE: &str = "sluice.drift";
+
+/// The pipelines one of Sluice's own events starts (`on: - rollout: ...`, `on: - drift:
+/// ...`). The payload's fields fill parameters of the same name; templates see it as
+/// `rollout` or `drift`. A rollout's end starts one run per pipeline; drift of one model
+/// starts one within the trigger's cooldown.
+pub fn match_sluice<'p>(
+    pipelines: impl IntoIterator<Item = &'p Pipeline>,
+    source: &str,
+    payload: &Value,
+    event_id: u64,
+) -> Vec<Matched> {
+    let mut out = Vec::new();
+    let is_rollout = source == ROLLOUT_SOURCE;
+    let what = if is_rollout { "rollout" } else { "drift" };
+    let ctx = json!({ what: payload, "event": payload });
+    let model = payload["model"].as_str().unwrap_or_default();
+    for p in pipelines {
+        for trigger in &p.on {
+            let key = if is_rollout {
+                let Some(m) = &trigger.rollout else { continue };
+                let status = payload["status"].as_str().unwrap_or_default();
+                let status_ok = match m.status {
+                    crate::spec::RolloutEnd::Aborted => status == "aborted",
+                    crate::spec::RolloutEnd::Succeeded => status == "succeeded",
+                    crate::spec::RolloutEnd::Any => true,
+                };
+                if m.model != model || !status_ok || m.alias.as_ref().is_some_and(|a| payload["alias"] != *a)
+                {
+                    continue;
+                }
+                (format!("rollout:{}:{}:{status}", p.name, payload["rollout"]), None)
+            } else {
+                let Some(m) = &trigger.drift else { continue };
+                if m.model != model {
+                    continue;
+                }
+                let window = m.cooldown.map_or(DEFAULT_COOLDOWN_MS, |c| c.0.as_millis() as i64);
+                (format!("drift:{}:{model}", p.name), Some(window))
+            };
+            let mut given = Map::new();
+            if let Some(fields) = payload.as_object() {
+                for (k, v) in fields {
+                    if p.params.contains_key(k) {
+                        let v = match v {
+                            Value::String(_) | Value::Number(_) | Value::Bool(_) => v.clone(),
+                            other => Value::String(other.to_string()),
+                        };
+                        given.insert(k.clone(), v);
+                    }
+                }
+            }
+            let cause = json!({ "event": event_id, "source": source, what: payload });
+            out.push(candidate(p, trigger, given, &ctx, Some(key), cause));
+            break;
+        }
+    }
+    out
+}
+
 /// A dotted path into JSON (`repository.name`, `commits.0.id`).
 fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     path.split('.').try_fold(v, |v, part| match v {

@@ -18,7 +18,9 @@ use crate::compile::valid_source;
 use crate::driver::{Created, NewRun};
 use crate::server::{LaunchError, Shared};
 use crate::store::{InboxRecord, InboxStatus, Trigger};
-use crate::trigger::events::{Matched, match_alert, match_webhook, parse_notification};
+use crate::trigger::events::{
+    DRIFT_SOURCE, Matched, ROLLOUT_SOURCE, match_alert, match_sluice, match_webhook, parse_notification,
+};
 
 /// How much of a payload is kept with its record.
 const KEEP_PAYLOAD: usize = 64 * 1024;
@@ -38,6 +40,13 @@ pub(super) async fn receive(
             StatusCode::UNAUTHORIZED,
             "unsigned",
             crate::security::webhook::SignatureError::Missing.message(&source),
+        ));
+    }
+    if source.starts_with("sluice.") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reserved_source",
+            format!("`{source}` is Sluice's own event source; only Sluice sends its events"),
         ));
     }
     if !valid_source(&source) {
@@ -85,6 +94,13 @@ fn unstored(e: crate::store::StoreError) -> ApiError {
         "unstored",
         format!("the event could not be stored ({e}); nothing was started: send it again"),
     )
+}
+
+/// Stores, matches and acts on one of Sluice's own events (a rollout's end, drift found by
+/// a monitor), as an event from outside would be (blocking).
+pub(crate) fn internal_event(shared: &Shared, source: &str, payload: &Value) -> Result<Value, String> {
+    let body = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+    intake(shared, source, &body, None).map(|(_, v)| v).map_err(|e| e.message)
 }
 
 /// Stores, matches and acts on one event (blocking).
@@ -135,6 +151,8 @@ fn intake(
             let about = json!({ "alert": a.name(), "status": a.status, "fingerprint": a.fingerprint() });
             groups.push((about, match_alert(specs.iter().copied(), &n, a, id)));
         }
+    } else if source == ROLLOUT_SOURCE || source == DRIFT_SOURCE {
+        groups.push((json!({}), match_sluice(specs.iter().copied(), source, &payload, id)));
     } else {
         groups.push((json!({}), match_webhook(specs.iter().copied(), source, &payload, idempotency, id)));
     }

@@ -15,6 +15,7 @@ mod models;
 mod oip;
 mod openapi;
 mod pipelines;
+mod rollouts;
 mod runs;
 mod serving;
 
@@ -32,6 +33,7 @@ use serde_json::json;
 
 pub(crate) use crate::security::Permission;
 pub(crate) use access::{Failures, Peer, Principal, RequestId};
+pub(crate) use events::internal_event;
 
 use super::{LaunchError, Shared};
 
@@ -331,6 +333,13 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ),
         ep(p.clone(), "/api/v1/models/{name}/feedback", Predict, post(serving::feedback)),
         ep(g.clone(), "/api/v1/models/{name}/serving", Read, get(serving::record)),
+        ep(g.clone(), "/api/v1/rollouts", Read, get(rollouts::list)),
+        ep(p.clone(), "/api/v1/rollouts", Approve, post(rollouts::start)),
+        ep(g.clone(), "/api/v1/rollouts/{target}", Read, get(rollouts::one)),
+        ep(p.clone(), "/api/v1/rollouts/{target}/pause", Approve, post(rollouts::pause)),
+        ep(p.clone(), "/api/v1/rollouts/{target}/resume", Approve, post(rollouts::resume)),
+        ep(p.clone(), "/api/v1/rollouts/{target}/abort", Approve, post(rollouts::abort)),
+        ep(p.clone(), "/api/v1/rollouts/{target}/promote", Approve, post(rollouts::promote)),
         ep(g.clone(), "/v2", Predict, get(oip::server_metadata)),
         ep(g.clone(), "/v2/health/live", Public, get(oip::live)),
         ep(g.clone(), "/v2/health/ready", Public, get(oip::ready)),

@@ -352,7 +352,9 @@ async fn run_infer(
     let done = blocking(move || {
         let (req, json_len) = split(&headers, &body)?;
         let ts = tensors(&req, &body[json_len..])?;
-        let p = shared.serving.predict_with(&name, &t, &request.0, |l| rows(l, &ts))?;
+        let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let key = shared.serving.route_key(&name, &header, &Value::Null);
+        let p = shared.serving.predict_with(&name, &t, &request.0, key.as_deref(), |l| rows(l, &ts))?;
         Ok(answer(&req, &p, &request.0))
     })
     .await;

@@ -57,6 +57,8 @@ fn schemas() -> Value {
     generator.subschema_for::<super::runs::SetTags>();
     generator.subschema_for::<super::models::Rollback>();
     generator.subschema_for::<super::models::Protect>();
+    generator.subschema_for::<super::rollouts::StartBody>();
+    generator.subschema_for::<super::rollouts::ControlBody>();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Event".into(),
@@ -171,6 +173,15 @@ fn paths() -> Value {
             "/api/v1/models/{name}/versions/{version}/predict": { "post": op("Predictions of one version (as `/predict`)", &[("name", "path", "a model name"), ("version", "path", "a version number")], None, &[("200", "`{model, version, request_id, classes, predictions, probabilities}`"), ("422", "an input that does not fit, naming the field"), ERR]) },
             "/api/v1/models/{name}/feedback": { "post": op("Ground truth for an earlier prediction: `{request_id, label}` (or `labels`, one per row); online accuracy and AUC per version", &[("name", "path", "a model name")], None, &[("200", "`{model, version, request_id, rows}`"), ("404", "no prediction with that request id"), ("422", "a label that is not a class"), ERR]) },
             "/api/v1/models/{name}/serving": { "get": op("Each served version's record: requests, rows, failures, error rate, p50 and p99 latency, window of served rows, feedback, online accuracy and AUC", &[("name", "path", "a model name")], None, &[("200", "`{model, versions}`"), ERR]) },
+            "/api/v1/rollouts": {
+                "get": op("Rollouts, newest first: model, alias, candidate and stable versions, status, the candidate's share, stage, measurements", &[("model", "query", "only this model's")], None, &[("200", "`{rollouts}`"), ERR]),
+                "post": op("Start a rollout of a version onto an alias (canary steps or blue-green, in Argo Rollouts' vocabulary). Refused (409) while another rolls out the model", &[], Some("StartBody"), &[("201", "`{rollout}`"), ("404", "no such version"), ("409", "a rollout of the model runs"), ("422", "a strategy that cannot run"), ERR]),
+            },
+            "/api/v1/rollouts/{target}": { "get": op("One rollout (by id, or a model's newest) with the model's serving records", &[("target", "path", "a rollout id or a model name")], None, &[("200", "`{rollout, serving}`"), ERR]) },
+            "/api/v1/rollouts/{target}/pause": { "post": op("Pause a rollout (weights stay)", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
+            "/api/v1/rollouts/{target}/resume": { "post": op("Resume a paused rollout (an open pause, or after an inconclusive analysis)", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
+            "/api/v1/rollouts/{target}/abort": { "post": op("Abort: the candidate's share back to 0, the alias on the stable version (switched back at once after a blue-green switch)", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
+            "/api/v1/rollouts/{target}/promote": { "post": op("Skip what remains: the candidate takes the alias now", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
             "/v2": { "get": op("Open Inference Protocol: server metadata", &[], None, &[("200", "`{name, version, extensions}`")]) },
             "/v2/health/live": { "get": op("Open Inference Protocol: liveness", &[], None, &[("200", "live")]) },
             "/v2/health/ready": { "get": op("Open Inference Protocol: readiness", &[], None, &[("200", "ready"), ("503", "shutting down")]) },
