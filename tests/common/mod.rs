@@ -409,6 +409,18 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
         .map_or((0, String::new()), |(code, _, body)| (code, body))
 }
 
+/// [`http`] with request headers.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    raw_request(addr, method, path, body.as_bytes(), headers)
+        .map_or((0, String::new()), |(code, _, body)| (code, body))
+}
+
 /// One HTTP/1.1 request with `Connection: close`; the status, the head and the body.
 fn raw_request(
     addr: &str,

@@ -49,6 +49,34 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
             }
         }
     }
+    for (i, m) in spec.monitor.iter().enumerate() {
+        let at = format!("/monitor/{i}");
+        if let Err(e) = crate::registry::check_model_name(&m.model) {
+            cx.at(&format!("{at}/model"), e);
+        }
+        if let Some(a) = &m.alias
+            && let Err(e) = crate::registry::check_alias(a)
+        {
+            cx.at(&format!("{at}/alias"), e);
+        }
+        if m.window.is_some_and(|w| !(20..=100_000).contains(&w)) {
+            cx.at(&format!("{at}/window"), "`window` must be 20 to 100000 rows".into());
+        }
+        if m.interval.is_some_and(|d| d.0 < std::time::Duration::from_secs(1)) {
+            cx.at(&format!("{at}/interval"), "`interval` must be at least 1s".into());
+        }
+        if m.threshold.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            cx.at(&format!("{at}/threshold"), "`threshold` must be a number above 0".into());
+        }
+        if m.drift_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+            cx.at(&format!("{at}/drift_share"), "`drift_share` must be in (0, 1]".into());
+        }
+        if let Some(url) = &m.alertmanager
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            cx.at(&format!("{at}/alertmanager"), format!("`{url}` is not an http(s) URL"));
+        }
+    }
     for (i, t) in spec.on.iter().enumerate() {
         let tp = format!("/on/{i}");
         let kinds = [t.alert.is_some(), t.webhook.is_some(), t.rollout.is_some(), t.drift.is_some()];

@@ -12,7 +12,7 @@ mod control;
 mod create;
 mod gc;
 mod models;
-mod openlineage;
+pub(crate) mod openlineage;
 mod provenance;
 mod registry;
 mod render;

@@ -315,7 +315,7 @@ impl Sink {
     }
 }
 
-async fn post(uri: &hyper::Uri, body: Vec<u8>) -> Result<(), String> {
+pub(crate) async fn post(uri: &hyper::Uri, body: Vec<u8>) -> Result<(), String> {
     use http_body_util::Full;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;

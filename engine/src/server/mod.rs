@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 mod http;
 pub mod launcher;
+mod monitor;
 pub(crate) mod rollouts;
 mod schedules;
 pub mod tls;
@@ -344,6 +345,7 @@ pub async fn serve(
     let schedules = tokio::spawn(schedules::run(shared.clone(), shutdown.clone()));
     let _ = engine.rollout_host.set(Arc::new(rollouts::Host(Arc::downgrade(&shared))));
     let rolling = tokio::spawn(rollouts::run(shared.clone(), shutdown.clone()));
+    let monitoring = tokio::spawn(monitor::run(shared.clone(), shutdown.clone()));
 
     if let Some(b) = bound {
         let _ = b.send(addr);
@@ -361,9 +363,12 @@ pub async fn serve(
     })
     .await;
     shared.draining.store(true, Ordering::SeqCst);
-    for (what, task) in
-        [("the DAG folder's reload", reload), ("the schedule loop", schedules), ("the rollout loop", rolling)]
-    {
+    for (what, task) in [
+        ("the DAG folder's reload", reload),
+        ("the schedule loop", schedules),
+        ("the rollout loop", rolling),
+        ("the drift monitors", monitoring),
+    ] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "{what} crashed");
         }

@@ -174,6 +174,8 @@ pub struct Serving {
     stats: Mutex<HashMap<(String, u64), VersionStats>>,
     recent: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
     routes: std::sync::RwLock<HashMap<String, Route>>,
+    /// The last drift check of each monitored model (its report).
+    drift: Mutex<HashMap<String, Value>>,
     window: usize,
 }
 
@@ -189,6 +191,7 @@ impl Serving {
             stats: Mutex::new(HashMap::new()),
             recent: Mutex::new((HashMap::new(), VecDeque::new())),
             routes: std::sync::RwLock::new(HashMap::new()),
+            drift: Mutex::new(HashMap::new()),
             window: WINDOW_ROWS,
         }
     }
@@ -472,6 +475,23 @@ impl Serving {
             s.feedback.push((*score, t, *class == t));
         }
         Ok((version, labels.len()))
+    }
+
+    /// The most recent `n` served rows of a version (oldest first), when it has that many.
+    pub fn recent_rows(&self, name: &str, version: u64, n: usize) -> Option<Vec<Vec<f32>>> {
+        let stats = lock(&self.stats);
+        let s = stats.get(&(name.to_string(), version))?;
+        let len = s.window.len();
+        (len >= n).then(|| s.window.iter().skip(len - n).map(|r| r.inputs.clone()).collect())
+    }
+
+    /// Keeps a monitor's last drift check of a model.
+    pub fn set_drift(&self, model: &str, report: Value) {
+        lock(&self.drift).insert(model.to_string(), report);
+    }
+
+    pub fn drift(&self, model: &str) -> Option<Value> {
+        lock(&self.drift).get(model).cloned()
     }
 
     /// Reads one version's record.

@@ -45,6 +45,10 @@ pub struct Pipeline {
     /// Events that start runs when `sluice serve` runs the pipeline.
     #[serde(default, rename = "on", skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<EventTrigger>,
+    /// Live drift monitors of served models, run by `sluice serve`: each compares the window
+    /// of a model's served inputs with the training data its version was registered with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitor: Vec<MonitorSpec>,
     /// Secrets by name, each a provider reference: `env:VARIABLE` (the engine's environment)
     /// or `file:/absolute/path`. Steps read them only in `env:` values
     /// (`{{ secrets.name }}`); their values are never stored and are masked in logs and
@@ -53,6 +57,38 @@ pub struct Pipeline {
     pub secrets: IndexMap<String, String>,
     /// The steps, by id.
     pub steps: IndexMap<String, Step>,
+}
+
+/// A live drift monitor of a served model. Drift is an event (`sluice.drift`) that
+/// `on: - drift: {model: ...}` matches (with the inbox, cooldown and dedup of alerts), and,
+/// with `alertmanager`, an alert posted to that Alertmanager (`SluiceModelDrift`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSpec {
+    pub model: String,
+    /// The alias whose version is watched (default `production`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The most recent served rows compared (default 500; at least 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    /// How often (default 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<DurationSpec>,
+    #[serde(default)]
+    pub method: crate::drift::Method,
+    /// Overrides the method's threshold (see the `drift:` step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The share of drifted features from which the model's inputs drift (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_share: Option<f64>,
+    /// While the drift lasts, it is said again after this long (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<DurationSpec>,
+    /// An Alertmanager to post the drift to as an alert (`http://host:9093`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<String>,
 }
 
 /// When a step runs, given how its upstream steps ended.

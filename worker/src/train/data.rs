@@ -151,6 +151,27 @@ pub(super) struct Prepared {
     pub classes: Vec<String>,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// Per feature, the training rows' quantiles ([`REFERENCE_POINTS`] of them, evenly
+    /// spaced from the least to the greatest value): the reference a served model's inputs
+    /// are compared with for drift.
+    pub reference: Vec<Vec<f32>>,
+}
+
+/// Quantiles kept per feature as the reference for drift.
+pub(super) const REFERENCE_POINTS: usize = 500;
+
+/// `points` quantiles of each column of `t` (raw values), evenly spaced in rank.
+fn quantiles(t: &Table, d: usize, points: usize) -> Vec<Vec<f32>> {
+    (0..d)
+        .map(|j| {
+            let mut col: Vec<f32> = t.x.chunks(d).map(|row| row[j]).collect();
+            col.sort_by(f32::total_cmp);
+            if col.len() <= points {
+                return col;
+            }
+            (0..points).map(|i| col[i * (col.len() - 1) / (points - 1)]).collect()
+        })
+        .collect()
 }
 
 /// Loads the training table, checks its label, splits off the validation rows (a shuffle by
@@ -198,7 +219,8 @@ pub(super) fn prepare(spec: &TrainSpec, rng: &mut Rng) -> Result<Prepared, ExecE
         return Err(ExecError::fatal("no training rows"));
     }
     let (mean, std) = normalization(&train, d);
+    let reference = quantiles(&train, d, REFERENCE_POINTS);
     normalize(&mut train, &mean, &std);
     normalize(&mut val, &mean, &std);
-    Ok(Prepared { train, val, features, classes, mean, std })
+    Ok(Prepared { train, val, features, classes, mean, std, reference })
 }

@@ -156,7 +156,8 @@ pub(crate) fn train_reporting(
     }
     let device = choose_device(spec, log)?;
     let mut rng = Rng::new(spec.seed);
-    let data::Prepared { train, val, features, classes, mean, std } = data::prepare(spec, &mut rng)?;
+    let data::Prepared { train, val, features, classes, mean, std, reference } =
+        data::prepare(spec, &mut rng)?;
     let d = features.len();
     let (sizes, head) = match &spec.model {
         ModelKind::Logistic => (vec![d, 1], Head::Sigmoid),
@@ -232,6 +233,8 @@ pub(crate) fn train_reporting(
         "label": spec.label,
         "classes": classes,
         "normalization": { "mean": mean, "std": std },
+        // The training rows' quantiles per feature: served inputs are compared with them.
+        "reference": { "quantiles": features.iter().zip(&reference).map(|(f, q)| (f.clone(), json!(q))).collect::<serde_json::Map<String, Value>>(), "rows": train.rows },
         "layers": net.layers.iter().enumerate().map(|(i, l)| json!({"weight": format!("layer{i}.weight"), "bias": format!("layer{i}.bias"), "shape": [l.inputs, l.outputs], "activation": if i + 1 < net.layers.len() { "relu" } else if head == Head::Sigmoid { "sigmoid" } else { "softmax" }})).collect::<Vec<_>>(),
         "hyperparameters": {
             "epochs": spec.epochs, "batch_size": spec.batch_size, "learning_rate": spec.learning_rate,

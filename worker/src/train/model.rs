@@ -19,6 +19,9 @@ pub struct Model {
     std: Vec<f32>,
     /// `logistic` or `mlp`.
     pub kind: String,
+    /// The training rows' quantiles per feature (in `features` order), when the metadata
+    /// keeps them: the reference for drift of served inputs.
+    pub reference: Option<Vec<Vec<f32>>>,
 }
 
 fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
@@ -107,7 +110,15 @@ impl Model {
             inputs = outputs;
         }
         let kind = metadata["model"]["kind"].as_str().unwrap_or("mlp").to_string();
-        Ok(Model { net: Net { layers, head }, features, classes, mean, std, kind })
+        let reference = features
+            .iter()
+            .map(|f| {
+                let q = metadata["reference"]["quantiles"][f].as_array()?;
+                let v: Vec<f32> = q.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect();
+                (v.len() == q.len() && !v.is_empty()).then_some(v)
+            })
+            .collect::<Option<Vec<_>>>();
+        Ok(Model { net: Net { layers, head }, features, classes, mean, std, kind, reference })
     }
 
     /// Class probabilities of `n` rows of raw feature values (row after row, in the order of

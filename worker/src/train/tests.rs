@@ -221,6 +221,9 @@ fn a_loaded_model_predicts_like_the_trained_one() {
     let m = Model::load(&weights, &meta).unwrap();
     assert_eq!(m.features, ["x1", "x2", "noise"]);
     assert_eq!(m.classes, ["no", "yes"]);
+    // The training rows' quantiles, kept as the reference for drift: sorted, 500 per feature.
+    let reference = m.reference.as_ref().unwrap();
+    assert!(reference.iter().all(|q| q.len() == 500 && q.is_sorted()));
     let text = std::fs::read_to_string(&data).unwrap();
     let (mut x, mut labels) = (Vec::new(), Vec::new());
     for line in text.lines().skip(1) {

@@ -333,6 +333,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ),
         ep(p.clone(), "/api/v1/models/{name}/feedback", Predict, post(serving::feedback)),
         ep(g.clone(), "/api/v1/models/{name}/serving", Read, get(serving::record)),
+        ep(g.clone(), "/api/v1/models/{name}/drift", Read, get(serving::drift)),
         ep(g.clone(), "/api/v1/rollouts", Read, get(rollouts::list)),
         ep(p.clone(), "/api/v1/rollouts", Approve, post(rollouts::start)),
         ep(g.clone(), "/api/v1/rollouts/{target}", Read, get(rollouts::one)),

@@ -182,6 +182,7 @@ fn paths() -> Value {
             "/api/v1/rollouts/{target}/resume": { "post": op("Resume a paused rollout (an open pause, or after an inconclusive analysis)", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
             "/api/v1/rollouts/{target}/abort": { "post": op("Abort: the candidate's share back to 0, the alias on the stable version (switched back at once after a blue-green switch)", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
             "/api/v1/rollouts/{target}/promote": { "post": op("Skip what remains: the candidate takes the alias now", &[("target", "path", "a rollout id or a model name")], Some("ControlBody"), &[("200", "`{rollout}`"), ERR]) },
+            "/api/v1/models/{name}/drift": { "get": op("The last check of the model's live drift monitor (`monitor:` in a pipeline): per feature the test, statistic, p-value and verdict; the share of drifted features and the verdict", &[("name", "path", "a model name")], None, &[("200", "`{model, drift}`"), ERR]) },
             "/v2": { "get": op("Open Inference Protocol: server metadata", &[], None, &[("200", "`{name, version, extensions}`")]) },
             "/v2/health/live": { "get": op("Open Inference Protocol: liveness", &[], None, &[("200", "live")]) },
             "/v2/health/ready": { "get": op("Open Inference Protocol: readiness", &[], None, &[("200", "ready"), ("503", "shutting down")]) },

@@ -134,3 +134,11 @@ pub(super) async fn record(
     let (name, _) = Target::parse(&name);
     Ok(Json(shared.serving.summary(&name)))
 }
+
+pub(super) async fn drift(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (name, _) = Target::parse(&name);
+    Ok(Json(json!({ "v": 1, "model": name, "drift": shared.serving.drift(&name) })))
+}
