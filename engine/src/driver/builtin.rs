@@ -472,7 +472,7 @@ impl Cx<'_> {
         let (mut gate, mut approval) = (None, None);
         for run in self.lineage()? {
             if gate.is_none() {
-                gate = store.gate_pass(run, &model, version).map_err(store_error)?;
+                gate = store.gate_pass(run, model, version).map_err(store_error)?;
             }
             if approval.is_none() {
                 approval = store.decisions(run).map_err(store_error)?.into_iter().find(|(_, d)| d.approved);

@@ -115,7 +115,7 @@ pub enum Stage {
 fn check_of(m: &MetricCheck) -> Result<Check, String> {
     let name = m.metric.trim();
     let known = ["error_rate", "latency_p50", "latency_p99", "psi", "accuracy", "auc", "requests"];
-    if !known.contains(&name) && !name.strip_prefix("version.").is_some_and(|k| !k.is_empty()) {
+    if !known.contains(&name) && name.strip_prefix("version.").is_none_or(|k| k.is_empty()) {
         return Err(format!("`{name}` is not a rollout metric ({}, or version.<key>)", known.join(", ")));
     }
     let mut success = Vec::new();
@@ -328,6 +328,8 @@ pub struct Rollout {
 const KEPT: usize = 500;
 
 impl Rollout {
+    /// A rollout of `candidate` onto `model@alias`, which pointed at `stable`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         model: &str,
