@@ -519,9 +519,40 @@ fn registry(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a rollout adds to a request: finding the model's routing and picking a side, sticky
+/// by a key or drawn, against resolving the alias from the store (what a request costs
+/// without a rollout).
+fn routing(c: &mut Criterion) {
+    use sluice_engine::serving::{Route, Serving, Target};
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineOptions::new(tmp.path().join("data"))).unwrap();
+    let serving = Serving::new(engine.registry());
+    serving.set_route(
+        "churn",
+        Some(Route {
+            rollout: 1,
+            alias: "production".into(),
+            stable: Some(1),
+            candidate: 2,
+            share: 10,
+            by: None,
+        }),
+    );
+    let mut g = c.benchmark_group("routing");
+    g.bench_function("rollout_route_by_key", |b| {
+        b.iter(|| {
+            serving.resolve_keyed(black_box("churn"), &Target::Model, Some(black_box("customer-42"))).unwrap()
+        })
+    });
+    g.bench_function("rollout_route_drawn", |b| {
+        b.iter(|| serving.resolve_keyed(black_box("churn"), &Target::Model, None).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = core;
     config = Criterion::default().sample_size(20);
-    targets = benches, wasm, store_100k, hashing, security, encryption, registry
+    targets = benches, wasm, store_100k, hashing, security, encryption, registry, routing
 }
 criterion_main!(core);
