@@ -1,0 +1,288 @@
+//! Serving latency and throughput (docs/benchmarks.md): an MLP 30-32-16-2 trained, registered
+//! and promoted by a pipeline under `sluice serve` (the release binary, loopback), then
+//! - one row per request at a fixed rate (default 2,000/s for 10 s) from 4 clients on
+//!   keep-alive connections, each request timed from when it was due (so a slow answer
+//!   delays none of the later ones' clocks): p50, p99, the rate reached;
+//! - 1,000 rows per request, back to back: rows/s.
+//!
+//! With `MLFLOW_SCORING_URL` (benches/predict_compare.sh starts MLflow's scoring server on an
+//! equivalent scikit-learn MLP), the same load runs against it in the same run. The table
+//! comes from `PREDICT_BENCH_DATA` (a CSV with 30 features and `label`), else is generated.
+//!
+//! `cargo bench --bench predict` (`PREDICT_BENCH_RATE`: requests/s, comma-separated for
+//! several; `PREDICT_BENCH_SECONDS`)
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const FEATURES: usize = 30;
+
+/// A keep-alive HTTP/1.1 connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    addr: String,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_nodelay(true).ok();
+        Conn { reader: BufReader::new(s), addr: addr.to_string() }
+    }
+
+    fn call(&mut self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        self.reader.get_mut().write_all(req.as_bytes()).expect("send");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("status");
+        let code = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let mut len = 0usize;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("header");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let lower = l.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                self.reader.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(len, 0);
+            self.reader.read_exact(&mut body).expect("body");
+        }
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn generate(path: &std::path::Path) {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut text = (0..FEATURES).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",") + ",label\n";
+    for _ in 0..5000 {
+        let x: Vec<f64> = (0..FEATURES).map(|_| next() * 10.0).collect();
+        let y = u8::from(x[0] + x[1] - x[2] > 10.0 || x[3] * x[4] > 60.0);
+        text += &format!("{},{y}\n", x.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(","));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn rows(path: &std::path::Path, n: usize) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|l| l.split(',').take(FEATURES).map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+/// `rate` requests per second for `seconds`, from 4 clients; latencies (ms) from when each
+/// request was due.
+fn load(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    bodies: &[String],
+    rate: f64,
+    seconds: f64,
+) -> (Vec<f64>, f64, usize) {
+    let clients = 4;
+    let total = (rate * seconds) as usize;
+    let start = Instant::now() + Duration::from_millis(100);
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let (addr, path, token) = (addr.to_string(), path.to_string(), token.map(str::to_string));
+            let bodies = bodies.to_vec();
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(&addr);
+                let mut lat = Vec::new();
+                let mut failed = 0;
+                for k in (c..total).step_by(clients) {
+                    let due = start + Duration::from_secs_f64(k as f64 / rate);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let (code, _) = conn.call("POST", &path, token.as_deref(), &bodies[k % bodies.len()]);
+                    if code != 200 {
+                        failed += 1;
+                    }
+                    lat.push(due.elapsed().as_secs_f64() * 1000.0);
+                }
+                (lat, failed)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for h in handles {
+        let (l, f) = h.join().unwrap();
+        all.extend(l);
+        failed += f;
+    }
+    let took = start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    (all, total as f64 / took, failed)
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn report(
+    who: &str,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    one: &[String],
+    batch: &str,
+    rates: &[f64],
+    seconds: f64,
+) {
+    // Warm up (the first request loads and verifies the model).
+    let mut c = Conn::open(addr);
+    for b in one.iter().take(50) {
+        assert_eq!(c.call("POST", path, token, b).0, 200, "{who} does not answer");
+    }
+    for &rate in rates {
+        let (lat, reached, failed) = load(addr, path, token, one, rate, seconds);
+        println!(
+            "{who:<7} 1 row/request at {rate:.0}/s: p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms, {reached:.0} requests/s reached, {failed} failed",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            lat[lat.len() - 1]
+        );
+    }
+    // A fresh connection: a server may have closed the idle one.
+    let mut c = Conn::open(addr);
+    let n = 30;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert_eq!(c.call("POST", path, token, batch).0, 200);
+    }
+    println!("{who:<7} 1,000 rows/request: {:.0} rows/s", n as f64 * 1000.0 / t.elapsed().as_secs_f64());
+}
+
+fn main() {
+    let rates: Vec<f64> = std::env::var("PREDICT_BENCH_RATE")
+        .unwrap_or_else(|_| "2000".into())
+        .split(',')
+        .map(|r| r.trim().parse().expect("PREDICT_BENCH_RATE: requests per second, comma-separated"))
+        .collect();
+    let seconds: f64 =
+        std::env::var("PREDICT_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0);
+    let dir = tempfile::tempdir().unwrap();
+    let data = match std::env::var("PREDICT_BENCH_DATA") {
+        Ok(p) => std::path::PathBuf::from(p),
+        Err(_) => {
+            let p = dir.path().join("table.csv");
+            generate(&p);
+            p
+        }
+    };
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::write(
+        dags.join("bench.yaml"),
+        format!(
+            "name: bench-model\nsteps:\n  train:\n    train: {{ model: mlp, data: {}, label: label, hidden: [32, 16], epochs: 20, device: cpu }}\n  register:\n    needs: [train]\n    register: {{ model: bench }}\n  promote:\n    needs: [register]\n    promote: {{ alias: production }}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "error",
+            "--max-in-flight",
+            "4096",
+            "--dags",
+        ])
+        .arg(&dags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice serve");
+    let info = data_dir.join("server.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(v) =
+            std::fs::read_to_string(&info).map(|t| serde_json::from_str::<Value>(&t).unwrap_or_default())
+            && let Some(url) = v["url"].as_str()
+        {
+            break url.trim_start_matches("http://").to_string();
+        }
+        assert!(Instant::now() < deadline, "sluice serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap().trim().to_string();
+    let mut c = Conn::open(&addr);
+    let (_, body) = c.call("POST", "/api/v1/pipelines/bench-model/runs", Some(&token), "{}");
+    let run = serde_json::from_str::<Value>(&body).unwrap()["run"]["id"].as_u64().expect("a run");
+    loop {
+        let (_, body) = c.call("GET", &format!("/api/v1/runs/{run}/wait?timeout_s=30"), Some(&token), "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["done"] == true {
+            assert_eq!(v["state"], "succeeded", "{v:#}");
+            break;
+        }
+    }
+    let table = rows(&data, 1000);
+    let one: Vec<String> = table.iter().map(|r| json!({ "rows": [r] }).to_string()).collect();
+    let batch = json!({ "rows": table }).to_string();
+    println!(
+        "MLP 30-32-16-2, loopback, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    report("sluice", &addr, "/api/v1/models/bench/predict", Some(&token), &one, &batch, &rates, seconds);
+    if let Ok(url) = std::env::var("MLFLOW_SCORING_URL") {
+        let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let one: Vec<String> = table.iter().map(|r| json!({ "inputs": [r] }).to_string()).collect();
+        let batch = json!({ "inputs": table }).to_string();
+        report("mlflow", &addr, "/invocations", None, &one, &batch, &rates, seconds);
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
