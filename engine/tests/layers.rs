@@ -14,6 +14,8 @@ const ORDER: &[&str] = &[
     "artifacts",
     "tracking",
     "registry",
+    "drift",
+    "rollout",
     "kinds",
     "spec",
     "scheduler",
@@ -21,6 +23,7 @@ const ORDER: &[&str] = &[
     "compile",
     "store",
     "driver",
+    "serving",
     "server",
 ];
 

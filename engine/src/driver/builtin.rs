@@ -506,7 +506,7 @@ impl Cx<'_> {
             )
         })?;
         let (model, version) = self.candidate(args)?;
-        let alias = text(args, "alias").unwrap_or_else(|| crate::serving::SERVED_ALIAS.to_string());
+        let alias = text(args, "alias").unwrap_or_else(|| crate::registry::SERVED_ALIAS.to_string());
         crate::registry::check_alias(&alias).map_err(ExecError::fatal)?;
         let (protected, _, _) = self.clearance(&model, version, &alias, "a rollout step")?;
         self.go_on()?;

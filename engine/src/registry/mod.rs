@@ -26,6 +26,10 @@ fn v1() -> u32 {
     RECORD_VERSION
 }
 
+/// The alias a request that names only a model is served from (when no rollout routes it),
+/// and the one rollouts and monitors take by default.
+pub const SERVED_ALIAS: &str = "production";
+
 /// A registered model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredModel {

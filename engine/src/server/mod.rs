@@ -145,6 +145,16 @@ pub(crate) enum LaunchError {
 }
 
 impl Shared {
+    /// Records one of Sluice's own events (a rollout's end, drift a monitor found) in the
+    /// inbox and starts what its `on:` entries match, as an event from outside would.
+    pub(crate) fn announce(
+        &self,
+        source: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        api::internal_event(self, source, payload)
+    }
+
     pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

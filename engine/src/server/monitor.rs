@@ -144,7 +144,7 @@ async fn say(shared: &Arc<Shared>, m: &MonitorSpec, report: &Value, now: i64) {
     );
     let s = shared.clone();
     let event = payload.clone();
-    match tokio::task::spawn_blocking(move || super::api::internal_event(&s, DRIFT_SOURCE, &event)).await {
+    match tokio::task::spawn_blocking(move || s.announce(DRIFT_SOURCE, &event)).await {
         Ok(Err(e)) => tracing::error!(model = %m.model, error = %e, "cannot record the drift as an event"),
         Err(e) => tracing::error!(model = %m.model, error = %e, "recording the drift crashed"),
         Ok(Ok(_)) => {}

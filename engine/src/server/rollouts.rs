@@ -239,7 +239,7 @@ fn drive(shared: &Shared, r: &mut Rollout, now: i64, first: Input) -> Result<(),
             "reason": reason,
         });
         tracing::info!(rollout = r.id, model = %r.model, status = %payload["status"], %reason, "rollout ended");
-        if let Err(e) = super::api::internal_event(shared, ROLLOUT_SOURCE, &payload) {
+        if let Err(e) = shared.announce(ROLLOUT_SOURCE, &payload) {
             tracing::error!(rollout = r.id, error = %e, "cannot record the rollout's end as an event");
         }
     }

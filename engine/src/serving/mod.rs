@@ -23,8 +23,7 @@ use crate::driver::Registry;
 pub use input::Invalid;
 use stats::{Served, VersionStats};
 
-/// The alias a request that names only the model is served from (when no rollout routes it).
-pub const SERVED_ALIAS: &str = "production";
+pub use crate::registry::SERVED_ALIAS;
 /// Rows kept per version in the window of served inputs (the default).
 pub const WINDOW_ROWS: usize = 5_000;
 /// Requests whose predictions are kept for feedback.
