@@ -162,11 +162,11 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Where the load goes: who, the address, the route, the token.
+struct Target<'a>(&'a str, &'a str, &'a str, Option<&'a str>);
+
 fn report(
-    who: &str,
-    addr: &str,
-    path: &str,
-    token: Option<&str>,
+    Target(who, addr, path, token): Target<'_>,
     one: &[String],
     batch: &str,
     rates: &[f64],
@@ -273,12 +273,18 @@ fn main() {
         "MLP 30-32-16-2, loopback, {} cores",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    report("sluice", &addr, "/api/v1/models/bench/predict", Some(&token), &one, &batch, &rates, seconds);
+    report(
+        Target("sluice", &addr, "/api/v1/models/bench/predict", Some(&token)),
+        &one,
+        &batch,
+        &rates,
+        seconds,
+    );
     if let Ok(url) = std::env::var("MLFLOW_SCORING_URL") {
         let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
         let one: Vec<String> = table.iter().map(|r| json!({ "inputs": [r] }).to_string()).collect();
         let batch = json!({ "inputs": table }).to_string();
-        report("mlflow", &addr, "/invocations", None, &one, &batch, &rates, seconds);
+        report(Target("mlflow", &addr, "/invocations", None), &one, &batch, &rates, seconds);
     }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
