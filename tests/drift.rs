@@ -10,17 +10,12 @@ use serde_json::Value;
 fn report(sb: &Sandbox, dir: &std::path::Path, case: &str, method: &str, columns: &[&str]) -> Value {
     let r = dir.join(case).join("reference.csv");
     let c = dir.join(case).join("current.csv");
-    let out = sb.sluice(&[
-        "--output",
-        "json",
-        "drift",
-        r.to_str().unwrap(),
-        c.to_str().unwrap(),
-        "--method",
-        method,
-        "--columns",
-        &columns.join(","),
-    ]);
+    let joined = columns.join(",");
+    let mut args = vec!["--output", "json", "drift", r.to_str().unwrap(), c.to_str().unwrap(), "--method", method];
+    if !columns.is_empty() {
+        args.extend(["--columns", joined.as_str()]);
+    }
+    let out = sb.sluice(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
@@ -108,6 +103,49 @@ fn drift_statistics_match_scipy_on_generated_tables() {
     }
     // 3 cases: 4 numeric columns x 5 methods + 2 categorical x 3.
     assert_eq!(checked, 3 * (4 * 4 + 2 * 3));
+}
+
+/// Evidently's verdicts on the same tables (where Evidently installs: tests/python.sh tries
+/// and sets SLUICE_REQUIRE_EVIDENTLY=1 when it could): every column's test and verdict, the
+/// share and the table's verdict, with `method: auto`.
+#[test]
+fn drift_verdicts_agree_with_evidently() {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = |m: &str| {
+        std::process::Command::new(&python).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success())
+    };
+    if !has("evidently.legacy.report") || !has("scipy") {
+        let why = format!("drift_verdicts_agree_with_evidently: `{python}` cannot import evidently (tests/python.sh tries to install it)");
+        if std::env::var_os("SLUICE_REQUIRE_EVIDENTLY").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("\n!!! SKIPPED: {why} !!!\n");
+        return;
+    }
+    let sb = Sandbox::new();
+    let dir = sb.path("tables");
+    let out = std::process::Command::new(&python).arg(repo().join("tests/drift/scipy_figures.py")).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = std::process::Command::new(&python).arg(repo().join("tests/drift/evidently_verdicts.py")).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names = [("ks", "K-S p_value"), ("chi2", "chi-square p_value"), ("z", "Z-test p_value"), ("wasserstein", "Wasserstein distance (normed)"), ("jensen_shannon", "Jensen-Shannon distance")];
+    let mut drifted = 0;
+    for (case, e) in theirs.as_object().unwrap() {
+        let ours = report(&sb, &dir, case, "auto", &[]);
+        for col in ours["columns"].as_array().unwrap() {
+            let name = col["column"].as_str().unwrap();
+            let t = &e["columns"][name];
+            let method = col["method"].as_str().unwrap();
+            let want = names.iter().find(|(m, _)| *m == method).map(|(_, n)| *n).unwrap();
+            assert_eq!(t["test"], want, "{case} {name}: Sluice chose {method}, Evidently {}", t["test"]);
+            assert_eq!(col["drifted"], t["drifted"], "{case} {name}: the verdicts differ ({col})");
+            drifted += usize::from(col["drifted"] == true);
+        }
+        assert_eq!(ours["drifted"], e["drifted"], "{case}: the table's verdicts differ");
+        within(&format!("{case} share"), ours["share"].as_f64().unwrap(), e["share"].as_f64().unwrap(), 1e-12);
+    }
+    assert!(drifted >= 4, "the tables should hold drifted columns of both regimes ({drifted})");
 }
 
 /// The drift example: a shifted table drifts (two of three columns), its report is kept as

@@ -20,4 +20,14 @@ provide_python() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
   fi
   export SLUICE_PYTHON="$venv/bin/python"
+  # Evidently, to compare drift verdicts with (tests/drift.rs): where it installs. Its 0.7
+  # releases import only with pandas before 2.3. A failed install is said loudly, and the
+  # test then skips saying so; SLUICE_REQUIRE_EVIDENTLY=1 makes it required.
+  if ! "$venv/bin/python" -c 'import evidently.legacy.report' >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'evidently==0.7.*' 'pandas<2.3' \
+      || echo "!!! tests/python.sh: evidently did not install; the verdict comparison will skip !!!" >&2
+  fi
+  if "$venv/bin/python" -c 'import evidently.legacy.report' >/dev/null 2>&1; then
+    export SLUICE_REQUIRE_EVIDENTLY=1
+  fi
 }
