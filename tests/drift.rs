@@ -11,7 +11,8 @@ fn report(sb: &Sandbox, dir: &std::path::Path, case: &str, method: &str, columns
     let r = dir.join(case).join("reference.csv");
     let c = dir.join(case).join("current.csv");
     let joined = columns.join(",");
-    let mut args = vec!["--output", "json", "drift", r.to_str().unwrap(), c.to_str().unwrap(), "--method", method];
+    let mut args =
+        vec!["--output", "json", "drift", r.to_str().unwrap(), c.to_str().unwrap(), "--method", method];
     if !columns.is_empty() {
         args.extend(["--columns", joined.as_str()]);
     }
@@ -112,10 +113,15 @@ fn drift_statistics_match_scipy_on_generated_tables() {
 fn drift_verdicts_agree_with_evidently() {
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let has = |m: &str| {
-        std::process::Command::new(&python).args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success())
+        std::process::Command::new(&python)
+            .args(["-c", &format!("import {m}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
     };
     if !has("evidently.legacy.report") || !has("scipy") {
-        let why = format!("drift_verdicts_agree_with_evidently: `{python}` cannot import evidently (tests/python.sh tries to install it)");
+        let why = format!(
+            "drift_verdicts_agree_with_evidently: `{python}` cannot import evidently (tests/python.sh tries to install it)"
+        );
         if std::env::var_os("SLUICE_REQUIRE_EVIDENTLY").is_some() {
             panic!("{why}");
         }
@@ -124,12 +130,26 @@ fn drift_verdicts_agree_with_evidently() {
     }
     let sb = Sandbox::new();
     let dir = sb.path("tables");
-    let out = std::process::Command::new(&python).arg(repo().join("tests/drift/scipy_figures.py")).arg(&dir).output().unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("tests/drift/scipy_figures.py"))
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = std::process::Command::new(&python).arg(repo().join("tests/drift/evidently_verdicts.py")).arg(&dir).output().unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("tests/drift/evidently_verdicts.py"))
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names = [("ks", "K-S p_value"), ("chi2", "chi-square p_value"), ("z", "Z-test p_value"), ("wasserstein", "Wasserstein distance (normed)"), ("jensen_shannon", "Jensen-Shannon distance")];
+    let names = [
+        ("ks", "K-S p_value"),
+        ("chi2", "chi-square p_value"),
+        ("z", "Z-test p_value"),
+        ("wasserstein", "Wasserstein distance (normed)"),
+        ("jensen_shannon", "Jensen-Shannon distance"),
+    ];
     let mut drifted = 0;
     for (case, e) in theirs.as_object().unwrap() {
         let ours = report(&sb, &dir, case, "auto", &[]);
@@ -143,7 +163,12 @@ fn drift_verdicts_agree_with_evidently() {
             drifted += usize::from(col["drifted"] == true);
         }
         assert_eq!(ours["drifted"], e["drifted"], "{case}: the table's verdicts differ");
-        within(&format!("{case} share"), ours["share"].as_f64().unwrap(), e["share"].as_f64().unwrap(), 1e-12);
+        within(
+            &format!("{case} share"),
+            ours["share"].as_f64().unwrap(),
+            e["share"].as_f64().unwrap(),
+            1e-12,
+        );
     }
     assert!(drifted >= 4, "the tables should hold drifted columns of both regimes ({drifted})");
 }

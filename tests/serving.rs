@@ -94,7 +94,13 @@ fn registered_models_are_served_checked_and_swapped() {
     let (code, _) = srv.post("/api/v1/models/churn/predict", &big);
     assert_eq!(code, 413, "bodies are capped");
 
-    // Feedback: ground truth for the first request's three rows.
+    // Feedback: ground truth for the first request's three rows, taken once.
+    let (code, e) = predict(
+        &srv,
+        "/api/v1/models/churn/feedback",
+        &json!({"request_id": request_id, "labels": ["1", "1", "maybe"]}).to_string(),
+    );
+    assert!(code == 422 && e["error"]["message"].as_str().unwrap().contains("`maybe` is not a class"), "{e}");
     let (code, f) = predict(
         &srv,
         "/api/v1/models/churn/feedback",
@@ -105,9 +111,9 @@ fn registered_models_are_served_checked_and_swapped() {
     let (code, e) = predict(
         &srv,
         "/api/v1/models/churn/feedback",
-        &json!({"request_id": request_id, "labels": ["1", "0", "maybe"]}).to_string(),
+        &json!({"request_id": request_id, "labels": ["1", "1", 0]}).to_string(),
     );
-    assert!(code == 422 && e["error"]["message"].as_str().unwrap().contains("`maybe` is not a class"), "{e}");
+    assert_eq!(code, 404, "a second feedback for one prediction: {e}");
     let (code, _) = predict(
         &srv,
         "/api/v1/models/churn/feedback",
@@ -120,7 +126,8 @@ fn registered_models_are_served_checked_and_swapped() {
     assert_eq!(v1["feedback"], 3);
     assert_eq!(v1["accuracy"], 1.0, "{record:#}");
     assert_eq!(v1["rows"], 5, "{record:#}");
-    assert!(v1["failures"].as_u64().unwrap() >= 6, "{record:#}");
+    assert!(v1["invalid"].as_u64().unwrap() >= 6, "refused inputs are counted: {record:#}");
+    assert_eq!(v1["failures"], 0, "and not as the version's failures: {record:#}");
     assert!(v1["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 
     // A second version takes `production`: requests by name are served by it.
@@ -144,6 +151,23 @@ fn registered_models_are_served_checked_and_swapped() {
     let (code, e) = predict(&srv, "/api/v1/models/churn@candidate/predict", r#"{"rows": [[5, 40, 9]]}"#);
     assert_eq!(code, 409, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("does not match its digest"), "{e}");
+
+    // Open Inference Protocol requests whose shapes lie are refused before anything is made.
+    let infer = |body: &str| srv.post("/v2/models/churn/infer", body);
+    let (code, e) = infer(
+        r#"{"inputs": [{"name": "tenure", "shape": [1000000000000000, 0], "datatype": "FP32", "data": []}, {"name": "spend", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+    );
+    assert_eq!(code, 400, "{e}");
+    let (code, e) = infer(
+        r#"{"inputs": [{"name": "input", "shape": [1152921504606846976, 3], "datatype": "FP32", "parameters": {"binary_data_size": 0}}]}"#,
+    );
+    assert_eq!(code, 400, "{e}");
+    let (code, e) =
+        infer(r#"{"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3]}]}"#);
+    assert!(code == 400 && e.contains("values for its shape"), "{e}");
+    let (code, e) =
+        infer(r#"{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, NaN, 3]}]}"#);
+    assert!(code == 400 && e.contains("inputs[0].spend") && e.contains("NaN"), "{e}");
 
     // A viewer may predict; a token of the events role may not.
     let out = sb.sluice(&["token", "create", "feeder", "--role", "events"]);

@@ -59,11 +59,22 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
         {
             cx.at(&format!("{at}/alias"), e);
         }
-        if m.window.is_some_and(|w| !(20..=100_000).contains(&w)) {
-            cx.at(&format!("{at}/window"), "`window` must be 20 to 100000 rows".into());
+        if m.window.is_some_and(|w| !(20..=crate::spec::MAX_WINDOW as u32).contains(&w)) {
+            cx.at(
+                &format!("{at}/window"),
+                format!(
+                    "`window` must be 20 to {} rows (what serving keeps per version)",
+                    crate::spec::MAX_WINDOW
+                ),
+            );
         }
-        if m.interval.is_some_and(|d| d.0 < std::time::Duration::from_secs(1)) {
-            cx.at(&format!("{at}/interval"), "`interval` must be at least 1s".into());
+        if m.interval.is_some_and(|d| {
+            d.0 < std::time::Duration::from_secs(1) || d.0 > std::time::Duration::from_secs(86_400)
+        }) {
+            cx.at(&format!("{at}/interval"), "`interval` must be 1s to 1 day".into());
+        }
+        if m.cooldown.is_some_and(|d| d.0 > std::time::Duration::from_secs(30 * 86_400)) {
+            cx.at(&format!("{at}/cooldown"), "`cooldown` is at most 30 days".into());
         }
         if m.threshold.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
             cx.at(&format!("{at}/threshold"), "`threshold` must be a number above 0".into());
@@ -72,9 +83,12 @@ pub(super) fn check(spec: &Pipeline, cx: &mut Ctx) {
             cx.at(&format!("{at}/drift_share"), "`drift_share` must be in (0, 1]".into());
         }
         if let Some(url) = &m.alertmanager
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && (!url.starts_with("http://") || url.parse::<hyper::Uri>().is_err())
         {
-            cx.at(&format!("{at}/alertmanager"), format!("`{url}` is not an http(s) URL"));
+            cx.at(
+                &format!("{at}/alertmanager"),
+                format!("`{url}` is not an http:// URL (https is not supported yet)"),
+            );
         }
     }
     for (i, t) in spec.on.iter().enumerate() {

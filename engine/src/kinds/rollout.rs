@@ -35,14 +35,30 @@ pub struct RolloutBlock {
 
 impl Kind for RolloutBlock {
     fn check(&self, cx: &mut Check<'_>) {
-        if let Err(e) = crate::rollout::plan(&self.strategy) {
-            cx.at("strategy", e);
+        // Each canary step's problem at the step; the rest at the strategy.
+        match &self.strategy.canary {
+            Some(c) if self.strategy.blue_green.is_none() && !c.steps.is_empty() => {
+                for (i, step) in c.steps.iter().enumerate() {
+                    if let Err(e) = crate::rollout::machine::canary_step(step) {
+                        cx.at(&format!("strategy/canary/steps/{i}"), e);
+                    }
+                }
+            }
+            _ => {
+                if let Err(e) = crate::rollout::plan(&self.strategy) {
+                    cx.at("strategy", e);
+                }
+            }
         }
         if let Some(a) = &self.alias
             && !crate::template::is_template(a)
             && let Err(e) = crate::registry::check_alias(a)
         {
             cx.at("alias", e);
+        }
+        let alias = self.alias.as_deref().unwrap_or(crate::registry::SERVED_ALIAS);
+        if let Err(e) = crate::rollout::machine::check_preview(&self.strategy, alias) {
+            cx.at("strategy/blue_green/preview", e);
         }
         if let Some(b) = &self.route_by
             && b.header.is_some() == b.feature.is_some()

@@ -162,7 +162,13 @@ fn analysis_of(a: &Analysis) -> Result<AnalysisPlan, String> {
     if checks.is_empty() {
         return Err("an analysis needs a `metric` or `metrics`".into());
     }
+    if a.interval.is_some_and(|d| d.0 > MAX_WAIT || d.0.is_zero()) {
+        return Err("an analysis's `interval` is more than 0 and at most 30 days".into());
+    }
     let count = a.count.unwrap_or(1);
+    if count > 10_000 {
+        return Err("an analysis's `count` is at most 10000".into());
+    }
     if count == 0 {
         return Err("an analysis's `count` must be at least 1".into());
     }
@@ -172,6 +178,35 @@ fn analysis_of(a: &Analysis) -> Result<AnalysisPlan, String> {
         count,
         failure_limit: a.failure_limit.unwrap_or(0),
     })
+}
+
+/// The preview alias of a blue-green strategy, which must differ from the alias it rolls onto.
+pub fn check_preview(strategy: &Strategy, alias: &str) -> Result<(), String> {
+    match &strategy.blue_green {
+        Some(b) if b.preview.as_deref().unwrap_or("preview") == alias => {
+            Err(format!("the preview alias must differ from the alias rolled onto (`{alias}`)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The longest pause or analysis interval.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// One canary step as a stage, or why it cannot run.
+pub fn canary_step(s: &super::spec::CanaryStep) -> Result<Stage, String> {
+    match (s.weight, &s.pause, &s.analysis) {
+        (Some(w), None, None) if w <= 100 => Ok(Stage::Weight(w)),
+        (Some(w), None, None) => Err(format!("weight {w} is over 100")),
+        (None, Some(Pause::For(d)), None) if d.0 <= MAX_WAIT => {
+            Ok(Stage::Pause(Some(d.0.as_millis() as i64)))
+        }
+        (None, Some(Pause::For(_)), None) => Err("a pause is at most 30 days".into()),
+        (None, Some(Pause::UntilResumed(m)), None) if m.is_empty() => Ok(Stage::Pause(None)),
+        (None, Some(Pause::UntilResumed(_)), None) => Err("a pause is a duration (`10m`) or `{}`".into()),
+        (None, None, Some(a)) => analysis_of(a).map(Stage::Analysis),
+        _ => Err("a step needs exactly one of `weight`, `pause`, `analysis`".into()),
+    }
 }
 
 /// The stages of a strategy, or why it does not make sense.
@@ -184,23 +219,13 @@ pub fn plan(strategy: &Strategy) -> Result<Vec<Stage>, String> {
             c.steps
                 .iter()
                 .enumerate()
-                .map(|(i, s)| match (s.weight, &s.pause, &s.analysis) {
-                    (Some(w), None, None) if w <= 100 => Ok(Stage::Weight(w)),
-                    (Some(w), None, None) => Err(format!("steps[{i}]: weight {w} is over 100")),
-                    (None, Some(Pause::For(d)), None) => Ok(Stage::Pause(Some(d.0.as_millis() as i64))),
-                    (None, Some(Pause::UntilResumed(m)), None) if m.is_empty() => Ok(Stage::Pause(None)),
-                    (None, Some(Pause::UntilResumed(_)), None) => {
-                        Err(format!("steps[{i}]: a pause is a duration (`10m`) or `{{}}`"))
-                    }
-                    (None, None, Some(a)) => {
-                        analysis_of(a).map(Stage::Analysis).map_err(|e| format!("steps[{i}]: {e}"))
-                    }
-                    _ => Err(format!("steps[{i}] needs exactly one of `weight`, `pause`, `analysis`")),
-                })
+                .map(|(i, s)| canary_step(s).map_err(|e| format!("steps[{i}]: {e}")))
                 .collect()
         }
         (None, Some(b)) => {
-            let mut stages = vec![Stage::Preview(b.preview.clone().unwrap_or_else(|| "preview".into()))];
+            let preview = b.preview.clone().unwrap_or_else(|| "preview".into());
+            crate::registry::check_alias(&preview).map_err(|e| format!("preview: {e}"))?;
+            let mut stages = vec![Stage::Preview(preview)];
             if let Some(a) = &b.pre_promotion {
                 stages.push(Stage::Analysis(analysis_of(a).map_err(|e| format!("pre_promotion: {e}"))?));
             }
@@ -411,7 +436,7 @@ impl Rollout {
                     run.failed += 1;
                 }
                 let (failed, taken) = (run.failed, run.taken);
-                run.next_at = now + plan.interval_ms;
+                run.next_at = now.saturating_add(plan.interval_ms);
                 let shown = values
                     .iter()
                     .map(|(k, v)| format!("{k}={}", v.map_or("none".into(), |v| format!("{v:.4}"))))
@@ -470,6 +495,27 @@ impl Rollout {
         }
         self.advance(now, &mut out);
         out
+    }
+
+    /// A move of `alias` the driver could not make (the registry refused it). Before the end,
+    /// the rollout aborts; when it was the final move of a success, the success is taken
+    /// back: the rollout aborted, nothing to the candidate.
+    pub fn alias_failed(&mut self, now: i64, alias: &str, reason: String) -> Vec<Effect> {
+        match self.phase {
+            Phase::Succeeded if alias == self.alias => {
+                self.phase = Phase::Progressing;
+                self.switched = false;
+                self.abort(now, reason, Vec::new())
+            }
+            Phase::Succeeded | Phase::Aborted { .. } => Vec::new(),
+            _ => {
+                if alias == self.alias {
+                    // The alias never moved.
+                    self.switched = false;
+                }
+                self.abort(now, reason, Vec::new())
+            }
+        }
     }
 
     fn abort(&mut self, now: i64, reason: String, mut out: Vec<Effect>) -> Vec<Effect> {
@@ -532,7 +578,7 @@ impl Rollout {
                     };
                 }
                 Stage::Pause(Some(ms)) => {
-                    let until = *self.until.get_or_insert(now + ms);
+                    let until = *self.until.get_or_insert(now.saturating_add(ms));
                     if now >= until {
                         self.until = None;
                         self.stage += 1;
@@ -543,9 +589,10 @@ impl Rollout {
                 Stage::Analysis(plan) => {
                     // The first measurement comes one interval in: traffic has reached the
                     // candidate by then.
-                    let run = self
-                        .running
-                        .get_or_insert(Running { next_at: now + plan.interval_ms, ..Running::default() });
+                    let run = self.running.get_or_insert(Running {
+                        next_at: now.saturating_add(plan.interval_ms),
+                        ..Running::default()
+                    });
                     if run.waiting || now < run.next_at {
                         return;
                     }

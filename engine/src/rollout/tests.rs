@@ -131,6 +131,51 @@ fn blue_green_previews_switches_and_switches_back() {
 }
 
 #[test]
+fn a_refused_final_move_is_an_abort_not_a_success() {
+    let mut r = start(&canary(vec![step(Some(50), None, None)]));
+    let out = r.apply(0, Input::Tick);
+    assert!(matches!(out.last(), Some(Effect::Finished { succeeded: true, .. })));
+    assert_eq!(r.phase, Phase::Succeeded);
+    // The registry refused the move to the candidate.
+    let out = r.alias_failed(1, "production", "protected".into());
+    assert_eq!(
+        out,
+        vec![Effect::Weight(0), Effect::Finished { succeeded: false, reason: "protected".into() }]
+    );
+    assert_eq!((r.phase.name(), r.candidate_share()), ("aborted", 0));
+    assert!(r.alias_failed(2, "production", "again".into()).is_empty(), "an ended rollout stays ended");
+    // Blue-green: a refused switch aborts without switching back a move that never happened.
+    let mut r = start(&super::spec::Strategy {
+        canary: None,
+        blue_green: Some(BlueGreen {
+            preview: None,
+            pre_promotion: None,
+            post_promotion: None,
+            auto_promote: true,
+        }),
+    });
+    r.apply(0, Input::Tick);
+    let out = r.alias_failed(1, "production", "protected".into());
+    assert!(!out.iter().any(|e| matches!(e, Effect::MoveAlias { .. })), "{out:?}");
+    assert_eq!(r.phase.name(), "aborted");
+    assert!(
+        check_preview(
+            &super::spec::Strategy {
+                canary: None,
+                blue_green: Some(BlueGreen {
+                    preview: Some("production".into()),
+                    pre_promotion: None,
+                    post_promotion: None,
+                    auto_promote: true
+                })
+            },
+            "production"
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn plans_refuse_what_cannot_run() {
     let bad = |s: super::spec::Strategy| plan(&s).unwrap_err();
     assert!(bad(canary(vec![])).contains("at least one step"));

@@ -323,6 +323,13 @@ pub async fn serve(
         tracing::warn!(resumed = ?resume_ids, pending = pending.len(), "taking over runs an earlier server left");
     }
 
+    // Rollouts before runs and requests: a resumed `rollout:` step finds its host, and the
+    // first request after a restart is routed as before.
+    let _ = engine.rollout_host.set(Arc::new(rollouts::Host(Arc::downgrade(&shared))));
+    {
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || rollouts::restore(&s)).await;
+    }
     // The driver: every run goes through it.
     let driver = {
         let engine = engine.clone();
@@ -353,7 +360,6 @@ pub async fn serve(
     };
     let reload = tokio::spawn(reload_loop(shared.clone(), loader, shutdown.clone()));
     let schedules = tokio::spawn(schedules::run(shared.clone(), shutdown.clone()));
-    let _ = engine.rollout_host.set(Arc::new(rollouts::Host(Arc::downgrade(&shared))));
     let rolling = tokio::spawn(rollouts::run(shared.clone(), shutdown.clone()));
     let monitoring = tokio::spawn(monitor::run(shared.clone(), shutdown.clone()));
 

@@ -28,7 +28,7 @@ pub(crate) const ALERT_NAME: &str = "SluiceModelDrift";
 #[derive(Debug, Default, Clone)]
 struct Watch {
     last_check: i64,
-    /// When drift was last said, while it lasts.
+    /// When drift was last said.
     said: Option<i64>,
 }
 
@@ -54,8 +54,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
                 let Ok(Some(report)) = tokio::task::spawn_blocking(move || check(&s, &spec)).await else {
                     continue;
                 };
+                // Said at most once a cooldown, even when the verdict flaps.
                 if report["drifted"] != true {
-                    w.said = None;
                     continue;
                 }
                 let cooldown = m.cooldown.map_or(DEFAULT_COOLDOWN_MS, |d| d.0.as_millis() as i64);

@@ -77,6 +77,7 @@ pub(crate) fn start(shared: &Shared, s: StartRollout) -> Result<Rollout, Rollout
     let store = shared.engine.store();
     let stages = plan(&s.strategy).map_err(RolloutError::Invalid)?;
     crate::registry::check_alias(&s.alias).map_err(RolloutError::Invalid)?;
+    crate::rollout::machine::check_preview(&s.strategy, &s.alias).map_err(RolloutError::Invalid)?;
     if let Some(b) = &s.route_by
         && b.header.is_some() == b.feature.is_some()
     {
@@ -112,6 +113,8 @@ pub(crate) fn start(shared: &Shared, s: StartRollout) -> Result<Rollout, Rollout
     }
     let now = shared.engine.now_ms();
     let id = store.next_rollout_id().map_err(internal)?;
+    // The candidate's analyses read what it serves from now on.
+    shared.serving.reset_stats(&s.model, s.version);
     let mut r = Rollout::new(id, &s.model, &s.alias, s.version, stable, stages, now, &s.by);
     r.route_by = s.route_by;
     r.may_move_protected = s.may_move_protected;
@@ -179,29 +182,33 @@ pub(crate) fn find(shared: &Shared, target: &str) -> Result<Rollout, RolloutErro
 
 /// Applies an input and carries out everything it leads to; writes and flushes the state.
 fn drive(shared: &Shared, r: &mut Rollout, now: i64, first: Input) -> Result<(), RolloutError> {
-    let mut inputs = vec![first];
+    let mut queue: std::collections::VecDeque<Effect> = r.apply(now, first).into();
     let mut finished = None;
-    while let Some(input) = inputs.pop() {
-        for effect in r.apply(now, input) {
-            match effect {
-                Effect::Weight(_) => {}
-                Effect::Measure(metrics) => {
-                    let values = metrics.iter().map(|m| (m.clone(), measure(shared, r, m))).collect();
-                    inputs.push(Input::Measured(values));
-                }
-                Effect::MoveAlias { alias, to, reason } => {
-                    let actor = Actor::new(format!("rollout:{}", r.id), r.may_move_protected, None);
-                    let cause =
-                        Cause { request: Some(format!("rollout {} by {}", r.id, r.by)), ..Cause::default() };
-                    if let Err(e) =
-                        shared.engine.registry().move_alias(&r.model, &alias, to, &actor, &reason, cause)
-                    {
-                        // The rollout cannot do what it must: it stops, saying why.
-                        inputs.push(Input::Abort(format!("the alias `{alias}` could not move: {e}")));
-                    }
-                }
-                Effect::Finished { succeeded, reason } => finished = Some((succeeded, reason)),
+    while let Some(effect) = queue.pop_front() {
+        match effect {
+            Effect::Weight(_) => {}
+            Effect::Measure(metrics) => {
+                let values = metrics.iter().map(|m| (m.clone(), measure(shared, r, m))).collect();
+                queue.extend(r.apply(now, Input::Measured(values)));
             }
+            Effect::MoveAlias { alias, to, reason } => {
+                let actor = Actor::new(format!("rollout:{}", r.id), r.may_move_protected, None);
+                let cause =
+                    Cause { request: Some(format!("rollout {} by {}", r.id, r.by)), ..Cause::default() };
+                if let Err(e) =
+                    shared.engine.registry().move_alias(&r.model, &alias, to, &actor, &reason, cause)
+                {
+                    // The rollout cannot do what it must: it stops, saying why (a success
+                    // announced in the same batch is taken back).
+                    queue.retain(|e| !matches!(e, Effect::Finished { succeeded: true, .. }));
+                    queue.extend(r.alias_failed(
+                        now,
+                        &alias,
+                        format!("the alias `{alias}` could not move: {e}"),
+                    ));
+                }
+            }
+            Effect::Finished { succeeded, reason } => finished = Some((succeeded, reason)),
         }
     }
     // Routing follows the state: while it runs, the candidate's share; once it ended, the
@@ -289,11 +296,9 @@ pub(crate) fn score_psi(reference: &[f64], current: &[f64]) -> Option<f64> {
     Some(crate::drift::stats::psi(&shares(reference), &shares(current)))
 }
 
-/// Ticks every running rollout until the server stops. At start, the routing of every
-/// running rollout is restored first.
+/// Ticks every running rollout until the server stops (`restore` has set their routing
+/// before the server took requests).
 pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>) {
-    let s = shared.clone();
-    let _ = tokio::task::spawn_blocking(move || restore(&s)).await;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -304,7 +309,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
     }
 }
 
-fn restore(shared: &Shared) {
+/// Routes every running rollout as it was: called once, before the server takes requests.
+pub(super) fn restore(shared: &Shared) {
     let Ok(all) = shared.engine.store().rollouts() else { return };
     for r in all.into_iter().filter(|r| !r.phase.is_done()) {
         tracing::info!(rollout = r.id, model = %r.model, weight = r.candidate_share(), "resuming a rollout");
@@ -325,14 +331,16 @@ fn restore(shared: &Shared) {
 fn tick(shared: &Shared) {
     let _one = changing();
     let now = shared.engine.now_ms();
-    let running = match shared.engine.store().rollouts() {
-        Ok(all) => all.into_iter().filter(|r| !r.phase.is_done()),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the rollouts");
-            return;
-        }
-    };
-    for mut r in running {
+    // Every running rollout routes its model: only those are read, not every rollout kept.
+    for id in shared.serving.routed() {
+        let mut r = match shared.engine.store().rollout(id) {
+            Ok(Some(r)) if !r.phase.is_done() => r,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::error!(rollout = id, error = %e, "cannot read a rollout");
+                continue;
+            }
+        };
         if r.wake_at().is_some_and(|at| at <= now)
             && let Err(e) = drive(shared, &mut r, now, Input::Tick)
         {

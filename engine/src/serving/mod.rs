@@ -24,10 +24,12 @@ pub use input::Invalid;
 use stats::{Served, VersionStats};
 
 pub use crate::registry::SERVED_ALIAS;
-/// Rows kept per version in the window of served inputs (the default).
-pub const WINDOW_ROWS: usize = 5_000;
+/// Rows kept per version in the window of served inputs (the most a monitor compares).
+pub const WINDOW_ROWS: usize = crate::spec::MAX_WINDOW;
 /// Requests whose predictions are kept for feedback.
 pub const REMEMBERED: usize = 100_000;
+/// Versions kept loaded at once (the least recently used goes first).
+pub const MAX_LOADED: usize = 32;
 /// The largest model file read.
 const MAX_FILE: u64 = 1 << 30;
 
@@ -83,6 +85,8 @@ pub struct Loaded {
 /// One request's predictions.
 #[derive(Debug, Clone)]
 pub struct Prediction {
+    /// The prediction's id, which feedback names: made by the server, unguessable.
+    pub id: String,
     pub model: Arc<Loaded>,
     /// The alias it was served through, if any.
     pub alias: Option<String>,
@@ -102,7 +106,7 @@ impl Prediction {
     }
 
     /// Sluice's answer.
-    pub fn doc(&self, request_id: &str) -> Value {
+    pub fn doc(&self) -> Value {
         let k = self.model.model.classes.len();
         let classes = &self.model.model.classes;
         json!({
@@ -110,7 +114,7 @@ impl Prediction {
             "model": self.model.name,
             "version": self.model.version,
             "alias": self.alias,
-            "request_id": request_id,
+            "request_id": self.id,
             "classes": classes,
             "predictions": self.classes().into_iter().map(|c| &classes[c]).collect::<Vec<_>>(),
             "probabilities": self.probabilities.chunks(k).collect::<Vec<_>>(),
@@ -146,6 +150,17 @@ impl Route {
     }
 }
 
+/// A prediction's id: 96 random bits from the system's generator, as hex.
+fn prediction_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 12];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // Unreachable on Linux; ids then stay unique by the counter, if guessable.
+        bytes[..8].copy_from_slice(&draw().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A cheap uniform draw (splitmix64 over a counter seeded by the clock).
 fn draw() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,13 +178,18 @@ fn draw() -> u64 {
     z ^ (z >> 31)
 }
 
+/// A loaded version and when it was last used (a counter).
+type LoadedEntry = (Arc<Loaded>, u64);
+
 /// The predictions of recent requests, for feedback: (model, version, (class, score) per row).
 type Remembered = (String, u64, Vec<(u32, f32)>);
 
 /// The serving side of an engine: loaded versions and their records.
 pub struct Serving {
     registry: Registry,
-    loaded: Mutex<HashMap<(String, u64), Arc<Loaded>>>,
+    /// Loaded versions, with when each was last used (at most [`MAX_LOADED`]).
+    loaded: Mutex<HashMap<(String, u64), LoadedEntry>>,
+    uses: std::sync::atomic::AtomicU64,
     stats: Mutex<HashMap<(String, u64), VersionStats>>,
     recent: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
     routes: std::sync::RwLock<HashMap<String, Route>>,
@@ -187,6 +207,7 @@ impl Serving {
         Serving {
             registry,
             loaded: Mutex::new(HashMap::new()),
+            uses: std::sync::atomic::AtomicU64::new(0),
             stats: Mutex::new(HashMap::new()),
             recent: Mutex::new((HashMap::new(), VecDeque::new())),
             routes: std::sync::RwLock::new(HashMap::new()),
@@ -206,6 +227,11 @@ impl Serving {
             Some(r) => routes.insert(model.to_string(), r),
             None => routes.remove(model),
         };
+    }
+
+    /// The rollouts that route now (every running one has a route).
+    pub fn routed(&self) -> Vec<u64> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.rollout).collect()
     }
 
     pub fn route(&self, model: &str) -> Option<Route> {
@@ -281,8 +307,9 @@ impl Serving {
 
     /// A version, loaded once (its files, registration and provenance verified first).
     pub fn load(&self, name: &str, version: u64) -> Result<Arc<Loaded>, ServeError> {
-        if let Some(l) = lock(&self.loaded).get(&(name.to_string(), version)) {
-            return Ok(l.clone());
+        if let Some(l) = lock(&self.loaded).get_mut(&(name.to_string(), version)) {
+            l.1 = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(l.0.clone());
         }
         let store = self.registry.store();
         let v = store
@@ -339,7 +366,15 @@ impl Serving {
             ServeError::Refused(format!("version {version} of `{name}` cannot be loaded: {e}"))
         })?;
         let loaded = Arc::new(Loaded { name: name.to_string(), version, model, digest: weights });
-        lock(&self.loaded).insert((name.to_string(), version), loaded.clone());
+        let mut cache = lock(&self.loaded);
+        if cache.len() >= MAX_LOADED
+            && let Some(oldest) = cache.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+        {
+            // Requests that hold it finish with it; the next one loads it again.
+            cache.remove(&oldest);
+        }
+        let used = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cache.insert((name.to_string(), version), (loaded.clone(), used));
         Ok(loaded)
     }
 
@@ -349,10 +384,9 @@ impl Serving {
         name: &str,
         target: &Target,
         body: &Value,
-        request_id: &str,
         key: Option<&str>,
     ) -> Result<Prediction, ServeError> {
-        self.predict_with(name, target, request_id, key, |l| {
+        self.predict_with(name, target, key, |l| {
             input::rows(body, &l.model.features, &format!("{} version {}", l.name, l.version))
         })
     }
@@ -363,7 +397,6 @@ impl Serving {
         &self,
         name: &str,
         target: &Target,
-        request_id: &str,
         key: Option<&str>,
         read: impl FnOnce(&Loaded) -> Result<(Vec<f32>, usize), Invalid>,
     ) -> Result<Prediction, ServeError> {
@@ -372,31 +405,48 @@ impl Serving {
         let loaded = match self.load(name, version) {
             Ok(l) => l,
             Err(e) => {
-                self.record_failure(name, version);
+                self.record_failure(name, version, false);
                 return Err(e);
             }
         };
+        let d = loaded.model.features.len();
         let (x, n) = match read(&loaded) {
-            Ok(r) => r,
+            Ok((x, n)) if n > 0 && n.checked_mul(d) == Some(x.len()) => (x, n),
+            Ok((x, n)) => {
+                self.record_failure(name, version, false);
+                return Err(ServeError::Internal(format!(
+                    "{} values read for {n} rows of {d} features",
+                    x.len()
+                )));
+            }
             Err(e) => {
-                self.record_failure(name, version);
+                self.record_failure(name, version, true);
                 return Err(ServeError::Invalid(e));
             }
         };
         let probabilities = loaded.model.predict(&x, n);
-        let p = Prediction { model: loaded, alias, rows: n, probabilities };
-        self.record(&p, &x, request_id, start.elapsed());
+        let p = Prediction { id: prediction_id(), model: loaded, alias, rows: n, probabilities };
+        self.record(&p, &x, start.elapsed());
         Ok(p)
     }
 
-    fn record_failure(&self, name: &str, version: u64) {
+    /// Starts a version's record anew (a rollout's analyses read what it serves from then on).
+    pub fn reset_stats(&self, name: &str, version: u64) {
+        lock(&self.stats).insert((name.to_string(), version), VersionStats::new(self.window));
+    }
+
+    fn record_failure(&self, name: &str, version: u64, invalid: bool) {
         let mut stats = lock(&self.stats);
         let s = stats.entry((name.to_string(), version)).or_insert_with(|| VersionStats::new(self.window));
         s.requests += 1;
-        s.failures += 1;
+        if invalid {
+            s.invalid += 1;
+        } else {
+            s.failures += 1;
+        }
     }
 
-    fn record(&self, p: &Prediction, x: &[f32], request_id: &str, took: std::time::Duration) {
+    fn record(&self, p: &Prediction, x: &[f32], took: std::time::Duration) {
         let k = p.model.model.classes.len();
         let d = p.model.model.features.len();
         let classes = p.classes();
@@ -419,8 +469,8 @@ impl Serving {
         }
         let mut recent = lock(&self.recent);
         let (map, order) = &mut *recent;
-        if map.insert(request_id.to_string(), (p.model.name.clone(), p.model.version, rows)).is_none() {
-            order.push_back(request_id.to_string());
+        if map.insert(p.id.clone(), (p.model.name.clone(), p.model.version, rows)).is_none() {
+            order.push_back(p.id.clone());
         }
         while order.len() > REMEMBERED {
             if let Some(old) = order.pop_front() {
@@ -439,7 +489,7 @@ impl Serving {
     ) -> Result<(u64, usize), ServeError> {
         let (model, version, rows) = lock(&self.recent).0.get(request_id).cloned().ok_or_else(|| {
             ServeError::NotFound(format!(
-                "no prediction has request id `{request_id}` (feedback is kept for the last {REMEMBERED} requests)"
+                "no prediction waits for feedback with request id `{request_id}` (each takes one, within the last {REMEMBERED} requests)"
             ))
         })?;
         if model != name {
@@ -467,6 +517,12 @@ impl Serving {
                 })
             })?;
             truth.push(c as u32);
+        }
+        // One feedback per prediction: taken now, so it cannot be counted twice.
+        if lock(&self.recent).0.remove(request_id).is_none() {
+            return Err(ServeError::NotFound(format!(
+                "the feedback of request `{request_id}` was already taken"
+            )));
         }
         let mut stats = lock(&self.stats);
         let s = stats.entry((name.to_string(), version)).or_insert_with(|| VersionStats::new(self.window));

@@ -58,8 +58,10 @@ pub struct Served {
 pub struct VersionStats {
     pub requests: u64,
     pub rows: u64,
-    /// Requests refused (invalid input) or failed.
+    /// Requests the version failed (it could not be loaded or served).
     pub failures: u64,
+    /// Requests refused for their input (the client's error, not the version's).
+    pub invalid: u64,
     pub latencies_ms: Ring<f32>,
     pub window: Ring<Served>,
     /// (score, truth, whether the prediction was right).
@@ -72,6 +74,7 @@ impl VersionStats {
             requests: 0,
             rows: 0,
             failures: 0,
+            invalid: 0,
             latencies_ms: Ring::new(LATENCIES),
             window: Ring::new(window),
             feedback: Ring::new(FEEDBACK),
@@ -118,6 +121,7 @@ impl VersionStats {
             "requests": self.requests,
             "rows": self.rows,
             "failures": self.failures,
+            "invalid": self.invalid,
             "error_rate": self.error_rate(),
             "latency_ms": { "p50": self.latency(0.5), "p99": self.latency(0.99) },
             "window_rows": self.window.len(),

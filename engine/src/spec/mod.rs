@@ -59,6 +59,9 @@ pub struct Pipeline {
     pub steps: IndexMap<String, Step>,
 }
 
+/// The most rows a monitor's window holds: what serving keeps of each version.
+pub const MAX_WINDOW: usize = 5_000;
+
 /// A live drift monitor of a served model. Drift is an event (`sluice.drift`) that
 /// `on: - drift: {model: ...}` matches (with the inbox, cooldown and dedup of alerts), and,
 /// with `alertmanager`, an alert posted to that Alertmanager (`SluiceModelDrift`).
@@ -69,7 +72,7 @@ pub struct MonitorSpec {
     /// The alias whose version is watched (default `production`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
-    /// The most recent served rows compared (default 500; at least 20).
+    /// The most recent served rows compared (default 500; 20 to 5,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
     /// How often (default 1m).

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::RequestId;
 use crate::registry::parse_version;
 use crate::server::Shared;
 use crate::serving::{Invalid, Loaded, Prediction, ServeError, Target};
@@ -143,26 +142,24 @@ pub(super) async fn version_ready(
 
 pub(super) async fn infer(
     State(shared): State<Arc<Shared>>,
-    Extension(request): Extension<RequestId>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     match target(&name, None) {
-        Ok((name, t)) => run_infer(shared, name, t, request, headers, body).await,
+        Ok((name, t)) => run_infer(shared, name, t, headers, body).await,
         Err(e) => e.into_response(),
     }
 }
 
 pub(super) async fn infer_version(
     State(shared): State<Arc<Shared>>,
-    Extension(request): Extension<RequestId>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     match target(&name, Some(&version)) {
-        Ok((name, t)) => run_infer(shared, name, t, request, headers, body).await,
+        Ok((name, t)) => run_infer(shared, name, t, headers, body).await,
         Err(e) => e.into_response(),
     }
 }
@@ -238,7 +235,7 @@ fn tensors(req: &Value, binary: &[u8]) -> OipResult<Tensors> {
                     return Err(bad(format!("input `{name}` is {other}; send FP32, FP64, INT32 or INT64")));
                 }
             };
-            if bytes.len() != count * width {
+            if Some(bytes.len()) != count.checked_mul(width) {
                 return Err(bad(format!(
                     "input `{name}` has {} bytes for {count} {datatype} values",
                     bytes.len()
@@ -288,7 +285,8 @@ fn rows(l: &Loaded, ts: &Tensors) -> Result<(Vec<f32>, usize), Invalid> {
     let (x, n) = if let [(name, shape, values)] = ts.as_slice()
         && !features.contains(name)
     {
-        if shape.len() != 2 || shape[1] as usize != d {
+        let n = shape.first().copied().unwrap_or(0) as usize;
+        if shape.len() != 2 || shape[1] as usize != d || n.checked_mul(d) != Some(values.len()) {
             return Err(invalid(
                 format!("inputs.{name}"),
                 format!(
@@ -299,23 +297,34 @@ fn rows(l: &Loaded, ts: &Tensors) -> Result<(Vec<f32>, usize), Invalid> {
                 ),
             ));
         }
-        (values.clone(), shape[0] as usize)
+        (values.clone(), n)
     } else {
-        let n = ts.first().map_or(0, |t| t.1.first().copied().unwrap_or(0) as usize);
-        let mut x = vec![0f32; n * d];
-        for (j, f) in features.iter().enumerate() {
+        // Every feature's tensor is found and checked before any row is made: its length
+        // bounds the rows, and it came in the (capped) body.
+        let mut columns = Vec::with_capacity(d);
+        for f in features {
             let (_, shape, values) = ts.iter().find(|t| &t.0 == f).ok_or_else(|| {
                 invalid(
                     format!("inputs.{f}"),
                     format!("is missing ({} version {} takes {})", l.name, l.version, features.join(", ")),
                 )
             })?;
-            if values.len() != n || shape.iter().skip(1).any(|s| *s != 1) {
+            columns.push((f, shape, values));
+        }
+        let n = columns.first().map_or(0, |c| c.2.len());
+        for (f, shape, values) in &columns {
+            if values.len() != n
+                || shape.first().copied() != Some(n as i64)
+                || shape.iter().skip(1).any(|s| *s != 1)
+            {
                 return Err(invalid(
                     format!("inputs.{f}"),
                     format!("has shape {shape:?}; every feature needs [{n}] or [{n}, 1]"),
                 ));
             }
+        }
+        let mut x = vec![0f32; n * d];
+        for (j, (_, _, values)) in columns.iter().enumerate() {
             for (r, v) in values.iter().enumerate() {
                 x[r * d + j] = *v;
             }
@@ -345,7 +354,6 @@ async fn run_infer(
     shared: Arc<Shared>,
     name: String,
     t: Target,
-    request: RequestId,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -354,8 +362,8 @@ async fn run_infer(
         let ts = tensors(&req, &body[json_len..])?;
         let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
         let key = shared.serving.route_key(&name, &header, &Value::Null);
-        let p = shared.serving.predict_with(&name, &t, &request.0, key.as_deref(), |l| rows(l, &ts))?;
-        Ok(answer(&req, &p, &request.0))
+        let p = shared.serving.predict_with(&name, &t, key.as_deref(), |l| rows(l, &ts))?;
+        Ok(answer(&req, &p))
     })
     .await;
     match done {
@@ -365,7 +373,7 @@ async fn run_infer(
 }
 
 /// The outputs asked for (all by default), in JSON or, where asked, binary after the header.
-fn answer(req: &Value, p: &Prediction, request_id: &str) -> Response {
+fn answer(req: &Value, p: &Prediction) -> Response {
     let n = p.rows;
     let classes = &p.model.model.classes;
     let labels: Vec<&String> = p.classes().into_iter().map(|c| &classes[c]).collect();
@@ -426,7 +434,8 @@ fn answer(req: &Value, p: &Prediction, request_id: &str) -> Response {
     let doc = json!({
         "model_name": p.model.name,
         "model_version": p.model.version.to_string(),
-        "id": req["id"].as_str().map(str::to_string).unwrap_or_else(|| request_id.to_string()),
+        "id": req["id"].as_str().map(str::to_string).unwrap_or_else(|| p.id.clone()),
+        "parameters": { "sluice_prediction_id": p.id },
         "outputs": outputs,
     });
     if binary.is_empty() {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::runs::blocking;
-use super::{ApiError, ApiResult, JsonBody, RequestId};
+use super::{ApiError, ApiResult, JsonBody};
 use crate::registry::parse_version;
 use crate::server::Shared;
 use crate::serving::{ServeError, Target, input};
@@ -42,38 +42,35 @@ async fn serve(
     target: Target,
     headers: HeaderMap,
     body: Bytes,
-    request: RequestId,
 ) -> ApiResult<Json<Value>> {
     let body = body_value(&body)?;
     blocking(move || {
         let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
         let key = shared.serving.route_key(&name, &header, &body);
-        let p = shared.serving.predict(&name, &target, &body, &request.0, key.as_deref())?;
-        Ok(Json(p.doc(&request.0)))
+        let p = shared.serving.predict(&name, &target, &body, key.as_deref())?;
+        Ok(Json(p.doc()))
     })
     .await
 }
 
 pub(super) async fn predict(
     State(shared): State<Arc<Shared>>,
-    Extension(request): Extension<RequestId>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let (name, target) = Target::parse(&name);
-    serve(shared, name, target, headers, body, request).await
+    serve(shared, name, target, headers, body).await
 }
 
 pub(super) async fn predict_version(
     State(shared): State<Arc<Shared>>,
-    Extension(request): Extension<RequestId>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let v = parse_version(&version).map_err(ApiError::bad_request)?;
-    serve(shared, name, Target::Version(v), headers, body, request).await
+    serve(shared, name, Target::Version(v), headers, body).await
 }
 
 /// A label as a class name: `"1"`, `1` and `true` all name their text.
