@@ -21,6 +21,18 @@ fn report(sb: &Sandbox, dir: &std::path::Path, case: &str, method: &str, columns
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
 
+/// The generated tables and SciPy's figures for them (tests/drift/scipy_figures.py).
+fn tables(python: &str, sb: &Sandbox) -> std::path::PathBuf {
+    let dir = sb.path("tables");
+    let out = std::process::Command::new(python)
+        .arg(repo().join("tests/drift/scipy_figures.py"))
+        .arg(&dir)
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir
+}
+
 fn within(what: &str, ours: f64, scipy: f64, tol: f64) {
     assert!(
         (ours - scipy).abs() <= tol,
@@ -35,13 +47,7 @@ fn drift_statistics_match_scipy_on_generated_tables() {
         return;
     };
     let sb = Sandbox::new();
-    let dir = sb.path("tables");
-    let out = std::process::Command::new(&python)
-        .arg(repo().join("tests/drift/scipy_figures.py"))
-        .arg(&dir)
-        .output()
-        .expect("run python");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = tables(&python, &sb);
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let mut checked = 0;
@@ -129,13 +135,7 @@ fn drift_verdicts_agree_with_evidently() {
         return;
     }
     let sb = Sandbox::new();
-    let dir = sb.path("tables");
-    let out = std::process::Command::new(&python)
-        .arg(repo().join("tests/drift/scipy_figures.py"))
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = tables(&python, &sb);
     let out = std::process::Command::new(&python)
         .arg(repo().join("tests/drift/evidently_verdicts.py"))
         .arg(&dir)

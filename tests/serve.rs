@@ -381,7 +381,8 @@ fn cron_schedules_fire_each_slot_once_across_restarts() {
 #[test]
 fn a_flood_gets_429_and_the_server_recovers() {
     let sb = Sandbox::new();
-    let slow = "name: slow\nsteps:\n  a: {process: {command: [\"sleep\", \"2\"]}}\n";
+    // Long enough that the waits still hold their slots on a loaded machine.
+    let slow = "name: slow\nsteps:\n  a: {process: {command: [\"sleep\", \"4\"]}}\n";
     let dir = dags(&sb, &[("slow.yaml", slow)]);
     let srv = Server::start(&sb, &dir, &["--max-in-flight", "2"]);
     let (_, b) = srv.post("/api/v1/pipelines/slow/runs", "{}");
@@ -401,7 +402,7 @@ fn a_flood_gets_429_and_the_server_recovers() {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(8);
     let (code, b) = loop {
         let (code, b) = srv.get("/api/v1/pipelines");
         if code == 429 || Instant::now() > deadline {

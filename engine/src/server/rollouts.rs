@@ -213,14 +213,7 @@ fn drive(shared: &Shared, r: &mut Rollout, now: i64, first: Input) -> Result<(),
     }
     // Routing follows the state: while it runs, the candidate's share; once it ended, the
     // alias alone.
-    let route = (!r.phase.is_done()).then(|| Route {
-        rollout: r.id,
-        alias: r.alias.clone(),
-        stable: r.stable,
-        candidate: r.candidate,
-        share: r.candidate_share(),
-        by: r.route_by.clone(),
-    });
+    let route = (!r.phase.is_done()).then(|| route_of(r));
     shared.serving.set_route(&r.model, route);
     let store = shared.engine.store();
     store.put_rollout(r).map_err(internal)?;
@@ -309,22 +302,24 @@ pub(super) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<u32>)
     }
 }
 
+/// How a running rollout routes its alias.
+fn route_of(r: &Rollout) -> Route {
+    Route {
+        rollout: r.id,
+        alias: r.alias.clone(),
+        stable: r.stable,
+        candidate: r.candidate,
+        share: r.candidate_share(),
+        by: r.route_by.clone(),
+    }
+}
+
 /// Routes every running rollout as it was: called once, before the server takes requests.
 pub(super) fn restore(shared: &Shared) {
     let Ok(all) = shared.engine.store().rollouts() else { return };
     for r in all.into_iter().filter(|r| !r.phase.is_done()) {
         tracing::info!(rollout = r.id, model = %r.model, weight = r.candidate_share(), "resuming a rollout");
-        shared.serving.set_route(
-            &r.model,
-            Some(Route {
-                rollout: r.id,
-                alias: r.alias.clone(),
-                stable: r.stable,
-                candidate: r.candidate,
-                share: r.candidate_share(),
-                by: r.route_by.clone(),
-            }),
-        );
+        shared.serving.set_route(&r.model, Some(route_of(&r)));
     }
 }
 
