@@ -182,3 +182,43 @@ fn a_bad_candidate_is_rolled_back_by_its_analysis() {
     let said = text(&sb.sluice(&["logs", &id.to_string(), "say"]).stdout);
     assert!(said.contains("rollout of version 2 aborted") && said.contains("accuracy"), "{said}");
 }
+
+#[test]
+fn blue_green_previews_then_switches_at_once() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb, &dags(&sb), &[]);
+    train(&srv, json!({}));
+    train(&srv, json!({"seed": 9, "alias": "candidate"}));
+    let start = json!({
+        "model": "churn", "version": 2,
+        "strategy": { "blue_green": {
+            "auto_promote": false,
+            "post_promotion": { "metric": "error_rate", "max": 0.5, "interval": "1s" },
+        } },
+    });
+    let (code, body) = srv.post("/api/v1/rollouts", &start.to_string());
+    assert_eq!(code, 201, "{body}");
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["rollout"]["status"], "paused", "it waits for a person: {r:#}");
+    // The candidate answers under `preview`; production traffic stays on the stable version.
+    let (_, p) = srv.post("/api/v1/models/churn@preview/predict", r#"{"rows": [[30, 60, 1]]}"#);
+    assert_eq!(serde_json::from_str::<Value>(&p).unwrap()["version"], 2, "{p}");
+    assert_eq!(served_by(&srv, "someone"), 1);
+
+    // Resumed: the alias switches at once, and the post-promotion analysis reads live traffic.
+    let out = sb.sluice(&["rollout", "resume", "churn"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(srv.json("/api/v1/models/churn")["aliases"]["production"], 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert_eq!(served_by(&srv, "someone"), 2, "after the switch, all of it");
+        let r = srv.json("/api/v1/rollouts/churn");
+        if r["rollout"]["status"] == "succeeded" {
+            let m = r["rollout"]["measurements"].as_array().unwrap();
+            assert!(m.iter().any(|m| m["verdict"] == "successful"), "{r:#}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ended: {r:#}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

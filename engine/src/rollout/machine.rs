@@ -609,7 +609,7 @@ impl Rollout {
                     self.stage += 1;
                 }
                 Stage::AwaitPromotion => {
-                    self.phase = Phase::Paused { reason: "waits for `sluice rollout promote`".into() };
+                    self.phase = Phase::Paused { reason: "waits for a person: `sluice rollout resume` switches and runs the post-promotion analysis, `promote` switches and ends".into() };
                 }
                 Stage::Switch => {
                     out.push(Effect::MoveAlias {
