@@ -224,7 +224,7 @@ fn main() {
     )
     .unwrap();
     let data_dir = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("--data-dir")
         .arg(&data_dir)
         .args([
@@ -242,6 +242,8 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start sluice serve");
+    // Stopped by its pid however the bench ends (a failed assertion too).
+    let _server = Stop(child);
     let info = data_dir.join("server.json");
     let deadline = Instant::now() + Duration::from_secs(30);
     let addr = loop {
@@ -286,9 +288,15 @@ fn main() {
         let batch = json!({ "inputs": table }).to_string();
         report(Target("mlflow", &addr, "/invocations", None), &one, &batch, &rates, seconds);
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+}
+
+/// A child process stopped (SIGTERM, then waited for) when dropped.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
 }

@@ -10,11 +10,11 @@
 # (plus a build of Sluice the first time). Needs curl.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-sluice="${SLUICE:-$repo/target/release/sluice}"
-if [ ! -x "$sluice" ]; then
-  echo "building Sluice (cargo build --release) ..."
+if [ -z "${SLUICE:-}" ]; then
+  echo "building Sluice (cargo build --release; minutes the first time) ..."
   (cd "$repo" && cargo build --release --locked -q)
 fi
+sluice="${SLUICE:-$repo/target/release/sluice}"
 command -v curl >/dev/null || { echo "the demo needs curl" >&2; exit 1; }
 
 work="$(mktemp -d)"

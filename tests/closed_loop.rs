@@ -182,3 +182,29 @@ receivers:
     let sent = live.join().unwrap();
     assert!(sent > 200, "{sent} predictions with feedback");
 }
+
+/// The demo a person runs (dags/closed-loop-demo.sh) tells the loop as it happens: the first
+/// model in, the retrain that drift started, the worse candidate rolled back.
+#[test]
+fn the_closed_loop_demo_runs_as_documented() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        panic!("the demo needs curl on PATH");
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("dags/closed-loop-demo.sh"))
+        .env("SLUICE", bin())
+        .env_remove("SLUICE_HOME")
+        .output()
+        .expect("run the demo");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "run 1: succeeded",
+        "(started by the drift event): succeeded",
+        "run 3: failed",
+        "analysis at step 1 failed: accuracy=",
+        "production  v1    v2  rollout:2",
+    ] {
+        assert!(said.contains(line), "the demo did not say `{line}`:\n{said}");
+    }
+}
