@@ -40,8 +40,16 @@ fn table(rows: usize, cols: usize, shift: f64, seed: u64) -> Table {
 }
 
 fn main() {
-    let rows: usize =
-        std::env::var("DRIFT_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    // `cargo bench` passes `--bench`; under `cargo test` it runs once, small, to show it still
+    // works (those figures are not benchmarks).
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        println!("smoke run (use `cargo bench --bench drift` for the figures)");
+    }
+    let rows: usize = std::env::var("DRIFT_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 20_000 });
     let cols = 20;
     let reference = table(rows, cols, 0.0, 7);
     let current = table(rows, cols, 0.05, 11);

@@ -197,13 +197,21 @@ fn report(
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` it runs once, small, to show it still
+    // works (those figures are not benchmarks).
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        println!("smoke run (use `cargo bench --bench predict` for the figures)");
+    }
     let rates: Vec<f64> = std::env::var("PREDICT_BENCH_RATE")
-        .unwrap_or_else(|_| "2000".into())
+        .unwrap_or_else(|_| if full { "2000".into() } else { "100".into() })
         .split(',')
         .map(|r| r.trim().parse().expect("PREDICT_BENCH_RATE: requests per second, comma-separated"))
         .collect();
-    let seconds: f64 =
-        std::env::var("PREDICT_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0);
+    let seconds: f64 = std::env::var("PREDICT_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 10.0 } else { 1.0 });
     let dir = tempfile::tempdir().unwrap();
     let data = match std::env::var("PREDICT_BENCH_DATA") {
         Ok(p) => std::path::PathBuf::from(p),
