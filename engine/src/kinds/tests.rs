@@ -16,6 +16,8 @@ fn one_of_each() -> Vec<(&'static str, serde_json::Value)> {
         ("gate", json!({"checks": [{"metric": "auc", "min": 0.8}], "against": "production"})),
         ("approval", json!({"timeout": "1h"})),
         ("promote", json!({"alias": "production"})),
+        ("drift", json!({"reference": "r.csv", "current": "c.csv"})),
+        ("rollout", json!({"strategy": {"canary": {"steps": [{"weight": 10}]}}})),
     ]
 }
 

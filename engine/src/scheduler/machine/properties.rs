@@ -260,3 +260,33 @@ proptest! {
         }
     }
 }
+
+/// Found by the property test: an approval decided (rejected) while the run was interrupted
+/// finished its last step; the resume must end the run, not leave it running with nothing
+/// to do.
+#[test]
+fn a_decision_taken_while_interrupted_lets_the_resume_end_the_run() {
+    let mut steps = dag(2, &[(0, 1)]);
+    steps[0].retry = RetryPolicy { count: 1, delay_ms: 10, ..RetryPolicy::default() };
+    steps[0].timeout_ms = Some(50);
+    steps[1].rule = TriggerRule::AllDone;
+    steps[1].wait = true;
+    let shape = Shape { steps };
+    let mut sim = Sim::started(&shape);
+    for (pick, choice) in
+        [(0u16, 107u8), (2004, 0), (0, 0), (0, 0), (0, 0), (27176, 0), (0, 251), (0, 0), (0, 0)]
+    {
+        match choice {
+            251 => sim.deliver(Event::Interrupt, choice),
+            _ => {
+                let i = pick as usize % sim.pending.len();
+                let e = sim.pending.swap_remove(i);
+                sim.deliver(e, choice);
+            }
+        }
+    }
+    assert_eq!(sim.machine.state(), RunState::Interrupted);
+    assert!((0..2).all(|s| sim.machine.step_state(s).is_terminal()));
+    sim.crash();
+    assert_eq!(sim.machine.state(), RunState::Failed);
+}

@@ -106,5 +106,8 @@ impl RunMachine {
             }
             self.refresh_step(step, out);
         }
+        // A decision taken while the run was interrupted may have finished its last step:
+        // with nothing left to run, the run ends now.
+        self.maybe_finish(out);
     }
 }
