@@ -56,6 +56,17 @@ fi
 # The test fails rather than skips without it.
 export SLUICE_REQUIRE_ALERTMANAGER=1
 
+say "curl (the closed-loop demo, dags/closed-loop-demo.sh, which a test runs, speaks HTTP with it)"
+if ! command -v curl >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing curl"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null; }
+  else
+    echo "tests/run.sh: install curl for the closed-loop demo's test" >&2
+  fi
+fi
+
 say "format"
 cargo fmt --all -- --check
 
