@@ -150,15 +150,13 @@ impl Route {
     }
 }
 
-/// A prediction's id: 96 random bits from the system's generator, as hex.
+/// A prediction's id: 96 random bits from the system's generator, as hex (as request ids).
 fn prediction_id() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 12];
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+    match crate::security::random::<12>() {
+        Ok(b) => crate::security::hex(&b),
         // Unreachable on Linux; ids then stay unique by the counter, if guessable.
-        bytes[..8].copy_from_slice(&draw().to_le_bytes());
+        Err(_) => format!("{:016x}", draw()),
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A cheap uniform draw (splitmix64 over a counter seeded by the clock).
