@@ -135,6 +135,8 @@ pub(crate) struct Shared {
     pub auth_failures: api::Failures,
     /// Served models and their records.
     pub serving: Arc<crate::serving::Serving>,
+    /// Serializes changes to this server's rollouts (its loop and its requests).
+    pub rollout_changes: Mutex<()>,
 }
 
 /// Why a run could not be started.
@@ -278,6 +280,7 @@ pub async fn serve(
     let (catalog_version, _) = watch::channel(0u64);
     let shared = Arc::new(Shared {
         serving: Arc::new(crate::serving::Serving::new(engine.registry())),
+        rollout_changes: Mutex::new(()),
         engine: engine.clone(),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
@@ -497,6 +500,7 @@ pub(crate) fn test_shared(
     let engine = engine.with_clock(clock);
     let shared = Arc::new(Shared {
         serving: Arc::new(crate::serving::Serving::new(engine.registry())),
+        rollout_changes: Mutex::new(()),
         engine: Arc::new(engine),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),

@@ -64,16 +64,14 @@ pub(crate) struct StartRollout {
     pub request: Option<String>,
 }
 
-/// Serializes changes to rollouts (the loop and requests).
-static CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn changing() -> std::sync::MutexGuard<'static, ()> {
-    CHANGES.lock().unwrap_or_else(|p| p.into_inner())
+/// Holds the server's lock on rollout changes (the loop's and requests' one at a time).
+fn changing(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
+    shared.rollout_changes.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Starts a rollout (blocking: it writes and flushes).
 pub(crate) fn start(shared: &Shared, s: StartRollout) -> Result<Rollout, RolloutError> {
-    let _one = changing();
+    let _one = changing(shared);
     let store = shared.engine.store();
     let stages = plan(&s.strategy).map_err(RolloutError::Invalid)?;
     crate::registry::check_alias(&s.alias).map_err(RolloutError::Invalid)?;
@@ -141,7 +139,7 @@ pub(crate) fn control(
     by: &str,
     request: Option<&str>,
 ) -> Result<Rollout, RolloutError> {
-    let _one = changing();
+    let _one = changing(shared);
     let store = shared.engine.store();
     let mut r = find(shared, target)?;
     if r.phase.is_done() {
@@ -324,7 +322,7 @@ pub(super) fn restore(shared: &Shared) {
 }
 
 fn tick(shared: &Shared) {
-    let _one = changing();
+    let _one = changing(shared);
     let now = shared.engine.now_ms();
     // Every running rollout routes its model: only those are read, not every rollout kept.
     for id in shared.serving.routed() {
