@@ -282,6 +282,14 @@ impl Serving {
         }
         let store = self.registry.store();
         let internal = |e: crate::store::StoreError| ServeError::Internal(e.to_string());
+        // The alias first (one read a request); the model's own record only to say why not.
+        let found = match alias {
+            Some(a) => store.alias(name, a).map_err(internal)?,
+            None => None,
+        };
+        if let (Some(v), Some(a)) = (found, alias) {
+            return Ok((v, Some(a.to_string())));
+        }
         if store.model(name).map_err(internal)?.is_none() {
             return Err(ServeError::NotFound(format!(
                 "there is no model `{name}` (`sluice models` lists them)"
@@ -289,17 +297,11 @@ impl Serving {
         }
         match target {
             Target::Version(v) => Ok((*v, None)),
-            Target::Alias(a) => match store.alias(name, a).map_err(internal)? {
-                Some(v) => Ok((v, Some(a.clone()))),
-                None => Err(ServeError::NotFound(format!("model `{name}` has no alias `{a}`"))),
-            },
-            Target::Model => match store.alias(name, SERVED_ALIAS).map_err(internal)? {
-                Some(v) => Ok((v, Some(SERVED_ALIAS.to_string()))),
-                None => Err(ServeError::NotFound(format!(
-                    "model `{name}` has no `{SERVED_ALIAS}` alias to serve: point it at a version \
-                     (`sluice model alias {name} {SERVED_ALIAS} N`), or ask for `{name}@ALIAS` or a version"
-                ))),
-            },
+            Target::Alias(a) => Err(ServeError::NotFound(format!("model `{name}` has no alias `{a}`"))),
+            Target::Model => Err(ServeError::NotFound(format!(
+                "model `{name}` has no `{SERVED_ALIAS}` alias to serve: point it at a version \
+                 (`sluice model alias {name} {SERVED_ALIAS} N`), or ask for `{name}@ALIAS` or a version"
+            ))),
         }
     }
 
