@@ -292,7 +292,13 @@ fn shares(counts: &[f64], n: usize) -> Vec<f64> {
 
 /// Binned shares as Evidently bins for PSI and Jensen-Shannon: Sturges bins over both
 /// tables for a numeric column of more than 20 distinct reference values, else categories.
-fn binned(r: &Values, c: &Values, rs: Option<&[f64]>, cs: Option<&[f64]>) -> Histogram {
+fn binned<'a>(
+    r: &Values,
+    c: &Values,
+    rs: Option<&[f64]>,
+    cs: Option<&[f64]>,
+    counts: &dyn Fn() -> Counts<'a>,
+) -> Histogram {
     if let (Some(rs), Some(cs)) = (rs, cs)
         && distinct_sorted(rs, &[]) > 20
     {
@@ -303,14 +309,17 @@ fn binned(r: &Values, c: &Values, rs: Option<&[f64]>, cs: Option<&[f64]>) -> His
         let current = shares(&stats::histogram(cs, &edges), cs.len());
         return Histogram { edges: Some(edges), categories: None, reference, current };
     }
-    let (keys, rc, cc) = category_counts(&r.texts(), &c.texts());
+    let (keys, rc, cc) = counts();
     Histogram {
         edges: None,
-        categories: Some(keys),
-        reference: shares(&rc, r.len()),
-        current: shares(&cc, c.len()),
+        categories: Some(keys.clone()),
+        reference: shares(rc, r.len()),
+        current: shares(cc, c.len()),
     }
 }
+
+/// The categories of both tables with each one's counts (see [`category_counts`]).
+type Counts<'a> = &'a (Vec<String>, Vec<f64>, Vec<f64>);
 
 fn column(r: &Column, c: &Column, opts: &Options, small_reference: bool) -> Result<ColumnDrift, String> {
     let name = &r.name;
@@ -325,9 +334,12 @@ fn column(r: &Column, c: &Column, opts: &Options, small_reference: bool) -> Resu
         (Values::Numeric(a), Values::Numeric(b)) => (Some(sorted(a)), Some(sorted(b))),
         _ => (None, None),
     };
+    // Counted once, when a test or the histogram first needs them.
+    let cats = std::cell::OnceCell::new();
+    let counts = || cats.get_or_init(|| category_counts(&r.values.texts(), &c.values.texts()));
     let distinct = match (&rs, &cs) {
         (Some(a), Some(b)) => distinct_sorted(a, b),
-        _ => category_counts(&r.values.texts(), &c.values.texts()).0.len(),
+        _ => counts().0.len(),
     };
     let method = match opts.method {
         Method::Auto if small_reference => {
@@ -352,7 +364,7 @@ fn column(r: &Column, c: &Column, opts: &Options, small_reference: bool) -> Resu
     let needs_numbers =
         |m: &str| format!("column `{name}` is not numeric in both tables: `{m}` compares numbers");
     // The histogram the report draws, and the one PSI and Jensen-Shannon are computed on.
-    let mut histogram = binned(&r.values, &c.values, rs.as_deref(), cs.as_deref());
+    let mut histogram = binned(&r.values, &c.values, rs.as_deref(), cs.as_deref(), &counts);
     let (statistic, p_value) = match method {
         Method::Ks => {
             let (Some(a), Some(b)) = (&rs, &cs) else { return Err(needs_numbers("ks")) };
@@ -374,21 +386,21 @@ fn column(r: &Column, c: &Column, opts: &Options, small_reference: bool) -> Resu
         }
         Method::JensenShannon => (stats::jensen_shannon(&histogram.reference, &histogram.current), None),
         Method::Chi2 => {
-            let (keys, rc, cc) = category_counts(&r.values.texts(), &c.values.texts());
+            let (keys, rc, cc) = counts();
             let (stat, p, _) = stats::chi2_contingency(&[rc.clone(), cc.clone()]);
             if histogram.categories.is_none() {
                 // Drawn as the categories the test compared.
                 histogram = Histogram {
                     edges: None,
-                    reference: shares(&rc, r.values.len()),
-                    current: shares(&cc, c.values.len()),
-                    categories: Some(keys),
+                    reference: shares(rc, r.values.len()),
+                    current: shares(cc, c.values.len()),
+                    categories: Some(keys.clone()),
                 };
             }
             (stat, Some(p))
         }
         Method::Z => {
-            let (keys, rc, cc) = category_counts(&r.values.texts(), &c.values.texts());
+            let (keys, rc, cc) = counts();
             if keys.len() > 2 {
                 return Err(format!(
                     "column `{name}` has {} distinct values: the Z-test compares columns of two",
