@@ -71,6 +71,10 @@ impl Table {
     }
 }
 
+/// The most cells a table read for drift may hold: `drift:` steps run inside the engine, so
+/// a table of any size must not take its memory (50 million: 1,000,000 rows of 50 columns).
+pub const MAX_CELLS: usize = 50_000_000;
+
 fn is_missing(cell: &str) -> bool {
     matches!(cell, "" | "NA" | "N/A" | "NaN" | "nan" | "null" | "NULL" | "None")
 }
@@ -96,7 +100,7 @@ pub fn read_csv(path: &Path) -> Result<Table, String> {
         }
     }
     let mut record = csv::StringRecord::new();
-    let mut rows = 0;
+    let mut rows = 0usize;
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
@@ -104,6 +108,12 @@ pub fn read_csv(path: &Path) -> Result<Table, String> {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         }
         rows += 1;
+        if rows.saturating_mul(columns.len()) > MAX_CELLS {
+            return Err(format!(
+                "{}: more than {MAX_CELLS} cells; compare a sample of the table (drift is measured well on far fewer rows)",
+                path.display()
+            ));
+        }
         if record.len() != columns.len() {
             return Err(format!(
                 "{}: row {} has {} fields, the header {}",
