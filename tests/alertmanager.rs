@@ -67,26 +67,9 @@ receivers:
 "#,
         token = token_file.display()
     );
-    let config_file = sb.write("alertmanager.yml", &config);
     let port = free_port();
     let am_addr = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(sb.path("alertmanager.log")).unwrap();
-    let _am = Child(
-        std::process::Command::new(&alertmanager)
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.path={}", sb.path("am-data").display()))
-            .arg(format!("--web.listen-address={am_addr}"))
-            .arg("--cluster.listen-address=")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http(&am_addr, "GET", "/-/ready", "").0 != 200 {
-        assert!(Instant::now() < deadline, "alertmanager did not come up: {}", am_log(&sb));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _am = start_alertmanager(&sb, &alertmanager, &config, &am_addr);
 
     let alerts = r#"[
       {"labels": {"alertname": "SluiceTestAlert", "which": "good"}, "annotations": {"summary": "from the test"}},

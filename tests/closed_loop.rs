@@ -121,24 +121,7 @@ receivers:
         srv.addr,
         token_file.display()
     );
-    let config_file = sb.write("alertmanager.yml", &config);
-    let log = std::fs::File::create(sb.path("alertmanager.log")).unwrap();
-    let _am = Child(
-        std::process::Command::new(&alertmanager)
-            .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.path={}", sb.path("am-data").display()))
-            .arg(format!("--web.listen-address={am_addr}"))
-            .arg("--cluster.listen-address=")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http(&am_addr, "GET", "/-/ready", "").0 != 200 {
-        assert!(Instant::now() < deadline, "alertmanager did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _am = start_alertmanager(&sb, &alertmanager, &config, &am_addr);
 
     let shift = Arc::new(AtomicU32::new(0));
     let stop = Arc::new(AtomicBool::new(false));

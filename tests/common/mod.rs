@@ -486,3 +486,28 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+
+/// Starts Debian's Alertmanager on `addr` (loopback) with `config`, its data and log in the
+/// sandbox, and waits until it is ready; stopped by its pid when the guard drops.
+pub fn start_alertmanager(sb: &Sandbox, binary: &Path, config: &str, addr: &str) -> Child {
+    let config_file = sb.write("alertmanager.yml", config);
+    let log = std::fs::File::create(sb.path("alertmanager.log")).unwrap();
+    let child = Child(
+        Command::new(binary)
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.path={}", sb.path("am-data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start alertmanager"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http(addr, "GET", "/-/ready", "").0 != 200 {
+        let log = std::fs::read_to_string(sb.path("alertmanager.log")).unwrap_or_default();
+        assert!(std::time::Instant::now() < deadline, "alertmanager did not come up: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child
+}
