@@ -12,6 +12,7 @@ mod state;
 
 pub use admission::{Admission, Capacity, Grant};
 pub use events::{Action, CachedFrom, Event, KillReason, Outcome, PrepareOutcome, Produced, TimerKind};
+pub(crate) use machine::splitmix;
 pub use machine::{RunMachine, TaskView};
 pub use state::{InvalidTransition, RunState, StepState, TaskState};
 

@@ -159,21 +159,16 @@ fn prediction_id() -> String {
     }
 }
 
-/// A cheap uniform draw (splitmix64 over a counter seeded by the clock).
+/// A cheap uniform draw: the scheduler's splitmix over a counter, seeded once a process by
+/// the clock.
 fn draw() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut s = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    if s == 0 {
-        s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        STATE.store(s, Ordering::Relaxed);
-    }
-    let mut z = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    crate::scheduler::splitmix(seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// A loaded version and when it was last used (a counter).
