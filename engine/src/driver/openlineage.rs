@@ -304,7 +304,7 @@ impl Sink {
                     if wait > 0 {
                         tokio::time::sleep(Duration::from_millis(wait)).await;
                     }
-                    match post(uri, body.clone()).await {
+                    match super::outbound::post_json(uri, body.clone()).await {
                         Ok(()) => return Ok(()),
                         Err(e) => last = e,
                     }
@@ -313,22 +313,6 @@ impl Sink {
             }
         }
     }
-}
-
-pub(crate) async fn post(uri: &hyper::Uri, body: Vec<u8>) -> Result<(), String> {
-    use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = hyper::Request::post(uri.clone())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .map_err(|_| format!("{uri} did not answer within 10 s"))?
-        .map_err(|e| format!("cannot POST to {uri}: {e}"))?;
-    if resp.status().is_success() { Ok(()) } else { Err(format!("{uri} answered {}", resp.status())) }
 }
 
 impl super::Engine {

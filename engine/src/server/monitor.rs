@@ -173,7 +173,7 @@ async fn say(shared: &Arc<Shared>, m: &MonitorSpec, report: &Value, now: i64) {
         return;
     };
     if let Err(e) =
-        crate::driver::openlineage::post(&uri, serde_json::to_vec(&alert).unwrap_or_default()).await
+        crate::driver::outbound::post_json(&uri, serde_json::to_vec(&alert).unwrap_or_default()).await
     {
         tracing::error!(model = %m.model, error = %e, "cannot post the drift alert to Alertmanager");
     }
