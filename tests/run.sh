@@ -16,6 +16,13 @@ fi
 for tool in sh awk sleep true; do
   command -v "$tool" >/dev/null 2>&1 || { echo "tests/run.sh: the tests need \`$tool\` on PATH" >&2; exit 1; }
 done
+# A clean build of the suite takes about 20 GB; CI once ran out of disk half-way through
+# the lint, which read as a compiler error. Say so plainly instead.
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [[ -n "$free_kb" && "$free_kb" -lt $((12 * 1024 * 1024)) ]]; then
+  echo "tests/run.sh: only $((free_kb / 1024 / 1024)) GB free on $(df -P . | awk 'NR==2 {print $6}'); the build and tests need about 20 GB" >&2
+  echo "tests/run.sh: (a long-used target/debug grows large: \`cargo clean\` frees it)" >&2
+fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 
 say "docker (a private engine for the container tests)"
@@ -43,29 +50,31 @@ provide_python
 # The tests that use it fail rather than skip without it.
 export SLUICE_REQUIRE_PYTHON=1
 
-say "alertmanager (Debian's prometheus-alertmanager, a real sender of alert webhooks)"
-if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then
+# Installs Debian packages when `command` is missing (as root with apt-get); otherwise says
+# what to install. The tests that need them fail rather than skip (the SLUICE_REQUIRE_* below).
+provide() {
+  local command=$1 why=$2
+  shift 2
+  command -v "$command" >/dev/null 2>&1 && return 0
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "installing prometheus-alertmanager"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager >/dev/null ||
-      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager >/dev/null; }
+    echo "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
   else
-    echo "tests/run.sh: install prometheus-alertmanager (Debian) for the Alertmanager test" >&2
+    echo "tests/run.sh: install $* (Debian) for $why" >&2
   fi
-fi
-# The test fails rather than skips without it.
+}
+
+say "alertmanager (Debian's prometheus-alertmanager, a real sender of alert webhooks)"
+command -v alertmanager >/dev/null 2>&1 || provide prometheus-alertmanager "the Alertmanager test" prometheus-alertmanager
 export SLUICE_REQUIRE_ALERTMANAGER=1
 
+say "prometheus (Debian's prometheus and promtool: a real scraper of /metrics)"
+provide promtool "the metrics test" prometheus
+export SLUICE_REQUIRE_PROMETHEUS=1
+
 say "curl (the closed-loop demo, dags/closed-loop-demo.sh, which a test runs, speaks HTTP with it)"
-if ! command -v curl >/dev/null 2>&1; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "installing curl"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null ||
-      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null; }
-  else
-    echo "tests/run.sh: install curl for the closed-loop demo's test" >&2
-  fi
-fi
+provide curl "the closed-loop demo's test" curl
 
 say "format"
 cargo fmt --all -- --check

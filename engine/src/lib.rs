@@ -10,6 +10,7 @@ pub mod compile;
 pub mod drift;
 pub mod driver;
 pub mod kinds;
+pub mod metrics;
 pub mod registry;
 pub mod rollout;
 pub mod scheduler;

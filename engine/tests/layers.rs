@@ -10,6 +10,7 @@ const ORDER: &[&str] = &[
     "syntax",
     "template",
     "clock",
+    "metrics",
     "security",
     "artifacts",
     "tracking",

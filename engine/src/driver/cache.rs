@@ -314,6 +314,14 @@ impl Probe {
     }
 
     fn record(&self, store: &Store, at: i64, key: Option<&str>, doc: Option<&KeyDoc>, verdict: Verdict) {
+        crate::metrics::cache(match &verdict {
+            Verdict::Hit { .. } => "hit",
+            Verdict::Miss { .. } => "miss",
+            Verdict::Expired { .. } => "expired",
+            Verdict::Damaged { .. } => "damaged",
+            Verdict::Bypassed { .. } => "bypassed",
+            Verdict::Unkeyed { .. } => "unkeyed",
+        });
         let probe = CacheProbe {
             v: FORMAT_VERSION,
             run: self.run,

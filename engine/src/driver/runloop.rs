@@ -91,6 +91,10 @@ struct Driver<'e> {
     deciding: HashMap<(u64, StepIx, u32, u32), Deciding>,
     /// Answers sent once the batch they wait for is durable.
     replies: Vec<(Reply, std::result::Result<(), String>)>,
+    /// When each queued task entered the queue, and each attempt started in this process
+    /// (for the admission wait and step duration metrics).
+    queued_at: HashMap<(u64, StepIx, u32), std::time::Instant>,
+    started_at: HashMap<(u64, StepIx, u32, u32), std::time::Instant>,
 }
 
 /// Whom to tell whether a run took a decision.
@@ -171,6 +175,8 @@ impl Engine {
             cache: HashMap::new(),
             deciding: HashMap::new(),
             replies: Vec::new(),
+            queued_at: HashMap::new(),
+            started_at: HashMap::new(),
         };
         for &id in runs {
             match d.load(id, intent) {
@@ -438,6 +444,27 @@ impl Driver<'_> {
                     self.replies.push((reply, answer));
                 }
                 if a.machine.accepts(&event) {
+                    match &event {
+                        Event::Finished { step, item, attempt, outcome } => {
+                            let took = self.started_at.remove(&(run, *step, *item, *attempt));
+                            let kind = a.plan.steps[*step as usize].kind.key();
+                            let outcome = match outcome {
+                                Outcome::Succeeded { cached: Some(_), .. } => "cached",
+                                Outcome::Succeeded { .. } => "succeeded",
+                                Outcome::Failed { retryable: true, .. } => "failed_retryable",
+                                Outcome::Failed { .. } => "failed",
+                                Outcome::TimedOut { .. } => "timed_out",
+                                Outcome::Cancelled { .. } => "cancelled",
+                            };
+                            crate::metrics::attempt_finished(kind, outcome, took.map(|t| t.elapsed()));
+                        }
+                        Event::Admitted { step, item } => {
+                            if let Some(at) = self.queued_at.remove(&(run, *step, *item)) {
+                                crate::metrics::admitted(at.elapsed());
+                            }
+                        }
+                        _ => {}
+                    }
                     // A result the cache may reuse is stored in the batch that logs it.
                     if let Some(entry) = entry {
                         store.put_cache_entry(&entry)?;
@@ -482,6 +509,7 @@ impl Driver<'_> {
                 break;
             }
         }
+        crate::metrics::tasks(self.admission.queued(), self.admission.running());
         self.commits += 1;
         if self.engine.opts.fault == Some(super::Fault::BeforeCommit(self.commits)) {
             crash();
@@ -515,9 +543,13 @@ impl Driver<'_> {
                 self.backlog.push_back((run, Event::Prepared { step, outcome }));
             }
             Action::Enqueue { step, item, priority, resources } => {
+                self.queued_at.insert((run, step, item), std::time::Instant::now());
                 self.admission.enqueue(run, step, item, priority, resources)
             }
-            Action::Withdraw { step, item } => self.admission.withdraw(run, step, item),
+            Action::Withdraw { step, item } => {
+                self.queued_at.remove(&(run, step, item));
+                self.admission.withdraw(run, step, item)
+            }
             Action::Release { step, item } => self.admission.release(run, step, item),
             Action::StepChanged { step, state } => {
                 let a = &self.runs[&run];
@@ -536,6 +568,7 @@ impl Driver<'_> {
                 });
                 if state == RunState::Running && a.record.started_at.is_none() {
                     a.record.started_at = Some(now);
+                    crate::metrics::run_started(a.plan.name());
                     if let Some((e, id, job)) = &lineage {
                         e.run_event(super::openlineage::LineageState::Start, now, id, job, None);
                     }
@@ -559,6 +592,10 @@ impl Driver<'_> {
                 tracing::info!(parent: &a.span, state = state.as_str(), "the run is {state}");
                 if state.is_terminal() {
                     self.admission.forget_run(run);
+                    self.queued_at.retain(|k, _| k.0 != run);
+                    self.started_at.retain(|k, _| k.0 != run);
+                    let took = a.record.started_at.map(|s| Duration::from_millis((now - s).max(0) as u64));
+                    crate::metrics::run_finished(a.plan.name(), state.as_str(), took);
                 }
                 self.notify(Notice::Run { run, state });
             }
@@ -599,6 +636,7 @@ impl Driver<'_> {
                     span: &a.span,
                     folders,
                 };
+                self.started_at.insert((run, step, item, attempt), std::time::Instant::now());
                 if let Some(running) = attempt::start(start, step, item, attempt) {
                     a.kills.insert((step, item, attempt), running);
                 }

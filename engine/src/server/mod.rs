@@ -199,6 +199,9 @@ impl Shared {
         details: Vec<Value>,
         payload: Value,
     ) -> Result<u64, StoreError> {
+        if status != InboxStatus::Received {
+            api::count_event(self, source, status);
+        }
         let mut rec = InboxRecord {
             v: FORMAT_VERSION,
             id: 0,
@@ -274,6 +277,20 @@ pub async fn serve(
     let shutdown = halt;
     let mut loader = Loader::new(&opts.dags);
     let catalog = loader.scan().unwrap_or_default();
+    crate::metrics::install();
+    crate::metrics::pipelines(catalog.pipelines.len(), catalog.invalid.len());
+    {
+        // Histogram samples drain into their buckets between scrapes too.
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => crate::metrics::upkeep(),
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
     let (controls, controls_rx) = mpsc::unbounded_channel();
     let (notice_tx, mut notice_rx) = mpsc::unbounded_channel();
     let (notices, _) = broadcast::channel(4096);
@@ -480,6 +497,7 @@ async fn reload_loop(shared: Arc<Shared>, mut loader: Loader, mut shutdown: watc
             if !matches!(audited, Ok(Ok(()))) {
                 tracing::error!("cannot record the DAG reload in the audit log");
             }
+            crate::metrics::pipelines(catalog.pipelines.len(), catalog.invalid.len());
             *shared.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
             shared.catalog_version.send_modify(|v| *v += 1);
         }

@@ -110,6 +110,10 @@ fn check(shared: &Shared, m: &MonitorSpec) -> Option<Value> {
             return None;
         }
     };
+    for c in &report.columns {
+        crate::metrics::drift(&m.model, &c.column, c.method, c.statistic, c.drifted);
+    }
+    crate::metrics::drift_share(&m.model, report.share);
     let columns: Vec<Value> = report
         .columns
         .iter()

@@ -215,6 +215,7 @@ impl Serving {
 
     /// Sets (or, with none, ends) the routing of a model's rollout.
     pub fn set_route(&self, model: &str, route: Option<Route>) {
+        crate::metrics::rollout_weight(model, route.as_ref().map_or(0, |r| r.share));
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         match route {
             Some(r) => routes.insert(model.to_string(), r),
@@ -431,6 +432,8 @@ impl Serving {
     }
 
     fn record_failure(&self, name: &str, version: u64, invalid: bool) {
+        let outcome = if invalid { "invalid" } else { "failed" };
+        crate::metrics::predicted(name, version, outcome, 0, std::time::Duration::ZERO);
         let mut stats = lock(&self.stats);
         let s = stats.entry((name.to_string(), version)).or_insert_with(|| VersionStats::new(self.window));
         s.requests += 1;
@@ -442,6 +445,7 @@ impl Serving {
     }
 
     fn record(&self, p: &Prediction, x: &[f32], took: std::time::Duration) {
+        crate::metrics::predicted(&p.model.name, p.model.version, "ok", p.rows, took);
         let k = p.model.model.classes.len();
         let d = p.model.model.features.len();
         let classes = p.classes();

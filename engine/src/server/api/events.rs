@@ -136,6 +136,7 @@ fn intake(
         let n = match parse_notification(&payload) {
             Ok(n) => n,
             Err(reason) => {
+                count(shared, source, InboxStatus::Rejected);
                 return Ok(finish(
                     shared,
                     id,
@@ -235,7 +236,24 @@ fn intake(
             format!("no pipeline's `on:` matches this `{source}` event"),
         )
     };
+    count(shared, source, code);
     Ok(finish(shared, id, status, code, reason, runs, details))
+}
+
+/// Counts an event in the metrics, by its source when the server knows the source (Alertmanager,
+/// Sluice's own, or one some pipeline's `on:` names) and as `other` when it does not, so that
+/// senders cannot make labels without end. [`Shared::record`] counts the events it stores
+/// settled; those stored `received` are counted when they settle.
+pub(crate) fn count(shared: &Shared, source: &str, status: InboxStatus) {
+    let known =
+        source == ALERTMANAGER
+            || source == "schedule"
+            || source == ROLLOUT_SOURCE
+            || source == DRIFT_SOURCE
+            || shared.catalog().pipelines.values().any(|e| {
+                e.plan.spec.on.iter().any(|t| t.webhook.as_ref().is_some_and(|w| w.source == source))
+            });
+    crate::metrics::event(if known { source } else { "other" }, status.as_str());
 }
 
 fn merge(a: &Value, b: Value) -> Value {

@@ -33,7 +33,7 @@ use serde_json::json;
 
 pub(crate) use crate::security::Permission;
 pub(crate) use access::{Failures, Peer, Principal, RequestId};
-pub(crate) use events::internal_event;
+pub(crate) use events::{count as count_event, internal_event};
 
 use super::{LaunchError, Shared};
 
@@ -194,6 +194,7 @@ async fn access_log(req: Request, next: Next) -> Response {
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     let route = resp.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
+    crate::metrics::http(method.as_str(), route, resp.status().as_u16(), start.elapsed());
     tracing::info!(
         target: "sluice::http",
         method = %method,
@@ -231,6 +232,15 @@ async fn limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
         .into_response();
     };
     next.run(req).await
+}
+
+/// `GET /metrics`: every metric in Prometheus' text format (`crate::metrics`).
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
@@ -291,6 +301,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(g.clone(), "/api/v1/health", Public, get(health)),
         ep(g.clone(), "/api/v1/ready", Public, get(ready)),
         ep(g.clone(), "/api/v1/openapi.json", Read, get(openapi::document)),
+        ep(g.clone(), "/metrics", Read, get(metrics)),
         ep(g.clone(), "/api/v1/pipelines", Read, get(pipelines::list)),
         ep(g.clone(), "/api/v1/pipelines/{name}", Read, get(pipelines::one)),
         ep(p.clone(), "/api/v1/pipelines/{name}/runs", Run, post(runs::start)),

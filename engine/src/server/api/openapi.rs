@@ -136,6 +136,7 @@ fn paths() -> Value {
             "/api/v1/health": { "get": op("Liveness: the process answers", &[], None, &[("200", "ok")]) },
             "/api/v1/ready": { "get": op("Readiness: pipelines loaded and not shutting down", &[], None, &[("200", "ready"), ("503", "shutting down")]) },
             "/api/v1/openapi.json": { "get": op("This document", &[], None, &[("200", "OpenAPI 3.1")]) },
+            "/metrics": { "get": op("Prometheus metrics (text format 0.0.4): runs, steps, queue, events, HTTP, cache, serving, drift, process", &[], None, &[("200", "the metrics"), ERR]) },
             "/api/v1/pipelines": { "get": op("Pipelines the server runs, and files it could not load", &[], None, &[("200", "`{pipelines, invalid}`")]) },
             "/api/v1/pipelines/{name}": { "get": op("One pipeline, with its stored versions", &[name], None, &[("200", "the pipeline"), ERR]) },
             "/api/v1/pipelines/{name}/runs": { "post": op("Start a run", &[name], Some("StartRun"), &[("201", "`{run}`"), ("400", "bad params or body"), ("404", "no such pipeline"), ("413", "body too large"), ("503", "shutting down")]) },
