@@ -1,6 +1,8 @@
 //! Generated pipelines shared by the benches.
 #![allow(dead_code)]
 
+pub(crate) mod server;
+
 /// A chain of `n` steps, each running `true`.
 pub(crate) fn chain(n: usize) -> String {
     let mut s = String::from("name: chain\nsteps:\n");

@@ -49,8 +49,11 @@ pub(crate) fn runs(
     let searched = filter.is_some() || order_by.is_some();
     let runs: Vec<sluice_engine::store::RunRecord> = match open_or_server(data_dir, server)? {
         Some(engine) => {
-            let all = engine.store().runs()?;
-            let found = if searched { engine.search_runs(all, &search)? } else { all };
+            let found = if searched {
+                engine.search_runs(engine.store().runs()?, &search)?
+            } else {
+                engine.store().run_page(&Default::default(), limit)?.runs
+            };
             engine.with_tags(found.into_iter().take(limit).collect())?
         }
         None => super::client::runs(data_dir, server, limit, (filter, order_by))?,

@@ -340,24 +340,13 @@ impl Engine {
 
     /// Runs a previous engine process left running (it crashed or was killed).
     pub fn orphaned_runs(&self) -> Result<Vec<u64>> {
-        Ok(self
-            .store
-            .runs()?
-            .into_iter()
-            .filter(|r| matches!(r.state, RunState::Pending | RunState::Running | RunState::Interrupting))
-            .map(|r| r.id)
-            .collect())
+        let states = [RunState::Pending, RunState::Running, RunState::Interrupting];
+        Ok(self.store.runs_in(&states)?.into_iter().map(|r| r.id).collect())
     }
 
     /// Runs stopped by a graceful shutdown, waiting for `sluice resume`.
     pub fn interrupted_runs(&self) -> Result<Vec<u64>> {
-        Ok(self
-            .store
-            .runs()?
-            .into_iter()
-            .filter(|r| r.state == RunState::Interrupted)
-            .map(|r| r.id)
-            .collect())
+        Ok(self.store.runs_in(&[RunState::Interrupted])?.into_iter().map(|r| r.id).collect())
     }
 
     /// The plan of a stored run: the checked plan stored with the DAG version it started

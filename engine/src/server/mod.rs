@@ -316,12 +316,10 @@ pub async fn serve(
     // Runs a previous server left: running ones resume at once, pending ones queue up.
     let mut resume = Vec::new();
     let mut pending = Vec::new();
-    for r in engine.store().runs().map_err(EngineError::from)? {
-        match r.state {
-            RunState::Running | RunState::Interrupting | RunState::Interrupted => resume.push(r),
-            RunState::Pending => pending.push(r),
-            _ => {}
-        }
+    // From the index by state: a folder of 100,000 finished runs is not read for this.
+    let waiting = [RunState::Running, RunState::Interrupting, RunState::Interrupted, RunState::Pending];
+    for r in engine.store().runs_in(&waiting).map_err(EngineError::from)? {
+        if r.state == RunState::Pending { pending.push(r) } else { resume.push(r) }
     }
     let resume_ids: Vec<u64> = resume.iter().map(|r| r.id).collect();
     {

@@ -10,6 +10,7 @@ mod lineage;
 mod records;
 mod registry;
 mod rollouts;
+mod runlist;
 mod security;
 mod tracking;
 
@@ -24,6 +25,7 @@ pub use records::{
     RunRecord, Trigger,
 };
 pub use registry::{Decision, GatePass, ProxyFile};
+pub use runlist::{RunFilter, RunPage};
 pub use security::Signer;
 pub use tracking::PIPELINE_TAG;
 
@@ -117,6 +119,8 @@ pub struct Store {
     registry: registry::Trees,
     /// Rollouts by id (u64 big-endian): their whole state, written after every change.
     rollouts: sled::Tree,
+    /// The runs by pipeline, by state and by both (`runlist.rs`).
+    run_index: runlist::Trees,
     /// Tokens, the audit log and its checkpoints (`security.rs`).
     tokens: sled::Tree,
     audit: sled::Tree,
@@ -272,7 +276,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name);
         let (audit, audit_checkpoints) = (tree("audit")?, tree("audit_checkpoints")?);
         let audit_head = security::load_head(&audit, &audit_checkpoints)?;
-        Ok(Store {
+        let store = Store {
             tokens: tree("tokens")?,
             audit,
             audit_checkpoints,
@@ -296,6 +300,7 @@ impl Store {
             tracking: tracking::Trees::open(&db)?,
             registry: registry::Trees::open(&db)?,
             rollouts: tree("rollouts")?,
+            run_index: runlist::Trees::open(&db)?,
             dir: dir.to_path_buf(),
             db,
             _lock: std::sync::Arc::new(lock),
@@ -303,7 +308,9 @@ impl Store {
             health: Default::default(),
             #[cfg(test)]
             failing: Default::default(),
-        })
+        };
+        store.build_run_index()?;
+        Ok(store)
     }
 
     /// Bytes free for this process on the data folder's file system.
@@ -402,12 +409,6 @@ impl Store {
             })
             .map_err(|e| self.broke(e))?;
         Ok(next.and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(stored + 1))
-    }
-
-    pub fn put_run(&self, run: &RunRecord) -> Result<()> {
-        self.writable()?;
-        self.runs.insert(run_key(run.id), encode(run)).map_err(|e| self.broke(e))?;
-        Ok(())
     }
 
     pub fn run(&self, id: u64) -> Result<RunRecord> {

@@ -122,6 +122,8 @@ pub(super) struct RunQuery {
     trigger: Option<String>,
     /// Only runs with an id below this one (paging).
     before: Option<String>,
+    /// The `next` of the page before (the same as `before`).
+    cursor: Option<String>,
     limit: Option<usize>,
     /// MLflow's search grammar: `metrics.auc > 0.9 and params.lr = '0.01'`.
     filter: Option<String>,
@@ -138,7 +140,7 @@ pub(super) async fn list(
         q.state.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
     let trigger: Option<Trigger> =
         q.trigger.as_deref().map(str::parse).transpose().map_err(ApiError::bad_request)?;
-    let before = q.before.as_deref().map(run_id).transpose()?;
+    let before = q.cursor.as_deref().or(q.before.as_deref()).map(run_id).transpose()?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("`limit` must be from 1 to 1000, not {limit}")));
@@ -149,20 +151,32 @@ pub(super) async fn list(
     )
     .map_err(|(what, e)| ApiError::new(StatusCode::BAD_REQUEST, "bad_search", format!("{what}: {e}")))?;
     let searched = q.filter.is_some() || q.order_by.is_some();
+    let filter = crate::store::RunFilter { pipeline: q.pipeline.clone(), state, trigger, before };
     blocking(move || {
-        let runs: Vec<_> = shared
-            .engine
-            .store()
-            .runs()?
-            .into_iter()
-            .filter(|r| before.is_none_or(|b| r.id < b))
-            .filter(|r| q.pipeline.as_ref().is_none_or(|p| &r.pipeline == p))
-            .filter(|r| state.is_none_or(|s| r.state == s))
-            .filter(|r| trigger.is_none_or(|t| r.trigger == t))
-            .collect();
-        let runs = if searched { shared.engine.search_runs(runs, &search)? } else { runs };
+        let store = shared.engine.store();
+        if !searched {
+            // The indexes by pipeline and state: a page reads about `limit` records.
+            let page = store.run_page(&filter, limit)?;
+            let runs = shared.engine.with_tags(page.runs)?;
+            return Ok(Json(json!({ "v": 1, "runs": runs, "next": page.next.map(|n| n.to_string()) })));
+        }
+        // A search over metrics, params and tags reads every run the filter keeps.
+        let mut runs = Vec::new();
+        let mut f = filter;
+        loop {
+            let page = store.run_page(&f, 10_000)?;
+            runs.extend(page.runs);
+            match page.next {
+                Some(n) => f.before = Some(n),
+                None => break,
+            }
+        }
+        let runs = shared.engine.search_runs(runs, &search)?;
+        let more = runs.len() > limit;
         let runs = shared.engine.with_tags(runs.into_iter().take(limit).collect())?;
-        Ok(Json(json!({ "v": 1, "runs": runs })))
+        // Sorted by what the search orders by, a page has no id cursor.
+        let next = (more && q.order_by.is_none()).then(|| runs.last().map(|r| r.id.to_string())).flatten();
+        Ok(Json(json!({ "v": 1, "runs": runs, "next": next })))
     })
     .await
 }
