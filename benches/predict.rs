@@ -205,4 +205,3 @@ fn main() {
         report(Target("mlflow", &addr, "/invocations", None), &one, &batch, &rates, seconds);
     }
 }
-

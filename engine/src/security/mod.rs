@@ -39,6 +39,19 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission, in the order above.
+    pub const ALL: [Permission; 9] = [
+        Permission::Public,
+        Permission::Read,
+        Permission::Predict,
+        Permission::Run,
+        Permission::Edit,
+        Permission::Approve,
+        Permission::Audit,
+        Permission::Admin,
+        Permission::Ingest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Public => "public",

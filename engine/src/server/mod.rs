@@ -137,6 +137,10 @@ pub(crate) struct Shared {
     pub serving: Arc<crate::serving::Serving>,
     /// Serializes changes to this server's rollouts (its loop and its requests).
     pub rollout_changes: Mutex<()>,
+    /// The web UI's sessions (in memory: a restart logs everyone out).
+    pub sessions: api::Sessions,
+    /// DAG layouts the UI drew, by DAG version.
+    pub layouts: api::Layouts,
 }
 
 /// Why a run could not be started.
@@ -298,6 +302,8 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         serving: Arc::new(crate::serving::Serving::new(engine.registry())),
         rollout_changes: Mutex::new(()),
+        sessions: Default::default(),
+        layouts: Default::default(),
         engine: engine.clone(),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
@@ -517,6 +523,8 @@ pub(crate) fn test_shared(
     let shared = Arc::new(Shared {
         serving: Arc::new(crate::serving::Serving::new(engine.registry())),
         rollout_changes: Mutex::new(()),
+        sessions: Default::default(),
+        layouts: Default::default(),
         engine: Arc::new(engine),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),

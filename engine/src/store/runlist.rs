@@ -255,8 +255,7 @@ mod tests {
         let expected: Vec<u64> = (1..=30).rev().filter(|i| i % 3 != 0).collect();
         assert_eq!(seen, expected);
         // A filter without an index (the trigger) still pages right.
-        let f =
-            RunFilter { pipeline: Some("c".into()), trigger: Some(Trigger::Cron), ..Default::default() };
+        let f = RunFilter { pipeline: Some("c".into()), trigger: Some(Trigger::Cron), ..Default::default() };
         assert_eq!(ids(&store.run_page(&f, 3).unwrap()), [30, 24, 18]);
         // "a" is not a prefix match of "ab".
         let f = RunFilter { pipeline: Some("a".into()), ..Default::default() };

@@ -72,14 +72,14 @@ impl Failures {
     }
 
     /// How long the client must wait, if it failed too often lately.
-    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+    pub(super) fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
         let map = self.map();
         let (count, since) = map.get(&client)?;
         let left = self.window.checked_sub(now.duration_since(*since))?;
         (*count >= self.limit).then_some(left)
     }
 
-    fn failed(&self, client: IpAddr, now: Instant) {
+    pub(super) fn failed(&self, client: IpAddr, now: Instant) {
         let mut map = self.map();
         if map.len() >= 10_000 {
             // Many addresses: forget those whose window has passed.
@@ -151,7 +151,15 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
             req = back;
             checked
         }
-        None => authenticate(shared, req.headers().get(header::AUTHORIZATION)),
+        None => match (req.headers().get(header::AUTHORIZATION), super::session::cookie(req.headers())) {
+            // The web UI's session (a token given to /ui/login), when no token is sent.
+            (None, Some(id)) => match super::session::authenticate(shared, &req, id) {
+                Ok(p) => Ok(p),
+                // A session that ended is no guess at a token: not counted as a failure.
+                Err(r) => return *r,
+            },
+            (header, _) => authenticate(shared, header),
+        },
     };
     let principal = match authenticated {
         Ok(p) => p,

@@ -18,6 +18,8 @@ mod pipelines;
 mod rollouts;
 mod runs;
 mod serving;
+mod session;
+mod ui;
 
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ use serde_json::json;
 pub(crate) use crate::security::Permission;
 pub(crate) use access::{Failures, Peer, Principal, RequestId};
 pub(crate) use events::{count as count_event, internal_event};
+pub(crate) use session::Sessions;
+pub(crate) use ui::Layouts;
 
 use super::{LaunchError, Shared};
 
@@ -298,6 +302,14 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     use Permission::*;
     let (g, p) = (Method::GET, Method::POST);
     vec![
+        ep(g.clone(), "/", Public, get(ui::index)),
+        ep(g.clone(), "/ui/{file}", Public, get(ui::file)),
+        ep(p.clone(), "/ui/login", Public, post(session::login)),
+        ep(p.clone(), "/ui/logout", Read, post(session::logout)),
+        ep(g.clone(), "/ui/session", Read, get(session::current)),
+        ep(g.clone(), "/api/v1/stream", Read, get(ui::stream)),
+        ep(g.clone(), "/api/v1/pipelines/{name}/graph", Read, get(ui::pipeline_graph)),
+        ep(g.clone(), "/api/v1/runs/{run}/graph", Read, get(ui::run_graph)),
         ep(g.clone(), "/api/v1/health", Public, get(health)),
         ep(g.clone(), "/api/v1/ready", Public, get(ready)),
         ep(g.clone(), "/api/v1/openapi.json", Read, get(openapi::document)),

@@ -59,6 +59,7 @@ fn schemas() -> Value {
     generator.subschema_for::<super::models::Protect>();
     generator.subschema_for::<super::rollouts::StartBody>();
     generator.subschema_for::<super::rollouts::ControlBody>();
+    generator.subschema_for::<super::session::Login>();
     let mut schemas = generator.take_definitions(true);
     schemas.insert(
         "Event".into(),
@@ -136,6 +137,14 @@ fn paths() -> Value {
             "/api/v1/health": { "get": op("Liveness: the process answers", &[], None, &[("200", "ok")]) },
             "/api/v1/ready": { "get": op("Readiness: pipelines loaded and not shutting down", &[], None, &[("200", "ready"), ("503", "shutting down")]) },
             "/api/v1/openapi.json": { "get": op("This document", &[], None, &[("200", "OpenAPI 3.1")]) },
+            "/": { "get": op("The web UI's page (its script and style are under /ui/)", &[], None, &[("200", "HTML")]) },
+            "/ui/{file}": { "get": op("The web UI's script (app.js) and style (app.css), embedded in the binary", &[("file", "path", "app.js or app.css")], None, &[("200", "the file"), ERR]) },
+            "/ui/login": { "post": op("Opens a web UI session for a token: an HttpOnly, SameSite=Strict cookie; the answer has the session's CSRF token", &[], Some("Login"), &[("200", "`{name, role, permissions, csrf}`"), ERR]) },
+            "/ui/logout": { "post": op("Ends the web UI session (needs its X-CSRF-Token)", &[], None, &[("200", "logged out"), ERR]) },
+            "/ui/session": { "get": op("Who the session (or token) is, what it may do, and the session's CSRF token", &[], None, &[("200", "`{name, role, permissions, csrf}`"), ERR]) },
+            "/api/v1/stream": { "get": op("Server-sent events of run and step changes (`run`, `step`, `lagged`)", &[("run", "query", "only this run's changes")], None, &[("200", "text/event-stream"), ERR]) },
+            "/api/v1/pipelines/{name}/graph": { "get": op("The pipeline's DAG laid out in layers (boxes in pixels, edges by step index)", &[("name", "path", "a pipeline")], None, &[("200", "`{nodes, edges, width, height}`"), ERR]) },
+            "/api/v1/runs/{run}/graph": { "get": op("The DAG of the version a run runs, laid out", &[("run", "path", "a run id")], None, &[("200", "`{nodes, edges, width, height}`"), ERR]) },
             "/metrics": { "get": op("Prometheus metrics (text format 0.0.4): runs, steps, queue, events, HTTP, cache, serving, drift, process", &[], None, &[("200", "the metrics"), ERR]) },
             "/api/v1/pipelines": { "get": op("Pipelines the server runs, and files it could not load", &[], None, &[("200", "`{pipelines, invalid}`")]) },
             "/api/v1/pipelines/{name}": { "get": op("One pipeline, with its stored versions", &[name], None, &[("200", "the pipeline"), ERR]) },

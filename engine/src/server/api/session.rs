@@ -1,0 +1,256 @@
+//! The web UI's login: a token given once to `POST /ui/login` becomes a session, named by a
+//! random id in an `HttpOnly`, `SameSite=Strict` cookie. The token stays in this process's
+//! memory only (never in the cookie, a URL, a log or the store) and is checked again on every
+//! request, so that revoking or expiring it ends its sessions at once. Every request that
+//! changes something with a session must carry the session's CSRF token in `X-CSRF-Token`
+//! (a synchronizer token the page reads from `/ui/session`), besides the same-origin checks
+//! every request passes (`guard`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Digest;
+
+use super::access::{Peer, Principal};
+use super::{ApiError, ApiResult, JsonBody};
+use crate::security::{Permission, Role};
+use crate::server::Shared;
+
+/// The cookie that names a session.
+pub(crate) const COOKIE: &str = "sluice_session";
+/// The header that carries a session's CSRF token.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts from its login.
+const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; past it, the oldest goes.
+const MAX_SESSIONS: usize = 10_000;
+
+struct Session {
+    token: String,
+    csrf: String,
+    started: Instant,
+}
+
+/// The live sessions, by the SHA-256 of their ids.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_id: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn random() -> String {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system's randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn key(id: &str) -> [u8; 32] {
+    sha2::Sha256::digest(id.as_bytes()).into()
+}
+
+impl Sessions {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session for `token`: its id and CSRF token.
+    fn open(&self, token: String) -> (String, String) {
+        let (id, csrf) = (random(), random());
+        let mut map = self.map();
+        let now = Instant::now();
+        map.retain(|_, s| now.duration_since(s.started) < LIFETIME);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.started).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(key(&id), Session { token, csrf: csrf.clone(), started: now });
+        (id, csrf)
+    }
+
+    /// The token and CSRF token of a live session.
+    fn get(&self, id: &str) -> Option<(String, String)> {
+        let mut map = self.map();
+        let k = key(id);
+        let s = map.get(&k)?;
+        if s.started.elapsed() >= LIFETIME {
+            map.remove(&k);
+            return None;
+        }
+        Some((s.token.clone(), s.csrf.clone()))
+    }
+
+    fn close(&self, id: &str) {
+        self.map().remove(&key(id));
+    }
+}
+
+/// The session id in a request's cookies.
+pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// Who a session cookie stands for, its token checked again now; for a request that changes
+/// something, its CSRF token too.
+pub(crate) fn authenticate(shared: &Shared, req: &Request, id: &str) -> Result<Principal, Box<Response>> {
+    let expired = || {
+        Box::new(
+            ApiError::new(StatusCode::UNAUTHORIZED, "session_expired", "the session has ended; log in again")
+                .into_response(),
+        )
+    };
+    let Some((token, csrf)) = shared.sessions.get(id) else { return Err(expired()) };
+    let principal = match shared.engine.store().authenticate(&token, shared.engine.now_ms()) {
+        Ok(Ok(r)) => Principal { name: r.name, role: r.role, signed: false, scope: None },
+        Ok(Err(_)) => {
+            // Revoked or expired since the login: the session ends with it.
+            shared.sessions.close(id);
+            return Err(expired());
+        }
+        Err(e) => {
+            return Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response()));
+        }
+    };
+    let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !safe {
+        let sent = req.headers().get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(sent, csrf.as_bytes())) {
+            return Err(Box::new(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "this request needs the session's CSRF token in `X-CSRF-Token` (from /ui/session)",
+                )
+                .into_response(),
+            ));
+        }
+    }
+    Ok(principal)
+}
+
+fn set_cookie(shared: &Shared, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if shared.opts.tls.is_some() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("a cookie of URL-safe characters")
+}
+
+/// What the page needs to know of whom it shows: the name, the role, what it may do, and the
+/// CSRF token for its requests.
+fn whoami(name: &str, role: Role, csrf: &str) -> serde_json::Value {
+    let may: Vec<&str> = Permission::ALL.iter().filter(|p| role.allows(**p)).map(|p| p.as_str()).collect();
+    json!({ "v": 1, "name": name, "role": role, "permissions": may, "csrf": csrf })
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Login {
+    /// A token (`sluice token create`); kept in the server's memory for the session only.
+    token: String,
+}
+
+/// `POST /ui/login {token}`: opens a session. A wrong token counts against the client's
+/// address as any failed authentication does.
+pub(super) async fn login(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<axum::Extension<Peer>>,
+    JsonBody(body): JsonBody<Login>,
+) -> ApiResult<Response> {
+    let client = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0);
+    let now = Instant::now();
+    if shared.auth_failures.blocked(client, now).is_some() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed authentications from this address; try again in a minute",
+        ));
+    }
+    let token = body.token.trim().to_string();
+    let record = match shared.engine.store().authenticate(&token, shared.engine.now_ms()) {
+        Ok(Ok(r)) => r,
+        Ok(Err(refusal)) => {
+            shared.auth_failures.failed(client, now);
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", refusal.as_str()));
+        }
+        Err(e) => return Err(ApiError::internal(format!("cannot read the tokens: {e}"))),
+    };
+    let (id, csrf) = shared.sessions.open(token);
+    let s = shared.clone();
+    let name = record.name.clone();
+    let audited = super::runs::blocking(move || {
+        let action = crate::security::audit::Action::new(format!("token:{name}"), "session.login", "ui");
+        s.engine.audit(action)?;
+        Ok(s.engine.store().flush()?)
+    })
+    .await;
+    if let Err(e) = audited {
+        shared.sessions.close(&id);
+        return Err(e);
+    }
+    let mut resp = Json(whoami(&record.name, record.role, &csrf)).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&shared, &id, LIFETIME.as_secs()));
+    Ok(resp)
+}
+
+/// `POST /ui/logout`: ends the session (its CSRF token is needed, as for any change).
+pub(super) async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers) {
+        shared.sessions.close(id);
+    }
+    let mut resp = Json(json!({ "v": 1, "logged_out": true })).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&shared, "", 0));
+    resp
+}
+
+/// `GET /ui/session`: who the session is, or 401.
+pub(super) async fn current(
+    State(shared): State<Arc<Shared>>,
+    axum::Extension(who): axum::Extension<Principal>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let csrf = cookie(&headers).and_then(|id| shared.sessions.get(id)).map(|(_, c)| c).unwrap_or_default();
+    Ok(Json(whoami(&who.name, who.role, &csrf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_found_by_their_id_only_and_closed_for_good() {
+        let s = Sessions::default();
+        let (id, csrf) = s.open("sluice_secret".into());
+        assert_ne!(id, csrf);
+        assert_eq!(id.len(), 43, "256 random bits");
+        assert_eq!(s.get(&id), Some(("sluice_secret".to_string(), csrf)));
+        assert_eq!(s.get("someone-elses"), None);
+        s.close(&id);
+        assert_eq!(s.get(&id), None);
+    }
+
+    #[test]
+    fn the_cookie_is_read_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; sluice_session=abc; b=2"));
+        assert_eq!(cookie(&h), Some("abc"));
+        h.insert(header::COOKIE, HeaderValue::from_static("sluice_session="));
+        assert_eq!(cookie(&h), None);
+    }
+}
