@@ -73,6 +73,10 @@ say "prometheus (Debian's prometheus and promtool: a real scraper of /metrics)"
 provide promtool "the metrics test" prometheus
 export SLUICE_REQUIRE_PROMETHEUS=1
 
+say "chromium (Debian's headless Chromium and chromedriver: the web UI's tests run in a real browser)"
+provide chromedriver "the web UI's browser tests" chromium chromium-driver
+export SLUICE_REQUIRE_CHROMIUM=1
+
 say "curl (the closed-loop demo, dags/closed-loop-demo.sh, which a test runs, speaks HTTP with it)"
 provide curl "the closed-loop demo's test" curl
 

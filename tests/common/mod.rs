@@ -441,8 +441,32 @@ fn raw_request(
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
     let _ = s.write_all(body);
+    // Read to the end of the answer: its length when it says one (some servers, such as
+    // chromedriver, keep the connection open whatever the request asks), else to the close.
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(len) = length
+                && raw.len() >= end + 4 + len
+            {
+                break;
+            }
+            if head.contains("transfer-encoding: chunked") && raw.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -152,7 +152,7 @@ impl Store {
                 }
             }
         }
-        all.sort_by(|a, b| b.id.cmp(&a.id));
+        all.sort_by_key(|r| std::cmp::Reverse(r.id));
         Ok(all)
     }
 

@@ -306,7 +306,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
         ep(g.clone(), "/ui/{file}", Public, get(ui::file)),
         ep(p.clone(), "/ui/login", Public, post(session::login)),
         ep(p.clone(), "/ui/logout", Read, post(session::logout)),
-        ep(g.clone(), "/ui/session", Read, get(session::current)),
+        ep(g.clone(), "/ui/session", Public, get(session::current)),
         ep(g.clone(), "/api/v1/stream", Read, get(ui::stream)),
         ep(g.clone(), "/api/v1/pipelines/{name}/graph", Read, get(ui::pipeline_graph)),
         ep(g.clone(), "/api/v1/runs/{run}/graph", Read, get(ui::run_graph)),

@@ -42,8 +42,20 @@ fn summary(shared: &Shared, e: &Entry) -> Value {
             "overlap": s.overlap,
             "enabled": s.enabled,
             "next": e.schedule.as_ref().and_then(|c| c.next_after(now)).map(rfc3339),
+            "next_fires": next_fires(e, now, 3),
         })
     });
+    // The newest runs, from the index by pipeline (a few records, however many are stored).
+    let filter = crate::store::RunFilter { pipeline: Some(plan.name().to_string()), ..Default::default() };
+    let last: Vec<Value> = shared
+        .engine
+        .store()
+        .run_page(&filter, 5)
+        .map(|p| p.runs)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| json!({ "id": r.id, "state": r.state, "trigger": r.trigger, "created_at": rfc3339(r.created_at) }))
+        .collect();
     json!({
         "name": plan.name(),
         "description": plan.spec.description,
@@ -56,7 +68,25 @@ fn summary(shared: &Shared, e: &Entry) -> Value {
         "schedule": schedule,
         "on": plan.spec.on,
         "going": shared.launcher().runs_of(plan.name()),
+        "last_runs": last,
     })
+}
+
+/// The schedule's next `n` fire times after `now`.
+fn next_fires(e: &Entry, now: i64, n: usize) -> Vec<String> {
+    let Some(c) = e.schedule.as_ref() else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut at = now;
+    while out.len() < n {
+        match c.next_after(at) {
+            Some(t) if t > at => {
+                out.push(rfc3339(t));
+                at = t;
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 pub(super) async fn list(State(shared): State<Arc<Shared>>) -> Json<Value> {

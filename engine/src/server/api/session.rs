@@ -219,14 +219,20 @@ pub(super) async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap
     resp
 }
 
-/// `GET /ui/session`: who the session is, or 401.
-pub(super) async fn current(
-    State(shared): State<Arc<Shared>>,
-    axum::Extension(who): axum::Extension<Principal>,
-    headers: HeaderMap,
-) -> ApiResult<Json<serde_json::Value>> {
-    let csrf = cookie(&headers).and_then(|id| shared.sessions.get(id)).map(|(_, c)| c).unwrap_or_default();
-    Ok(Json(whoami(&who.name, who.role, &csrf)))
+/// `GET /ui/session`: who the session is, or `{"name": null}` without one (the page asks
+/// before it knows whether to show the login form, and a 401 would be an error in the
+/// browser's console).
+pub(super) async fn current(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let Some(id) = cookie(req.headers()) else {
+        return Json(json!({ "v": 1, "name": null })).into_response();
+    };
+    match authenticate(&shared, &req, id) {
+        Ok(who) => {
+            let csrf = shared.sessions.get(id).map(|(_, c)| c).unwrap_or_default();
+            Json(whoami(&who.name, who.role, &csrf)).into_response()
+        }
+        Err(_) => Json(json!({ "v": 1, "name": null })).into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -78,11 +78,20 @@ pub(crate) fn layout(plan: &Plan) -> Value {
         .enumerate()
         .flat_map(|(i, s)| s.upstream.iter().map(move |u| (*u, i as u32)))
         .collect();
-    let config = rust_sugiyama::configure::Config { vertex_spacing: GAP, ..Default::default() };
+    // Layers by longest path from the top (`Up`): the crate's default ranking (network
+    // simplex, which shortens edges) took minutes on a connected 10,000-step DAG; this takes
+    // about 60 ms in a release build (docs/benchmarks.md).
+    let config = rust_sugiyama::configure::Config {
+        vertex_spacing: GAP,
+        ranking_type: rust_sugiyama::configure::RankingType::Up,
+        ..Default::default()
+    };
     let parts = rust_sugiyama::from_vertices_and_edges(&vertices, &edges, &config);
     // Pack the parts (a wide DAG of independent steps has thousands) left to right in rows.
     let area: f64 = parts.iter().map(|(_, w, h)| (w + NODE.0 + GAP) * (h + NODE.1 + GAP)).sum();
-    let row_width = (area.sqrt() * 1.6).max(1600.0);
+    // Rows about twice as wide as the whole is tall, and never narrower than the widest part.
+    let widest = parts.iter().map(|(_, w, _)| w + NODE.0).fold(0.0, f64::max);
+    let row_width = (area * 2.0).sqrt().max(widest).max(1600.0);
     let mut at = vec![(0.0, 0.0); n];
     let (mut x, mut y, mut row_height, mut width) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for (coords, _, _) in &parts {
