@@ -12,6 +12,12 @@ use serde_json::Value;
 /// Stops the server by its pid however the bench ends (a failed assertion too).
 pub(crate) struct Stop(std::process::Child);
 
+impl From<std::process::Child> for Stop {
+    fn from(child: std::process::Child) -> Stop {
+        Stop(child)
+    }
+}
+
 impl Drop for Stop {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
