@@ -397,3 +397,67 @@ async fn a_dag_of_ten_thousand_steps_is_drawn_in_chromium() {
     b.page("graph-10000").await;
     b.client.close().await.unwrap();
 }
+
+/// The session without a browser: the cookie's attributes, CSRF on every change, a revoked
+/// token ending its sessions, a wrong token counted as a failed login.
+#[test]
+fn a_session_needs_its_csrf_token_for_changes_and_ends_with_its_token() {
+    let sb = Sandbox::new();
+    let srv = Server::start(&sb, &demo_dags(&sb), &[]);
+    let carol = token(&sb, "carol", "runner");
+    let (code, head, body) =
+        srv.request_as(None, "POST", "/ui/login", json!({ "token": carol }).to_string().as_bytes(), &[]);
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains(&carol), "the answer never holds the token: {body}");
+    let cookie_line =
+        head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie_line.contains(attr), "{cookie_line}");
+    }
+    assert!(!cookie_line.contains(&carol), "the cookie is not the token: {cookie_line}");
+    let session = cookie_line.split_once("sluice_session=").unwrap().1.split(';').next().unwrap().to_string();
+    let me: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(me["role"], "runner");
+    let csrf = me["csrf"].as_str().unwrap().to_string();
+    let cookie = format!("sluice_session={session}");
+
+    // Reading needs the cookie only; a change needs the CSRF token too.
+    let (code, _, body) = srv.request_as(None, "GET", "/api/v1/runs", b"", &[("Cookie", &cookie)]);
+    assert_eq!(code, 200, "{body}");
+    let start = "/api/v1/pipelines/ui-demo/runs";
+    let (code, _, body) = srv.request_as(None, "POST", start, b"{}", &[("Cookie", &cookie)]);
+    assert_eq!(code, 403, "no CSRF token: {body}");
+    assert!(body.contains("csrf"), "{body}");
+    let (code, _, body) =
+        srv.request_as(None, "POST", start, b"{}", &[("Cookie", &cookie), ("X-CSRF-Token", "forged")]);
+    assert_eq!(code, 403, "a wrong CSRF token: {body}");
+    let (code, _, body) =
+        srv.request_as(None, "POST", start, b"{}", &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)]);
+    assert_eq!(code, 201, "{body}");
+    // The session's role holds: a runner may not read the audit log.
+    let (code, _, _) = srv.request_as(None, "GET", "/api/v1/audit", b"", &[("Cookie", &cookie)]);
+    assert_eq!(code, 403);
+    // Another site's page cannot use the cookie.
+    let (code, _, _) = srv.request_as(
+        None,
+        "POST",
+        start,
+        b"{}",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf), ("Origin", "http://evil.example")],
+    );
+    assert_eq!(code, 403, "a cross-origin request");
+
+    // Revoking the token ends the session.
+    assert!(sb.sluice(&["token", "revoke", "carol"]).status.success());
+    let (code, _, body) = srv.request_as(None, "GET", "/api/v1/runs", b"", &[("Cookie", &cookie)]);
+    assert_eq!(code, 401, "{body}");
+    let (_, _, body) = srv.request_as(None, "GET", "/ui/session", b"", &[("Cookie", &cookie)]);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["name"], Value::Null);
+    // A wrong token is refused, and the login is in the audit log, the token nowhere.
+    let (code, _, _) = srv.request_as(None, "POST", "/ui/login", br#"{"token": "sluice_nope"}"#, &[]);
+    assert_eq!(code, 401);
+    let audit = srv.json("/api/v1/audit?action=session.login");
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["actor"] == "token:carol"), "{audit}");
+    let log = std::fs::read_to_string(sb.path("serve.log")).unwrap();
+    assert!(!log.contains(&carol) && !log.contains(&session), "the server's log holds no secret");
+}

@@ -142,7 +142,7 @@ fn paths() -> Value {
             "/ui/login": { "post": op("Opens a web UI session for a token: an HttpOnly, SameSite=Strict cookie; the answer has the session's CSRF token", &[], Some("Login"), &[("200", "`{name, role, permissions, csrf}`"), ERR]) },
             "/ui/logout": { "post": op("Ends the web UI session (needs its X-CSRF-Token)", &[], None, &[("200", "logged out"), ERR]) },
             "/ui/session": { "get": op("Who the session (or token) is, what it may do, and the session's CSRF token", &[], None, &[("200", "`{name, role, permissions, csrf}`"), ERR]) },
-            "/api/v1/stream": { "get": op("Server-sent events of run and step changes (`run`, `step`, `lagged`)", &[("run", "query", "only this run's changes")], None, &[("200", "text/event-stream"), ERR]) },
+            "/api/v1/stream": { "get": op("Server-sent events of run and step changes (`run`, `step`, `lagged`)", &[("run", "query", "only this run's changes"), ("timeout_s", "query", "end the stream after this many seconds")], None, &[("200", "text/event-stream"), ERR]) },
             "/api/v1/pipelines/{name}/graph": { "get": op("The pipeline's DAG laid out in layers (boxes in pixels, edges by step index)", &[("name", "path", "a pipeline")], None, &[("200", "`{nodes, edges, width, height}`"), ERR]) },
             "/api/v1/runs/{run}/graph": { "get": op("The DAG of the version a run runs, laid out", &[("run", "path", "a run id")], None, &[("200", "`{nodes, edges, width, height}`"), ERR]) },
             "/metrics": { "get": op("Prometheus metrics (text format 0.0.4): runs, steps, queue, events, HTTP, cache, serving, drift, process", &[], None, &[("200", "the metrics"), ERR]) },

@@ -181,6 +181,8 @@ pub(super) async fn run_graph(
 pub(super) struct StreamQuery {
     /// Only this run's changes.
     run: Option<String>,
+    /// End the stream after this many seconds (default: when the server stops).
+    timeout_s: Option<u64>,
 }
 
 /// How often a quiet stream says it is alive (a comment line), so that proxies keep it open.
@@ -197,6 +199,7 @@ pub(super) async fn stream(
     let only = q.run.as_deref().map(run_id).transpose()?;
     let rx = shared.notices.subscribe();
     let stopping = shared.stopping.clone();
+    let end = q.timeout_s.map(|t| tokio::time::Instant::now() + Duration::from_secs(t));
     let first = Bytes::from_static(b"retry: 2000\n: connected\n\n");
     let events = futures_util::stream::unfold(
         (rx, stopping, Some(first)),
@@ -222,6 +225,7 @@ pub(super) async fn stream(
                     },
                     _ = tokio::time::sleep(HEARTBEAT) => ": alive\n\n".to_string(),
                     _ = stopping.changed() => return None,
+                    _ = tokio::time::sleep_until(end.unwrap_or_else(tokio::time::Instant::now)), if end.is_some() => return None,
                 };
                 return Some((Ok(Bytes::from(frame)), (rx, stopping, None)));
             }
