@@ -223,7 +223,7 @@ pub fn admitted(waited: Duration) {
     histogram!(ADMISSION_SECONDS).record(waited.as_secs_f64());
 }
 
-/// An event arrived from `source` (a source the server knows, or `unknown`).
+/// An event arrived from `source` (a source the server knows, or `other`).
 pub fn event(source: &str, outcome: &'static str) {
     counter!(EVENTS, "source" => source.to_string(), "outcome" => outcome).increment(1);
 }

@@ -457,9 +457,11 @@
     canvas.addEventListener('mousedown', (e) => {
       drag = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false };
     });
-    window.addEventListener('mouseup', () => {
+    const release = () => {
       drag = null;
-    });
+    };
+    window.addEventListener('mouseup', release);
+    onLeave(() => window.removeEventListener('mouseup', release));
     canvas.addEventListener('mousemove', (e) => {
       if (!drag) return;
       view.x = drag.vx + e.clientX - drag.x;
@@ -521,7 +523,7 @@
     return table(pick ? ['Compare', ...head] : head, rows, { label: 'Runs', empty: 'no runs' });
   }
 
-  const STATES = ['', 'pending', 'running', 'waiting', 'succeeded', 'failed', 'cancelled', 'interrupted'];
+  const STATES = ['', 'pending', 'running', 'interrupting', 'interrupted', 'succeeded', 'failed', 'cancelled'];
 
   async function runsPage(q) {
     const pipelines = (await api('/api/v1/pipelines')).pipelines.map((p) => p.name);
@@ -533,7 +535,9 @@
     let page = await api(`/api/v1/runs?${params}`);
     const body = h('div', {}, runsTable(page.runs, true));
     const more = h('button', { type: 'button', hidden: !page.next }, 'More runs');
+    let paged = false;
     more.addEventListener('click', async () => {
+      paged = true;
       params.set('cursor', page.next);
       page = await api(`/api/v1/runs?${params}`);
       body.querySelector('tbody').append(...runsTable(page.runs, true).querySelectorAll('tbody tr'));
@@ -558,6 +562,8 @@
     // New runs and state changes appear without a reload (the first page; ticks are kept).
     const first = params.toString();
     live(null, async () => {
+      // Once older pages are shown, the list stays as it is (the newest is a reload away).
+      if (paged) return;
       const ticked = new Set([...body.querySelectorAll('input[name=compare]:checked')].map((c) => c.value));
       page = await api(`/api/v1/runs?${first}`);
       body.replaceChildren(runsTable(page.runs, true));
@@ -957,6 +963,11 @@
   window.addEventListener('hashchange', () => show());
   window.addEventListener('DOMContentLoaded', async () => {
     document.getElementById('logout').addEventListener('click', logout);
+    // The skip link moves the focus; it must not change the fragment the views are named by.
+    document.querySelector('a.skip').addEventListener('click', (e) => {
+      e.preventDefault();
+      main().focus();
+    });
     try {
       const me = await api('/ui/session');
       if (me && me.name) {

@@ -87,7 +87,10 @@ impl Store {
         self.writable()?;
         let value = encode(run);
         let mark = encode(&Mark { v: super::FORMAT_VERSION, run: run.id, at: now });
-        let result = (&self.runs, &self.marks).transaction(|(runs, marks)| {
+        let ix = &self.run_index;
+        let [kp, ks, kb] = super::runlist::index_keys(run);
+        let trees = (&self.runs, &self.marks, &ix.by_pipeline, &ix.by_state, &ix.by_both);
+        let result = trees.transaction(|(runs, marks, by_pipeline, by_state, by_both)| {
             if let Some(old) = marks.get(key.as_bytes())? {
                 let old: Mark = serde_json::from_slice(&old).map_err(|e| {
                     ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -101,6 +104,10 @@ impl Store {
             }
             runs.insert(&run_key(run.id), value.as_slice())?;
             marks.insert(key.as_bytes(), mark.as_slice())?;
+            // Listed at once, as `put_run` lists a run (store/runlist.rs).
+            by_pipeline.insert(kp.as_slice(), &[])?;
+            by_state.insert(ks.as_slice(), &[])?;
+            by_both.insert(kb.as_slice(), &[])?;
             Ok(Claim::Created)
         });
         result.map_err(|e| match e {

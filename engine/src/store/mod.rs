@@ -146,6 +146,10 @@ impl Drop for Store {
             // A handle kept for ever: this one's drop is then never the last.
             std::mem::forget(self.db.clone());
             for tree in [
+                &self.run_index.by_pipeline,
+                &self.run_index.by_state,
+                &self.run_index.by_both,
+                &self.rollouts,
                 &self.dags,
                 &self.runs,
                 &self.events,

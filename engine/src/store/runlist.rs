@@ -19,9 +19,9 @@ const BUILT: &[u8] = b"run_index_v1";
 /// The run indexes' trees.
 #[derive(Clone)]
 pub(super) struct Trees {
-    by_pipeline: sled::Tree,
-    by_state: sled::Tree,
-    by_both: sled::Tree,
+    pub(super) by_pipeline: sled::Tree,
+    pub(super) by_state: sled::Tree,
+    pub(super) by_both: sled::Tree,
 }
 
 impl Trees {
@@ -44,6 +44,16 @@ fn state_key(state: RunState, id: u64) -> Vec<u8> {
 
 fn both_key(pipeline: &str, state: RunState, id: u64) -> Vec<u8> {
     [pipeline.as_bytes(), &[0], state.as_str().as_bytes(), &[0], &run_key(id)].concat()
+}
+
+/// A run's three index keys (by pipeline, by state, by both), for a writer that stores a run
+/// in its own transaction (`claim_run`).
+pub(super) fn index_keys(run: &RunRecord) -> [Vec<u8>; 3] {
+    [
+        pipeline_key(&run.pipeline, run.id),
+        state_key(run.state, run.id),
+        both_key(&run.pipeline, run.state, run.id),
+    ]
 }
 
 /// Which runs a page lists, newest first.
@@ -91,9 +101,10 @@ impl Store {
                         p.remove(pipeline_key(&old.pipeline, run.id))?;
                     }
                 }
-                p.insert(pipeline_key(&run.pipeline, run.id), &[])?;
-                s.insert(state_key(run.state, run.id), &[])?;
-                b.insert(both_key(&run.pipeline, run.state, run.id), &[])?;
+                let [kp, ks, kb] = index_keys(run);
+                p.insert(kp, &[])?;
+                s.insert(ks, &[])?;
+                b.insert(kb, &[])?;
                 Ok(())
             });
         match done {
@@ -260,6 +271,21 @@ mod tests {
         // "a" is not a prefix match of "ab".
         let f = RunFilter { pipeline: Some("a".into()), ..Default::default() };
         assert!(store.run_page(&f, 10).unwrap().runs.is_empty());
+    }
+
+    #[test]
+    fn a_run_claimed_under_a_key_is_listed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = record(1, "cron-pipeline", RunState::Pending, Trigger::Cron);
+        assert!(matches!(store.claim_run(&r, "slot-1", None, 0).unwrap(), crate::store::Claim::Created));
+        let f = RunFilter {
+            pipeline: Some("cron-pipeline".into()),
+            state: Some(RunState::Pending),
+            ..Default::default()
+        };
+        assert_eq!(ids(&store.run_page(&f, 10).unwrap()), [1]);
+        assert_eq!(store.runs_in(&[RunState::Pending]).unwrap().len(), 1, "a restart finds it");
     }
 
     #[test]

@@ -275,6 +275,15 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Princip
     }
 }
 
+/// Whether the credentials of a request still hold (a long stream checks again now and then:
+/// a revoked token or an ended session ends it).
+pub(crate) fn still_authenticated(shared: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    match (headers.get(header::AUTHORIZATION), super::session::cookie(headers)) {
+        (None, Some(id)) => matches!(super::session::principal(shared, id), Ok(Some(_))),
+        (h, _) => authenticate(shared, h).is_ok(),
+    }
+}
+
 /// The principal of a step attempt's token: named after its attempt, scoped to its tracking
 /// run (an editor within that scope: it may register versions from its own run).
 fn attempt_principal(run: &crate::tracking::TrackingRun) -> Principal {

@@ -171,7 +171,18 @@ pub(super) async fn content(
     })
     .await?;
     let body = Body::from_stream(chunks(reader));
-    Ok(([(header::CONTENT_TYPE, media_type), (header::CONTENT_LENGTH, size.to_string())], body)
+    // A stored file is a download, never a page of this origin: an HTML artifact must not run
+    // script where the web UI's session cookie is sent.
+    Ok((
+        [
+            (header::CONTENT_TYPE, media_type),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, "attachment".to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".to_string()),
+        ],
+        body,
+    )
         .into_response())
 }
 

@@ -24,8 +24,13 @@ use super::{ApiError, ApiResult, JsonBody};
 use crate::security::{Permission, Role};
 use crate::server::Shared;
 
-/// The cookie that names a session.
+/// The cookie that names a session; under TLS with the `__Host-` prefix, so that no other
+/// host of the domain can set it.
 pub(crate) const COOKIE: &str = "sluice_session";
+const HOST_COOKIE: &str = "__Host-sluice_session";
+/// Sessions of one token at once; past it, the token's oldest goes (one token cannot push
+/// everyone else's sessions out).
+const PER_TOKEN: usize = 16;
 /// The header that carries a session's CSRF token.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts from its login.
@@ -67,6 +72,13 @@ impl Sessions {
         let mut map = self.map();
         let now = Instant::now();
         map.retain(|_, s| now.duration_since(s.started) < LIFETIME);
+        let mine: Vec<([u8; 32], Instant)> =
+            map.iter().filter(|(_, s)| s.token == token).map(|(k, s)| (*k, s.started)).collect();
+        if mine.len() >= PER_TOKEN
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, at)| *at)
+        {
+            map.remove(oldest);
+        }
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.started).map(|(k, _)| *k)
         {
@@ -101,9 +113,26 @@ pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == HOST_COOKIE || *k == COOKIE)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// Who a live session stands for, its token checked again now, and its CSRF token; `None`
+/// when the session or its token has ended (the session is then closed).
+pub(crate) fn principal(
+    shared: &Shared,
+    id: &str,
+) -> Result<Option<(Principal, String)>, crate::store::StoreError> {
+    let Some((token, csrf)) = shared.sessions.get(id) else { return Ok(None) };
+    match shared.engine.store().authenticate(&token, shared.engine.now_ms())? {
+        Ok(r) => Ok(Some((Principal { name: r.name, role: r.role, signed: false, scope: None }, csrf))),
+        Err(_) => {
+            // Revoked or expired since the login: the session ends with it.
+            shared.sessions.close(id);
+            Ok(None)
+        }
+    }
 }
 
 /// Who a session cookie stands for, its token checked again now; for a request that changes
@@ -115,14 +144,9 @@ pub(crate) fn authenticate(shared: &Shared, req: &Request, id: &str) -> Result<P
                 .into_response(),
         )
     };
-    let Some((token, csrf)) = shared.sessions.get(id) else { return Err(expired()) };
-    let principal = match shared.engine.store().authenticate(&token, shared.engine.now_ms()) {
-        Ok(Ok(r)) => Principal { name: r.name, role: r.role, signed: false, scope: None },
-        Ok(Err(_)) => {
-            // Revoked or expired since the login: the session ends with it.
-            shared.sessions.close(id);
-            return Err(expired());
-        }
+    let (principal, csrf) = match principal(shared, id) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(expired()),
         Err(e) => {
             return Err(Box::new(ApiError::internal(format!("cannot read the tokens: {e}")).into_response()));
         }
@@ -145,9 +169,9 @@ pub(crate) fn authenticate(shared: &Shared, req: &Request, id: &str) -> Result<P
 }
 
 fn set_cookie(shared: &Shared, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if shared.opts.tls.is_some() { "; Secure" } else { "" };
+    let (name, secure) = if shared.opts.tls.is_some() { (HOST_COOKIE, "; Secure") } else { (COOKIE, "") };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .expect("a cookie of URL-safe characters")
 }
@@ -171,8 +195,13 @@ pub(crate) struct Login {
 pub(super) async fn login(
     State(shared): State<Arc<Shared>>,
     peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Login>,
 ) -> ApiResult<Response> {
+    // A new login ends the browser's session before it (no session id is taken over).
+    if let Some(old) = cookie(&headers) {
+        shared.sessions.close(old);
+    }
     let client = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0);
     let now = Instant::now();
     if shared.auth_failures.blocked(client, now).is_some() {
@@ -209,14 +238,25 @@ pub(super) async fn login(
     Ok(resp)
 }
 
-/// `POST /ui/logout`: ends the session (its CSRF token is needed, as for any change).
-pub(super) async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+/// `POST /ui/logout`: ends the session (the gate has checked its CSRF token, as for any
+/// change), audited.
+pub(super) async fn logout(
+    State(shared): State<Arc<Shared>>,
+    axum::Extension(who): axum::Extension<Principal>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     if let Some(id) = cookie(&headers) {
         shared.sessions.close(id);
     }
+    let s = shared.clone();
+    super::runs::blocking(move || {
+        s.engine.audit(crate::security::audit::Action::new(who.actor(), "session.logout", "ui"))?;
+        Ok(s.engine.store().flush()?)
+    })
+    .await?;
     let mut resp = Json(json!({ "v": 1, "logged_out": true })).into_response();
     resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&shared, "", 0));
-    resp
+    Ok(resp)
 }
 
 /// `GET /ui/session`: who the session is, or `{"name": null}` without one (the page asks

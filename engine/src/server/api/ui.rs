@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::runs::blocking;
-use super::{ApiError, ApiResult, run_id};
+use super::{ApiError, ApiResult, access, run_id};
 use crate::compile::Plan;
 use crate::driver::Notice;
 use crate::server::Shared;
@@ -137,14 +137,16 @@ pub(crate) fn layout(plan: &Plan) -> Value {
 }
 
 fn laid_out(shared: &Shared, plan: &Plan) -> Arc<Value> {
-    let mut map = shared.layouts.by_version.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(v) = map.get(&plan.hash) {
+    let lock = || shared.layouts.by_version.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = lock().get(&plan.hash) {
         return v.clone();
     }
+    // Made without the lock: other graphs are served meanwhile.
+    let v = Arc::new(layout(plan));
+    let mut map = lock();
     if map.len() >= 256 {
         map.clear();
     }
-    let v = Arc::new(layout(plan));
     map.insert(plan.hash.clone(), v.clone());
     v
 }
@@ -185,52 +187,80 @@ pub(super) struct StreamQuery {
     timeout_s: Option<u64>,
 }
 
-/// How often a quiet stream says it is alive (a comment line), so that proxies keep it open.
+/// How often a stream says it is alive (a comment line, so that proxies keep it open) and
+/// checks that its credentials still hold.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The longest `timeout_s` taken.
+const MAX_STREAM: u64 = 24 * 3600;
 
 /// `GET /api/v1/stream`: server-sent events, `run` (`{run, state}`) and `step` (`{run, step,
 /// state, attempt}`), as the driver makes the changes durable. A client that falls behind
-/// gets a `lagged` event and should read what it shows again. Ends when the server stops.
+/// gets a `lagged` event and should read what it shows again. Ends when the server stops,
+/// after `timeout_s`, when the token is revoked or the session ends, and (with `?run=`) once
+/// that run has ended.
 pub(super) async fn stream(
     State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let only = q.run.as_deref().map(run_id).transpose()?;
     let rx = shared.notices.subscribe();
-    let stopping = shared.stopping.clone();
-    let end = q.timeout_s.map(|t| tokio::time::Instant::now() + Duration::from_secs(t));
-    let first = Bytes::from_static(b"retry: 2000\n: connected\n\n");
-    let events = futures_util::stream::unfold(
-        (rx, stopping, Some(first)),
-        move |(mut rx, mut stopping, first)| async move {
-            if let Some(f) = first {
-                return Some((Ok::<Bytes, std::io::Error>(f), (rx, stopping, None)));
-            }
-            loop {
-                let frame = tokio::select! {
-                    n = rx.recv() => match n {
-                        Ok(Notice::Run { run, state }) if only.is_none_or(|o| o == run) => {
-                            format!("event: run\ndata: {}\n\n", json!({ "run": run, "state": state }))
-                        }
-                        Ok(Notice::Step { run, step, state, attempt }) if only.is_none_or(|o| o == run) => {
-                            format!(
-                                "event: step\ndata: {}\n\n",
-                                json!({ "run": run, "step": step, "state": state, "attempt": attempt })
-                            )
-                        }
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(n)) => format!("event: lagged\ndata: {}\n\n", json!({ "missed": n })),
-                        Err(RecvError::Closed) => return None,
-                    },
-                    _ = tokio::time::sleep(HEARTBEAT) => ": alive\n\n".to_string(),
-                    _ = stopping.changed() => return None,
-                    _ = tokio::time::sleep_until(end.unwrap_or_else(tokio::time::Instant::now)), if end.is_some() => return None,
-                };
-                return Some((Ok(Bytes::from(frame)), (rx, stopping, None)));
-            }
-        },
-    );
+    let end = q.timeout_s.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.min(MAX_STREAM)));
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    struct Live {
+        rx: tokio::sync::broadcast::Receiver<Notice>,
+        stopping: tokio::sync::watch::Receiver<u32>,
+        beat: tokio::time::Interval,
+        shared: Arc<Shared>,
+        headers: axum::http::HeaderMap,
+        first: bool,
+        over: bool,
+    }
+    let state =
+        Live { rx, stopping: shared.stopping.clone(), beat, shared, headers, first: true, over: false };
+    let events = futures_util::stream::unfold(state, move |mut s| async move {
+        if s.first {
+            s.first = false;
+            return Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from_static(b"retry: 2000\n: connected\n\n")),
+                s,
+            ));
+        }
+        if s.over {
+            return None;
+        }
+        loop {
+            let frame = tokio::select! {
+                n = s.rx.recv() => match n {
+                    Ok(Notice::Run { run, state }) if only.is_none_or(|o| o == run) => {
+                        // A stream of one run ends with it.
+                        s.over = only.is_some() && state.is_terminal();
+                        format!("event: run\ndata: {}\n\n", json!({ "run": run, "state": state }))
+                    }
+                    Ok(Notice::Step { run, step, state, attempt }) if only.is_none_or(|o| o == run) => {
+                        format!(
+                            "event: step\ndata: {}\n\n",
+                            json!({ "run": run, "step": step, "state": state, "attempt": attempt })
+                        )
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => format!("event: lagged\ndata: {}\n\n", json!({ "missed": n })),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = s.beat.tick() => {
+                    if !access::still_authenticated(&s.shared, &s.headers) {
+                        return None;
+                    }
+                    ": alive\n\n".to_string()
+                }
+                _ = s.stopping.changed() => return None,
+                _ = tokio::time::sleep_until(end.unwrap_or_else(tokio::time::Instant::now)), if end.is_some() => return None,
+            };
+            return Some((Ok(Bytes::from(frame)), s));
+        }
+    });
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
