@@ -43,10 +43,17 @@ start_slurm() {
   chown munge:munge /etc/munge/munge.key 2>/dev/null || true
   chmod 0400 /etc/munge/munge.key
   mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
-  if ! pgrep -x munged >/dev/null; then
+  chown munge:munge "$SLURM_DIR/munge-run" 2>/dev/null || true
+  # A munged that answers (the system's, or ours) is used; else ours is started.
+  if ! (munge -n | unmunge) >/dev/null 2>&1; then
     runuser -u munge -- munged --pid-file="$SLURM_DIR/munge-run/munged.pid" 2>/dev/null ||
       munged --force --pid-file="$SLURM_DIR/munge-run/munged.pid"
     echo started >"$SLURM_DIR/munge-started"
+    local j
+    for j in $(seq 1 50); do
+      (munge -n | unmunge) >/dev/null 2>&1 && break
+      sleep 0.1
+    done
   fi
   local cpus
   cpus=$(nproc)
@@ -95,13 +102,16 @@ EOF
 }
 
 stop_slurm() {
-  local f
-  for f in "$SLURM_DIR/slurmd.pid" "$SLURM_DIR/slurmctld.pid"; do
-    if [[ -s $f ]]; then
-      kill "$(cat "$f")" 2>/dev/null || true
-    fi
+  local f pid i
+  for f in "$SLURM_DIR/slurmd.pid" "$SLURM_DIR/slurmctld.pid" "$SLURM_DIR/munge-run/munged.pid"; do
+    [[ -s $f ]] || continue
+    [[ $f == */munged.pid && ! -f "$SLURM_DIR/munge-started" ]] && continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || continue
+    # Gone before the next start looks for it.
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   done
-  if [[ -f "$SLURM_DIR/munge-started" && -s "$SLURM_DIR/munge-run/munged.pid" ]]; then
-    kill "$(cat "$SLURM_DIR/munge-run/munged.pid")" 2>/dev/null || true
-  fi
 }
