@@ -28,23 +28,11 @@ fn dags(sb: &Sandbox) -> PathBuf {
     dir
 }
 
-/// Debian's `prometheus` and `promtool` (tests/run.sh installs them), or `None` after saying
-/// loudly that the test skips; with SLUICE_REQUIRE_PROMETHEUS=1 it fails instead.
+/// Debian's `prometheus` and `promtool`, or a loud skip (a failure in CI).
 fn prometheus_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let find = |name: &str| {
-        std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
-    };
-    if let (Some(p), Some(t)) = (find("prometheus"), find("promtool")) {
-        return Some((p, t));
-    }
-    if std::env::var("SLUICE_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
-        panic!("{test}: SLUICE_REQUIRE_PROMETHEUS=1 but prometheus or promtool is not on PATH");
-    }
-    eprintln!(
-        "\n*** SKIPPED {test}: no prometheus/promtool on PATH (apt-get install prometheus, or run `bash tests/run.sh`). ***\n"
-    );
-    None
+    let found =
+        common::tools_or_skip(test, &["prometheus", "promtool"], "SLUICE_REQUIRE_PROMETHEUS", "prometheus")?;
+    Some((found[0].clone(), found[1].clone()))
 }
 
 /// The value of a PromQL instant query (0 when it has no sample yet).

@@ -43,23 +43,15 @@ steps:
     promote: {alias: production}
 "#;
 
-/// Debian's chromium and chromedriver (tests/run.sh installs them), or `None` after saying
-/// loudly that the test skips; with SLUICE_REQUIRE_CHROMIUM=1 it fails instead.
+/// Debian's chromium and chromedriver, or a loud skip (a failure in CI).
 fn chromium_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let find = |name: &str| {
-        std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
-    };
-    if let (Some(c), Some(d)) = (find("chromium"), find("chromedriver")) {
-        return Some((c, d));
-    }
-    if std::env::var("SLUICE_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
-        panic!("{test}: SLUICE_REQUIRE_CHROMIUM=1 but chromium or chromedriver is not on PATH");
-    }
-    eprintln!(
-        "\n*** SKIPPED {test}: no chromium/chromedriver on PATH (apt-get install chromium chromium-driver, or run `bash tests/run.sh`). ***\n"
-    );
-    None
+    let found = common::tools_or_skip(
+        test,
+        &["chromium", "chromedriver"],
+        "SLUICE_REQUIRE_CHROMIUM",
+        "chromium chromium-driver",
+    )?;
+    Some((found[0].clone(), found[1].clone()))
 }
 
 /// A headless Chromium session through a chromedriver started on loopback (stopped by its

@@ -397,6 +397,28 @@ pub fn alertmanager_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// The programs `names` on PATH (Debian packages that tests/run.sh installs), or `None` after
+/// saying loudly that `test` skips and what to install; with `require`=1 in the environment
+/// it fails instead.
+pub fn tools_or_skip(test: &str, names: &[&str], require: &str, install: &str) -> Option<Vec<PathBuf>> {
+    let find = |name: &str| {
+        std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
+    };
+    let found: Option<Vec<PathBuf>> = names.iter().map(|n| find(n)).collect();
+    if found.is_some() {
+        return found;
+    }
+    let list = names.join(", ");
+    if std::env::var(require).as_deref() == Ok("1") {
+        panic!("{test}: {require}=1 but one of {list} is not on PATH");
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: one of {list} is not on PATH (apt-get install {install}, or run `bash tests/run.sh`). ***\n"
+    );
+    None
+}
+
 /// A free port on 127.0.0.1 (bound and let go: for a program that takes a fixed port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

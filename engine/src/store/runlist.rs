@@ -149,19 +149,25 @@ impl Store {
         Ok(RunPage { runs, next: None })
     }
 
+    /// Every run `filter` keeps, newest first, read page by page through the indexes.
+    pub fn runs_matching(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let mut all = Vec::new();
+        let mut f = filter.clone();
+        loop {
+            let page = self.run_page(&f, 1000)?;
+            all.extend(page.runs);
+            match page.next {
+                Some(n) => f.before = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Every run in one of `states`, newest first, from the index by state.
     pub fn runs_in(&self, states: &[RunState]) -> Result<Vec<RunRecord>> {
         let mut all = Vec::new();
         for state in states {
-            let mut filter = RunFilter { state: Some(*state), ..Default::default() };
-            loop {
-                let page = self.run_page(&filter, 1000)?;
-                all.extend(page.runs);
-                match page.next {
-                    Some(n) => filter.before = Some(n),
-                    None => break,
-                }
-            }
+            all.extend(self.runs_matching(&RunFilter { state: Some(*state), ..Default::default() })?);
         }
         all.sort_by_key(|r| std::cmp::Reverse(r.id));
         Ok(all)

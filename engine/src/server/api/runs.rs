@@ -161,17 +161,7 @@ pub(super) async fn list(
             return Ok(Json(json!({ "v": 1, "runs": runs, "next": page.next.map(|n| n.to_string()) })));
         }
         // A search over metrics, params and tags reads every run the filter keeps.
-        let mut runs = Vec::new();
-        let mut f = filter;
-        loop {
-            let page = store.run_page(&f, 10_000)?;
-            runs.extend(page.runs);
-            match page.next {
-                Some(n) => f.before = Some(n),
-                None => break,
-            }
-        }
-        let runs = shared.engine.search_runs(runs, &search)?;
+        let runs = shared.engine.search_runs(store.runs_matching(&filter)?, &search)?;
         let more = runs.len() > limit;
         let runs = shared.engine.with_tags(runs.into_iter().take(limit).collect())?;
         // Sorted by what the search orders by, a page has no id cursor.
