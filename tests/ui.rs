@@ -387,6 +387,21 @@ async fn a_dag_of_ten_thousand_steps_is_drawn_in_chromium() {
     // Timed by benches/ui.rs in a release build; here it must draw, and say how long it took.
     println!("10,000 steps drawn {:.0} ms after navigation (debug build)", drawn.as_f64().unwrap());
     b.page("graph-10000").await;
+    // A run of it: the graph, and the first 200 steps listed with a box to find the others.
+    let (code, body) = srv.post("/api/v1/pipelines/big/runs", "{}");
+    assert_eq!(code, 201, "{body}");
+    let run = serde_json::from_str::<Value>(&body).unwrap()["run"]["id"].as_u64().unwrap();
+    b.client.goto(&format!("{}/#/runs/{run}", srv.url())).await.unwrap();
+    b.until("the run's graph", "document.querySelector('.graph[data-drawn=\"10000\"]')").await;
+    b.until("200 steps listed", "document.querySelectorAll('tr[data-step]').length === 200").await;
+    let find = b.client.find(Locator::Id("step-find")).await.unwrap();
+    find.send_keys("s99_").await.unwrap();
+    b.until("the steps found", "document.querySelectorAll('tr[data-step]').length === 100").await;
+    assert!(b.text_of("main").await.contains("100 of 100 matching steps"));
+    b.page("run-10000").await;
+    let (code, body) = srv.post(&format!("/api/v1/runs/{run}/cancel"), "{}");
+    assert!(code < 300, "{body}");
+    srv.wait_run(run);
     b.client.close().await.unwrap();
 }
 

@@ -613,9 +613,12 @@
     const gantt = h('div', {});
     const detail = h('div', { id: 'step-detail' });
     const graph = graphView(layout, stateOf, (step) => pick(step));
+    // A run of many steps lists the first 200 that match what is typed here.
+    const find = h('input', { type: 'search', id: 'step-find', 'aria-label': 'Find a step by its id' });
+    find.addEventListener('input', () => steps.replaceChildren(stepsTable(r, pick, find.value)));
     const render = () => {
       head.replaceChildren(runHead(r));
-      steps.replaceChildren(stepsTable(r, pick));
+      steps.replaceChildren(stepsTable(r, pick, find.value));
       gantt.replaceChildren(ganttChart(r));
       graph.redraw();
     };
@@ -641,6 +644,7 @@
       h('p', { class: 'muted legend' }, Object.entries({ running: 'running', waiting: 'waiting', succeeded: 'succeeded', failed: 'failed', pending: 'pending' }).map(([k, v]) => h('span', {}, badge(k), ' ', v === k ? '' : v))),
       graph,
       h('h2', {}, 'Steps'),
+      r.steps.length > SHOWN_STEPS ? h('p', {}, h('label', { for: 'step-find' }, 'Find a step'), find) : null,
       steps,
       detail,
       h('h2', {}, 'Timeline'),
@@ -684,8 +688,12 @@
     );
   }
 
-  function stepsTable(r, pick) {
-    const rows = r.steps.map((s) => {
+  const SHOWN_STEPS = 200;
+
+  function stepsTable(r, pick, filter) {
+    const matching = filter ? r.steps.filter((s) => s.id.includes(filter)) : r.steps;
+    const shown = matching.slice(0, SHOWN_STEPS);
+    const rows = shown.map((s) => {
       const waiting = s.state === 'waiting' && s.kind === 'approval';
       const counts = s.items > 1 ? `${(s.tasks || []).filter((t) => t.state === 'succeeded').length}/${s.items} items` : '';
       return h(
@@ -710,7 +718,9 @@
         ),
       );
     });
-    return table(['Step', 'Kind', 'State', { text: 'Attempts', num: true }, { text: 'Took', num: true }, 'Message', ''], rows, { label: 'Steps' });
+    const t = table(['Step', 'Kind', 'State', { text: 'Attempts', num: true }, { text: 'Took', num: true }, 'Message', ''], rows, { label: 'Steps' });
+    if (shown.length === r.steps.length) return t;
+    return h('div', {}, h('p', { class: 'muted' }, `${shown.length} of ${matching.length} matching steps (${r.steps.length} in all); the graph shows every one`), t);
   }
 
   // The step's panel: its log (tailed while the run goes), outputs, artifacts and lineage.

@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub sessions: api::Sessions,
     /// DAG layouts the UI drew, by DAG version.
     pub layouts: api::Layouts,
+    /// Event streams open at once (each holds one until it ends).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a run could not be started.
@@ -304,6 +306,7 @@ pub async fn serve(
         rollout_changes: Mutex::new(()),
         sessions: Default::default(),
         layouts: Default::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
         engine: engine.clone(),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),
@@ -525,6 +528,7 @@ pub(crate) fn test_shared(
         rollout_changes: Mutex::new(()),
         sessions: Default::default(),
         layouts: Default::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
         engine: Arc::new(engine),
         in_flight: tokio::sync::Semaphore::new(opts.max_in_flight),
         events_in_flight: tokio::sync::Semaphore::new(EVENT_SLOTS),

@@ -37,7 +37,7 @@ pub(crate) use crate::security::Permission;
 pub(crate) use access::{Failures, Peer, Principal, RequestId};
 pub(crate) use events::{count as count_event, internal_event};
 pub(crate) use session::Sessions;
-pub(crate) use ui::Layouts;
+pub(crate) use ui::{Layouts, MAX_STREAMS};
 
 use super::{LaunchError, Shared};
 

@@ -192,6 +192,8 @@ pub(super) struct StreamQuery {
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The longest `timeout_s` taken.
 const MAX_STREAM: u64 = 24 * 3600;
+/// Event streams open at once; past it, a new one gets 503 (each open page holds one).
+pub(crate) const MAX_STREAMS: usize = 512;
 
 /// `GET /api/v1/stream`: server-sent events, `run` (`{run, state}`) and `step` (`{run, step,
 /// state, attempt}`), as the driver makes the changes durable. A client that falls behind
@@ -205,6 +207,13 @@ pub(super) async fn stream(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let only = q.run.as_deref().map(run_id).transpose()?;
+    let Ok(slot) = shared.streams.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!("{MAX_STREAMS} event streams are open; retry shortly"),
+        ));
+    };
     let rx = shared.notices.subscribe();
     let end = q.timeout_s.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.min(MAX_STREAM)));
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
@@ -217,9 +226,19 @@ pub(super) async fn stream(
         headers: axum::http::HeaderMap,
         first: bool,
         over: bool,
+        /// Given back when the stream ends.
+        _slot: tokio::sync::OwnedSemaphorePermit,
     }
-    let state =
-        Live { rx, stopping: shared.stopping.clone(), beat, shared, headers, first: true, over: false };
+    let state = Live {
+        rx,
+        stopping: shared.stopping.clone(),
+        beat,
+        shared,
+        headers,
+        first: true,
+        over: false,
+        _slot: slot,
+    };
     let events = futures_util::stream::unfold(state, move |mut s| async move {
         if s.first {
             s.first = false;
