@@ -54,6 +54,18 @@ async fn load(c: &Client, url: &str, name: &str, steps: usize) -> f64 {
         .unwrap()
 }
 
+/// Kills Chromium by its pid if the bench ends before it closes the session.
+struct KillPid(Option<i32>);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if !full {
@@ -113,6 +125,8 @@ fn main() {
                 }
             }
         };
+        let mut chromium =
+            KillPid(c.capabilities().and_then(|c| c.get("goog:processID")).and_then(|p| p.as_i64()).map(|p| p as i32));
         c.goto(&format!("{url}/")).await.unwrap();
         until(&c, "document.getElementById('token')").await;
         c.find(Locator::Id("token")).await.unwrap().send_keys(&token).await.unwrap();
@@ -135,5 +149,6 @@ fn main() {
         println!("| {steps}-step DAG, again (median of {reps}) | {w:.0} |");
         println!("| 10-step DAG (median of {reps}) | {s:.0} |");
         c.close().await.unwrap();
+        chromium.0 = None;
     });
 }

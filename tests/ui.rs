@@ -60,7 +60,19 @@ struct Browser {
     client: Client,
     driver: String,
     session: String,
+    /// Chromium's own pid (chromedriver says it), killed with the guard if a test fails
+    /// before it closes the session.
+    chromium: Option<i32>,
     _chromedriver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.chromium {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 impl Browser {
@@ -98,7 +110,13 @@ impl Browser {
             .await
             .expect("a Chromium session");
         let session = client.session_id().await.unwrap().expect("a session id");
-        Browser { client, driver, session, _chromedriver: child }
+        let chromium = client
+            .capabilities()
+            .and_then(|c| c.get("goog:processID"))
+            .and_then(|p| p.as_i64())
+            .map(|p| p as i32);
+        assert!(chromium.is_some(), "chromedriver names Chromium's pid: {:?}", client.capabilities());
+        Browser { client, driver, session, chromium, _chromedriver: child }
     }
 
     /// The browser console's entries since the last call (chromedriver's log endpoint).
@@ -122,6 +140,12 @@ impl Browser {
             .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
             .collect();
         assert!(bad.is_empty(), "the browser console has errors on {page}: {bad:#?}");
+    }
+
+    /// Ends the session (Chromium exits); nothing is left for the guard to kill.
+    async fn close(&mut self) {
+        self.client.clone().close().await.unwrap();
+        self.chromium = None;
     }
 
     async fn text_of(&self, css: &str) -> String {
@@ -214,7 +238,7 @@ async fn a_runner_triggers_and_watches_a_run_and_an_approver_approves_it_in_chro
     let srv = Server::start(&sb, &demo_dags(&sb), &[]);
     let alice = token(&sb, "alice", "runner");
     let bob = token(&sb, "bob", "approver");
-    let b = Browser::start(&sb, &chromium, &chromedriver).await;
+    let mut b = Browser::start(&sb, &chromium, &chromedriver).await;
     let url = srv.url();
 
     // The runner logs in; the token is in no URL, and the cookie is out of the page's reach.
@@ -343,7 +367,7 @@ async fn a_runner_triggers_and_watches_a_run_and_an_approver_approves_it_in_chro
     b.page("compare").await;
     b.logout().await;
     b.assert_console_clean("the end");
-    b.client.close().await.unwrap();
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +397,7 @@ async fn a_dag_of_ten_thousand_steps_is_drawn_in_chromium() {
     }
     std::fs::write(dags.join("big.yaml"), yaml).unwrap();
     let srv = Server::start(&sb, &dags, &[]);
-    let b = Browser::start(&sb, &chromium, &chromedriver).await;
+    let mut b = Browser::start(&sb, &chromium, &chromedriver).await;
     b.login(&format!("{}/", srv.url()), &srv.token).await;
     // A fresh load of the pipeline's page: from navigation to the graph drawn.
     b.client.goto(&format!("{}/#/pipelines/big", srv.url())).await.unwrap();
@@ -402,7 +426,7 @@ async fn a_dag_of_ten_thousand_steps_is_drawn_in_chromium() {
     let (code, body) = srv.post(&format!("/api/v1/runs/{run}/cancel"), "{}");
     assert!(code < 300, "{body}");
     srv.wait_run(run);
-    b.client.close().await.unwrap();
+    b.close().await;
 }
 
 /// The session without a browser: the cookie's attributes, CSRF on every change, a revoked
