@@ -37,21 +37,15 @@ fn prometheus_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
 
 /// The value of a PromQL instant query (0 when it has no sample yet).
 fn query(prom: &str, q: &str) -> f64 {
-    let path = format!("/api/v1/query?query={}", percent(q));
+    let path = format!(
+        "/api/v1/query?query={}",
+        percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC)
+    );
     let (code, body) = http(prom, "GET", &path, "");
     assert_eq!(code, 200, "Prometheus query {q}: {body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "success", "{body}");
     v["data"]["result"][0]["value"][1].as_str().map_or(0.0, |s| s.parse().unwrap())
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Polls a PromQL query until `ok` holds of its value (Prometheus scrapes every second).

@@ -144,7 +144,7 @@ pub(crate) fn audit(
                 let mut query = vec![format!("limit={}", q.limit)];
                 for (k, v) in [("since", q.since), ("actor", q.actor), ("action", q.action)] {
                     if let Some(v) = v {
-                        query.push(format!("{k}={}", encode(v)));
+                        query.push(format!("{k}={}", super::artifacts::urlencode(v)));
                     }
                 }
                 let path = format!("/api/v1/audit?{}", query.join("&"));
@@ -173,16 +173,6 @@ pub(crate) fn audit(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub(crate) fn verify(
