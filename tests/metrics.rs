@@ -224,7 +224,7 @@ fn a_real_prometheus_scrapes_the_runs_the_test_started() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
         .collect();
-    for n in sluice_engine::metrics::NAMES {
+    for n in sluice_engine::metrics::DEFS.iter().map(|d| d.name) {
         for suffix in ["", "_bucket", "_sum", "_count"] {
             names.insert(format!("{n}{suffix}"));
         }

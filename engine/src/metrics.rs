@@ -41,32 +41,6 @@ const ROLLOUT_WEIGHT: &str = "sluice_rollout_weight_percent";
 const PIPELINES: &str = "sluice_pipelines";
 const BUILD: &str = "sluice_build_info";
 
-/// Every metric's name (histograms add `_bucket`, `_sum` and `_count`), for the checks of
-/// what the Grafana dashboard charts.
-pub const NAMES: &[&str] = &[
-    RUNS,
-    RUNS_FINISHED,
-    RUN_SECONDS,
-    ATTEMPTS,
-    STEP_SECONDS,
-    QUEUED,
-    RUNNING,
-    ADMISSION_SECONDS,
-    EVENTS,
-    HTTP,
-    HTTP_SECONDS,
-    CACHE,
-    PREDICTIONS,
-    PREDICTED_ROWS,
-    PREDICT_SECONDS,
-    DRIFT,
-    DRIFTED,
-    DRIFT_SHARE,
-    ROLLOUT_WEIGHT,
-    PIPELINES,
-    BUILD,
-];
-
 /// Seconds a step or a run takes: from a cached step's milliseconds to a day's training.
 const LONG: &[f64] =
     &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
@@ -76,6 +50,84 @@ const WAIT: &[f64] = &[0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0];
 const HTTP_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Seconds a prediction batch takes on the CPU.
 const PREDICT: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// What a metric is: its type (a histogram with its buckets, always in seconds).
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram(&'static [f64]),
+}
+
+/// A metric: its name, type and help text.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+const fn def(name: &'static str, kind: Kind, help: &'static str) -> Def {
+    Def { name, kind, help }
+}
+
+/// Every metric, once: the recorder's buckets, the help lines and the dashboard's check are
+/// all read from here.
+pub const DEFS: &[Def] = &[
+    def(RUNS, Kind::Counter, "Runs started, by pipeline."),
+    def(RUNS_FINISHED, Kind::Counter, "Runs that ended, by pipeline and final state."),
+    def(
+        RUN_SECONDS,
+        Kind::Histogram(LONG),
+        "How long runs took from start to end, by pipeline and final state.",
+    ),
+    def(ATTEMPTS, Kind::Counter, "Step attempts that ended, by step kind and outcome."),
+    def(STEP_SECONDS, Kind::Histogram(LONG), "How long step attempts took, by step kind and outcome."),
+    def(QUEUED, Kind::Gauge, "Tasks waiting for a slot (admission)."),
+    def(RUNNING, Kind::Gauge, "Tasks holding a slot."),
+    def(ADMISSION_SECONDS, Kind::Histogram(WAIT), "How long tasks waited for a slot."),
+    def(EVENTS, Kind::Counter, "Events received, by source and what became of them."),
+    def(HTTP, Kind::Counter, "API requests, by method, route template and status."),
+    def(
+        HTTP_SECONDS,
+        Kind::Histogram(HTTP_BUCKETS),
+        "API latency until the answer's head, by method and route template.",
+    ),
+    def(
+        CACHE,
+        Kind::Counter,
+        "Step cache lookups, by result (hit, miss, expired, damaged, bypassed, unkeyed).",
+    ),
+    def(
+        PREDICTIONS,
+        Kind::Counter,
+        "Prediction requests, by model, version and outcome (ok, invalid, failed).",
+    ),
+    def(PREDICTED_ROWS, Kind::Counter, "Rows predicted, by model and version."),
+    def(
+        PREDICT_SECONDS,
+        Kind::Histogram(PREDICT),
+        "How long prediction requests took, by model and version.",
+    ),
+    def(
+        DRIFT,
+        Kind::Gauge,
+        "The last drift statistic a live monitor measured, by model, feature and method.",
+    ),
+    def(
+        DRIFTED,
+        Kind::Gauge,
+        "Whether the live monitor found the feature drifted (1) or not (0), by model and feature.",
+    ),
+    def(DRIFT_SHARE, Kind::Gauge, "The share of a model's features the live monitor found drifted."),
+    def(
+        ROLLOUT_WEIGHT,
+        Kind::Gauge,
+        "The share of a model's traffic its running rollout sends to the candidate, in percent.",
+    ),
+    def(PIPELINES, Kind::Gauge, "Pipelines loaded from the DAG folder, by whether they are valid."),
+    def(BUILD, Kind::Gauge, "Always 1; the label says which Sluice answers."),
+];
 
 /// The installed exporter: the handle that renders, and the process collector.
 struct Exporter {
@@ -92,16 +144,12 @@ pub fn install() -> bool {
     EXPORTER
         .get_or_init(|| {
             let mut builder = PrometheusBuilder::new();
-            for (name, buckets) in [
-                (RUN_SECONDS, LONG),
-                (STEP_SECONDS, LONG),
-                (ADMISSION_SECONDS, WAIT),
-                (HTTP_SECONDS, HTTP_BUCKETS),
-                (PREDICT_SECONDS, PREDICT),
-            ] {
-                builder = builder
-                    .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
-                    .expect("the bucket lists are not empty");
+            for def in DEFS {
+                if let Kind::Histogram(buckets) = def.kind {
+                    builder = builder
+                        .set_buckets_for_metric(Matcher::Full(def.name.to_string()), buckets)
+                        .expect("the bucket lists are not empty");
+                }
             }
             let handle = match builder.install_recorder() {
                 Ok(h) => h,
@@ -139,55 +187,13 @@ pub fn upkeep() {
 }
 
 fn describe() {
-    describe_counter!(RUNS, "Runs started, by pipeline.");
-    describe_counter!(RUNS_FINISHED, "Runs that ended, by pipeline and final state.");
-    describe_histogram!(
-        RUN_SECONDS,
-        Unit::Seconds,
-        "How long runs took from start to end, by pipeline and final state."
-    );
-    describe_counter!(ATTEMPTS, "Step attempts that ended, by step kind and outcome.");
-    describe_histogram!(
-        STEP_SECONDS,
-        Unit::Seconds,
-        "How long step attempts took, by step kind and outcome."
-    );
-    describe_gauge!(QUEUED, "Tasks waiting for a slot (admission).");
-    describe_gauge!(RUNNING, "Tasks holding a slot.");
-    describe_histogram!(ADMISSION_SECONDS, Unit::Seconds, "How long tasks waited for a slot.");
-    describe_counter!(EVENTS, "Events received, by source and what became of them.");
-    describe_counter!(HTTP, "API requests, by method, route template and status.");
-    describe_histogram!(
-        HTTP_SECONDS,
-        Unit::Seconds,
-        "API latency until the answer's head, by method and route template."
-    );
-    describe_counter!(
-        CACHE,
-        "Step cache lookups, by result (hit, miss, expired, damaged, bypassed, unkeyed)."
-    );
-    describe_counter!(
-        PREDICTIONS,
-        "Prediction requests, by model, version and outcome (ok, invalid, failed)."
-    );
-    describe_counter!(PREDICTED_ROWS, "Rows predicted, by model and version.");
-    describe_histogram!(
-        PREDICT_SECONDS,
-        Unit::Seconds,
-        "How long prediction requests took, by model and version."
-    );
-    describe_gauge!(DRIFT, "The last drift statistic a live monitor measured, by model, feature and method.");
-    describe_gauge!(
-        DRIFTED,
-        "Whether the live monitor found the feature drifted (1) or not (0), by model and feature."
-    );
-    describe_gauge!(DRIFT_SHARE, "The share of a model's features the live monitor found drifted.");
-    describe_gauge!(
-        ROLLOUT_WEIGHT,
-        "The share of a model's traffic its running rollout sends to the candidate, in percent."
-    );
-    describe_gauge!(PIPELINES, "Pipelines loaded from the DAG folder, by whether they are valid.");
-    describe_gauge!(BUILD, "Always 1; the label says which Sluice answers.");
+    for def in DEFS {
+        match def.kind {
+            Kind::Counter => describe_counter!(def.name, def.help),
+            Kind::Gauge => describe_gauge!(def.name, def.help),
+            Kind::Histogram(_) => describe_histogram!(def.name, Unit::Seconds, def.help),
+        }
+    }
 }
 
 /// A run started (it left the queue and runs its first steps).
