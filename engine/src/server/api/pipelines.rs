@@ -89,29 +89,36 @@ fn next_fires(e: &Entry, now: i64, n: usize) -> Vec<String> {
     out
 }
 
-pub(super) async fn list(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    let c = shared.catalog();
-    let pipelines: Vec<Value> = c.pipelines.values().map(|e| summary(&shared, e)).collect();
-    Json(json!({ "v": 1, "pipelines": pipelines, "invalid": c.invalid }))
+pub(super) async fn list(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>> {
+    // Each summary reads its pipeline's newest runs from the store: off the async threads.
+    blocking(move || {
+        let c = shared.catalog();
+        let pipelines: Vec<Value> = c.pipelines.values().map(|e| summary(&shared, e)).collect();
+        Ok(Json(json!({ "v": 1, "pipelines": pipelines, "invalid": c.invalid })))
+    })
+    .await
 }
 
 pub(super) async fn one(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let c = shared.catalog();
-    let Some(e) = c.pipelines.get(&name) else { return Err(unknown_pipeline(&shared, &name)) };
-    let mut v = summary(&shared, e);
-    let versions: Vec<Value> = shared
-        .engine
-        .store()
-        .dag_versions(&name)?
-        .into_iter()
-        .map(|d| json!({ "version": d.hash, "file": d.path, "stored_at": rfc3339(d.stored_at) }))
-        .collect();
-    v["versions"] = json!(versions);
-    v["v"] = json!(1);
-    Ok(Json(v))
+    blocking(move || {
+        let c = shared.catalog();
+        let Some(e) = c.pipelines.get(&name) else { return Err(unknown_pipeline(&shared, &name)) };
+        let mut v = summary(&shared, e);
+        let versions: Vec<Value> = shared
+            .engine
+            .store()
+            .dag_versions(&name)?
+            .into_iter()
+            .map(|d| json!({ "version": d.hash, "file": d.path, "stored_at": rfc3339(d.stored_at) }))
+            .collect();
+        v["versions"] = json!(versions);
+        v["v"] = json!(1);
+        Ok(Json(v))
+    })
+    .await
 }
 
 pub(super) async fn backfill(

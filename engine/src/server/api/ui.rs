@@ -143,8 +143,9 @@ fn laid_out(shared: &Shared, plan: &Plan) -> Arc<Value> {
     }
     // Made without the lock: other graphs are served meanwhile.
     let v = Arc::new(layout(plan));
+    // A 10,000-step layout is about a megabyte: a few dozen versions are kept at most.
     let mut map = lock();
-    if map.len() >= 256 {
+    if map.len() >= 32 {
         map.clear();
     }
     map.insert(plan.hash.clone(), v.clone());
