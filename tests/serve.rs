@@ -393,12 +393,19 @@ fn a_flood_gets_429_and_the_server_recovers() {
             let (addr, token) = (srv.addr.clone(), srv.token.clone());
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
-                let mut s = std::net::TcpStream::connect(&addr).unwrap();
-                let req = format!("GET /api/v1/runs/{run}/wait?timeout_s=10 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n");
-                s.write_all(req.as_bytes()).unwrap();
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                out
+                // A wait that lands while the poll below holds the other slot is itself turned
+                // away; it asks again, so that both slots end up held by waits.
+                loop {
+                    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                    let req = format!("GET /api/v1/runs/{run}/wait?timeout_s=10 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n");
+                    s.write_all(req.as_bytes()).unwrap();
+                    let mut out = String::new();
+                    let _ = s.read_to_string(&mut out);
+                    if !out.starts_with("HTTP/1.1 429") {
+                        return out;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             })
         })
         .collect();
