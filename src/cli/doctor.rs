@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use sluice_worker::{
-    ContainerExecutor, DockerConfig, WasmConfig, WasmExecutor, gpu_slots, gpu_status, nvidia_driver,
+    ContainerExecutor, DockerConfig, SlurmConfig, WasmConfig, WasmExecutor, cluster_info, gpu_slots,
+    gpu_status, nvidia_driver,
 };
 
 use crate::Output;
@@ -20,10 +21,11 @@ pub(crate) fn doctor(
         config.host = host;
     }
     let host = config.host.clone();
-    let docker = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async { ContainerExecutor::new(config).probe().await });
+    let slurm_config = SlurmConfig::new(config.owner.clone());
+    let (docker, slurm) =
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+            (ContainerExecutor::new(config).probe().await, cluster_info(&slurm_config).await)
+        });
     let wasm = WasmExecutor::new(WasmConfig::in_data_dir(&std::path::absolute(data_dir)?)).probe();
     let driver = nvidia_driver();
     let gpu = gpu_status();
@@ -41,6 +43,13 @@ pub(crate) fn doctor(
             "gpu": match &gpu {
                 Ok(device) => json!({"ok": true, "device": device, "driver": driver, "slots": gpu_slots()}),
                 Err(e) => json!({"ok": false, "error": e, "driver": driver, "trainer": "train: steps run on the CPU (device: auto) or fail (device: gpu)"}),
+            },
+            "slurm": match &slurm {
+                Ok(info) => json!({"ok": true, "version": info.version, "partitions": info.partitions.iter().map(|(name, state, nodes, gres)| json!({
+                    "name": name.trim_end_matches('*'), "default": name.ends_with('*'), "state": state, "nodes": nodes,
+                    "gres": (gres != "(null)").then_some(gres),
+                })).collect::<Vec<_>>()}),
+                Err(e) => json!({"ok": false, "error": e}),
             },
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -68,6 +77,20 @@ pub(crate) fn doctor(
                 driver.as_ref().map_or(String::new(), |d| format!("; {d}"))
             ),
             Err(e) => println!("gpu        unavailable: {e} (train: steps run on the CPU)"),
+        }
+        match &slurm {
+            Ok(info) => {
+                let parts: Vec<String> = info
+                    .partitions
+                    .iter()
+                    .map(|(name, state, nodes, gres)| {
+                        let gres = if gres == "(null)" { String::new() } else { format!(", {gres}") };
+                        format!("{name} ({state}, {nodes} node(s){gres})")
+                    })
+                    .collect();
+                println!("slurm      ok: Slurm {}; partitions: {}", info.version, parts.join(", "))
+            }
+            Err(e) => println!("slurm      unavailable: {e} (`slurm:` steps and --slurm need a cluster)"),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -34,6 +34,11 @@ pub(crate) struct EngineArgs {
     /// The Docker Engine for container steps (default: DOCKER_HOST, else the local socket).
     #[arg(long)]
     docker_host: Option<String>,
+    /// Run every `process:` step as a batch job on Slurm, in this partition unless its
+    /// `slurm:` block names another (`sbatch`, `squeue` and `scancel` on PATH; the data
+    /// folder on a file system the cluster's nodes mount).
+    #[arg(long, value_name = "PARTITION", env = "SLUICE_SLURM")]
+    slurm: Option<String>,
     /// How much of an attempt's log is kept from its start, as `64Mi`; past it, the last MiB
     /// of each stream is kept, with a note of what was dropped.
     #[arg(long, value_parser = parse_size, default_value = "64Mi")]
@@ -146,6 +151,13 @@ pub(crate) fn open(data_dir: &Path, args: &EngineArgs) -> anyhow::Result<Engine>
     opts.max_log_bytes = args.log_limit;
     opts.min_free_bytes = args.min_free_space;
     opts.docker_host = args.docker_host.clone();
+    if let Some(p) = &args.slurm {
+        anyhow::ensure!(
+            !p.trim().is_empty() && !p.chars().any(char::is_whitespace),
+            "--slurm takes a partition name (one word), not {p:?}"
+        );
+        opts.slurm = Some(p.clone());
+    }
     let target = match (&args.openlineage_url, &args.openlineage_file) {
         (Some(url), _) => Some(sluice_engine::driver::LineageTarget::Http(url.clone())),
         (None, Some(file)) => Some(sluice_engine::driver::LineageTarget::File(file.clone())),

@@ -475,15 +475,9 @@ impl Executor for ContainerExecutor {
 /// the same number never touch each other's containers.
 pub fn container_name(owner: &str, request: &AttemptRequest) -> String {
     let id = &request.id;
-    let step: String = id
-        .step
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .collect();
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let owner_hash =
-        owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("sluice-{:08x}-r{}-{step}-{}-{}", owner_hash as u32, id.run, id.item, id.attempt)
+    let step = crate::slurm::name_part(&id.step);
+    let owner = crate::slurm::owner_hash(owner);
+    format!("sluice-{owner}-r{}-{step}-{}-{}", id.run, id.item, id.attempt)
 }
 
 fn split_image(image: &str) -> (&str, &str) {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::container::{ContainerExecutor, ContainerSpec, DockerConfig};
 use crate::error::ExecError;
 use crate::process::ProcessExecutor;
+use crate::slurm::{SlurmConfig, SlurmExecutor, SlurmPlacement};
 use crate::train::{TrainExecutor, TrainSpec};
 use crate::wasm::{WasmConfig, WasmExecutor, WasmSpec};
 
@@ -103,6 +104,15 @@ impl AttemptFiles {
     }
 }
 
+/// Where an attempt runs when not on the engine's machine. Not part of the step cache's key:
+/// where a result was made does not change it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "on", rename_all = "snake_case")]
+pub enum Placement {
+    /// As a batch job on a Slurm cluster.
+    Slurm(SlurmPlacement),
+}
+
 /// The version of [`AttemptRequest`] this build writes.
 pub const ATTEMPT_REQUEST_VERSION: u32 = 1;
 
@@ -128,6 +138,9 @@ pub struct AttemptRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputFile>,
     pub files: AttemptFiles,
+    /// Where it runs: on the engine's machine when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 /// Shows the env's names only: its values may hold the pipeline's secrets.
@@ -141,6 +154,7 @@ impl std::fmt::Debug for AttemptRequest {
             .field("workdir", &self.workdir)
             .field("inputs", &self.inputs)
             .field("files", &self.files)
+            .field("placement", &self.placement)
             .finish()
     }
 }
@@ -156,6 +170,7 @@ impl AttemptRequest {
             workdir: files.run_dir.clone(),
             inputs: Vec::new(),
             files,
+            placement: None,
         }
     }
 }
@@ -248,6 +263,7 @@ pub struct ExecutorSet {
     container: ContainerExecutor,
     wasm: WasmExecutor,
     train: TrainExecutor,
+    slurm: SlurmExecutor,
     builtin: Arc<dyn Executor>,
     every: Option<Arc<dyn Executor>>,
 }
@@ -274,7 +290,9 @@ impl Executor for NoBuiltin {
 
 impl ExecutorSet {
     pub fn new(docker: DockerConfig, wasm: WasmConfig) -> Self {
+        let slurm = SlurmExecutor::new(SlurmConfig::new(docker.owner.clone()));
         Self {
+            slurm,
             process: Arc::new(ProcessExecutor),
             container: ContainerExecutor::new(docker),
             wasm: WasmExecutor::new(wasm),
@@ -294,6 +312,24 @@ impl ExecutorSet {
     /// that measure the engine without the cost of the work itself, and for tests.
     pub fn only(executor: Arc<dyn Executor>, docker: DockerConfig) -> Self {
         Self { every: Some(executor), ..Self::new(docker, WasmConfig::default()) }
+    }
+
+    /// The executor of Slurm placements (its settings).
+    pub fn with_slurm(mut self, config: SlurmConfig) -> Self {
+        self.slurm = SlurmExecutor::new(config);
+        self
+    }
+
+    /// The executor of a request: its placement's, else its kind's.
+    pub fn for_request(&self, request: &AttemptRequest) -> &dyn Executor {
+        match (&self.every, &request.placement) {
+            (None, Some(Placement::Slurm(_))) => &self.slurm,
+            _ => self.for_spec(&request.spec),
+        }
+    }
+
+    pub fn slurm(&self) -> &SlurmExecutor {
+        &self.slurm
     }
 
     pub fn for_spec(&self, spec: &ExecSpec) -> &dyn Executor {

@@ -32,6 +32,9 @@ pub(super) fn check(
     }
     check_params(spec, &mut cx);
     check_secrets(spec, &mut cx);
+    if let Some(slurm) = &spec.defaults.slurm {
+        check_slurm(slurm, "/defaults/slurm", &mut cx);
+    }
     super::triggers::check(spec, &mut cx);
     let index: HashMap<&str, StepIx> =
         spec.steps.keys().enumerate().map(|(i, k)| (k.as_str(), i as StepIx)).collect();
@@ -168,6 +171,17 @@ fn check_kind(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
     let mut problems = Vec::new();
     for (key, block) in &blocks {
         block.check(&mut Check::new(id, key, cx.base_dir, &mut problems));
+        if let Some(slurm) = &step.slurm {
+            let at = push_pointer(sp, "slurm");
+            if block.runs_on_slurm() {
+                check_slurm(slurm, &at, cx);
+            } else {
+                cx.at_key(
+                    &at,
+                    format!("step `{id}`: only `process:` steps run on Slurm; an `{key}:` step runs on the engine's machine"),
+                );
+            }
+        }
         if step.workdir.is_some()
             && let Some(why) = block.refuses_workdir()
         {
@@ -188,6 +202,61 @@ fn check_kind(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
     }
     for p in problems {
         cx.at(&p.pointer, p.message);
+    }
+}
+
+/// The `sbatch` options Sluice sets itself, which `extra:` may not set again.
+const SLURM_OWN: &[&str] = &[
+    "--job-name",
+    "-J",
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--array",
+    "-a",
+    "--chdir",
+    "-D",
+    "--parsable",
+    "--wrap",
+    "--export",
+    "--wait",
+    "-W",
+];
+
+/// A `slurm:` block: names are single words, `extra:` options are options Sluice leaves free.
+fn check_slurm(slurm: &crate::spec::SlurmBlock, at: &str, cx: &mut Ctx) {
+    for (field, value) in [
+        ("partition", &slurm.partition),
+        ("account", &slurm.account),
+        ("qos", &slurm.qos),
+        ("constraint", &slurm.constraint),
+        ("gres", &slurm.gres),
+    ] {
+        if let Some(v) = value
+            && (v.trim().is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            cx.at(&push_pointer(at, field), format!("`{field}: {v:?}` must be one word, as Slurm writes it"));
+        }
+    }
+    if let Some(t) = &slurm.time
+        && t.0.is_zero()
+    {
+        cx.at(&push_pointer(at, "time"), "`time:` must be longer than zero".into());
+    }
+    for (i, option) in slurm.extra.iter().enumerate() {
+        let here = push_pointer(&push_pointer(at, "extra"), &i.to_string());
+        let name = option.split('=').next().unwrap_or(option);
+        if !option.starts_with('-') || option.contains(['\n', '\0']) {
+            cx.at(&here, format!("`{option}` is not an sbatch option (they start with `-`; one per item)"));
+        } else if SLURM_OWN.contains(&name) {
+            cx.at(
+                &here,
+                format!(
+                    "`{name}` is set by Sluice itself (it names, places and watches the job); leave it out"
+                ),
+            );
+        }
     }
 }
 

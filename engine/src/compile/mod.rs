@@ -308,6 +308,9 @@ fn build(
         eff.priority = eff.priority.or(d.priority);
         eff.trigger_rule = eff.trigger_rule.or(d.trigger_rule);
         eff.cache = eff.cache.or(d.cache);
+        if kind.hooks().runs_on_slurm() {
+            eff.slurm = eff.slurm.or_else(|| d.slurm.clone());
+        }
         let mut env = d.env.clone();
         env.extend(own_env);
         eff.env = env;
@@ -333,6 +336,7 @@ fn build(
                 cpu: res.cpu.unwrap_or(1),
                 memory: res.memory.map_or(0, |m| m.0),
                 gpu: res.gpu.unwrap_or(0),
+                remote: eff.slurm.is_some(),
             },
             prepare: eff.when.is_some() || eff.map.is_some(),
             wait: kind.hooks().waits(),

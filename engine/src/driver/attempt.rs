@@ -95,6 +95,70 @@ pub(super) struct Start<'a> {
     pub(super) span: &'a tracing::Span,
     /// Whether the run's folders are there.
     pub(super) folders: Result<(), String>,
+    /// A Slurm attempt of this task an earlier engine left running.
+    pub(super) adopt: Option<u32>,
+}
+
+/// The `slurm:` settings of a step, when it runs on Slurm: its own (or its pipeline's
+/// defaults), else the engine's `--slurm PARTITION` for a kind that can.
+pub(super) fn slurm_block(engine: &Engine, plan: &Plan, step: StepIx) -> Option<crate::spec::SlurmBlock> {
+    let ps = &plan.steps[step as usize];
+    let default = engine.opts.slurm.as_ref();
+    match &ps.spec.slurm {
+        Some(block) => {
+            let mut block = block.clone();
+            block.partition = block.partition.or_else(|| default.cloned());
+            Some(block)
+        }
+        None if ps.kind.hooks().runs_on_slurm() => {
+            default.map(|p| crate::spec::SlurmBlock { partition: Some(p.clone()), ..Default::default() })
+        }
+        None => None,
+    }
+}
+
+/// Whether an attempt was given to Slurm (its job script was written): so is the next
+/// attempt of a task whose engine stopped, whatever this engine's `--slurm`.
+pub(super) fn went_to_slurm(
+    data_dir: &Path,
+    run: u64,
+    plan: &Plan,
+    step: StepIx,
+    item: u32,
+    attempt: u32,
+) -> bool {
+    with_suffix(&stem(data_dir, run, plan, step, item, attempt), ".slurm.sh").exists()
+}
+
+/// Where an attempt runs: on Slurm with its block, resources and timeout, or here.
+fn placement(
+    engine: &Engine,
+    plan: &Plan,
+    step: StepIx,
+    adopt: Option<sluice_worker::Adopt>,
+) -> Option<sluice_worker::Placement> {
+    let block = match slurm_block(engine, plan, step) {
+        Some(block) => block,
+        // Adopting a job an engine started with `--slurm` when this one was not.
+        None if adopt.is_some() => crate::spec::SlurmBlock::default(),
+        None => return None,
+    };
+    let core = &plan.core[step as usize];
+    let time_limit_s =
+        block.time.map(|t| t.0.as_secs().max(1)).or(core.timeout_ms.map(|ms| ms.div_ceil(1000)));
+    Some(sluice_worker::Placement::Slurm(sluice_worker::SlurmPlacement {
+        partition: block.partition,
+        time_limit_s,
+        account: block.account,
+        qos: block.qos,
+        constraint: block.constraint,
+        gres: block.gres,
+        gpus: core.resources.gpu,
+        cpus: core.resources.cpu,
+        memory: core.resources.memory,
+        extra: block.extra,
+        adopt: adopt.map(Box::new),
+    }))
 }
 
 /// Starts attempt `attempt` of `step`/`item`: renders its request and hands it to its
@@ -136,7 +200,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
         )
         .redacting(redact.clone()),
     );
-    let (request, mut collect) = match request {
+    let (mut request, mut collect) = match request {
         Ok(r) => r,
         Err(message) => {
             let _in = span.enter();
@@ -147,6 +211,15 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             return None;
         }
     };
+    let adopt = s.adopt.map(|lost| sluice_worker::Adopt {
+        attempt: lost,
+        files: AttemptFiles::at(
+            request.files.run_dir.clone(),
+            &self::stem(&data_dir, run, plan, step, item, lost),
+            ps.kind.hooks().attempt_folder(),
+        ),
+    });
+    request.placement = placement(s.engine, plan, step, adopt);
     let probe = cache::Probe::plan(&s.view, step, s.item.map(|v| (item, v)), &request, &collect);
     let mut inputs = std::mem::take(&mut collect.inputs);
     if probe.is_some() {
@@ -316,7 +389,7 @@ pub(super) fn start(s: Start<'_>, step: StepIx, item: u32, attempt: u32) -> Opti
             if let (Some(id), Some(token), Some(api)) = (&tracking.run_id, tracking.token(), &api) {
                 tracking_env(&mut request, id, api, token);
             }
-            let executor = executors.for_spec(&request.spec);
+            let executor = executors.for_request(&request);
             let execution = executor.execute(request, attempt_sink, kill_rx);
             tokio::pin!(execution);
             // The metrics file is read as it grows while the step runs, and once more at its end.

@@ -127,6 +127,9 @@ pub struct EngineOptions {
     /// Whether this engine may turn a folder's encryption on (it will write step logs:
     /// `run`, `serve`); read-only commands never do.
     pub may_encrypt: bool,
+    /// `--slurm PARTITION`: every `process:` step runs on Slurm, in this partition unless
+    /// its `slurm:` block names another.
+    pub slurm: Option<String>,
 }
 
 impl EngineOptions {
@@ -150,6 +153,7 @@ impl EngineOptions {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             may_encrypt: false,
+            slurm: None,
         }
     }
 }

@@ -376,6 +376,8 @@ pub(crate) fn request(
         workdir,
         inputs: inputs_seen,
         files,
+        // The driver places it (`attempt::placement`).
+        placement: None,
     };
     // A process step reads an upstream artifact by the path its templates rendered: only
     // those it names are decrypted for it (a mounting kind gets them all, in its sandbox).

@@ -34,6 +34,9 @@ struct Active {
     next_seq: u64,
     notes: Notes,
     kills: HashMap<(StepIx, u32, u32), Running>,
+    /// Slurm attempts an earlier engine left running, by task: the next attempt of the task
+    /// looks for their job and adopts it.
+    lost: HashMap<(StepIx, u32), u32>,
     run_dir_made: bool,
     /// The run's tracing span: every attempt's span is a child of it.
     span: tracing::Span,
@@ -277,6 +280,7 @@ impl Driver<'_> {
             next_seq: r.next_seq,
             notes: r.notes,
             kills: HashMap::new(),
+            lost: HashMap::new(),
             run_dir_made: false,
             span: tracing::info_span!("run", run = id, pipeline = plan.name()),
         };
@@ -287,8 +291,16 @@ impl Driver<'_> {
             RunState::Pending if intent == Intent::Drive => self.backlog.push_back((id, Event::Start)),
             RunState::Pending => self.backlog.push_back((id, Event::Cancel)),
             RunState::Running | RunState::Interrupting | RunState::Interrupted => {
-                let a = &self.runs[&id];
+                let a = self.runs.get_mut(&id).expect("just inserted");
                 for (step, item, attempt) in a.machine.running_attempts() {
+                    let dir = self.engine.store().dir();
+                    if attempt::slurm_block(self.engine, &a.plan, step).is_some()
+                        || attempt::went_to_slurm(dir, id, &a.plan, step, item, attempt)
+                    {
+                        // A batch job outlives the engine: the next attempt adopts it.
+                        a.lost.insert((step, item), attempt);
+                        continue;
+                    }
                     let file =
                         attempt::process_file(self.engine.store().dir(), id, &a.plan, step, item, attempt);
                     match super::sink::reap(&file) {
@@ -542,8 +554,10 @@ impl Driver<'_> {
                 let outcome = render::prepare(&view, step);
                 self.backlog.push_back((run, Event::Prepared { step, outcome }));
             }
-            Action::Enqueue { step, item, priority, resources } => {
+            Action::Enqueue { step, item, priority, mut resources } => {
                 self.queued_at.insert((run, step, item), std::time::Instant::now());
+                // `--slurm` places steps the pipeline file does not.
+                resources.remote |= attempt::slurm_block(self.engine, &self.runs[&run].plan, step).is_some();
                 self.admission.enqueue(run, step, item, priority, resources)
             }
             Action::Withdraw { step, item } => {
@@ -627,6 +641,7 @@ impl Driver<'_> {
                     return;
                 };
                 let folders = attempt::run_folders(self.engine.store().dir(), run, &mut a.run_dir_made);
+                let adopt = a.lost.remove(&(step, item));
                 let start = Start {
                     engine: self.engine,
                     executors: &self.executors,
@@ -635,6 +650,7 @@ impl Driver<'_> {
                     item: a.notes.items.get(&step).and_then(|v| v.get(item as usize)),
                     span: &a.span,
                     folders,
+                    adopt,
                 };
                 self.started_at.insert((run, step, item, attempt), std::time::Instant::now());
                 if let Some(running) = attempt::start(start, step, item, attempt) {

@@ -116,6 +116,11 @@ pub trait Kind: std::fmt::Debug + Send + Sync {
     fn input_folder(&self) -> Option<&'static str> {
         None
     }
+    /// Whether its attempts can run as Slurm batch jobs (`slurm:`): a command, not work the
+    /// engine does itself.
+    fn runs_on_slurm(&self) -> bool {
+        false
+    }
     /// Whether the step waits for a decision instead of running (an `approval:` step): the
     /// core holds it in `waiting`, with no slot, until someone decides or its timeout passes.
     fn waits(&self) -> bool {

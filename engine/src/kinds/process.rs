@@ -21,6 +21,10 @@ pub struct ProcessBlock {
 }
 
 impl Kind for ProcessBlock {
+    fn runs_on_slurm(&self) -> bool {
+        true
+    }
+
     fn check(&self, cx: &mut Check<'_>) {
         match (&self.command, &self.shell) {
             (None, None) => cx.at("", "`process:` needs `command:` (a list) or `shell:` (a script)"),

@@ -89,7 +89,7 @@ impl Admission {
     }
 
     pub fn enqueue(&mut self, run: u64, step: StepIx, item: u32, priority: i32, req: ResourceRequest) {
-        if let Some(why) = self.capacity.misfit(&req) {
+        if let Some(why) = self.capacity.misfit(&req).filter(|_| !req.remote) {
             self.misfits.push((Grant { run, step, item }, why));
             return;
         }
@@ -117,10 +117,12 @@ impl Admission {
             && let Some(r) = q.held.remove(&(step, item))
         {
             q.running -= 1;
-            self.running -= 1;
-            self.used.cpu -= r.cpu;
-            self.used.memory -= r.memory;
-            self.used.gpu -= r.gpu;
+            if !r.remote {
+                self.running -= 1;
+                self.used.cpu -= r.cpu;
+                self.used.memory -= r.memory;
+                self.used.gpu -= r.gpu;
+            }
         }
     }
 
@@ -148,7 +150,8 @@ impl Admission {
         // Runs whose best remaining task does not fit are passed over for this poll, so a
         // big task waits without blocking smaller ones of other runs.
         let mut blocked: Vec<u64> = Vec::new();
-        while self.running < self.capacity.slots {
+        loop {
+            let local_full = self.running >= self.capacity.slots;
             let mut best: Option<(Key, u64)> = None;
             for (run, q) in &self.runs {
                 if blocked.contains(run) || q.limit.is_some_and(|l| q.running >= l) {
@@ -163,7 +166,8 @@ impl Admission {
             let Some((key, run)) = best else { break };
             let (_, _, step, item) = key;
             let req = self.runs[&run].entries[&(step, item)].1;
-            if !self.fits(&req) {
+            // A remote task (a Slurm job) needs nothing from this machine.
+            if !req.remote && (local_full || !self.fits(&req)) {
                 blocked.push(run);
                 continue;
             }
@@ -172,10 +176,12 @@ impl Admission {
             q.entries.remove(&(step, item));
             q.held.insert((step, item), req);
             q.running += 1;
-            self.running += 1;
-            self.used.cpu += req.cpu;
-            self.used.memory += req.memory;
-            self.used.gpu += req.gpu;
+            if !req.remote {
+                self.running += 1;
+                self.used.cpu += req.cpu;
+                self.used.memory += req.memory;
+                self.used.gpu += req.gpu;
+            }
             grants.push(Grant { run, step, item });
         }
         grants
@@ -195,7 +201,26 @@ mod tests {
     use super::*;
 
     fn req(cpu: u32, gpu: u32) -> ResourceRequest {
-        ResourceRequest { cpu, memory: 0, gpu }
+        ResourceRequest { cpu, memory: 0, gpu, remote: false }
+    }
+
+    #[test]
+    fn remote_tasks_take_nothing_from_the_pools_but_count_for_their_run() {
+        let mut a = Admission::new(Capacity { slots: 1, cpu: 1, memory: 100, gpu: 0 });
+        let slurm = ResourceRequest { cpu: 4, memory: 0, gpu: 2, remote: true };
+        a.set_run_limit(2, Some(3));
+        a.enqueue(1, 0, 0, 0, req(1, 0));
+        for item in 0..5 {
+            a.enqueue(2, 1, item, 0, slurm);
+        }
+        assert!(a.take_misfits().is_empty(), "GPUs on the cluster are not this machine's");
+        let g = a.poll();
+        assert_eq!(g.len(), 4, "the local task and three remote ones (the run's limit): {g:?}");
+        assert_eq!(a.running(), 1, "remote tasks do not hold local slots");
+        a.release(2, 1, 0);
+        assert_eq!(a.poll(), vec![Grant { run: 2, step: 1, item: 3 }]);
+        a.release(1, 0, 0);
+        assert_eq!(a.running(), 0);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct ResourceRequest {
     pub cpu: u32,
     pub memory: u64,
     pub gpu: u32,
+    /// Runs elsewhere (a Slurm job): takes nothing from the pools nor from the global limit
+    /// on running attempts; only the run's own `concurrency` counts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 /// The retry policy of a step, resolved from the spec.

@@ -274,6 +274,34 @@ pub struct Resources {
     pub gpu: Option<u32>,
 }
 
+/// Where a step runs on a Slurm cluster: as a batch job, with these `sbatch` options. Its
+/// `resources:` become `--cpus-per-task`, `--mem` and `--gres=gpu:N` (and take nothing from
+/// the engine's own pools); its `timeout:` becomes the job's time limit unless `time:` says.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmBlock {
+    /// `--partition` (default: the engine's `--slurm PARTITION`, else the cluster's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `--time`, as `30m`, `2h` (whole minutes, rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DurationSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// `--constraint`: node features, as Slurm writes them (`a100&ib`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// `--gres`, as Slurm writes it (`gpu:a100:2`); by default `resources: {gpu: N}` gives
+    /// `gpu:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    /// More `sbatch` options, each one argument (`--exclusive`, `--nodelist=n1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<String>,
+}
+
 /// Settings shared by every step of a pipeline; a step's own settings win, `env` is merged.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +322,9 @@ pub struct StepDefaults {
     pub trigger_rule: Option<TriggerRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CachePolicy>,
+    /// Runs every step that can (`process:`) on Slurm, unless it says `slurm:` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmBlock>,
 }
 
 impl StepDefaults {
@@ -366,6 +397,9 @@ macro_rules! define_step {
             /// `true`, or `{ ttl: 7d }`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub cache: Option<CachePolicy>,
+            /// Run as a batch job on a Slurm cluster (`process:` steps), with these options.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub slurm: Option<SlurmBlock>,
         }
 
         impl Step {

@@ -17,7 +17,7 @@ pub(super) fn dag(n: usize, edges: &[(u32, u32)]) -> Vec<CoreStep> {
             retry: RetryPolicy::default(),
             timeout_ms: None,
             priority: 0,
-            resources: ResourceRequest { cpu: 1, memory: 0, gpu: 0 },
+            resources: ResourceRequest { cpu: 1, memory: 0, gpu: 0, remote: false },
             prepare: false,
             wait: false,
         })
