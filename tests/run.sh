@@ -65,6 +65,13 @@ provide() {
   fi
 }
 
+say "slurm (a private one-node cluster of Debian's slurm-wlm and munge, for the Slurm steps)"
+source tests/slurm.sh
+trap 'stop_docker; stop_slurm' EXIT
+start_slurm
+# The Slurm tests fail rather than skip when no cluster answers.
+export SLUICE_REQUIRE_SLURM=1
+
 say "alertmanager (Debian's prometheus-alertmanager, a real sender of alert webhooks)"
 command -v alertmanager >/dev/null 2>&1 || provide prometheus-alertmanager "the Alertmanager test" prometheus-alertmanager
 export SLUICE_REQUIRE_ALERTMANAGER=1

@@ -96,8 +96,11 @@ impl Engine {
                 crate::syntax::ByteSize(self.opts.min_free_bytes),
             )));
         }
-        for step in plan.core.iter() {
-            if let Some(why) = self.opts.capacity.misfit(&step.resources) {
+        for (ix, step) in plan.core.iter().enumerate() {
+            // A step placed on Slurm asks the cluster, not this machine's pools.
+            let remote =
+                step.resources.remote || super::attempt::slurm_block(self, plan, ix as StepIx).is_some();
+            if let Some(why) = self.opts.capacity.misfit(&step.resources).filter(|_| !remote) {
                 return Err(EngineError::Invalid(format!("this run can never start: {why}")));
             }
         }

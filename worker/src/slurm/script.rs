@@ -464,6 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn resources_and_the_timeout_become_sbatch_options() {
+        let p = SlurmPlacement {
+            partition: Some("gpu".into()),
+            time_limit_s: Some(90),
+            gpus: 2,
+            cpus: 4,
+            memory: 3 * 1024 * 1024 * 1024 + 1,
+            extra: vec!["--exclusive".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            options(&p),
+            [
+                "--partition=gpu",
+                "--gres=gpu:2",
+                "--time=2",
+                "--cpus-per-task=4",
+                "--mem=3073M",
+                "--exclusive"
+            ]
+        );
+        let given = SlurmPlacement { gres: Some("gpu:a100:1".into()), gpus: 2, ..Default::default() };
+        assert_eq!(options(&given), ["--gres=gpu:a100:1"], "a gres of its own wins");
+    }
+
+    #[test]
     fn a_controller_out_of_reach_is_worth_a_retry_a_bad_partition_is_not() {
         assert!(transient(
             "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
