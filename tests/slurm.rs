@@ -51,7 +51,7 @@ fn job_ids(log: &str) -> Vec<String> {
         .filter_map(|l| {
             l.split_once("submitted to Slurm")
                 .and_then(|(_, rest)| rest.rsplit(" job ").next())
-                .map(|id| id.trim().split_whitespace().next().unwrap_or("").to_string())
+                .map(|id| id.split_whitespace().next().unwrap_or("").to_string())
         })
         .collect()
 }
@@ -313,6 +313,26 @@ steps:
     assert_eq!(sb.show("2")["state"], "succeeded");
     assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "the step ran once");
     assert!(logs(&sb, "2", "after").contains("got 42"));
+
+    // SIGKILL, then `sluice cancel` of the run no engine drives: its job is cancelled too.
+    std::fs::remove_file(&began).unwrap();
+    let mut child =
+        sb.cmd().args(["run", "-q"]).arg(&spec).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_file_exists(&began);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = sb.sluice(&["cancel", "3"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(sb.show("3")["state"], "cancelled");
+    let out = Command::new("squeue").args(["-h", "--states=all", "-o", "%j|%T"]).output().unwrap();
+    let listing = text(&out.stdout);
+    let state = listing
+        .lines()
+        .find_map(|l| {
+            l.split_once('|').filter(|(n, _)| n.ends_with("-r3-work.i0.a1")).map(|(_, s)| s.to_string())
+        })
+        .unwrap_or_else(|| panic!("no job of run 3 in {listing}"));
+    assert!(state == "CANCELLED" || state == "COMPLETING", "{listing}");
 }
 
 #[test]

@@ -297,8 +297,14 @@ impl Driver<'_> {
                     if attempt::slurm_block(self.engine, &a.plan, step).is_some()
                         || attempt::went_to_slurm(dir, id, &a.plan, step, item, attempt)
                     {
-                        // A batch job outlives the engine: the next attempt adopts it.
-                        a.lost.insert((step, item), attempt);
+                        if intent == Intent::Drive {
+                            // A batch job outlives the engine: the next attempt adopts it.
+                            a.lost.insert((step, item), attempt);
+                        } else if let Err(e) =
+                            self.executors.slurm().cancel_left(id, a.plan.id(step), item, attempt)
+                        {
+                            tracing::warn!(run = id, error = %e, "cannot cancel the Slurm job an earlier engine left; cancel it with scancel");
+                        }
                         continue;
                     }
                     let file =

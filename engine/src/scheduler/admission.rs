@@ -309,7 +309,7 @@ mod properties {
             for op in ops {
                 match op {
                     Op::Enqueue { run, step, priority, cpu, gpu } => {
-                        let req = ResourceRequest { cpu, memory: 0, gpu };
+                        let req = ResourceRequest { cpu, memory: 0, gpu, remote: false };
                         let busy = held.iter().any(|h| h.0 == run && h.1 == step);
                         a.enqueue(run, step, 0, priority, req);
                         if !busy && cap.can_fit(&req) {

@@ -137,9 +137,28 @@ impl SlurmExecutor {
         &self.inner.config
     }
 
-    /// How many polls of `squeue` this executor has made (for the benchmark).
-    pub fn polls(&self) -> u64 {
-        self.inner.poller.polls()
+    /// Cancels, by name, the jobs an attempt of a run may have left (its own job, and the
+    /// array it may have gone in: the run is being cancelled, so every task of the array
+    /// goes). Blocking: for a run no engine drives, cancelled from the command line.
+    pub fn cancel_left(&self, run: u64, step: &str, item: u32, attempt: u32) -> Result<(), String> {
+        for name in [
+            job_name(&self.inner.owner, run, step, Some(item), attempt),
+            job_name(&self.inner.owner, run, step, None, attempt),
+        ] {
+            let program = match &self.inner.config.bin_dir {
+                Some(dir) => dir.join("scancel"),
+                None => PathBuf::from("scancel"),
+            };
+            let out = std::process::Command::new(program)
+                .args(["--me", &format!("--name={name}")])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run scancel: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("scancel failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+        }
+        Ok(())
     }
 
     fn submitter(&self) -> mpsc::UnboundedSender<script::Submission> {
@@ -318,6 +337,9 @@ impl SlurmExecutor {
                 }
                 _ => {}
             }
+            // Only a job that runs writes output: a pending one's files are not read (a
+            // thousand pending tasks would otherwise mean thousands of opens a second).
+            let running = matches!(state, JobState::Running(_));
             let stop_at =
                 stopping.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
             tokio::select! {
@@ -335,7 +357,7 @@ impl SlurmExecutor {
                     stopping = Some(tokio::time::Instant::now() + grace + STOP_WAIT);
                     self.inner.poller.hurry();
                 }
-                _ = tick.tick() => tail.pump(sink.as_ref()),
+                _ = tick.tick(), if running => tail.pump(sink.as_ref()),
                 _ = tokio::time::sleep_until(stop_at), if stopping.is_some() => {
                     break JobState::Unreachable(format!("Slurm did not report job {} ended after scancel", job.id));
                 }

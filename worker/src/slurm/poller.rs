@@ -3,7 +3,6 @@
 //! state changes. A job `squeue` no longer lists is asked about once with `scontrol`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -119,7 +118,6 @@ struct Shared {
     config: SlurmConfig,
     jobs: Mutex<HashMap<String, Entry>>,
     wake: Notify,
-    polls: AtomicU64,
 }
 
 /// The one poller of an executor.
@@ -131,18 +129,9 @@ pub(crate) struct Poller {
 impl Poller {
     pub(crate) fn new(config: SlurmConfig) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                config,
-                jobs: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                polls: AtomicU64::new(0),
-            }),
+            shared: Arc::new(Shared { config, jobs: Mutex::new(HashMap::new()), wake: Notify::new() }),
             started: OnceLock::new(),
         }
-    }
-
-    pub(crate) fn polls(&self) -> u64 {
-        self.shared.polls.load(Ordering::Relaxed)
     }
 
     /// Starts watching a job; its states arrive on the receiver.
@@ -196,7 +185,6 @@ async fn run(shared: Arc<Shared>) {
 /// One poll: `squeue` for every job of this user, then `scontrol` for watched jobs it no
 /// longer lists. Returns whether any watched job changed.
 async fn poll(shared: &Shared) -> bool {
-    shared.polls.fetch_add(1, Ordering::Relaxed);
     let answer = output(&shared.config, "squeue", &["-h", "--me", "--states=all", "-o", "%i|%T"]).await;
     let queue = match answer {
         Ok(text) => Queue::parse(&text),
