@@ -209,6 +209,16 @@ fn every_example_in_dags_is_valid() {
             );
             continue;
         }
+        if expect == "slurm" {
+            // It runs on a Slurm cluster: tests/slurm.rs runs it on the test cluster.
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let runner = std::fs::read_to_string(repo().join("tests/slurm.rs")).unwrap();
+            assert!(
+                runner.contains(&format!("dags/{name}")),
+                "{name} needs Slurm; tests/slurm.rs should run it"
+            );
+            continue;
+        }
         if expect == "served" {
             // It rolls out to live traffic, which only `sluice serve` has: tests/closed_loop.rs
             // runs it under a server.

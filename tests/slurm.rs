@@ -175,18 +175,20 @@ fn gpus_become_gres_and_take_no_local_gpu() {
     }
     let sb = Sandbox::new();
     // The engine has no GPU (`--gpus 0`): the step is not refused as a local misfit but sent
-    // to Slurm with `--gres=gpu:2` (the test cluster schedules it without a device: nothing
-    // here uses a GPU).
+    // to Slurm with `--gres=gpu:2`, which this GPU-less cluster (no `GresTypes`) turns down
+    // in its own words; the step fails at once, for good.
     let spec = sb.write(
         "gpu.yaml",
-        "name: gpu\nsteps:\n  fit:\n    resources: {gpu: 2}\n    slurm: {}\n    process: {command: [\"true\"]}\n",
+        "name: gpu\nsteps:\n  fit:\n    retries: 2\n    resources: {gpu: 2}\n    slurm: {}\n    process: {command: [\"true\"]}\n",
     );
     let out = run(&sb, &spec, &["--gpus", "0"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = job_ids(&logs(&sb, "1", "fit")).pop().expect("a job id in the log");
-    let out = Command::new("scontrol").args(["-o", "show", "job", &id]).output().unwrap();
-    let record = text(&out.stdout);
-    assert!(record.contains("TresPerNode=gres:gpu:2"), "{record}");
+    assert!(!out.status.success());
+    assert!(!text(&out.stderr).contains("can never start"), "{}", text(&out.stderr));
+    let show = sb.show("1");
+    let attempts = step(&show, "fit")["attempts"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 1, "{show}");
+    let message = attempts[0]["message"].as_str().unwrap();
+    assert!(message.contains("sbatch refused the job") && message.contains("generic resource"), "{message}");
 }
 
 #[test]
@@ -377,6 +379,21 @@ fn a_job_cancelled_from_outside_fails_retryably_and_the_retry_succeeds() {
     let message = attempts[0]["message"].as_str().unwrap();
     assert!(message.contains("cancelled outside Sluice"), "{message}");
     assert!(logs(&sb, "1", "s").contains("again"));
+}
+
+#[test]
+fn the_example_runs_on_the_cluster() {
+    if !cluster("the_example_runs_on_the_cluster") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let example = common::repo().join("dags/example-slurm.yaml");
+    let out = run(&sb, &example, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fit = logs(&sb, "1", "fit");
+    assert!(fit.contains("fold 2 of 1000 rows, array task 2"), "{fit}");
+    assert!(fit.contains("(3 tasks)"), "{fit}");
+    assert!(logs(&sb, "1", "report").contains("fitted 3 folds"));
 }
 
 #[test]

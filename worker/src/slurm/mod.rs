@@ -378,7 +378,12 @@ impl SlurmExecutor {
         let what = format!("`{program}` (Slurm job {})", job.id);
         match state {
             JobState::Ended { state, exit } => {
-                let code = script::read_exit(&job.files).or(exit);
+                let mut code = script::read_exit(&job.files).or(exit);
+                if code.is_none() && state == "FAILED" {
+                    // The script ended before its command did (a folder it could not enter):
+                    // Slurm's record has the code.
+                    code = poller::exit_code(&self.inner.config, &job.id).await;
+                }
                 match state.as_str() {
                     "COMPLETED" => finished(&job.files, code.unwrap_or(0), &what, Some(&state)),
                     "FAILED" => match code {

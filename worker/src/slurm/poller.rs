@@ -257,6 +257,15 @@ fn scontrol_state(text: &str) -> Option<JobState> {
     })
 }
 
+/// A job's exit code from Slurm's record, when it still has one.
+pub(crate) async fn exit_code(config: &SlurmConfig, id: &str) -> Option<i32> {
+    let text = output(config, "scontrol", &["-o", "show", "job", id]).await.ok()?;
+    match scontrol_state(&text)? {
+        JobState::Ended { exit, .. } => exit,
+        _ => None,
+    }
+}
+
 /// Runs a Slurm command; its standard output, or a sentence saying why not.
 pub(crate) async fn output(config: &SlurmConfig, program: &str, args: &[&str]) -> Result<String, String> {
     let run = config.command(program).args(args).output();

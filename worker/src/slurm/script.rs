@@ -148,10 +148,20 @@ pub(crate) fn prepare(owner: &str, r: &AttemptRequest, p: &SlurmPlacement) -> Re
         )));
     }
     let options = options(p);
+    // The job starts in its own folder on another machine: every path it is given is
+    // absolute (a relative data folder, `.sluice`, is the default).
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let files = AttemptFiles {
+        run_dir: absolute(&r.files.run_dir),
+        attempt_dir: absolute(&r.files.attempt_dir),
+        outputs_file: absolute(&r.files.outputs_file),
+        inputs_dir: absolute(&r.files.inputs_dir),
+        metrics_file: absolute(&r.files.metrics_file),
+    };
     let own = vec![
-        ("SLUICE_OUTPUTS", r.files.outputs_file.display().to_string()),
-        ("SLUICE_METRICS", r.files.metrics_file.display().to_string()),
-        ("SLUICE_RUN_DIR", r.files.run_dir.display().to_string()),
+        ("SLUICE_OUTPUTS", files.outputs_file.display().to_string()),
+        ("SLUICE_METRICS", files.metrics_file.display().to_string()),
+        ("SLUICE_RUN_DIR", files.run_dir.display().to_string()),
         ("SLUICE_RUN_ID", r.id.run.to_string()),
         ("SLUICE_STEP", r.id.step.clone()),
         ("SLUICE_ITEM", r.id.item.to_string()),
@@ -162,7 +172,7 @@ pub(crate) fn prepare(owner: &str, r: &AttemptRequest, p: &SlurmPlacement) -> Re
         r.id.run,
         r.id.step,
         r.id.attempt,
-        r.workdir.display(),
+        absolute(&r.workdir).display(),
         options.join("\u{1}")
     );
     Ok(Prepared {
@@ -173,8 +183,8 @@ pub(crate) fn prepare(owner: &str, r: &AttemptRequest, p: &SlurmPlacement) -> Re
         attempt: r.id.attempt,
         owner: owner.to_string(),
         argv: spec.argv.clone(),
-        workdir: r.workdir.clone(),
-        files: r.files.clone(),
+        workdir: absolute(&r.workdir),
+        files,
         env: r.env.clone(),
         own,
         options,
