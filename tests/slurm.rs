@@ -247,6 +247,15 @@ fn wait_for_file_exists(path: &Path) {
     }
 }
 
+/// Starts `sluice run SPEC`, waits for its step to create `began`, and SIGKILLs the engine.
+fn kill_engine_once_started(sb: &Sandbox, spec: &Path, began: &Path) {
+    let mut child =
+        sb.cmd().args(["run", "-q"]).arg(spec).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_file_exists(began);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_killed_engine_adopts_its_running_job_and_takes_a_finished_ones_result() {
     if !cluster("a_killed_engine_adopts_its_running_job_and_takes_a_finished_ones_result") {
@@ -273,11 +282,7 @@ steps:
         ),
     );
     // SIGKILL while the job runs; resume while it still runs: adopted, not submitted again.
-    let mut child =
-        sb.cmd().args(["run", "-q"]).arg(&spec).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for_file_exists(&began);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_engine_once_started(&sb, &spec, &began);
     let out = sb.sluice(&["resume", "1"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let show = sb.show("1");
@@ -294,11 +299,7 @@ steps:
     // SIGKILL, then the job ends while no engine runs: its result is taken on resume.
     std::fs::remove_file(&began).unwrap();
     std::fs::write(&count, "").unwrap();
-    let mut child =
-        sb.cmd().args(["run", "-q"]).arg(&spec).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for_file_exists(&began);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_engine_once_started(&sb, &spec, &began);
     let attempts = sb.data().join("attempts/2");
     let exit = std::fs::read_dir(&attempts)
         .unwrap()
@@ -318,11 +319,7 @@ steps:
 
     // SIGKILL, then `sluice cancel` of the run no engine drives: its job is cancelled too.
     std::fs::remove_file(&began).unwrap();
-    let mut child =
-        sb.cmd().args(["run", "-q"]).arg(&spec).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for_file_exists(&began);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_engine_once_started(&sb, &spec, &began);
     let out = sb.sluice(&["cancel", "3"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(sb.show("3")["state"], "cancelled");
