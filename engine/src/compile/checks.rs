@@ -178,7 +178,7 @@ fn check_kind(id: &str, step: &Step, sp: &str, cx: &mut Ctx) {
             } else {
                 cx.at_key(
                     &at,
-                    format!("step `{id}`: only `process:` steps run on Slurm; an `{key}:` step runs on the engine's machine"),
+                    format!("step `{id}`: only `process:` steps run on Slurm; `{key}:` steps run on the engine's machine"),
                 );
             }
         }
