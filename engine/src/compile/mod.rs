@@ -336,7 +336,8 @@ fn build(
                 cpu: res.cpu.unwrap_or(1),
                 memory: res.memory.map_or(0, |m| m.0),
                 gpu: res.gpu.unwrap_or(0),
-                remote: eff.slurm.is_some(),
+                // Set by the driver, which also knows the engine's `--slurm`.
+                remote: false,
             },
             prepare: eff.when.is_some() || eff.map.is_some(),
             wait: kind.hooks().waits(),

@@ -99,8 +99,15 @@ pub(super) struct Start<'a> {
     pub(super) adopt: Option<u32>,
 }
 
-/// The `slurm:` settings of a step, when it runs on Slurm: its own (or its pipeline's
-/// defaults), else the engine's `--slurm PARTITION` for a kind that can.
+/// Whether a step runs on Slurm: it has a `slurm:` block (its own or its pipeline's
+/// defaults), or the engine has `--slurm PARTITION` and its kind can.
+pub(super) fn on_slurm(engine: &Engine, plan: &Plan, step: StepIx) -> bool {
+    let ps = &plan.steps[step as usize];
+    ps.spec.slurm.is_some() || (engine.opts.slurm.is_some() && ps.kind.hooks().runs_on_slurm())
+}
+
+/// The `slurm:` settings of a step, when it runs on Slurm ([`on_slurm`]), with the engine's
+/// partition when it names none.
 pub(super) fn slurm_block(engine: &Engine, plan: &Plan, step: StepIx) -> Option<crate::spec::SlurmBlock> {
     let ps = &plan.steps[step as usize];
     let default = engine.opts.slurm.as_ref();

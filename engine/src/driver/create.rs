@@ -98,8 +98,7 @@ impl Engine {
         }
         for (ix, step) in plan.core.iter().enumerate() {
             // A step placed on Slurm asks the cluster, not this machine's pools.
-            let remote =
-                step.resources.remote || super::attempt::slurm_block(self, plan, ix as StepIx).is_some();
+            let remote = super::attempt::on_slurm(self, plan, ix as StepIx);
             if let Some(why) = self.opts.capacity.misfit(&step.resources).filter(|_| !remote) {
                 return Err(EngineError::Invalid(format!("this run can never start: {why}")));
             }

@@ -294,7 +294,7 @@ impl Driver<'_> {
                 let a = self.runs.get_mut(&id).expect("just inserted");
                 for (step, item, attempt) in a.machine.running_attempts() {
                     let dir = self.engine.store().dir();
-                    if attempt::slurm_block(self.engine, &a.plan, step).is_some()
+                    if attempt::on_slurm(self.engine, &a.plan, step)
                         || attempt::went_to_slurm(dir, id, &a.plan, step, item, attempt)
                     {
                         if intent == Intent::Drive {
@@ -562,8 +562,9 @@ impl Driver<'_> {
             }
             Action::Enqueue { step, item, priority, mut resources } => {
                 self.queued_at.insert((run, step, item), std::time::Instant::now());
-                // `--slurm` places steps the pipeline file does not.
-                resources.remote |= attempt::slurm_block(self.engine, &self.runs[&run].plan, step).is_some();
+                // Where a step runs is the driver's to say (`--slurm` is the engine's): the
+                // plan's core leaves `remote` unset.
+                resources.remote = attempt::on_slurm(self.engine, &self.runs[&run].plan, step);
                 self.admission.enqueue(run, step, item, priority, resources)
             }
             Action::Withdraw { step, item } => {

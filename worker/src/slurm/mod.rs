@@ -101,12 +101,16 @@ impl SlurmConfig {
         }
     }
 
-    fn command(&self, name: &str) -> tokio::process::Command {
-        let program = match &self.bin_dir {
+    /// A Slurm command by name: in `bin_dir`, else looked up on `PATH`.
+    fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
             Some(dir) => dir.join(name),
             None => PathBuf::from(name),
-        };
-        let mut cmd = tokio::process::Command::new(program);
+        }
+    }
+
+    fn command(&self, name: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.program(name));
         cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
         cmd
     }
@@ -145,11 +149,7 @@ impl SlurmExecutor {
             job_name(&self.inner.owner, run, step, Some(item), attempt),
             job_name(&self.inner.owner, run, step, None, attempt),
         ] {
-            let program = match &self.inner.config.bin_dir {
-                Some(dir) => dir.join("scancel"),
-                None => PathBuf::from("scancel"),
-            };
-            let out = std::process::Command::new(program)
+            let out = std::process::Command::new(self.inner.config.program("scancel"))
                 .args(["--me", &format!("--name={name}")])
                 .stdin(std::process::Stdio::null())
                 .output()
@@ -211,7 +211,8 @@ impl SlurmExecutor {
                 "only `process:` steps run on Slurm; this step's kind runs in the engine",
             ));
         };
-        let Some(program) = spec.argv.first().cloned() else {
+        let argv = spec.argv.clone();
+        let Some(program) = argv.first().cloned() else {
             return AttemptOutcome::failed(ExecError::fatal("the command is empty"));
         };
         if !request.workdir.is_dir() {
@@ -223,7 +224,7 @@ impl SlurmExecutor {
         let job = match self.adopted(&request, &placement, &sink).await {
             Some(Ok(job)) => job,
             Some(Err(outcome)) => return *outcome,
-            None => match self.submit(&request, &placement, &sink).await {
+            None => match self.submit(&request, &argv, &placement, &sink).await {
                 Ok(job) => job,
                 Err(e) => return AttemptOutcome::failed(e),
             },
@@ -259,8 +260,7 @@ impl SlurmExecutor {
                         adopt.attempt
                     );
                     sink.log(LogStream::System, note.as_bytes());
-                    let mut tail = script::Tail::new(&adopt.files);
-                    tail.pump(sink.as_ref());
+                    script::Tail::new(&adopt.files).pump(sink, true).await;
                     Some(Err(Box::new(finished(&adopt.files, code, "the job", None))))
                 }
                 None => {
@@ -286,10 +286,11 @@ impl SlurmExecutor {
     async fn submit(
         &self,
         request: &AttemptRequest,
+        argv: &[String],
         placement: &SlurmPlacement,
         sink: &Arc<dyn AttemptSink>,
     ) -> Result<Job, ExecError> {
-        let prepared = script::prepare(&self.inner.owner, request, placement)?;
+        let prepared = script::prepare(&self.inner.owner, request, argv, placement)?;
         let (reply, answer) = oneshot::channel();
         self.submitter()
             .send(script::Submission { job: prepared, reply })
@@ -357,14 +358,14 @@ impl SlurmExecutor {
                     stopping = Some(tokio::time::Instant::now() + grace + STOP_WAIT);
                     self.inner.poller.hurry();
                 }
-                _ = tick.tick(), if running => tail.pump(sink.as_ref()),
+                _ = tick.tick(), if running => tail.pump(&sink, false).await,
                 _ = tokio::time::sleep_until(stop_at), if stopping.is_some() => {
                     break JobState::Unreachable(format!("Slurm did not report job {} ended after scancel", job.id));
                 }
             }
         };
         self.inner.poller.unwatch(&job.id);
-        tail.pump(sink.as_ref());
+        tail.pump(&sink, true).await;
         if stopping.is_some() {
             return AttemptOutcome {
                 result: Err(ExecError::cancelled(format!(

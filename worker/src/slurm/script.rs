@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{SlurmConfig, SlurmPlacement};
 use crate::error::ExecError;
-use crate::executor::{AttemptFiles, AttemptRequest, AttemptSink, ExecSpec, LogStream};
+use crate::executor::{AttemptFiles, AttemptRequest, AttemptSink, LogStream};
+use crate::outputs::open_step_file;
 
 /// The owner's hash as names carry it: FNV-1a of the data folder, stable across builds and
 /// platforms (unlike std's hasher), 8 hex digits.
@@ -70,9 +72,13 @@ fn exit_path(files: &AttemptFiles) -> PathBuf {
     beside(files, ".slurm.exit")
 }
 
-/// The exit code the job's script recorded, once its command has ended.
+/// The exit code the job's script recorded, once its command has ended. The step could
+/// have put anything at that path: it is opened as the outputs file is (no link, no FIFO)
+/// and read for a few bytes only.
 pub(crate) fn read_exit(files: &AttemptFiles) -> Option<i32> {
-    std::fs::read_to_string(exit_path(files)).ok()?.trim().parse().ok()
+    let mut text = String::new();
+    open_step_file(&exit_path(files)).ok()?.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 /// One attempt ready to submit.
@@ -138,10 +144,13 @@ fn options(p: &SlurmPlacement) -> Vec<String> {
     o
 }
 
-pub(crate) fn prepare(owner: &str, r: &AttemptRequest, p: &SlurmPlacement) -> Result<Prepared, ExecError> {
-    let ExecSpec::Process(spec) = &r.spec else {
-        return Err(ExecError::fatal("only `process:` steps run on Slurm"));
-    };
+/// An attempt of a `process:` step (`argv`, its command) ready to submit.
+pub(crate) fn prepare(
+    owner: &str,
+    r: &AttemptRequest,
+    argv: &[String],
+    p: &SlurmPlacement,
+) -> Result<Prepared, ExecError> {
     if let Some(bad) = r.env.keys().find(|k| !is_shell_name(k)) {
         return Err(ExecError::fatal(format!(
             "environment variable `{bad}` cannot be passed to a Slurm job (a name is letters, digits and `_`)"
@@ -182,7 +191,7 @@ pub(crate) fn prepare(owner: &str, r: &AttemptRequest, p: &SlurmPlacement) -> Re
         item: r.id.item,
         attempt: r.id.attempt,
         owner: owner.to_string(),
-        argv: spec.argv.clone(),
+        argv: argv.to_vec(),
         workdir: absolute(&r.workdir),
         files,
         env: r.env.clone(),
@@ -419,6 +428,7 @@ pub(crate) fn transient(stderr: &str) -> bool {
 }
 
 /// Reads what a job has added to its output files since the last read.
+#[derive(Clone)]
 pub(crate) struct Tail {
     streams: [(PathBuf, u64, LogStream); 2],
 }
@@ -436,18 +446,41 @@ impl Tail {
         }
     }
 
-    pub(crate) fn pump(&mut self, sink: &dyn AttemptSink) {
+    /// Logs what the job added to its files since the last pump: up to [`PUMP_MAX`] a
+    /// stream, or everything when `to_end` (the job has ended). On the blocking pool: the
+    /// files are on a shared file system, which may be slow to answer.
+    pub(crate) async fn pump(&mut self, sink: &Arc<dyn AttemptSink>, to_end: bool) {
+        let (mut tail, sink) = (self.clone(), sink.clone());
+        if let Ok(read) = tokio::task::spawn_blocking(move || {
+            tail.read(sink.as_ref(), to_end);
+            tail
+        })
+        .await
+        {
+            *self = read;
+        }
+    }
+
+    fn read(&mut self, sink: &dyn AttemptSink, to_end: bool) {
         for (path, offset, stream) in &mut self.streams {
-            let Ok(mut file) = std::fs::File::open(&*path) else { continue };
+            // The step writes these files: opened without following a link or waiting on a
+            // FIFO, as its outputs file is.
+            let Ok(mut file) = open_step_file(path) else { continue };
             if file.seek(SeekFrom::Start(*offset)).is_err() {
                 continue;
             }
-            let mut buf = Vec::new();
-            if let Ok(n) = file.take(PUMP_MAX).read_to_end(&mut buf)
-                && n > 0
-            {
-                *offset += n as u64;
-                sink.log(*stream, &buf);
+            loop {
+                let mut buf = Vec::new();
+                match (&mut file).take(PUMP_MAX).read_to_end(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        *offset += n as u64;
+                        sink.log(*stream, &buf);
+                    }
+                    _ => break,
+                }
+                if !to_end {
+                    break;
+                }
             }
         }
     }
