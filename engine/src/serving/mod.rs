@@ -400,6 +400,9 @@ impl Serving {
         let (version, alias) = self.resolve_keyed(name, target, key)?;
         let loaded = match self.load(name, version) {
             Ok(l) => l,
+            // A version that does not exist is not counted: its number comes from the
+            // request, and each would be a new metric series and a new stats entry.
+            Err(e @ ServeError::NotFound(_)) => return Err(e),
             Err(e) => {
                 self.record_failure(name, version, false);
                 return Err(e);

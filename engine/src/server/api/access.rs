@@ -151,7 +151,10 @@ async fn decide(gate: &Gate, mut req: Request, next: Next) -> Response {
             req = back;
             checked
         }
-        None => match (req.headers().get(header::AUTHORIZATION), super::session::cookie(req.headers())) {
+        None => match (
+            req.headers().get(header::AUTHORIZATION),
+            super::session::session_id(shared, req.headers()),
+        ) {
             // The web UI's session (a token given to /ui/login), when no token is sent.
             (None, Some(id)) => match super::session::authenticate(shared, &req, id) {
                 Ok(p) => Ok(p),
@@ -278,7 +281,7 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Princip
 /// Whether the credentials of a request still hold (a long stream checks again now and then:
 /// a revoked token or an ended session ends it).
 pub(crate) fn still_authenticated(shared: &Shared, headers: &axum::http::HeaderMap) -> bool {
-    match (headers.get(header::AUTHORIZATION), super::session::cookie(headers)) {
+    match (headers.get(header::AUTHORIZATION), super::session::session_id(shared, headers)) {
         (None, Some(id)) => matches!(super::session::principal(shared, id), Ok(Some(_))),
         (h, _) => authenticate(shared, h).is_ok(),
     }

@@ -51,9 +51,7 @@ pub(crate) struct Sessions {
 }
 
 fn random() -> String {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("the system's randomness");
+    let bytes = crate::security::random::<32>().expect("the system's randomness");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -105,15 +103,27 @@ impl Sessions {
     }
 }
 
-/// The session id in a request's cookies.
-pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
+/// The session id in a request's cookies: only under the name this server sets
+/// ([`cookie_name`]), so that under TLS a plain `sluice_session` (which a sibling host could
+/// set) never stands in for the `__Host-` one.
+pub(crate) fn session_id<'a>(shared: &Shared, headers: &'a HeaderMap) -> Option<&'a str> {
+    cookie(headers, cookie_name(shared))
+}
+
+/// The session cookie's name: `__Host-` prefixed under TLS.
+fn cookie_name(shared: &Shared) -> &'static str {
+    if shared.opts.tls.is_some() { HOST_COOKIE } else { COOKIE }
+}
+
+/// The value of cookie `name` in a request's cookies.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == HOST_COOKIE || *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
@@ -169,7 +179,7 @@ pub(crate) fn authenticate(shared: &Shared, req: &Request, id: &str) -> Result<P
 }
 
 fn set_cookie(shared: &Shared, value: &str, max_age: u64) -> HeaderValue {
-    let (name, secure) = if shared.opts.tls.is_some() { (HOST_COOKIE, "; Secure") } else { (COOKIE, "") };
+    let (name, secure) = (cookie_name(shared), if shared.opts.tls.is_some() { "; Secure" } else { "" });
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
@@ -199,7 +209,7 @@ pub(super) async fn login(
     JsonBody(body): JsonBody<Login>,
 ) -> ApiResult<Response> {
     // A new login ends the browser's session before it (no session id is taken over).
-    if let Some(old) = cookie(&headers) {
+    if let Some(old) = session_id(&shared, &headers) {
         shared.sessions.close(old);
     }
     let client = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0);
@@ -220,6 +230,18 @@ pub(super) async fn login(
         }
         Err(e) => return Err(ApiError::internal(format!("cannot read the tokens: {e}"))),
     };
+    // The UI reads before it does anything: a token that may not read (an `events` token,
+    // for webhooks) opens no browser session, which could not even log out.
+    if !record.role.allows(crate::security::Permission::Read) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a `{}` token cannot open a session in the web UI; use a viewer token or above",
+                record.role.as_str()
+            ),
+        ));
+    }
     let (id, csrf) = shared.sessions.open(token);
     let s = shared.clone();
     let name = record.name.clone();
@@ -245,7 +267,7 @@ pub(super) async fn logout(
     axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    if let Some(id) = cookie(&headers) {
+    if let Some(id) = session_id(&shared, &headers) {
         shared.sessions.close(id);
     }
     let s = shared.clone();
@@ -263,15 +285,13 @@ pub(super) async fn logout(
 /// before it knows whether to show the login form, and a 401 would be an error in the
 /// browser's console).
 pub(super) async fn current(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let Some(id) = cookie(req.headers()) else {
+    let Some(id) = session_id(&shared, req.headers()) else {
         return Json(json!({ "v": 1, "name": null })).into_response();
     };
-    match authenticate(&shared, &req, id) {
-        Ok(who) => {
-            let csrf = shared.sessions.get(id).map(|(_, c)| c).unwrap_or_default();
-            Json(whoami(&who.name, who.role, &csrf)).into_response()
-        }
-        Err(_) => Json(json!({ "v": 1, "name": null })).into_response(),
+    // One lookup gives who it is and its CSRF token (a GET needs no CSRF check).
+    match principal(&shared, id) {
+        Ok(Some((who, csrf))) => Json(whoami(&who.name, who.role, &csrf)).into_response(),
+        _ => Json(json!({ "v": 1, "name": null })).into_response(),
     }
 }
 
@@ -295,8 +315,8 @@ mod tests {
     fn the_cookie_is_read_among_others() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; sluice_session=abc; b=2"));
-        assert_eq!(cookie(&h), Some("abc"));
+        assert_eq!(cookie(&h, COOKIE), Some("abc"));
         h.insert(header::COOKIE, HeaderValue::from_static("sluice_session="));
-        assert_eq!(cookie(&h), None);
+        assert_eq!(cookie(&h, COOKIE), None);
     }
 }
